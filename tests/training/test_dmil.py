@@ -1,0 +1,96 @@
+"""DMIL: grouping, Hungarian balance (every query gets a group), loss and masking."""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from training.dmil import cosine_kmeans, dmil_loss, match_targets_to_queries
+
+
+def unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_cosine_kmeans_separates_planted_directions():
+    rng = np.random.default_rng(0)
+    axes = np.eye(8)[:3]
+    x = unit(np.repeat(axes, 4, axis=0) + 0.05 * rng.normal(size=(12, 8)))
+    labels = cosine_kmeans(x, 3, rng=rng)
+    for g in range(3):  # the 4 noisy copies of one axis land in one group
+        assert len(set(labels[g * 4:(g + 1) * 4])) == 1
+    assert len(set(labels)) == 3
+
+
+def test_fewer_targets_than_queries_gives_each_target_its_own_group():
+    assert cosine_kmeans(unit(np.random.default_rng(1).normal(size=(2, 5))), 3).tolist() == [0, 1]
+
+
+def test_hungarian_assignment_is_one_to_one_and_balanced():
+    """With W ≥ K, every query gets exactly one group: no query starves, even when one query
+    is closest to every target (the collapse case the balancing exists for)."""
+    rng = np.random.default_rng(0)
+    k, w, d, b = 3, 9, 16, 32
+    axes = unit(rng.normal(size=(k, d)))
+    targets = unit(np.repeat(axes, w // k, axis=0)[None].repeat(b, 0) + 0.05 * rng.normal(size=(b, w, d)))
+    dominant = unit(axes.sum(0))  # query 0 is the nearest query for *all* targets
+    others = [unit(-dominant + 0.3 * unit(rng.normal(size=d))) for _ in range(2)]  # point away from all targets
+    interests = np.stack([dominant, *others])[None].repeat(b, 0)
+    assert ((targets @ interests[0].T).argmax(-1) == 0).all()  # [B, W, K]
+    assignment = match_targets_to_queries(interests, targets, np.ones((b, w), bool), rng)
+    for row in assignment:
+        assert sorted(set(row.tolist())) == [0, 1, 2]
+        # targets of one planted group share a query
+        assert all(len(set(row[g * 3:(g + 1) * 3])) == 1 for g in range(k))
+
+
+def test_assignment_marks_padding():
+    rng = np.random.default_rng(0)
+    mask = np.array([[True, True, False, False]])
+    a = match_targets_to_queries(unit(rng.normal(size=(1, 3, 4))), unit(rng.normal(size=(1, 4, 4))), mask, rng)
+    assert a[0, 2:].tolist() == [-1, -1] and (a[0, :2] >= 0).all() and a[0, 0] != a[0, 1]
+
+
+def _loss_inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    interests = F.normalize(torch.randn(2, 3, 8, generator=g), dim=-1)
+    targets = F.normalize(torch.randn(2, 4, 8, generator=g), dim=-1)
+    ids = torch.tensor([[1, 2, 3, 4], [5, 6, 0, 0]])
+    mask = ids > 0
+    assignment = torch.tensor([[0, 1, 2, 0], [1, 2, -1, -1]])
+    neg_ids = torch.arange(10, 30)
+    negs = F.normalize(torch.randn(20, 8, generator=g), dim=-1)
+    return interests, targets, ids, mask, assignment, negs, neg_ids
+
+
+def test_loss_rewards_matched_query_and_temperature_starts_at_007():
+    interests, targets, ids, mask, assignment, negs, neg_ids = _loss_inputs()
+    scale = torch.nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
+    loss, stats = dmil_loss(interests, targets, ids, mask, assignment, negs, neg_ids, scale)
+    assert abs(stats.temperature - 0.07) < 1e-6
+    # Put each target exactly on its matched query: the loss must drop.
+    aligned = interests.clone()
+    aligned[0, 0], aligned[0, 1], aligned[0, 2] = targets[0, 0], targets[0, 1], targets[0, 2]
+    aligned[1, 1], aligned[1, 2] = targets[1, 0], targets[1, 1]
+    better, _ = dmil_loss(aligned, targets, ids, mask, assignment, negs, neg_ids, scale)
+    assert float(better) < float(loss)
+    loss.backward()
+    assert torch.isfinite(scale.grad)
+    assert np.allclose(stats.query_share, [1 / 3] * 3)  # valid targets per query: 2, 2, 2
+
+
+def test_false_negatives_are_masked():
+    """One target; a candidate that is a near-copy of it (cos > 0.98) or the same item id is not a negative."""
+    interests, targets, _, _, _, negs, neg_ids = _loss_inputs()
+    ids = torch.tensor([[1, 0, 0, 0], [0, 0, 0, 0]])
+    mask, assignment = ids > 0, torch.tensor([[0, -1, -1, -1], [-1, -1, -1, -1]])
+    interests = interests.clone()
+    interests[0, 0] = targets[0, 0]  # the positive dominates, so one extra hard negative is visible
+    scale = torch.tensor(float(np.log(1 / 0.07)))
+    base, _ = dmil_loss(interests, targets, ids, mask, assignment, negs, neg_ids, scale)
+    near_copy = F.normalize(targets[0, 0] + 0.01 * negs[0], dim=-1)
+    dup_vecs = torch.cat([negs, near_copy[None], negs[:1]])
+    dup_ids = torch.cat([neg_ids, torch.tensor([99, 1])])  # 99: near-copy; 1: the target's own id
+    masked, _ = dmil_loss(interests, targets, ids, mask, assignment, dup_vecs, dup_ids, scale)
+    assert torch.allclose(base, masked, atol=1e-5)
+    unmasked, _ = dmil_loss(interests, targets, ids, mask, assignment, dup_vecs, dup_ids, scale,
+                            false_negative_threshold=1.5)
+    assert float(unmasked) > float(base) + 1e-4

@@ -1,0 +1,48 @@
+"""Model shapes, padding invariance and long-history support (no training)."""
+import numpy as np
+import torch
+
+from training.config import HybridConfig
+from training.hybrid import HybridRecommender
+from training.lightweight import LightweightConfig, LightweightEncoder
+
+
+def test_lightweight_handles_1024_items_and_ignores_left_padding():
+    torch.manual_seed(0)
+    model = LightweightEncoder(LightweightConfig(item_dim=16, model_dim=32, n_coarse=4, out_dim=24)).eval()
+    history = torch.randn(1, 1024, 16)
+    out = model(history, torch.ones(1, 1024))
+    assert out.shape == (1, 4, 24) and torch.isfinite(out).all()
+    short = torch.randn(1, 7, 16)
+    padded = torch.cat([torch.randn(1, 5, 16), short], 1)  # garbage in the padding must not matter
+    mask = torch.cat([torch.zeros(1, 5), torch.ones(1, 7)], 1)
+    with torch.no_grad():
+        assert torch.allclose(model(short, torch.ones(1, 7)), model(padded, mask), atol=1e-5)
+
+
+def test_hybrid_outputs_k_unit_interests_and_is_padding_invariant():
+    torch.manual_seed(0)
+    cfg = HybridConfig(n_interests=3, out_dim=16, llm_hidden=32, llm_intermediate=64, light_dim=16)
+    model = HybridRecommender(cfg, item_dim=8, n_items=50).eval()
+    long_emb, recent_emb = torch.randn(2, 30, 8), torch.randn(2, 5, 8)
+    with torch.no_grad():
+        interests = model(long_emb, torch.ones(2, 30), recent_emb, torch.ones(2, 5))
+        assert interests.shape == (2, 3, 16)
+        assert torch.allclose(interests.norm(dim=-1), torch.ones(2, 3), atol=1e-5)
+        padded = model(torch.cat([torch.randn(2, 4, 8), long_emb], 1), torch.cat([torch.zeros(2, 4), torch.ones(2, 30)], 1),
+                       torch.cat([torch.randn(2, 3, 8), recent_emb], 1), torch.cat([torch.zeros(2, 3), torch.ones(2, 5)], 1))
+    assert torch.allclose(interests, padded, atol=1e-4)
+    # The queries are distinct parameters, so the K interests differ.
+    assert (interests[0] @ interests[0].T).triu(1).max() < 0.9999
+
+
+def test_ablation_without_lightweight_and_single_interest():
+    cfg = HybridConfig(n_interests=1, use_lightweight=False, out_dim=8, llm_hidden=32, llm_intermediate=64)
+    model = HybridRecommender(cfg, item_dim=8, n_items=10).eval()
+    assert model.lightweight is None
+    with torch.no_grad():
+        out = model(torch.randn(3, 12, 8), torch.ones(3, 12), torch.randn(3, 4, 8), torch.ones(3, 4))
+    assert out.shape == (3, 1, 8)
+    vectors = model.item_vectors(torch.randn(11, 8))
+    assert vectors.shape == (11, 8) and float(vectors[0].abs().sum()) == 0.0
+    assert np.allclose(vectors[1:].norm(dim=-1).numpy(), 1.0, atol=1e-5)

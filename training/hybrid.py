@@ -1,0 +1,75 @@
+"""The HyMiRec hybrid recommender: lightweight encoder + LLM recommender + item tower.
+
+    long history (codebook-decoded) ──LightweightEncoder──► K_c coarse interests ─┐
+    N recent items (exact embeddings) ─────────────────────────────────────────────┼─► LLMRecommender ─► K interests
+                                                                  K interest queries┘
+    item embedding (frozen, stage 1) ──ItemTower──► retrieval vector (same space as the interests)
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.config import HybridConfig
+from training.lightweight import LightweightConfig, LightweightEncoder
+from training.llm_recommender import LLMRecommender, LLMRecommenderConfig, ProjectionHead
+
+
+class ItemTower(nn.Module):
+    """Frozen item embedding [.., d_item] (+ optional learned id residual) → L2-normalised [.., d_out]."""
+
+    def __init__(self, item_dim: int, out_dim: int, dropout: float, n_items: int | None = None):
+        super().__init__()
+        self.head = ProjectionHead(item_dim, out_dim, dropout)
+        self.id_residual = nn.Embedding(n_items + 1, out_dim, padding_idx=0) if n_items else None
+        if self.id_residual is not None:
+            nn.init.normal_(self.id_residual.weight, std=0.01)
+
+    def forward(self, item_emb: torch.Tensor, item_ids: torch.Tensor | None = None) -> torch.Tensor:
+        vec = self.head(item_emb)
+        if self.id_residual is not None and item_ids is not None:
+            vec = F.normalize(vec + self.id_residual(item_ids), dim=-1)
+        return vec
+
+
+class HybridRecommender(nn.Module):
+    def __init__(self, config: HybridConfig, item_dim: int, n_items: int):
+        super().__init__()
+        self.config = config
+        self.llm = LLMRecommender(LLMRecommenderConfig(
+            item_dim=item_dim, n_interests=config.n_interests, out_dim=config.out_dim,
+            llm_path=config.llm_path, hidden=config.llm_hidden, layers=config.llm_layers,
+            heads=config.llm_heads, kv_heads=config.llm_kv_heads, intermediate=config.llm_intermediate,
+            max_positions=max(512, config.n_coarse + config.recent_n + config.n_interests + 8),
+            dropout=config.dropout,
+        ))
+        llm_width = self.llm.config.hidden  # the pretrained backbone decides when llm_path is given
+        self.lightweight = LightweightEncoder(LightweightConfig(
+            item_dim=item_dim, model_dim=config.light_dim, n_layers=config.light_layers,
+            n_heads=config.light_heads, n_coarse=config.n_coarse, out_dim=llm_width,
+            max_len=config.max_long_len, dropout=config.dropout,
+        )) if config.use_lightweight else None
+        self.item_tower = ItemTower(item_dim, config.out_dim, config.dropout,
+                                    n_items if config.item_id_residual else None)
+        self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1.0 / config.temperature))))
+
+    def coarse_interests(self, long_emb: torch.Tensor, long_mask: torch.Tensor) -> torch.Tensor:
+        """long_emb [B, T, d_item], long_mask [B, T] → coarse [B, K_c, d_llm] (K_c = 0 without the lightweight model)."""
+        if self.lightweight is None:
+            return long_emb.new_zeros(long_emb.shape[0], 0, self.llm.config.hidden)
+        return self.lightweight(long_emb, long_mask)
+
+    def forward(self, long_emb, long_mask, recent_emb, recent_mask) -> torch.Tensor:
+        """→ interests [B, K, d_out], L2-normalised."""
+        return self.llm(self.coarse_interests(long_emb, long_mask), recent_emb, recent_mask)
+
+    @torch.no_grad()
+    def item_vectors(self, item_emb: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+        """All items' retrieval vectors [n_items+1, d_out]; row 0 (padding) is zero."""
+        ids = torch.arange(item_emb.shape[0], device=item_emb.device)
+        out = torch.cat([self.item_tower(item_emb[i:i + batch], ids[i:i + batch])
+                         for i in range(0, len(item_emb), batch)])
+        out[0] = 0
+        return out

@@ -1,0 +1,96 @@
+"""LLM recommender: a transformers causal-LM backbone fed `inputs_embeds`.
+
+Input sequence (all embeddings, no words):
+    [coarse_1 .. coarse_Kc]  ⊕  [e_{t-N+1} .. e_t]  ⊕  [q_1 .. q_K]
+The last-layer states at the K interest-query positions go through a projection head and L2
+normalisation: those are the K refined interests. Default backbone: a small Qwen2 config built
+locally (random init, trained here); `llm_path` loads any local pretrained HF directory instead.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class LLMRecommenderConfig:
+    item_dim: int = 384  # d_item of the exact recent-item embeddings
+    n_interests: int = 3  # K
+    out_dim: int = 64  # retrieval space
+    llm_path: str | None = None
+    hidden: int = 128
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 256
+    max_positions: int = 512
+    dropout: float = 0.1
+
+
+def build_backbone(config: LLMRecommenderConfig) -> nn.Module:
+    """A Qwen2 decoder (no LM head). Local files only: nothing is fetched from a hub."""
+    from transformers import AutoModel, Qwen2Config
+
+    if config.llm_path:
+        model = AutoModel.from_pretrained(config.llm_path, local_files_only=True)
+        config.hidden = int(model.config.hidden_size)
+        return model
+    backbone_config = Qwen2Config(
+        hidden_size=config.hidden,
+        num_hidden_layers=config.layers,
+        num_attention_heads=config.heads,
+        num_key_value_heads=config.kv_heads,
+        intermediate_size=config.intermediate,
+        vocab_size=16,  # never used: the model only sees inputs_embeds
+        max_position_embeddings=config.max_positions,
+        attention_dropout=config.dropout,
+    )
+    backbone_config._attn_implementation = "sdpa"
+    return AutoModel.from_config(backbone_config)
+
+
+class ProjectionHead(nn.Module):
+    """Linear → (GELU MLP residual) → LayerNorm → L2 normalise, as in the RED-Rec embedding head."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, out_dim)
+        self.mlp = nn.Sequential(nn.Linear(out_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim), nn.Dropout(dropout))
+        self.norm = nn.LayerNorm(out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.proj(x)
+        return F.normalize(self.norm(h + self.mlp(h)), dim=-1)
+
+
+class LLMRecommender(nn.Module):
+    """forward(coarse [B, K_c, d_llm], recent_emb [B, N, d_item], recent_mask [B, N]) → interests [B, K, d_out].
+
+    `recent_mask` is 1 for real items, 0 for left padding. The coarse block may be empty (K_c = 0)
+    for the "no lightweight recommender" ablation.
+    """
+
+    def __init__(self, config: LLMRecommenderConfig):
+        super().__init__()
+        self.backbone = build_backbone(config)  # sets config.hidden when loading a pretrained model
+        self.config = config
+        self.recent_in = nn.Sequential(nn.Linear(config.item_dim, config.hidden), nn.LayerNorm(config.hidden))
+        self.interest_queries = nn.Parameter(torch.randn(config.n_interests, config.hidden) * 0.02)
+        self.head = ProjectionHead(config.hidden, config.out_dim, config.dropout)
+
+    def forward(self, coarse: torch.Tensor, recent_emb: torch.Tensor, recent_mask: torch.Tensor) -> torch.Tensor:
+        b = recent_emb.shape[0]
+        k = self.config.n_interests
+        recent = self.recent_in(recent_emb) * recent_mask[..., None]
+        queries = self.interest_queries[None].expand(b, k, -1)
+        inputs = torch.cat([coarse.to(recent.dtype), recent, queries], dim=1)
+        ones_c = torch.ones(b, coarse.shape[1], dtype=recent_mask.dtype, device=recent_mask.device)
+        ones_q = torch.ones(b, k, dtype=recent_mask.dtype, device=recent_mask.device)
+        mask = torch.cat([ones_c, recent_mask, ones_q], dim=1)
+        # Positions skip left padding so a short history looks the same as an unpadded one.
+        positions = (mask.cumsum(1) - 1).clamp(min=0).long()
+        hidden = self.backbone(inputs_embeds=inputs, attention_mask=mask.long(), position_ids=positions).last_hidden_state
+        return self.head(hidden[:, -k:].float())

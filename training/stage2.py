@@ -1,0 +1,121 @@
+"""Stage 2: train the hybrid recommender (lightweight + LLM) with DMIL, early-stopped on validation NDCG@10."""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from training.batches import ModelInputs, model_inputs, train_batch, window_samples
+from training.config import HybridConfig, TrainConfig
+from training.dmil import dmil_loss, match_targets_to_queries
+from training.evaluate import evaluate_interests
+from training.hybrid import HybridRecommender
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class ItemTables:
+    """exact [n_items+1, d_item] frozen stage-1 embeddings; long [n_items+1, d_item] what the long
+    history sees (codebook-decoded, or exact for the no-codebook ablation)."""
+
+    exact: torch.Tensor
+    long: torch.Tensor
+
+
+def _tensors(inputs: ModelInputs, tables: ItemTables, device: torch.device):
+    long_ids = torch.from_numpy(inputs.long_ids).to(device)
+    recent_ids = torch.from_numpy(inputs.recent_ids).to(device)
+    return (tables.long[long_ids], (long_ids > 0).float(), tables.exact[recent_ids], (recent_ids > 0).float())
+
+
+@torch.no_grad()
+def predict_interests(model: HybridRecommender, tables: ItemTables, histories: list[np.ndarray],
+                      batch: int = 256, long_len: int | None = None) -> np.ndarray:
+    """histories (item indices) → interests [U, K, d_out] float32."""
+    model.eval()
+    device = tables.exact.device
+    cfg = model.config
+    out = []
+    for start in range(0, len(histories), batch):
+        inputs = model_inputs(histories[start:start + batch], long_len or cfg.long_len, cfg.recent_n)
+        out.append(model(*_tensors(inputs, tables, device)).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, cfg.n_interests, cfg.out_dim), np.float32)
+
+
+def evaluate_hybrid(model, tables, eval_set, batch: int = 256, max_users: int | None = None) -> dict:
+    histories, targets = eval_set.histories, eval_set.targets
+    if max_users is not None and len(histories) > max_users:
+        keep = np.random.default_rng(0).choice(len(histories), max_users, replace=False)
+        histories, targets = [histories[i] for i in keep], targets[keep]
+    interests = predict_interests(model, tables, histories, batch)
+    vectors = model.item_vectors(tables.exact).float().cpu().numpy()
+    return evaluate_interests(interests, vectors, histories, targets)
+
+
+def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: list[np.ndarray], valid_set,
+                 hybrid: HybridConfig, train: TrainConfig, progress: bool = True, log=print) -> dict:
+    """Trains in place; restores the best validation state. Returns the training history."""
+    device = tables.exact.device
+    rng = np.random.default_rng(train.seed)
+    torch.manual_seed(train.seed)
+    n_items = tables.exact.shape[0] - 1
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    use_bf16 = device.type == "cuda"
+    best, best_state, bad_epochs, history = -1.0, None, 0, []
+    for epoch in range(train.epochs):
+        model.train()
+        started = time.perf_counter()
+        samples = window_samples(train_sequences, hybrid.window, train.samples_per_user, rng)
+        order = rng.permutation(len(samples))
+        bar = tqdm(range(0, len(order), train.batch_size), desc=f"hybrid epoch {epoch + 1}/{train.epochs}",
+                   disable=not progress, leave=False)
+        losses, shares, inter = [], [], []
+        for start in bar:
+            chosen = [samples[i] for i in order[start:start + train.batch_size]]
+            batch = train_batch(train_sequences, chosen, hybrid.long_len, hybrid.recent_n, hybrid.window)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                interests = model(*_tensors(batch, tables, device)).float()
+            target_ids = torch.from_numpy(batch.target_ids).to(device)
+            target_vecs = model.item_tower(tables.exact[target_ids], target_ids)
+            neg_ids = torch.from_numpy(rng.integers(1, n_items + 1, size=hybrid.n_negatives)).to(device)
+            neg_vecs = model.item_tower(tables.exact[neg_ids], neg_ids)
+            assignment = match_targets_to_queries(interests.detach().cpu().numpy(),
+                                                  target_vecs.detach().cpu().numpy(), batch.target_mask, rng)
+            loss, stats = dmil_loss(interests, target_vecs, target_ids, torch.from_numpy(batch.target_mask).to(device),
+                                    torch.from_numpy(assignment).to(device), neg_vecs, neg_ids,
+                                    model.logit_scale, hybrid.false_negative_threshold)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            losses.append(stats.loss)
+            shares.append(stats.query_share)
+            inter.append(stats.inter_query_cos)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", tau=f"{stats.temperature:.3f}")
+        metrics = evaluate_hybrid(model, tables, valid_set, train.eval_batch, train.max_eval_users)
+        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - started,
+                  "query_share": np.mean(shares, axis=0).round(3).tolist(),
+                  "inter_query_cos": float(np.mean(inter)), "valid": metrics}
+        history.append(record)
+        log(f"[hybrid] epoch {epoch + 1}: loss {record['loss']:.4f} valid NDCG@10 {metrics['NDCG@10']:.4f} "
+            f"R@10 {metrics['Recall@10']:.4f} query share {record['query_share']} "
+            f"inter-query cos {record['inter_query_cos']:.3f} ({record['seconds']:.0f}s)")
+        if metrics["NDCG@10"] > best:
+            best, best_state, bad_epochs = metrics["NDCG@10"], copy.deepcopy(model.state_dict()), 0
+        else:
+            bad_epochs += 1
+            if bad_epochs >= train.patience:
+                log(f"[hybrid] early stop after epoch {epoch + 1} (best valid NDCG@10 {best:.4f})")
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return {"epochs": history, "best_valid_ndcg10": best}
