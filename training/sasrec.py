@@ -16,7 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from training.batches import left_pad
-from training.evaluate import evaluate_scores
+from training.evaluate import evaluate_scores, merge_metric_batches
 from training.lightweight import CausalBlock
 
 
@@ -30,7 +30,7 @@ class SASRecConfig:
     lr: float = 1e-3
     batch_size: int = 128
     epochs: int = 30
-    patience: int = 3
+    patience: int = 5
     seed: int = 0
 
 
@@ -70,14 +70,35 @@ class SASRec(nn.Module):
         return np.concatenate(out)
 
 
+def training_windows(train_sequences: list[np.ndarray], max_len: int) -> list[np.ndarray]:
+    """Cut every sequence into consecutive windows of max_len + 1 items (from the end), so users with
+    histories longer than max_len contribute all their interactions, not only the last max_len."""
+    windows = []
+    for seq in train_sequences:
+        for end in range(len(seq), 1, -max_len):
+            windows.append(seq[max(0, end - max_len - 1):end])
+    return windows
+
+
+def evaluate_sasrec(model: SASRec, eval_set, chunk: int = 2048, max_users: int | None = None) -> dict:
+    """Full-ranking metrics, scored in user chunks so [U, n_items] never has to fit in memory at once."""
+    histories, targets = eval_set.histories, eval_set.targets
+    if max_users is not None and len(histories) > max_users:
+        keep = np.random.default_rng(0).choice(len(histories), max_users, replace=False)
+        histories, targets = [histories[i] for i in keep], targets[keep]
+    parts = [evaluate_scores(model.score(histories[i:i + chunk]), histories[i:i + chunk], targets[i:i + chunk])
+             for i in range(0, len(histories), chunk)]
+    return merge_metric_batches(parts)
+
+
 def train_sasrec(train_sequences: list[np.ndarray], n_items: int, valid_set, config: SASRecConfig,
-                 device: torch.device | str = "cpu", progress: bool = True, log=print) -> tuple[SASRec, dict]:
+                 device: torch.device | str = "cpu", progress: bool = True, log=print,
+                 max_eval_users: int | None = None) -> tuple[SASRec, dict]:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = SASRec(n_items, config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    seqs = [s for s in train_sequences if len(s) >= 2]
-    padded = left_pad(seqs, config.max_len + 1)  # inputs = [:, :-1], next-item labels = [:, 1:]
+    padded = left_pad(training_windows(train_sequences, config.max_len), config.max_len + 1)  # inputs [:, :-1], labels [:, 1:]
     best, best_state, bad, history = -1.0, None, 0, []
     for epoch in range(config.epochs):
         model.train()
@@ -94,7 +115,7 @@ def train_sasrec(train_sequences: list[np.ndarray], n_items: int, valid_set, con
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
-        metrics = evaluate_scores(model.score(valid_set.histories), valid_set.histories, valid_set.targets)
+        metrics = evaluate_sasrec(model, valid_set, max_users=max_eval_users)
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "valid": metrics,
                         "seconds": time.perf_counter() - started})
         log(f"[sasrec] epoch {epoch + 1}: loss {np.mean(losses):.4f} valid NDCG@10 {metrics['NDCG@10']:.4f}")

@@ -47,7 +47,7 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
     from training.evaluate import evaluate_rankings, popularity_topk
     from training.hybrid import HybridRecommender
     from training.item_encoder import ContentItemEncoder, finetune_item_encoder
-    from training.sasrec import SASRecConfig, train_sasrec
+    from training.sasrec import SASRecConfig, evaluate_sasrec, train_sasrec
     from training.stage2 import ItemTables, evaluate_hybrid, pick_device, train_hybrid
 
     started = time.perf_counter()
@@ -73,11 +73,10 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
         t0 = time.perf_counter()
         sas_cfg = SASRecConfig(dim=config.item_encoder.id_embedding_dim if not data.has_text else 64,
                                epochs=config.train.sasrec_epochs, seed=config.train.seed)
-        sasrec, sas_hist = train_sasrec(split.train, data.n_items, split.valid, sas_cfg, device, progress, log)
-        from training.evaluate import evaluate_scores
+        sasrec, sas_hist = train_sasrec(split.train, data.n_items, split.valid, sas_cfg, device, progress, log,
+                                        config.train.max_eval_users)
         metrics["sasrec"] = {"valid_best_ndcg10": sas_hist["best_valid_ndcg10"],
-                             "test": evaluate_scores(sasrec.score(split.test.histories), split.test.histories,
-                                                     split.test.targets),
+                             "test": evaluate_sasrec(sasrec, split.test),
                              "train_seconds": time.perf_counter() - t0, "epochs": len(sas_hist["epochs"])}
         torch.save(sasrec.state_dict(), layout.sasrec)
         log(f"[sasrec] test {metrics['sasrec']['test']}")
