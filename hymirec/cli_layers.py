@@ -16,7 +16,129 @@ def _bench_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print(payload) -> None:
+    import json
+
+    print(json.dumps(payload, indent=2, default=str))
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from training.export.onnx_export import export_run
+
+    _print(export_run(args.run_dir, n_cases=args.cases))
+    return 0
+
+
+def _export_triton(args: argparse.Namespace) -> int:
+    from training.export.triton_repo import build_run_repo
+
+    _print(build_run_repo(args.run_dir, version=args.version))
+    return 0
+
+
+def _index_build(args: argparse.Namespace) -> int:
+    from serving.index import build_run_index
+
+    _print(build_run_index(args.run_dir, uri=args.uri, alias=args.alias))
+    return 0
+
+
+def _serving_config(args: argparse.Namespace):
+    from dataclasses import replace
+
+    from serving.config import ServingConfig
+
+    config = ServingConfig.from_env()
+    changes = {key: value for key, value in (("artifact_dir", args.run_dir), ("triton_url", args.triton_url),
+                                             ("milvus_uri", args.milvus_uri), ("feast_repo", args.store_config))
+               if value is not None}
+    if "artifact_dir" in changes:
+        from pathlib import Path
+
+        changes["artifact_dir"] = Path(changes["artifact_dir"])
+    if getattr(args, "port", None):
+        changes["port"] = args.port
+    return replace(config, **changes)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from serving.app import serve
+
+    serve(_serving_config(args))
+    return 0
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from serving.app import format_result, recommend_once
+
+    for user in args.user:
+        print(format_result(recommend_once(user, args.k, not args.include_seen, _serving_config(args))))
+    return 0
+
+
+def _triton_rollout(args: argparse.Namespace) -> int:
+    from serving.triton_server import rollback, rollout
+
+    _print(rollback(args.repo, args.model, args.url) if args.rollback
+           else rollout(args.repo, args.model, args.version, args.url))
+    return 0
+
+
+def _serving_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run-dir", help="run directory with the artifacts (env HYMIREC_ARTIFACT_DIR)")
+    parser.add_argument("--triton-url", help="Triton gRPC host:port, or 'off' (env HYMIREC_TRITON_URL)")
+    parser.add_argument("--milvus-uri", help="Milvus Lite path or server URI (env HYMIREC_MILVUS_URI)")
+    parser.add_argument("--store-config", help="online store config file (env HYMIREC_FEAST_REPO)")
+
+
+def _stream(args: argparse.Namespace) -> int:
+    from features.stream import main
+
+    return main(args.rest)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    stream = sub.add_parser("stream", help="Kafka → online store: run | replay | show (see `hymirec stream -h`)",
+                            add_help=False)
+    stream.add_argument("rest", nargs=argparse.REMAINDER)
+    stream.set_defaults(handler=_stream)
+    export = sub.add_parser("export", help="export a trained run").add_subparsers(dest="export_command", required=True)
+    onnx = export.add_parser("onnx", help="ONNX lightweight encoder + LLM recommender, with a parity check")
+    onnx.add_argument("--run-dir", default="runs/latest")
+    onnx.add_argument("--cases", type=int, default=100, help="random inputs in the parity check")
+    onnx.set_defaults(handler=_export_onnx)
+    triton = export.add_parser("triton", help="add the LLM recommender as a new Triton model version")
+    triton.add_argument("--run-dir", default="runs/latest")
+    triton.add_argument("--version", type=int, help="version number (default: next)")
+    triton.set_defaults(handler=_export_triton)
+
+    index = sub.add_parser("index", help="item index").add_subparsers(dest="index_command", required=True)
+    build = index.add_parser("build", help="new Milvus collection version + atomic alias swap")
+    build.add_argument("--run-dir", default="runs/latest")
+    build.add_argument("--uri", help="Milvus Lite path or server URI (default <run-dir>/milvus.db)")
+    build.add_argument("--alias", default="hymirec_items")
+    build.set_defaults(handler=_index_build)
+
+    serve = sub.add_parser("serve", help="HTTP serving adapter (POST /recommend, /live, /ready, /metrics)")
+    _serving_args(serve)
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(handler=_serve)
+    recommend = sub.add_parser("recommend", help="recommend for users from the command line")
+    _serving_args(recommend)
+    recommend.add_argument("--user", action="append", required=True)
+    recommend.add_argument("--k", type=int, default=10)
+    recommend.add_argument("--include-seen", action="store_true")
+    recommend.set_defaults(handler=_recommend)
+
+    triton_cmd = sub.add_parser("triton", help="Triton model control").add_subparsers(dest="triton_command", required=True)
+    roll = triton_cmd.add_parser("rollout", help="load version N+1 before unloading N (or --rollback)")
+    roll.add_argument("--repo", required=True)
+    roll.add_argument("--model", default="llm")
+    roll.add_argument("--version", type=int)
+    roll.add_argument("--url", required=True, help="Triton gRPC host:port")
+    roll.add_argument("--rollback", action="store_true")
+    roll.set_defaults(handler=_triton_rollout)
+
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     quality = bench.add_parser("quality", help="popularity vs SASRec vs HyMiRec on real datasets")
     quality.add_argument("--dataset", action="append", help="dataset folder/file (repeatable)")

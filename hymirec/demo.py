@@ -3,9 +3,9 @@ HYMIREC_DEMO_DATASET points at a real one).
 
 Steps, each printed as it runs:
   1. train (stage 1 item encoder → codebook → stage 2 hybrid + DMIL) and the baselines
-  2. (streaming) replay interactions through Kafka into the Feast online store
-  3. (export) ONNX encoder + Triton model repository
-  4. (serving) Milvus index, tritonserver, the HTTP adapter → recommendations for a few users
+  2. streaming: replay the interactions through Kafka and the stream processor into the Feast online store
+  3. export: ONNX encoder + LLM (parity-checked) and a Triton model repository
+  4. serving: Milvus Lite index, tritonserver, the serving pipeline → recommendations for a few users
 """
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ def print_table(title: str, rows: list[tuple[str, dict]]) -> None:
 
 
 def main() -> int:
+    sys.stdout.reconfigure(line_buffering=True)
     from training.train import run_training
 
     run_dir = os.environ.get("HYMIREC_DEMO_RUN_DIR", "runs/demo")
@@ -57,14 +58,26 @@ def main() -> int:
     print(f"codebook: {cb['bytes_per_item_codes']} bytes per history item vs {cb['bytes_float32']} as float32 "
           f"({cb['ratio_codes']:.0f}x fewer); reconstruction cos mean {cb['cos_mean_codes']:.3f} "
           f"p5 {cb['cos_p5_codes']:.3f} (with per-layer scales: {cb['cos_mean_scales']:.3f})")
-    for step in _later_steps():
+    write_demo_users(run_dir, dataset)
+    from hymirec.demo_steps import STEPS
+
+    for step in STEPS:
         step(run_dir, dataset)
+    print("demo finished: every service it started has been stopped")
     return 0
 
 
-def _later_steps():
-    """Streaming, export and serving steps (each layer appends its demo step here)."""
-    return []
+def write_demo_users(run_dir: str, dataset: str) -> None:
+    """The users the demo shows: the longest history (≥ 1,000 items on synthetic data) and two others."""
+    import json
+    from pathlib import Path
+
+    from training.train import load_run_data
+
+    data = load_run_data(dataset)
+    order = sorted(range(data.n_users), key=lambda u: -len(data.sequences[u]))
+    picks = [order[0], order[len(order) // 2], order[-1]]
+    (Path(run_dir) / "demo_users.json").write_text(json.dumps([data.user_ids[u] for u in picks]))
 
 
 if __name__ == "__main__":

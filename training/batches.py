@@ -44,6 +44,8 @@ def window_samples(
 
     Every sequence with ≥ 2 items gives its final window (cut = max(1, len - window)) plus
     `samples_per_user` random earlier cuts, so long histories are seen at many lengths.
+    `samples_per_user < 0` means "about one cut per window of the sequence" (capped at 16), so
+    an epoch covers every user's interactions roughly once whatever the dataset's lengths.
     """
     samples: list[tuple[int, int]] = []
     for index, seq in enumerate(sequences):
@@ -51,8 +53,9 @@ def window_samples(
         if n < 2:
             continue
         samples.append((index, max(1, n - window)))
-        if n - window > 1:
-            for cut in rng.integers(1, n - window, size=samples_per_user):
+        extra = samples_per_user if samples_per_user >= 0 else min(16, (n - 1) // window)
+        if n - window > 1 and extra > 0:
+            for cut in rng.integers(1, n - window, size=extra):
                 samples.append((index, int(cut)))
     return samples
 

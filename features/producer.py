@@ -1,0 +1,133 @@
+"""Publishing interaction events: a small producer helper, topic creation, and the dataset replay.
+
+:func:`replay` publishes a dataset's interactions in time order (ties keep the dataset's per-user order), key =
+user id, value = the versioned JSON event of features.schemas. It is what ``hymirec stream replay`` runs, and what
+the demo and the benchmarks use.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from typing import Any, Iterable, Iterator, Sequence
+
+import pandas as pd
+
+from .schemas import EventType, InteractionEvent, encode_event
+
+log = logging.getLogger("hymirec.producer")
+
+
+def make_producer(bootstrap: str, **overrides: Any):
+    """KafkaProducer tuned for ordered, durable event publishing (acks=all, one in-flight request per
+    connection, so a retry can never reorder a user's events)."""
+    from kafka import KafkaProducer
+    config = dict(bootstrap_servers=bootstrap, acks="all", linger_ms=10, batch_size=256 * 1024,
+                  max_in_flight_requests_per_connection=1, retries=10, bootstrap_timeout_ms=10000)
+    config.update(overrides)
+    return KafkaProducer(**config)
+
+
+def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int = 4, replication: int = 1,
+                  timeout_s: float = 10.0) -> list[str]:
+    """Create the topics that do not exist yet (and wait until they have leaders); returns the ones created."""
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import TopicAlreadyExistsError
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="hymirec-admin",
+                             bootstrap_timeout_ms=int(timeout_s * 1000))
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in dict.fromkeys(topics) if t not in existing]
+        if missing:
+            try:
+                admin.create_topics({t: {"num_partitions": partitions, "replication_factor": replication}
+                                     for t in missing}, timeout_ms=int(timeout_s * 1000), wait_for_metadata=True)
+            except TopicAlreadyExistsError:  # created concurrently by another client
+                pass
+        return missing
+    finally:
+        admin.close()
+
+
+def publish_events(producer: Any, topic: str, events: Iterable[InteractionEvent], flush: bool = True,
+                   rate: float | None = None) -> int:
+    """Send events (key = user id). ``rate`` caps events per second. Returns the number sent."""
+    n = 0
+    start = time.monotonic()
+    for ev in events:
+        key, value = encode_event(ev)
+        producer.send(topic, key=key, value=value)
+        n += 1
+        if rate and n % 100 == 0:
+            ahead = n / rate - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+    if flush:
+        producer.flush()
+    return n
+
+
+def publish_raw(producer: Any, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]],
+                flush: bool = True) -> int:
+    """Send raw (key, value) pairs as they are (tests, poison messages)."""
+    n = 0
+    for key, value in messages:
+        producer.send(topic, key=key, value=value)
+        n += 1
+    if flush:
+        producer.flush()
+    return n
+
+
+def frame_events(frame: pd.DataFrame, event_type: str = EventType.interaction.value) -> Iterator[InteractionEvent]:
+    """Events of an interactions frame (columns user_id, item_id, timestamp[, order][, event_type]) in time
+    order; ties keep the per-user order (``order`` column) then the frame's row order."""
+    cols = {"user_id", "item_id", "timestamp"}
+    if not cols <= set(frame.columns):
+        raise ValueError(f"frame needs columns {sorted(cols)}, has {list(frame.columns)}")
+    df = frame.reset_index(drop=True)
+    sort_cols = ["timestamp"] + (["order"] if "order" in df.columns else [])
+    df = df.sort_values(sort_cols, kind="mergesort")
+    types = df["event_type"] if "event_type" in df.columns else None
+    for k, (u, i, t) in enumerate(zip(df["user_id"].to_numpy(), df["item_id"].to_numpy(),
+                                      df["timestamp"].to_numpy())):
+        yield InteractionEvent.make(u, i, float(t), types.iloc[k] if types is not None else event_type)
+
+
+def dataset_frame(dataset: Any) -> pd.DataFrame:
+    """A dataset name/path (training.data.load_dataset), an InteractionData, or a frame → interactions frame."""
+    if isinstance(dataset, pd.DataFrame):
+        return dataset
+    if hasattr(dataset, "to_frame"):
+        return dataset.to_frame()
+    from training.data import load_dataset
+    return load_dataset(dataset).to_frame()
+
+
+def replay(dataset: Any, bootstrap: str, topic: str = "interactions", limit: int | None = None,
+           rate: float | None = None, partitions: int = 4, producer: Any = None) -> dict:
+    """Publish a dataset's interactions in time order. Returns {"events", "users", "seconds", "events_per_s"}."""
+    frame = dataset_frame(dataset)
+    ensure_topics(bootstrap, [topic], partitions=partitions)
+    own = producer is None
+    producer = producer or make_producer(bootstrap)
+    events = frame_events(frame)
+    if limit is not None:
+        events = itertools.islice(events, limit)
+    users: set[str] = set()
+
+    def counted() -> Iterator[InteractionEvent]:
+        for ev in events:
+            users.add(ev.user_id)
+            yield ev
+
+    start = time.monotonic()
+    try:
+        n = publish_events(producer, topic, counted(), rate=rate)
+    finally:
+        if own:
+            producer.close(timeout=10)
+    seconds = time.monotonic() - start
+    log.info("replayed %d events of %d users to %s in %.2fs", n, len(users), topic, seconds)
+    return {"events": n, "users": len(users), "topic": topic, "seconds": round(seconds, 3),
+            "events_per_s": round(n / seconds, 1) if seconds > 0 else None}

@@ -1,0 +1,195 @@
+"""Shared Feast plumbing of the two backends: RepoConfig from StoreConfig, apply, proto (de)serialisation.
+
+Reads and writes go through the provider's ``online_read`` / ``online_write_batch`` (the online store API that
+``FeatureStore.write_to_online_store`` / ``get_online_features`` call underneath) with protos built here:
+no pandas round trip on the processor's hot path. Rows written this way are read back unchanged by
+``FeatureStore.get_online_features`` (checked by the conformance suite).
+"""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .base import OnlineStore, StoreError, UserState, pack_codes, unpack_codes
+from .config import StoreConfig
+
+REPO_DIR = Path(__file__).resolve().parent.parent / "feature_repo"
+USER_VIEW = "user_history"
+ITEM_VIEW = "item_codes"
+_USER_FEATURES = ["history_codes", "code_layers", "history_len", "recent_item_ids", "recent_event_times_ms",
+                  "applied_partitions", "applied_offsets", "last_event_time_ms", "n_applied"]
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _ts_from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(max(ms, 0) / 1000.0, tz=timezone.utc)
+
+
+class FeastOnlineStore(OnlineStore):
+    kind = "feast"
+
+    def __init__(self, config: StoreConfig, online_store: dict[str, Any]):
+        from feast import FeatureStore, RepoConfig
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Int64List, StringList, Value
+        self.config = config.validate()
+        Path(self.config.registry).parent.mkdir(parents=True, exist_ok=True)
+        self.repo_config = RepoConfig(
+            project=config.project, provider="local",
+            registry={"registry_type": "file", "path": str(Path(self.config.registry).resolve()),
+                      "cache_ttl_seconds": 0},
+            online_store=online_store, offline_store={"type": "file"},
+            entity_key_serialization_version=3, repo_path=str(REPO_DIR))
+        self.fs = FeatureStore(config=self.repo_config)
+        self._EntityKey, self._Value, self._Int64List, self._StringList = EntityKey, Value, Int64List, StringList
+        self._views: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    # ---- registry ---------------------------------------------------------------------------------------
+    def apply(self) -> None:
+        import importlib
+        defs = importlib.import_module("features.feature_repo.definitions")
+        with self._lock:
+            self.fs.apply(defs.ALL)
+            self._views.clear()
+
+    def _view(self, name: str):
+        view = self._views.get(name)
+        if view is None:
+            from feast.errors import FeatureViewNotFoundException
+            try:
+                view = self.fs.get_feature_view(name)
+            except FeatureViewNotFoundException:
+                self.apply()
+                view = self.fs.get_feature_view(name)
+            self._views[name] = view
+        return view
+
+    @property
+    def _provider(self):
+        return self.fs._get_provider()
+
+    def _key(self, join_key: str, value: str):
+        return self._EntityKey(join_keys=[join_key], entity_values=[self._Value(string_val=value)])
+
+    # ---- users --------------------------------------------------------------------------------------------
+    def _user_values(self, st: UserState) -> dict:
+        V, I, S = self._Value, self._Int64List, self._StringList
+        parts = sorted(st.applied)
+        return {
+            "history_codes": V(bytes_val=pack_codes(st.codes)),
+            "code_layers": V(int64_val=st.n_layers),
+            "history_len": V(int64_val=int(st.codes.shape[0])),
+            "recent_item_ids": V(string_list_val=S(val=list(st.recent_items))),
+            "recent_event_times_ms": V(int64_list_val=I(val=[int(t) for t in st.recent_times_ms])),
+            "applied_partitions": V(int64_list_val=I(val=parts)),
+            "applied_offsets": V(int64_list_val=I(val=[int(st.applied[p]) for p in parts])),
+            "last_event_time_ms": V(int64_val=int(st.last_event_time_ms)),
+            "n_applied": V(int64_val=int(st.n_applied)),
+        }
+
+    @staticmethod
+    def _user_from_values(user_id: str, v: dict | None) -> UserState | None:
+        """Row → state; None when the user has no row (SQLite gives no values, Redis gives empty protos)."""
+        def one(name: str, default: Any) -> Any:
+            val = v.get(name)
+            kind = None if val is None else val.WhichOneof("val")
+            return default if kind is None else getattr(val, kind)
+
+        def many(name: str) -> list:
+            val = v.get(name)
+            kind = None if val is None else val.WhichOneof("val")
+            return [] if kind is None else list(getattr(val, kind).val)
+
+        if not v or one("n_applied", None) is None:
+            return None
+        layers = int(one("code_layers", 0))
+        return UserState(
+            user_id=user_id,
+            codes=unpack_codes(one("history_codes", b""), layers),
+            recent_items=many("recent_item_ids"),
+            recent_times_ms=many("recent_event_times_ms"),
+            applied=dict(zip(many("applied_partitions"), many("applied_offsets"))),
+            last_event_time_ms=int(one("last_event_time_ms", -1)),
+            n_applied=int(one("n_applied", 0)))
+
+    def read_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:
+        if not user_ids:
+            return {}
+        user_ids = list(dict.fromkeys(user_ids))
+        try:
+            rows = self._provider.online_read(self.repo_config, self._view(USER_VIEW),
+                                              [self._key("user_id", u) for u in user_ids], _USER_FEATURES)
+        except Exception as exc:  # backend errors come in many classes (sqlite3, redis, ...)
+            raise StoreError(f"{self.config.type} read of {len(user_ids)} users failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
+        out = {}
+        for uid, (_ts, values) in zip(user_ids, rows):
+            state = self._user_from_values(uid, values)
+            if state is not None:
+                out[uid] = state
+        return out
+
+    def write_users(self, states: Sequence[UserState]) -> None:
+        if not states:
+            return
+        now = datetime.now(timezone.utc)
+        data = [(self._key("user_id", st.user_id), self._user_values(st), _ts_from_ms(st.last_event_time_ms), now)
+                for st in states]
+        try:
+            self._provider.online_write_batch(self.repo_config, self._view(USER_VIEW), data, None)
+        except Exception as exc:
+            raise StoreError(f"{self.config.type} write of {len(states)} users failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
+
+    # ---- items --------------------------------------------------------------------------------------------
+    def write_item_codes(self, item_ids: Sequence[str], codes: np.ndarray, codebook_id: str = "",
+                         chunk: int = 5000) -> None:
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[0] != len(item_ids):
+            raise ValueError(f"codes must be [{len(item_ids)}, L], got {codes.shape}")
+        now = datetime.now(timezone.utc)
+        V, I = self._Value, self._Int64List
+        view = self._view(ITEM_VIEW)
+        rows = codes.astype(np.int64).tolist()
+        for start in range(0, len(item_ids), chunk):
+            data = [(self._key("item_id", str(i)), {"codes": V(int64_list_val=I(val=r)),
+                                                    "codebook_id": V(string_val=codebook_id)}, now, now)
+                    for i, r in zip(item_ids[start:start + chunk], rows[start:start + chunk])]
+            try:
+                self._provider.online_write_batch(self.repo_config, view, data, None)
+            except Exception as exc:
+                raise StoreError(f"{self.config.type} write of item codes failed: {exc}") from exc
+
+    def read_item_codes(self, item_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        if not item_ids:
+            return {}
+        item_ids = list(dict.fromkeys(str(i) for i in item_ids))
+        try:
+            rows = self._provider.online_read(self.repo_config, self._view(ITEM_VIEW),
+                                              [self._key("item_id", i) for i in item_ids], ["codes"])
+        except Exception as exc:
+            raise StoreError(f"{self.config.type} read of item codes failed: {exc}") from exc
+        out = {}
+        for iid, (ts, values) in zip(item_ids, rows):
+            if values and values.get("codes") is not None and values["codes"].WhichOneof("val"):
+                out[iid] = np.asarray(values["codes"].int64_list_val.val, dtype=np.int64)
+        return out
+
+    def history_nbytes(self, user_id: str) -> int:
+        rows = self._provider.online_read(self.repo_config, self._view(USER_VIEW),
+                                          [self._key("user_id", user_id)], ["history_codes"])
+        ts, values = rows[0]
+        if not values or values.get("history_codes") is None or not values["history_codes"].WhichOneof("val"):
+            return 0
+        return len(values["history_codes"].bytes_val)
+
+    def get_online_features(self, user_ids: Sequence[str], features: Sequence[str] | None = None) -> dict:
+        """Feast's public read path (what a Feast-native serving client does); returns columns as lists."""
+        feats = [f"{USER_VIEW}:{f}" for f in (features or ["history_codes", "code_layers", "recent_item_ids"])]
+        return self.fs.get_online_features(features=feats,
+                                           entity_rows=[{"user_id": u} for u in user_ids]).to_dict()

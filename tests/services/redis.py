@@ -1,0 +1,71 @@
+"""A real redis-server (Debian package) for tests: free loopback port, no persistence, stopped and removed after.
+
+    with RedisServer() as r:
+        r.url        # "127.0.0.1:PORT" (Feast connection_string)
+        r.client().flushall()
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from ._proc import free_port, stop_process, tail, wait_until
+
+
+class RedisUnavailable(RuntimeError):
+    """redis-server is not installed (tools/setup.d/10-redis.sh installs it)."""
+
+
+class RedisServer:
+    def __init__(self, workdir: str | Path | None = None, start_timeout: float = 20.0):
+        self._own_dir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="redis-"))
+        self.port = free_port()
+        self.url = f"127.0.0.1:{self.port}"
+        self.start_timeout = start_timeout
+        self.proc: subprocess.Popen | None = None
+        self.startup_seconds: float | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "redis.log"
+
+    def start(self) -> "RedisServer":
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RedisUnavailable("redis-server not found: run tools/setup.d/10-redis.sh (apt-get install redis-server)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir), "--daemonize", "no", "--protected-mode", "yes",
+             "--logfile", str(self.log_path), "--loglevel", "warning"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_until(lambda: self.client().ping(), self.start_timeout, "redis-server",
+                       alive=lambda: self.proc.poll() is None, log_tail=lambda: tail(str(self.log_path)),
+                       interval=0.05)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def client(self):
+        import redis
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+
+    def stop(self) -> None:
+        stop_process(self.proc, timeout=10)
+        self.proc = None
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> "RedisServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

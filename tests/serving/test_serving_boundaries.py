@@ -1,0 +1,42 @@
+"""Layering: serving never imports training (it reads artifacts through features.artifacts.RunLayout), and stage
+constructors do no I/O."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_serving_does_not_import_training():
+    code = ("import sys; import serving.app, serving.pipeline, serving.stages, serving.index, serving.history, "
+            "serving.config, serving.triton_server; "
+            "bad = sorted(m for m in sys.modules if m == 'training' or m.startswith('training.')); "
+            "heavy = sorted(m for m in ('torch', 'pymilvus', 'feast', 'tritonclient') if m in sys.modules); "
+            "print(bad, heavy); assert not bad, bad; assert not heavy, heavy")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_constructors_do_no_io(tmp_path):
+    from serving.config import ServingConfig
+    from serving.pipeline import RecommendPipeline
+
+    missing = tmp_path / "no-such-run"
+    # Nothing exists at these places: constructing must still succeed (I/O happens in start()).
+    pipe = RecommendPipeline(ServingConfig(artifact_dir=missing, triton_url="127.0.0.1:1",
+                                           milvus_uri=str(missing / "milvus.db"), feast_repo=str(missing / "s.json")))
+    assert not pipe.started and not missing.exists()
+    names = [s["name"] for s in pipe.describe()]
+    assert names[:3] == ["fetch", "decode", "encode"] and "search" in names and "merge" in names
+
+
+def test_config_from_env():
+    from serving.config import ServingConfig
+
+    cfg = ServingConfig.from_env({"HYMIREC_ARTIFACT_DIR": "/x/run", "HYMIREC_TRITON_URL": "off",
+                                  "HYMIREC_MILVUS_URI": "http://127.0.0.1:19530", "HYMIREC_FEAST_REPO": "/x/s.yaml"})
+    assert str(cfg.artifact_dir) == "/x/run" and cfg.triton_url is None and cfg.port == 8080
+    assert cfg.milvus == "http://127.0.0.1:19530" and cfg.feast_repo == "/x/s.yaml"
+    assert ServingConfig.from_env({"HYMIREC_ARTIFACT_DIR": "/y"}).milvus == "/y/milvus.db"
