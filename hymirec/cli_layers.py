@@ -10,8 +10,16 @@ import argparse
 def _bench_quality(args: argparse.Namespace) -> int:
     from training.bench_quality import run_bench
 
-    datasets = args.dataset or ["/work/shared/data/ml-100k", "/work/shared/data/amazon-games-2018",
-                                "/work/shared/data/s3rec-amazon-yelp-lastfm/Beauty"]
+    import os
+    from pathlib import Path
+
+    # The shared datasets sit next to the checkout (../shared/data), never inside it (licences).
+    data_dir = Path(os.environ.get("HYMIREC_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    datasets = args.dataset or [str(data_dir / name) for name in
+                                ("ml-100k", "amazon-games-2018", "s3rec-amazon-yelp-lastfm/Beauty")]
+    missing = [d for d in datasets if not Path(d).exists() and not Path(d).parent.exists()]
+    if missing:
+        raise FileNotFoundError(f"dataset(s) not found: {missing} (set HYMIREC_DATA_DIR or pass --dataset)")
     run_bench(datasets, args.out, args.set or [], args.ablations)
     return 0
 
