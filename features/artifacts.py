@@ -9,6 +9,8 @@ project builds these paths by hand: import :class:`RunLayout` instead.
       item_ids.json            raw item id per item index (index 0 = padding)
       item_titles.json         item text per index ("" when the dataset has none)
       item_embeddings.npy      [n_items+1, d_item] float32, frozen stage-1 embeddings (row 0 = zeros)
+      recent_item_embeddings.npy [n_items+1, d_item] what the LLM recommender is fed for recent items
+                               (= item_embeddings, + a learned id part when hybrid.recent_id_embedding)
       item_vectors.npy         [n_items+1, d_out] float32, L2-normalised retrieval vectors (the ANN index)
       item_popularity.npy      [n_items+1] int64 training counts (fallback recommender)
       codebook.npz             residual codebook (versioned, checksummed)
@@ -64,6 +66,7 @@ class RunLayout:
     item_ids = property(lambda self: self._p("item_ids.json"))
     item_titles = property(lambda self: self._p("item_titles.json"))
     item_embeddings = property(lambda self: self._p("item_embeddings.npy"))
+    recent_item_embeddings = property(lambda self: self._p("recent_item_embeddings.npy"))
     item_vectors = property(lambda self: self._p("item_vectors.npy"))
     item_popularity = property(lambda self: self._p("item_popularity.npy"))
     codebook = property(lambda self: self._p("codebook.npz"))

@@ -38,7 +38,8 @@ from hymirec.pipeline_refresh import encode_new_items, publish_item_codes  # noq
 log = logging.getLogger("hymirec.pipeline")
 
 RUN_FILES = ["config.json", "dataset.json", "item_ids.json", "item_titles.json", "item_embeddings.npy",
-             "item_vectors.npy", "item_popularity.npy", "codebook.npz", "item_codes.npy", "item_scales.npy",
+             "item_vectors.npy", "recent_item_embeddings.npy", "item_popularity.npy", "codebook.npz", "item_codes.npy",
+             "item_scales.npy",
              "model.pt"]  # metrics.json holds timings: recorded, not hashed
 TRITON_MODEL = "llm"
 

@@ -67,6 +67,7 @@ class Artifacts:
     titles: list[str] = field(default_factory=list)
     index_of: dict[str, int] = field(default_factory=dict)
     item_embeddings: np.ndarray | None = None  # [n_items+1, d_item]
+    recent_embeddings: np.ndarray | None = None  # [n_items+1, d_item] recent-item inputs of the LLM recommender
     item_codes: np.ndarray | None = None  # [n_items+1, L]
     popularity_order: np.ndarray | None = None  # item indices, most popular first (no padding)
     popularity: np.ndarray | None = None
@@ -88,6 +89,9 @@ class Artifacts:
             self.titles = [""] * len(self.item_ids)
         self.index_of = {raw: i for i, raw in enumerate(self.item_ids) if i > 0}
         self.item_embeddings = np.load(lay.item_embeddings, mmap_mode="r")
+        # Recent items are fed as the model saw them in training (older runs: the plain embeddings).
+        recent = lay.recent_item_embeddings if Path(lay.recent_item_embeddings).exists() else lay.item_embeddings
+        self.recent_embeddings = np.load(recent, mmap_mode="r")
         self.item_codes = np.load(lay.item_codes) if Path(lay.item_codes).exists() else None
         pop = np.load(lay.item_popularity).astype(np.float64)
         pop[0] = -np.inf
@@ -183,7 +187,7 @@ class Decode(Stage):
         hist_mask = np.ones((1, len(hist)), np.float32) if len(codes) or len(recent_idx) else np.zeros((1, 1), np.float32)
         recent = recent_idx[-int(dims["recent_n"]):]
         if len(recent):
-            recent_emb = np.asarray(art.item_embeddings[recent], np.float32)[None]
+            recent_emb = np.asarray(art.recent_embeddings[recent], np.float32)[None]
             recent_mask = np.ones((1, len(recent)), np.float32)
         else:
             recent_emb = np.zeros((1, 1, int(dims["d_item"])), np.float32)

@@ -63,6 +63,8 @@ class HybridConfig:
     use_codebook: bool = True  # False = exact embeddings for the long history (ablation)
     use_lightweight: bool = True  # False = no coarse interests (ablation)
     item_id_residual: bool = False  # add a learned id embedding to the item tower (off = paper-faithful)
+    recent_id_embedding: bool = False  # add a learned id embedding to the recent items' input embeddings
+    #   (baked into recent_item_embeddings.npy at the end of training, so serving's inputs do not change)
 
 
 @dataclass

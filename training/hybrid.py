@@ -54,6 +54,20 @@ class HybridRecommender(nn.Module):
         self.item_tower = ItemTower(item_dim, config.out_dim, config.dropout,
                                     n_items if config.item_id_residual else None)
         self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1.0 / config.temperature))))
+        # Zero-initialised: training starts from the pure content representation of recent items.
+        self.recent_id = nn.Embedding(n_items + 1, item_dim, padding_idx=0) if config.recent_id_embedding else None
+        if self.recent_id is not None:
+            nn.init.zeros_(self.recent_id.weight)
+
+    def recent_embeddings(self, exact: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """What the LLM recommender sees for recent items ids [B, N]: exact stage-1 embedding (+ learned id part)."""
+        emb = exact[ids]
+        return emb if self.recent_id is None else emb + self.recent_id(ids)
+
+    @torch.no_grad()
+    def recent_table(self, exact: torch.Tensor) -> torch.Tensor:
+        """[n_items+1, d_item] table of recent-item input embeddings, for serving (recent_item_embeddings.npy)."""
+        return exact.clone() if self.recent_id is None else exact + self.recent_id.weight
 
     def coarse_interests(self, long_emb: torch.Tensor, long_mask: torch.Tensor) -> torch.Tensor:
         """long_emb [B, T, d_item], long_mask [B, T] → coarse [B, K_c, d_llm] (K_c = 0 without the lightweight model)."""

@@ -31,10 +31,11 @@ class ItemTables:
     long: torch.Tensor
 
 
-def _tensors(inputs: ModelInputs, tables: ItemTables, device: torch.device):
+def _tensors(model: HybridRecommender, inputs: ModelInputs, tables: ItemTables, device: torch.device):
     long_ids = torch.from_numpy(inputs.long_ids).to(device)
     recent_ids = torch.from_numpy(inputs.recent_ids).to(device)
-    return (tables.long[long_ids], (long_ids > 0).float(), tables.exact[recent_ids], (recent_ids > 0).float())
+    return (tables.long[long_ids], (long_ids > 0).float(), model.recent_embeddings(tables.exact, recent_ids),
+            (recent_ids > 0).float())
 
 
 @torch.no_grad()
@@ -47,7 +48,7 @@ def predict_interests(model: HybridRecommender, tables: ItemTables, histories: l
     out = []
     for start in range(0, len(histories), batch):
         inputs = model_inputs(histories[start:start + batch], long_len or cfg.long_len, cfg.recent_n)
-        out.append(model(*_tensors(inputs, tables, device)).float().cpu().numpy())
+        out.append(model(*_tensors(model, inputs, tables, device)).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, cfg.n_interests, cfg.out_dim), np.float32)
 
 
@@ -83,7 +84,7 @@ def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: 
             chosen = [samples[i] for i in order[start:start + train.batch_size]]
             batch = train_batch(train_sequences, chosen, hybrid.long_len, hybrid.recent_n, hybrid.window)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                interests = model(*_tensors(batch, tables, device)).float()
+                interests = model(*_tensors(model, batch, tables, device)).float()
             target_ids = torch.from_numpy(batch.target_ids).to(device)
             target_vecs = model.item_tower(tables.exact[target_ids], target_ids)
             neg_ids = torch.from_numpy(rng.integers(1, n_items + 1, size=hybrid.n_negatives)).to(device)

@@ -129,6 +129,7 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
     vectors = model.item_vectors(exact).float().cpu().numpy()
     np.save(layout.item_embeddings, item_emb)
     np.save(layout.item_vectors, vectors)
+    np.save(layout.recent_item_embeddings, model.recent_table(exact).float().cpu().numpy())
     np.save(layout.item_popularity, counts)
     np.save(layout.item_codes, codes)
     np.save(layout.item_scales, scales)

@@ -46,3 +46,17 @@ def test_ablation_without_lightweight_and_single_interest():
     vectors = model.item_vectors(torch.randn(11, 8))
     assert vectors.shape == (11, 8) and float(vectors[0].abs().sum()) == 0.0
     assert np.allclose(vectors[1:].norm(dim=-1).numpy(), 1.0, atol=1e-5)
+
+
+def test_recent_id_embedding_starts_at_zero_and_is_baked_into_the_serving_table():
+    torch.manual_seed(0)
+    cfg = HybridConfig(recent_id_embedding=True, out_dim=8, llm_hidden=32, llm_intermediate=64, light_dim=16)
+    model = HybridRecommender(cfg, item_dim=8, n_items=20).eval()
+    exact = torch.randn(21, 8)
+    ids = torch.tensor([[0, 3, 5]])
+    assert torch.equal(model.recent_embeddings(exact, ids), exact[ids])  # zero-initialised
+    with torch.no_grad():
+        model.recent_id.weight[5] += 1.0
+    table = model.recent_table(exact)
+    assert torch.allclose(table[ids], model.recent_embeddings(exact, ids))
+    assert torch.allclose(table[5], exact[5] + 1.0)
