@@ -80,6 +80,7 @@ class TrainConfig:
     eval_batch: int = 256
     max_eval_users: int | None = None  # cap validation users per epoch (speed); test always uses all
     sasrec_epochs: int = 30
+    sasrec_lr: float = 1e-3
 
 
 @dataclass
