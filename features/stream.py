@@ -15,35 +15,30 @@ crash the same bad message can appear twice (its ``dlq.source_*`` headers identi
 SIGTERM / SIGINT: the current batch is finished (written + committed), then the consumer leaves the group and
 the process exits 0.
 
-Command line (the ``hymirec stream`` sub-commands call :func:`main` with the same arguments)::
+Command line: features/stream_cli.py (the ``hymirec stream`` sub-commands)::
 
-    python -m features.stream run --bootstrap 127.0.0.1:19092 --item-codes runs/<id> [--store sqlite|redis] ...
-    python -m features.stream replay --dataset <name or path> --bootstrap 127.0.0.1:19092 [--limit N] [--rate R]
-    python -m features.stream show --user <id> [--store ...]
+    python -m features.stream_cli run --bootstrap 127.0.0.1:19092 --item-codes runs/<id> [--store sqlite|redis] ...
+    python -m features.stream_cli replay --dataset <name or path> --bootstrap 127.0.0.1:19092 [--limit N] [--rate R]
+    python -m features.stream_cli show --user <id> [--store ...]
 
 Exit codes: 0 done, 1 runtime failure (store or DLQ unavailable after retries), 2 bad configuration (unknown store
 type, no broker reachable, unreadable item-codes table). Nothing is written when the configuration is bad.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import os
 import signal
 import socket
-import sys
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .item_codes import ItemCodeMapper, StreamConfigError
 from .schemas import MAX_EVENT_BYTES, BadEvent, parse_event
 from .store.base import OnlineStore, StateEvent, StoreError, UserState, apply_events
-from .store.config import StoreConfig, StoreConfigError
 from .stream_metrics import StreamMetrics
 
 log = logging.getLogger("hymirec.stream")
@@ -52,134 +47,8 @@ DEFAULT_TOPIC = "interactions"
 DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
 
 
-class StreamConfigError(ValueError):
-    """Bad processor configuration (exit code 2)."""
-
-
 class DLQError(RuntimeError):
     """The DLQ topic did not acknowledge a dead letter: the batch is not committed (exit code 1)."""
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# item → codes
-
-
-def load_item_codes(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
-    """Read an item-codes table: a run directory (item_ids.json + item_codes.npy, row 0 = padding), an ``.npz``
-    (arrays ``item_ids`` and ``codes``) or a ``.parquet`` (columns ``item_id`` and ``codes`` [L ints])."""
-    path = Path(path)
-    try:
-        if path.is_dir():
-            ids = json.loads((path / "item_ids.json").read_text())
-            codes = np.load(path / "item_codes.npy")
-            if len(ids) != codes.shape[0]:
-                raise ValueError(f"item_ids.json has {len(ids)} ids, item_codes.npy has {codes.shape[0]} rows")
-            if ids and ids[0] == "<pad>":
-                ids, codes = ids[1:], codes[1:]
-        elif path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                ids, codes = [str(i) for i in z["item_ids"]], np.asarray(z["codes"])
-        elif path.suffix == ".parquet":
-            import pyarrow.parquet as pq
-            table = pq.read_table(path, columns=["item_id", "codes"])
-            ids = [str(i) for i in table.column("item_id").to_pylist()]
-            codes = np.asarray(table.column("codes").to_pylist(), dtype=np.int64).reshape(len(ids), -1)
-        else:
-            raise ValueError("expected a run directory, .npz or .parquet")
-    except (OSError, KeyError, ValueError) as exc:
-        raise StreamConfigError(f"cannot read item codes from {path}: {exc}") from exc
-    codes = np.asarray(codes)
-    if codes.ndim != 2 or codes.shape[1] == 0:
-        raise StreamConfigError(f"item codes in {path} must be [N, L], got shape {codes.shape}")
-    if codes.size and (codes.min() < 0 or codes.max() > np.iinfo(np.uint16).max):
-        raise StreamConfigError(f"item codes in {path} must fit uint16")
-    return [str(i) for i in ids], codes.astype(np.uint16)
-
-
-def save_item_codes(path: str | os.PathLike, item_ids: Sequence[str], codes: np.ndarray) -> Path:
-    """Write the item-codes table the processor reads (``.npz`` or ``.parquet`` by suffix)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    codes = np.asarray(codes, dtype=np.uint16)
-    if path.suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-        pq.write_table(pa.table({"item_id": [str(i) for i in item_ids],
-                                 "codes": codes.astype(np.int64).tolist()}), path)
-    else:
-        np.savez(path, item_ids=np.asarray([str(i) for i in item_ids]), codes=codes)
-    return path
-
-
-def write_item_codes(store: OnlineStore, item_ids: Sequence[str], codes: np.ndarray,
-                     path: str | os.PathLike | None = None, codebook_id: str = "") -> None:
-    """Push item codes (fitted or refreshed codebook) into the ``item_codes`` feature view, and optionally write
-    the table file the processor loads (``--item-codes``)."""
-    codes = np.asarray(codes)
-    if path is not None:
-        save_item_codes(path, item_ids, codes)
-    store.write_item_codes([str(i) for i in item_ids], codes, codebook_id=codebook_id)
-
-
-EmbeddingSource = Mapping[str, np.ndarray] | Callable[[Sequence[str]], Mapping[str, np.ndarray]]
-
-
-class ItemCodeMapper:
-    """item id → codes [L]. Items missing from the table are encoded with ``codebook.encode`` when
-    ``embeddings`` has a vector for them (a mapping, or a function from ids to {id: vector}); the new codes are
-    cached and handed to the processor (:meth:`pop_new`) to be written to the ``item_codes`` view."""
-
-    def __init__(self, item_ids: Sequence[str], codes: np.ndarray, codebook: Any = None,
-                 embeddings: EmbeddingSource | None = None):
-        codes = np.asarray(codes, dtype=np.uint16)
-        if codes.ndim != 2 or len(item_ids) != codes.shape[0]:
-            raise ValueError(f"codes must be [{len(item_ids)}, L], got {codes.shape}")
-        self.n_layers = int(codes.shape[1])
-        self._codes: dict[str, np.ndarray] = {str(i): codes[k] for k, i in enumerate(item_ids)}
-        self.codebook = codebook
-        self.embeddings = embeddings
-        self._new: dict[str, np.ndarray] = {}
-
-    @classmethod
-    def from_path(cls, path: str | os.PathLike, codebook: Any = None,
-                  embeddings: EmbeddingSource | None = None) -> "ItemCodeMapper":
-        ids, codes = load_item_codes(path)
-        return cls(ids, codes, codebook, embeddings)
-
-    def __len__(self) -> int:
-        return len(self._codes)
-
-    def _embeddings_for(self, ids: list[str]) -> dict[str, np.ndarray]:
-        if self.embeddings is None or self.codebook is None or not ids:
-            return {}
-        if callable(self.embeddings):
-            found = self.embeddings(ids) or {}
-        else:
-            found = {i: self.embeddings[i] for i in ids if i in self.embeddings}
-        return {i: np.asarray(v, dtype=np.float32) for i, v in found.items() if v is not None}
-
-    def lookup(self, item_ids: Iterable[str]) -> dict[str, np.ndarray]:
-        wanted = set(item_ids)
-        missing = [i for i in wanted if i not in self._codes]
-        if missing:
-            emb = self._embeddings_for(missing)
-            if emb:
-                ids = list(emb)
-                enc = np.asarray(self.codebook.encode(np.stack([emb[i] for i in ids])))
-                if enc.ndim != 2 or enc.shape[1] != self.n_layers:
-                    raise ValueError(f"codebook encodes to shape {enc.shape}, table has L={self.n_layers}")
-                for i, row in zip(ids, enc.astype(np.uint16)):
-                    self._codes[i] = row
-                    self._new[i] = row
-        return {i: self._codes[i] for i in wanted if i in self._codes}
-
-    def pop_new(self) -> dict[str, np.ndarray]:
-        new, self._new = self._new, {}
-        return new
-
-    def push_back(self, new: dict[str, np.ndarray]) -> None:
-        """Put back codes whose write failed, so the next batch retries the write."""
-        self._new.update(new)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -508,155 +377,3 @@ class StreamProcessor:
             t.skipped[k] = t.skipped.get(k, 0) + v
         for k, v in res.dlq.items():
             t.dlq[k] = t.dlq.get(k, 0) + v
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# entry points (called by `hymirec stream ...` and `python -m features.stream ...`)
-
-
-def _load_embeddings(path: str | None) -> dict[str, np.ndarray] | None:
-    if not path:
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            ids, emb = [str(i) for i in z["item_ids"]], np.asarray(z["embeddings"], dtype=np.float32)
-    except (OSError, KeyError, ValueError) as exc:
-        raise StreamConfigError(f"cannot read item embeddings from {path}: {exc}") from exc
-    return dict(zip(ids, emb))
-
-
-def _load_codebook(path: str | None) -> Any:
-    if not path:
-        return None
-    from .codebook import ResidualCodebook
-    try:
-        return ResidualCodebook.load(path)
-    except Exception as exc:
-        raise StreamConfigError(f"cannot load codebook {path}: {exc}") from exc
-
-
-def run_processor(config: StreamConfig, store_config: StoreConfig, item_codes: str | os.PathLike,
-                  codebook: str | None = None, new_item_embeddings: str | None = None,
-                  install_signals: bool = True) -> BatchResult:
-    """Validate the configuration (nothing written when it is bad), open the store and run the processor."""
-    config.validate()
-    store_config.validate()
-    probe_bootstrap(config.bootstrap)
-    mapper = ItemCodeMapper.from_path(item_codes, _load_codebook(codebook), _load_embeddings(new_item_embeddings))
-    from .store.config import open_store
-    store = open_store(store_config, apply=False)
-    try:
-        if store_config.type == "redis":
-            store.ping()
-        store.apply()
-        proc = StreamProcessor(config, store, mapper)
-        if install_signals:
-            proc.install_signal_handlers()
-        totals = proc.run()
-        log.info("done: %s", proc.metrics.snapshot())
-        return totals
-    finally:
-        store.close()
-
-
-def _store_config(args: argparse.Namespace) -> StoreConfig:
-    if getattr(args, "store_config", None):
-        cfg = StoreConfig.from_file(args.store_config)
-        over = {k: v for k, v in (("type", args.store), ("sqlite_path", args.sqlite_path),
-                                  ("redis_url", args.redis_url)) if v}
-        return StoreConfig.from_mapping({**cfg.as_dict(), **over})
-    return StoreConfig.from_env(type=args.store, sqlite_path=args.sqlite_path, redis_url=args.redis_url)
-
-
-def _add_store_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", help="online store type: sqlite (default) or redis [HYMIREC_STORE_TYPE]")
-    p.add_argument("--sqlite-path", help="SQLite online store file [HYMIREC_SQLITE_PATH]")
-    p.add_argument("--redis-url", help="Redis host:port [HYMIREC_REDIS_URL]")
-    p.add_argument("--store-config", help="YAML/JSON store config (type, sqlite_path, redis_url, ...)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hymirec stream", description="Kafka → codes → online store")
-    sub = parser.add_subparsers(dest="command", required=True)
-    env_boot = os.environ.get("HYMIREC_KAFKA_BOOTSTRAP", DEFAULT_BOOTSTRAP)
-    env_topic = os.environ.get("HYMIREC_TOPIC", DEFAULT_TOPIC)
-
-    run = sub.add_parser("run", help="run the stream processor")
-    run.add_argument("--bootstrap", default=env_boot, help="Kafka host:port [HYMIREC_KAFKA_BOOTSTRAP]")
-    run.add_argument("--topic", default=env_topic)
-    run.add_argument("--dlq-topic", default=None, help="default <topic>.dlq")
-    run.add_argument("--group", default="hymirec-stream")
-    run.add_argument("--group-instance-id", default=None)
-    run.add_argument("--item-codes", required=True, help="run dir, .npz or .parquet item-codes table")
-    run.add_argument("--codebook", default=None, help="codebook.npz to encode unknown items")
-    run.add_argument("--new-item-embeddings", default=None, help=".npz (item_ids, embeddings) of new items")
-    run.add_argument("--max-poll-records", type=int, default=500)
-    run.add_argument("--session-timeout-ms", type=int, default=10000)
-    run.add_argument("--heartbeat-ms", type=int, default=3000)
-    run.add_argument("--metrics-port", type=int, default=None)
-    run.add_argument("--idle-exit", type=float, default=None, help="exit when caught up and idle this long (s)")
-    run.add_argument("--max-runtime", type=float, default=None)
-    run.add_argument("--no-key-check", action="store_true", help="do not require key == user_id")
-    _add_store_args(run)
-
-    rep = sub.add_parser("replay", help="publish a dataset's interactions in time order")
-    rep.add_argument("--dataset", required=True, help="dataset name or path (training.data.load_dataset)")
-    rep.add_argument("--bootstrap", default=env_boot)
-    rep.add_argument("--topic", default=env_topic)
-    rep.add_argument("--limit", type=int, default=None)
-    rep.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
-    rep.add_argument("--partitions", type=int, default=4)
-
-    show = sub.add_parser("show", help="print a user's stored history")
-    show.add_argument("--user", required=True)
-    _add_store_args(show)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=os.environ.get("HYMIREC_LOG", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    try:
-        if args.command == "run":
-            cfg = StreamConfig(bootstrap=args.bootstrap, topic=args.topic, dlq_topic=args.dlq_topic,
-                               group_id=args.group, group_instance_id=args.group_instance_id,
-                               max_poll_records=args.max_poll_records, session_timeout_ms=args.session_timeout_ms,
-                               heartbeat_interval_ms=args.heartbeat_ms, metrics_port=args.metrics_port,
-                               idle_exit_s=args.idle_exit, max_runtime_s=args.max_runtime,
-                               check_key=not args.no_key_check)
-            totals = run_processor(cfg, _store_config(args), args.item_codes, args.codebook,
-                                   args.new_item_embeddings)
-            print(json.dumps({"events_in": totals.events_in, "applied": totals.applied,
-                              "skipped": totals.skipped, "dlq": dict(totals.dlq)}), flush=True)
-        elif args.command == "replay":
-            from .producer import replay
-            probe_bootstrap(args.bootstrap)
-            out = replay(args.dataset, args.bootstrap, topic=args.topic, limit=args.limit, rate=args.rate,
-                         partitions=args.partitions)
-            print(json.dumps(out), flush=True)
-        elif args.command == "show":
-            from .store.config import open_store
-            store = open_store(_store_config(args))
-            try:
-                st = store.read_users([args.user]).get(args.user)
-                print(json.dumps(st.as_dict() if st else None), flush=True)
-            finally:
-                store.close()
-        return 0
-    except (StreamConfigError, StoreConfigError) as exc:
-        print(f"hymirec stream: configuration error: {exc}", file=sys.stderr, flush=True)
-        return 2
-    except (StoreError, DLQError) as exc:
-        print(f"hymirec stream: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        return 1
-
-
-def run_cli(argv: Sequence[str] | None = None) -> None:
-    """``sys.exit(main(argv))``: a picklable process target (tests start processors in child processes)."""
-    sys.exit(main(argv))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    run_cli()

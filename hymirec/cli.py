@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.reconfigure(line_buffering=True)  # progress lines show up promptly in logs, too
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "stream":  # the streaming layer owns its whole argument parser
-        from features.stream import main as stream_main
+        from features.stream_cli import main as stream_main
 
         return int(stream_main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)

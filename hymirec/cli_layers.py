@@ -100,7 +100,7 @@ def _serving_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _stream(args: argparse.Namespace) -> int:
-    from features.stream import main
+    from features.stream_cli import main
 
     return main(args.rest)
 

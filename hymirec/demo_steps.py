@@ -32,7 +32,9 @@ def stream_step(run_dir: str, dataset: str) -> None:
     """Start Kafka, replay the dataset's interactions, run the processor until caught up, show a user."""
     from features.producer import replay
     from features.store import StoreConfig, open_store
-    from features.stream import StreamConfig, load_item_codes, run_processor, write_item_codes
+    from features.item_codes import load_item_codes, write_item_codes
+    from features.stream import StreamConfig
+    from features.stream_cli import run_processor
 
     print("== 2. streaming: Kafka → stream processor → Feast online store (SQLite)")
     kafka_dir = Path(run_dir).resolve() / "kafka"

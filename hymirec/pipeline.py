@@ -147,7 +147,7 @@ def refit_codebook(ctx, snapshot: dict, embeddings: dict) -> dict:
         return {"deferred_to": "train_recommenders", "interval_key": ctx["interval_key"], "content_hash": None}
 
     def compute(tmp: Path):
-        from features.stream import save_item_codes
+        from features.item_codes import save_item_codes
         from training.train import fit_codebook
 
         emb = np.load(stage1 / "item_embeddings.npy")

@@ -172,7 +172,7 @@ def open_online_store(params):
 
 def push_codes(params, item_ids, codes, codebook_id: str) -> dict:
     """Write item codes to the online store (idempotent: same ids → same values)."""
-    from features.stream import write_item_codes
+    from features.item_codes import write_item_codes
 
     store = open_online_store(params)
     if store is None:

@@ -36,7 +36,7 @@ def encode_new_items(ctx) -> dict:
         import torch
 
         from features.codebook import ResidualCodebook
-        from features.stream import save_item_codes
+        from features.item_codes import save_item_codes
         from training.config import ItemEncoderConfig
         from training.item_encoder import ContentItemEncoder
 
@@ -63,7 +63,7 @@ def encode_new_items(ctx) -> dict:
 
 
 def publish_item_codes(ctx, encoded: dict) -> dict:
-    from features.stream import load_item_codes
+    from features.item_codes import load_item_codes
 
     if not encoded.get("n_new"):
         return {"pushed": 0, "note": "no new items in the interval", "interval_key": ctx["interval_key"]}

@@ -45,7 +45,7 @@ def item_table():
 
 @pytest.fixture(scope="session")
 def item_codes_file(item_table, tmp_path_factory):
-    from features.stream import save_item_codes
+    from features.item_codes import save_item_codes
     ids, codes = item_table
     return save_item_codes(tmp_path_factory.mktemp("codes") / "item_codes.npz", ids, codes)
 

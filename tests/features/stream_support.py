@@ -132,7 +132,8 @@ def assert_store_equals_golden(store, golden: dict) -> None:
 
 def run_processor_inline(broker, topic, store, item_table, group=None, **cfg):
     """Run the processor in this process until it has caught up (idle exit). Returns the processor."""
-    from features.stream import ItemCodeMapper, StreamConfig, StreamProcessor
+    from features.item_codes import ItemCodeMapper
+    from features.stream import StreamConfig, StreamProcessor
     ids, codes = item_table
     mapper = cfg.pop("mapper", None) or ItemCodeMapper(ids, codes)
     config = StreamConfig(bootstrap=broker.bootstrap, topic=topic, group_id=group or f"g-{uuid.uuid4().hex[:8]}",

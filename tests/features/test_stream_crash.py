@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from features.stream import run_cli
+from features.stream_cli import run_cli
 from stream_support import (ROOT_DIR, assert_store_equals_golden, golden_state, new_topic, produce,
                             random_events)
 
@@ -28,7 +28,7 @@ CTX = multiprocessing.get_context("forkserver")
 
 @pytest.fixture(scope="module")
 def forkserver():
-    CTX.set_forkserver_preload(["feast", "feast.feature_store", "kafka", "features.stream",
+    CTX.set_forkserver_preload(["feast", "feast.feature_store", "kafka", "features.stream", "features.stream_cli",
                                 "features.store.feast_sqlite", "features.store.feast_redis"])
     yield CTX
 
@@ -130,7 +130,7 @@ def test_sigterm_finishes_batch_and_commits(kafka_broker, forkserver, tmp_path, 
 
 
 def _cli(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "features.stream", *args], cwd=ROOT_DIR, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "features.stream_cli", *args], cwd=ROOT_DIR, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, "HYMIREC_LOG": "WARNING"})
 
 

@@ -98,7 +98,7 @@ def test_unknown_items_encoded_on_the_fly(kafka_broker, store_factory, item_tabl
     """An item missing from the codes table is encoded with the codebook when its embedding is known (and its
     codes are written to the item_codes view); without an embedding it goes to the DLQ as unknown_item."""
     from features.schemas import InteractionEvent
-    from features.stream import ItemCodeMapper
+    from features.item_codes import ItemCodeMapper
     from stream_support import produce
     try:
         from features.codebook import CodebookConfig, ResidualCodebook

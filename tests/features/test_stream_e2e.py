@@ -86,7 +86,7 @@ def test_replay_dataset_in_time_order(kafka_broker, store_factory):
     import pandas as pd
 
     from features.producer import replay
-    from features.stream import ItemCodeMapper
+    from features.item_codes import ItemCodeMapper
     try:
         from training.data import synthetic
         data = synthetic(n_users=120, n_items=300, seed=3, long_users=1, long_length=300)

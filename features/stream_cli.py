@@ -1,0 +1,169 @@
+"""Entry points of the stream layer: ``hymirec stream run | replay | show`` and ``python -m features.stream_cli``.
+
+Exit codes: 0 done, 1 runtime failure (store or DLQ unavailable after retries), 2 bad configuration (unknown store
+type, no broker reachable, unreadable item-codes table). Nothing is written when the configuration is bad.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+
+from .item_codes import ItemCodeMapper, StreamConfigError
+from .store.base import StoreError
+from .store.config import StoreConfig, StoreConfigError
+from .stream import DEFAULT_BOOTSTRAP, DEFAULT_TOPIC, BatchResult, DLQError, StreamConfig, StreamProcessor, probe_bootstrap
+
+log = logging.getLogger("hymirec.stream")
+
+def _load_embeddings(path: str | None) -> dict[str, np.ndarray] | None:
+    if not path:
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            ids, emb = [str(i) for i in z["item_ids"]], np.asarray(z["embeddings"], dtype=np.float32)
+    except (OSError, KeyError, ValueError) as exc:
+        raise StreamConfigError(f"cannot read item embeddings from {path}: {exc}") from exc
+    return dict(zip(ids, emb))
+
+
+def _load_codebook(path: str | None) -> Any:
+    if not path:
+        return None
+    from .codebook import ResidualCodebook
+    try:
+        return ResidualCodebook.load(path)
+    except Exception as exc:
+        raise StreamConfigError(f"cannot load codebook {path}: {exc}") from exc
+
+
+def run_processor(config: StreamConfig, store_config: StoreConfig, item_codes: str | os.PathLike,
+                  codebook: str | None = None, new_item_embeddings: str | None = None,
+                  install_signals: bool = True) -> BatchResult:
+    """Validate the configuration (nothing written when it is bad), open the store and run the processor."""
+    config.validate()
+    store_config.validate()
+    probe_bootstrap(config.bootstrap)
+    mapper = ItemCodeMapper.from_path(item_codes, _load_codebook(codebook), _load_embeddings(new_item_embeddings))
+    from .store.config import open_store
+    store = open_store(store_config, apply=False)
+    try:
+        if store_config.type == "redis":
+            store.ping()
+        store.apply()
+        proc = StreamProcessor(config, store, mapper)
+        if install_signals:
+            proc.install_signal_handlers()
+        totals = proc.run()
+        log.info("done: %s", proc.metrics.snapshot())
+        return totals
+    finally:
+        store.close()
+
+
+def _store_config(args: argparse.Namespace) -> StoreConfig:
+    if getattr(args, "store_config", None):
+        cfg = StoreConfig.from_file(args.store_config)
+        over = {k: v for k, v in (("type", args.store), ("sqlite_path", args.sqlite_path),
+                                  ("redis_url", args.redis_url)) if v}
+        return StoreConfig.from_mapping({**cfg.as_dict(), **over})
+    return StoreConfig.from_env(type=args.store, sqlite_path=args.sqlite_path, redis_url=args.redis_url)
+
+
+def _add_store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", help="online store type: sqlite (default) or redis [HYMIREC_STORE_TYPE]")
+    p.add_argument("--sqlite-path", help="SQLite online store file [HYMIREC_SQLITE_PATH]")
+    p.add_argument("--redis-url", help="Redis host:port [HYMIREC_REDIS_URL]")
+    p.add_argument("--store-config", help="YAML/JSON store config (type, sqlite_path, redis_url, ...)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hymirec stream", description="Kafka → codes → online store")
+    sub = parser.add_subparsers(dest="command", required=True)
+    env_boot = os.environ.get("HYMIREC_KAFKA_BOOTSTRAP", DEFAULT_BOOTSTRAP)
+    env_topic = os.environ.get("HYMIREC_TOPIC", DEFAULT_TOPIC)
+
+    run = sub.add_parser("run", help="run the stream processor")
+    run.add_argument("--bootstrap", default=env_boot, help="Kafka host:port [HYMIREC_KAFKA_BOOTSTRAP]")
+    run.add_argument("--topic", default=env_topic)
+    run.add_argument("--dlq-topic", default=None, help="default <topic>.dlq")
+    run.add_argument("--group", default="hymirec-stream")
+    run.add_argument("--group-instance-id", default=None)
+    run.add_argument("--item-codes", required=True, help="run dir, .npz or .parquet item-codes table")
+    run.add_argument("--codebook", default=None, help="codebook.npz to encode unknown items")
+    run.add_argument("--new-item-embeddings", default=None, help=".npz (item_ids, embeddings) of new items")
+    run.add_argument("--max-poll-records", type=int, default=500)
+    run.add_argument("--session-timeout-ms", type=int, default=10000)
+    run.add_argument("--heartbeat-ms", type=int, default=3000)
+    run.add_argument("--metrics-port", type=int, default=None)
+    run.add_argument("--idle-exit", type=float, default=None, help="exit when caught up and idle this long (s)")
+    run.add_argument("--max-runtime", type=float, default=None)
+    run.add_argument("--no-key-check", action="store_true", help="do not require key == user_id")
+    _add_store_args(run)
+
+    rep = sub.add_parser("replay", help="publish a dataset's interactions in time order")
+    rep.add_argument("--dataset", required=True, help="dataset name or path (training.data.load_dataset)")
+    rep.add_argument("--bootstrap", default=env_boot)
+    rep.add_argument("--topic", default=env_topic)
+    rep.add_argument("--limit", type=int, default=None)
+    rep.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
+    rep.add_argument("--partitions", type=int, default=4)
+
+    show = sub.add_parser("show", help="print a user's stored history")
+    show.add_argument("--user", required=True)
+    _add_store_args(show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=os.environ.get("HYMIREC_LOG", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    try:
+        if args.command == "run":
+            cfg = StreamConfig(bootstrap=args.bootstrap, topic=args.topic, dlq_topic=args.dlq_topic,
+                               group_id=args.group, group_instance_id=args.group_instance_id,
+                               max_poll_records=args.max_poll_records, session_timeout_ms=args.session_timeout_ms,
+                               heartbeat_interval_ms=args.heartbeat_ms, metrics_port=args.metrics_port,
+                               idle_exit_s=args.idle_exit, max_runtime_s=args.max_runtime,
+                               check_key=not args.no_key_check)
+            totals = run_processor(cfg, _store_config(args), args.item_codes, args.codebook,
+                                   args.new_item_embeddings)
+            print(json.dumps({"events_in": totals.events_in, "applied": totals.applied,
+                              "skipped": totals.skipped, "dlq": dict(totals.dlq)}), flush=True)
+        elif args.command == "replay":
+            from .producer import replay
+            probe_bootstrap(args.bootstrap)
+            out = replay(args.dataset, args.bootstrap, topic=args.topic, limit=args.limit, rate=args.rate,
+                         partitions=args.partitions)
+            print(json.dumps(out), flush=True)
+        elif args.command == "show":
+            from .store.config import open_store
+            store = open_store(_store_config(args))
+            try:
+                st = store.read_users([args.user]).get(args.user)
+                print(json.dumps(st.as_dict() if st else None), flush=True)
+            finally:
+                store.close()
+        return 0
+    except (StreamConfigError, StoreConfigError) as exc:
+        print(f"hymirec stream: configuration error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except (StoreError, DLQError) as exc:
+        print(f"hymirec stream: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+def run_cli(argv: Sequence[str] | None = None) -> None:
+    """``sys.exit(main(argv))``: a picklable process target (tests start processors in child processes)."""
+    sys.exit(main(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run_cli()
