@@ -7,17 +7,10 @@ Milvus Lite item index. Everything listens on loopback and is stopped at the end
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def store_config_file(run_dir: str) -> Path:
@@ -35,6 +28,7 @@ def stream_step(run_dir: str, dataset: str) -> None:
     from features.item_codes import load_item_codes, write_item_codes
     from features.stream import StreamConfig
     from features.stream_cli import run_processor
+    from serving.triton_server import free_port
 
     print("== 2. streaming: Kafka → stream processor → Feast online store (SQLite)")
     kafka_dir = Path(run_dir).resolve() / "kafka"

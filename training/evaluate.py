@@ -210,3 +210,12 @@ def merge_metric_batches(parts: Sequence[dict[str, float]]) -> dict[str, float]:
         if key != "users":
             out[key] = float(sum(p[key] * p["users"] for p in parts) / total) if total else 0.0
     return out
+
+
+def subsample_eval(histories: Sequence[np.ndarray], targets: np.ndarray, max_users: int | None,
+                   seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
+    """At most ``max_users`` (history, target) pairs, a fixed random subset (per-epoch validation speed)."""
+    if max_users is None or len(histories) <= max_users:
+        return list(histories), targets
+    keep = np.random.default_rng(seed).choice(len(histories), max_users, replace=False)
+    return [histories[i] for i in keep], targets[keep]

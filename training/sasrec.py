@@ -16,7 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from training.batches import left_pad
-from training.evaluate import evaluate_scores, merge_metric_batches
+from training.evaluate import evaluate_scores, merge_metric_batches, subsample_eval
 from training.lightweight import CausalBlock
 
 
@@ -82,10 +82,7 @@ def training_windows(train_sequences: list[np.ndarray], max_len: int) -> list[np
 
 def evaluate_sasrec(model: SASRec, eval_set, chunk: int = 2048, max_users: int | None = None) -> dict:
     """Full-ranking metrics, scored in user chunks so [U, n_items] never has to fit in memory at once."""
-    histories, targets = eval_set.histories, eval_set.targets
-    if max_users is not None and len(histories) > max_users:
-        keep = np.random.default_rng(0).choice(len(histories), max_users, replace=False)
-        histories, targets = [histories[i] for i in keep], targets[keep]
+    histories, targets = subsample_eval(eval_set.histories, eval_set.targets, max_users)
     parts = [evaluate_scores(model.score(histories[i:i + chunk]), histories[i:i + chunk], targets[i:i + chunk])
              for i in range(0, len(histories), chunk)]
     return merge_metric_batches(parts)

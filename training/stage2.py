@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from training.batches import ModelInputs, model_inputs, train_batch, window_samples
 from training.config import HybridConfig, TrainConfig
 from training.dmil import dmil_loss, match_targets_to_queries
-from training.evaluate import evaluate_interests
+from training.evaluate import evaluate_interests, subsample_eval
 from training.hybrid import HybridRecommender
 
 
@@ -53,10 +53,7 @@ def predict_interests(model: HybridRecommender, tables: ItemTables, histories: l
 
 
 def evaluate_hybrid(model, tables, eval_set, batch: int = 256, max_users: int | None = None) -> dict:
-    histories, targets = eval_set.histories, eval_set.targets
-    if max_users is not None and len(histories) > max_users:
-        keep = np.random.default_rng(0).choice(len(histories), max_users, replace=False)
-        histories, targets = [histories[i] for i in keep], targets[keep]
+    histories, targets = subsample_eval(eval_set.histories, eval_set.targets, max_users)
     interests = predict_interests(model, tables, histories, batch)
     vectors = model.item_vectors(tables.exact).float().cpu().numpy()
     return evaluate_interests(interests, vectors, histories, targets)

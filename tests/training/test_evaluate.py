@@ -94,3 +94,16 @@ def test_merge_metric_batches() -> None:
     a = {"users": 1, "Recall@10": 1.0}
     b = {"users": 3, "Recall@10": 0.0}
     assert merge_metric_batches([a, b]) == {"users": 4, "Recall@10": 0.25}
+
+
+def test_subsample_eval_is_a_fixed_subset_and_a_no_op_when_small():
+    from training.evaluate import subsample_eval
+
+    histories = [np.array([i]) for i in range(10)]
+    targets = np.arange(100, 110)
+    h, t = subsample_eval(histories, targets, 4)
+    assert len(h) == 4 and all(int(x[0]) + 100 == y for x, y in zip(h, t))
+    h2, t2 = subsample_eval(histories, targets, 4)
+    assert np.array_equal(t, t2)
+    assert subsample_eval(histories, targets, None)[1] is targets
+    assert len(subsample_eval(histories, targets, 50)[0]) == 10
