@@ -30,29 +30,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"dataset={json.dumps(args.dataset)}")
     if args.run_dir:
         overrides.append(f"run_dir={json.dumps(args.run_dir)}")
-    config = _apply_top_level(config, overrides)
+    config = config.override(overrides)  # top-level fields (dataset, run_dir) and section.field alike
     metrics = run_training(config, progress=not args.quiet)
     print(json.dumps({k: metrics[k] for k in ("popularity", "sasrec", "hymirec") if k in metrics},
                      indent=2, default=lambda o: None)[:4000])
     return 0
-
-
-def _apply_top_level(config, overrides: list[str]):
-    """`dataset=...` / `run_dir=...` are top-level fields; the rest are section.field=value."""
-    from training.config import RunConfig
-
-    raw = config.to_dict()
-    rest = []
-    for item in overrides:
-        key, _, value = item.partition("=")
-        if "." not in key and key in raw:
-            try:
-                raw[key] = json.loads(value)
-            except json.JSONDecodeError:
-                raw[key] = value
-        else:
-            rest.append(item)
-    return RunConfig.from_dict(raw).override(rest)
 
 
 def _cmd_data_summary(args: argparse.Namespace) -> int:

@@ -90,8 +90,8 @@ def run_bench(datasets: list[str], out_dir: str, overrides: list[str], ablations
         rows += rows_of(name, metrics)
         if ablations:
             for label, extra in ABLATIONS.items():
-                cfg = bench_config(dataset, out / name / label.split()[0].replace(" ", "_"), overrides + extra)
-                cfg.train_sasrec = False  # the baseline row comes from the full run
+                # train_sasrec=false: the baseline row comes from the full run
+                cfg = bench_config(dataset, out / name / label.split()[0], overrides + extra + ["train_sasrec=false"])
                 abl = run_training(cfg, progress=True, log=log)
                 rows.append({"dataset": name, "method": f"HyMiRec: {label}", **abl["hymirec"]["test"],
                              "train_s": abl["hymirec"]["train_seconds"],
