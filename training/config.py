@@ -62,6 +62,8 @@ class HybridConfig:
     false_negative_threshold: float = 0.98
     use_codebook: bool = True  # False = exact embeddings for the long history (ablation)
     use_lightweight: bool = True  # False = no coarse interests (ablation)
+    use_llm: bool = True  # False = the coarse interests go straight through the head (ablation: no LLM recommender;
+    #   K = n_coarse interests; the same path serving's degraded mode takes when Triton is down)
     item_id_residual: bool = False  # add a learned id embedding to the item tower (off = paper-faithful)
     recent_id_embedding: bool = False  # add a learned id embedding to the recent items' input embeddings
     #   (baked into recent_item_embeddings.npy at the end of training, so serving's inputs do not change)
@@ -81,6 +83,7 @@ class TrainConfig:
     max_eval_users: int | None = None  # cap validation users per epoch (speed); test always uses all
     sasrec_epochs: int = 30
     sasrec_lr: float = 1e-3
+    max_train_seconds: float | None = None  # time budget per trained model, checked at epoch ends (None = none)
 
 
 @dataclass

@@ -37,6 +37,8 @@ class ItemTower(nn.Module):
 class HybridRecommender(nn.Module):
     def __init__(self, config: HybridConfig, item_dim: int, n_items: int):
         super().__init__()
+        if not config.use_llm and not config.use_lightweight:
+            raise ValueError("hybrid: use_llm=false needs use_lightweight=true (nothing would produce interests)")
         self.config = config
         self.llm = LLMRecommender(LLMRecommenderConfig(
             item_dim=item_dim, n_interests=config.n_interests, out_dim=config.out_dim,
@@ -76,8 +78,11 @@ class HybridRecommender(nn.Module):
         return self.lightweight(long_emb, long_mask)
 
     def forward(self, long_emb, long_mask, recent_emb, recent_mask) -> torch.Tensor:
-        """→ interests [B, K, d_out], L2-normalised."""
-        return self.llm(self.coarse_interests(long_emb, long_mask), recent_emb, recent_mask)
+        """→ interests [B, K, d_out], L2-normalised (K = n_coarse for the no-LLM ablation)."""
+        coarse = self.coarse_interests(long_emb, long_mask)
+        if not self.config.use_llm:  # ablation: the LLM's head alone, as in serving's degraded mode
+            return self.llm.head(coarse.float())
+        return self.llm(coarse, recent_emb, recent_mask)
 
     @torch.no_grad()
     def item_vectors(self, item_emb: torch.Tensor, batch: int = 4096) -> torch.Tensor:

@@ -32,6 +32,7 @@ class SASRecConfig:
     epochs: int = 30
     patience: int = 5
     seed: int = 0
+    max_train_seconds: float | None = None  # stop at the first epoch end past this budget
 
 
 class SASRec(nn.Module):
@@ -97,6 +98,7 @@ def train_sasrec(train_sequences: list[np.ndarray], n_items: int, valid_set, con
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     padded = left_pad(training_windows(train_sequences, config.max_len), config.max_len + 1)  # inputs [:, :-1], labels [:, 1:]
     best, best_state, bad, history = -1.0, None, 0, []
+    budget_start = time.perf_counter()
     for epoch in range(config.epochs):
         model.train()
         started = time.perf_counter()
@@ -122,6 +124,9 @@ def train_sasrec(train_sequences: list[np.ndarray], n_items: int, valid_set, con
             bad += 1
             if bad >= config.patience:
                 break
+        if config.max_train_seconds is not None and time.perf_counter() - budget_start > config.max_train_seconds:
+            log(f"[sasrec] time budget of {config.max_train_seconds:.0f}s reached after epoch {epoch + 1}")
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
     return model, {"epochs": history, "best_valid_ndcg10": best}

@@ -69,6 +69,7 @@ def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: 
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     use_bf16 = device.type == "cuda"
     best, best_state, bad_epochs, history = -1.0, None, 0, []
+    budget_start = time.perf_counter()
     for epoch in range(train.epochs):
         model.train()
         started = time.perf_counter()
@@ -114,6 +115,9 @@ def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: 
             if bad_epochs >= train.patience:
                 log(f"[hybrid] early stop after epoch {epoch + 1} (best valid NDCG@10 {best:.4f})")
                 break
+        if train.max_train_seconds is not None and time.perf_counter() - budget_start > train.max_train_seconds:
+            log(f"[hybrid] time budget of {train.max_train_seconds:.0f}s reached after epoch {epoch + 1}")
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
     return {"epochs": history, "best_valid_ndcg10": best}

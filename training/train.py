@@ -73,7 +73,7 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
         t0 = time.perf_counter()
         sas_cfg = SASRecConfig(dim=config.item_encoder.id_embedding_dim if not data.has_text else 64,
                                epochs=config.train.sasrec_epochs, lr=config.train.sasrec_lr,
-                               seed=config.train.seed)
+                               seed=config.train.seed, max_train_seconds=config.train.max_train_seconds)
         sasrec, sas_hist = train_sasrec(split.train, data.n_items, split.valid, sas_cfg, device, progress, log,
                                         config.train.max_eval_users)
         metrics["sasrec"] = {"valid_best_ndcg10": sas_hist["best_valid_ndcg10"],

@@ -319,6 +319,9 @@ def export_hybrid(model, export_dir: str | os.PathLike, *, recent_n: int, long_l
     if model.lightweight is None:
         raise ExportError("model has no lightweight encoder (use_lightweight=False): nothing to serve coarse "
                           "interests from")
+    if not model.config.use_llm:
+        raise ExportError("model was trained without the LLM recommender (use_llm=False, an ablation): "
+                          "there is no llm.onnx to serve")
     lw, llm = model.lightweight, model.llm
     k_c, d_llm, d_item = int(lw.config.n_coarse), int(llm.config.hidden), int(llm.config.item_dim)
     k, d_out = int(llm.config.n_interests), int(llm.config.out_dim)
