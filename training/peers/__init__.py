@@ -1,0 +1,1 @@
+"""Peer libraries in the quality benchmark: split export, runners in their own venvs, scoring (docs/peers.md)."""
