@@ -58,7 +58,9 @@ class HybridConfig:
     out_dim: int = 64  # retrieval space (item vectors and interests)
     dropout: float = 0.1
     temperature: float = 0.07  # initial; learnable, clamped to [0.01, 1]
-    n_negatives: int = 512  # sampled random negatives per step (shared by the batch)
+    n_negatives: int = 512  # sampled random negatives per step (shared by the batch); ≥ n_items or -1 = every item
+    next_item_weight: float = 0.0  # weight of the dense next-item loss on the LLM's recent-item positions
+    #   (0 = paper-faithful: only the K interest outputs are supervised)
     false_negative_threshold: float = 0.98
     use_codebook: bool = True  # False = exact embeddings for the long history (ablation)
     use_lightweight: bool = True  # False = no coarse interests (ablation)

@@ -128,3 +128,22 @@ def dmil_loss(
         else:
             inter = 1.0
     return loss, DMILStats(float(loss.detach()), share, inter, float(1.0 / scale.detach()))
+
+
+def next_item_loss(recent_vecs: torch.Tensor, recent_ids: torch.Tensor, first_target: torch.Tensor,
+                   catalogue_vecs: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Dense next-item loss on the LLM's recent-item positions (SASRec-style, full softmax).
+
+    recent_vecs [B, N, d] (state after each recent item), recent_ids [B, N] (0 = left padding),
+    first_target [B] (the item right after the last recent one), catalogue_vecs [n_items+1, d]
+    (row 0 = padding, never a class). Position j predicts recent_ids[:, j+1]; the last one the first target.
+    Every sample then teaches N next-item steps instead of only its window targets.
+    """
+    next_ids = torch.cat([recent_ids[:, 1:], first_target[:, None]], 1)
+    valid = (recent_ids > 0) & (next_ids > 0)
+    if not bool(valid.any()):
+        return recent_vecs.sum() * 0.0
+    scale = logit_scale.clamp(0, float(np.log(100.0))).exp()
+    logits = scale * (recent_vecs[valid] @ catalogue_vecs.T)  # [P, n_items+1]
+    logits[:, 0] = float("-inf")
+    return F.cross_entropy(logits, next_ids[valid])

@@ -79,10 +79,20 @@ class HybridRecommender(nn.Module):
 
     def forward(self, long_emb, long_mask, recent_emb, recent_mask) -> torch.Tensor:
         """→ interests [B, K, d_out], L2-normalised (K = n_coarse for the no-LLM ablation)."""
+        return self.forward_train(long_emb, long_mask, recent_emb, recent_mask)[0]
+
+    def forward_train(self, long_emb, long_mask, recent_emb, recent_mask) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """→ (interests [B, K, d_out], recent-position vectors [B, N, d_out] or None), both L2-normalised.
+
+        The recent-position vectors are the LLM's causal states after each recent item, through the same
+        head: the inputs of the dense next-item loss. None for the no-LLM ablation.
+        """
         coarse = self.coarse_interests(long_emb, long_mask)
         if not self.config.use_llm:  # ablation: the LLM's head alone, as in serving's degraded mode
-            return self.llm.head(coarse.float())
-        return self.llm(coarse, recent_emb, recent_mask)
+            return self.llm.head(coarse.float()), None
+        hidden = self.llm.hidden_states(coarse, recent_emb, recent_mask).float()
+        k, n = self.config.n_interests, recent_emb.shape[1]
+        return self.llm.head(hidden[:, -k:]), self.llm.head(hidden[:, :n])
 
     @torch.no_grad()
     def item_vectors(self, item_emb: torch.Tensor, batch: int = 4096) -> torch.Tensor:

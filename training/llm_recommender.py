@@ -1,7 +1,7 @@
 """LLM recommender: a transformers causal-LM backbone fed `inputs_embeds`.
 
 Input sequence (all embeddings, no words):
-    [coarse_1 .. coarse_Kc]  ⊕  [e_{t-N+1} .. e_t]  ⊕  [q_1 .. q_K]
+    [e_{t-N+1} .. e_t]  ⊕  [coarse_1 .. coarse_Kc]  ⊕  [q_1 .. q_K]
 The last-layer states at the K interest-query positions go through a projection head and L2
 normalisation: those are the K refined interests. Default backbone: a small Qwen2 config built
 locally (random init, trained here); `llm_path` loads any local pretrained HF directory instead.
@@ -71,6 +71,11 @@ class LLMRecommender(nn.Module):
 
     `recent_mask` is 1 for real items, 0 for left padding. The coarse block may be empty (K_c = 0)
     for the "no lightweight recommender" ablation.
+
+    Token order is [recent items] ⊕ [coarse] ⊕ [queries]: the coarse interests summarise the whole long
+    history, which contains the recent items, so under causal attention only positions *after* the recent
+    block may see them. That keeps every recent-item state a leak-free next-item predictor, which the
+    dense next-item loss (`HybridConfig.next_item_weight`) trains; the queries still see everything.
     """
 
     def __init__(self, config: LLMRecommenderConfig):
@@ -81,16 +86,19 @@ class LLMRecommender(nn.Module):
         self.interest_queries = nn.Parameter(torch.randn(config.n_interests, config.hidden) * 0.02)
         self.head = ProjectionHead(config.hidden, config.out_dim, config.dropout)
 
-    def forward(self, coarse: torch.Tensor, recent_emb: torch.Tensor, recent_mask: torch.Tensor) -> torch.Tensor:
+    def hidden_states(self, coarse: torch.Tensor, recent_emb: torch.Tensor, recent_mask: torch.Tensor) -> torch.Tensor:
+        """→ last-layer states [B, N + K_c + K, d_llm] in token order (recent, coarse, queries)."""
         b = recent_emb.shape[0]
         k = self.config.n_interests
         recent = self.recent_in(recent_emb) * recent_mask[..., None]
         queries = self.interest_queries[None].expand(b, k, -1)
-        inputs = torch.cat([coarse.to(recent.dtype), recent, queries], dim=1)
+        inputs = torch.cat([recent, coarse.to(recent.dtype), queries], dim=1)
         ones_c = torch.ones(b, coarse.shape[1], dtype=recent_mask.dtype, device=recent_mask.device)
         ones_q = torch.ones(b, k, dtype=recent_mask.dtype, device=recent_mask.device)
-        mask = torch.cat([ones_c, recent_mask, ones_q], dim=1)
+        mask = torch.cat([recent_mask, ones_c, ones_q], dim=1)
         # Positions skip left padding so a short history looks the same as an unpadded one.
         positions = (mask.cumsum(1) - 1).clamp(min=0).long()
-        hidden = self.backbone(inputs_embeds=inputs, attention_mask=mask.long(), position_ids=positions).last_hidden_state
-        return self.head(hidden[:, -k:].float())
+        return self.backbone(inputs_embeds=inputs, attention_mask=mask.long(), position_ids=positions).last_hidden_state
+
+    def forward(self, coarse: torch.Tensor, recent_emb: torch.Tensor, recent_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.hidden_states(coarse, recent_emb, recent_mask)[:, -self.config.n_interests:].float())

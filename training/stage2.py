@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from training.batches import ModelInputs, model_inputs, train_batch, window_samples
 from training.config import HybridConfig, TrainConfig
-from training.dmil import dmil_loss, match_targets_to_queries
+from training.dmil import dmil_loss, match_targets_to_queries, next_item_loss
 from training.evaluate import evaluate_interests, subsample_eval
 from training.hybrid import HybridRecommender
 
@@ -66,6 +66,9 @@ def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: 
     rng = np.random.default_rng(train.seed)
     torch.manual_seed(train.seed)
     n_items = tables.exact.shape[0] - 1
+    all_ids = torch.arange(n_items + 1, device=device)
+    full_softmax = hybrid.n_negatives < 0 or hybrid.n_negatives >= n_items
+    dense = hybrid.next_item_weight > 0
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     use_bf16 = device.type == "cuda"
     best, best_state, bad_epochs, history = -1.0, None, 0, []
@@ -81,17 +84,29 @@ def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: 
         for start in bar:
             chosen = [samples[i] for i in order[start:start + train.batch_size]]
             batch = train_batch(train_sequences, chosen, hybrid.long_len, hybrid.recent_n, hybrid.window)
+            recent_ids = torch.from_numpy(batch.recent_ids).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                interests = model(*_tensors(model, batch, tables, device)).float()
+                interests, recent_vecs = model.forward_train(*_tensors(model, batch, tables, device))
+            interests = interests.float()
             target_ids = torch.from_numpy(batch.target_ids).to(device)
-            target_vecs = model.item_tower(tables.exact[target_ids], target_ids)
-            neg_ids = torch.from_numpy(rng.integers(1, n_items + 1, size=hybrid.n_negatives)).to(device)
-            neg_vecs = model.item_tower(tables.exact[neg_ids], neg_ids)
+            # The whole catalogue through the item tower once per step: the exact softmax for small
+            # catalogues, and the classes of the dense next-item loss.
+            catalogue = model.item_tower(tables.exact, all_ids) if (full_softmax or dense) else None
+            target_vecs = catalogue[target_ids] if catalogue is not None else \
+                model.item_tower(tables.exact[target_ids], target_ids)
+            if full_softmax:
+                neg_ids, neg_vecs = all_ids[1:], catalogue[1:]
+            else:
+                neg_ids = torch.from_numpy(rng.integers(1, n_items + 1, size=hybrid.n_negatives)).to(device)
+                neg_vecs = model.item_tower(tables.exact[neg_ids], neg_ids)
             assignment = match_targets_to_queries(interests.detach().cpu().numpy(),
                                                   target_vecs.detach().cpu().numpy(), batch.target_mask, rng)
             loss, stats = dmil_loss(interests, target_vecs, target_ids, torch.from_numpy(batch.target_mask).to(device),
                                     torch.from_numpy(assignment).to(device), neg_vecs, neg_ids,
                                     model.logit_scale, hybrid.false_negative_threshold)
+            if dense and recent_vecs is not None:
+                loss = loss + hybrid.next_item_weight * next_item_loss(
+                    recent_vecs.float(), recent_ids, target_ids[:, 0], catalogue, model.logit_scale)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -94,3 +94,21 @@ def test_false_negatives_are_masked():
     unmasked, _ = dmil_loss(interests, targets, ids, mask, assignment, dup_vecs, dup_ids, scale,
                             false_negative_threshold=1.5)
     assert float(unmasked) > float(base) + 1e-4
+
+
+def test_next_item_loss_targets_the_following_item_and_skips_padding():
+    from training.dmil import next_item_loss
+
+    catalogue = unit(torch.eye(6)[:, :6] + 0.0)  # item i ↔ basis vector i (row 0 = padding)
+    recent_ids = torch.tensor([[0, 2, 3]])  # left padding, then items 2, 3; the first target is 4
+    first_target = torch.tensor([4])
+    good = catalogue[[1, 3, 4]][None]  # position 0 is padding (ignored); 2 → 3, 3 → 4
+    bad = catalogue[[1, 5, 5]][None]
+    scale = torch.tensor(float(np.log(20.0)))
+    assert next_item_loss(good, recent_ids, first_target, catalogue, scale) < \
+        next_item_loss(bad, recent_ids, first_target, catalogue, scale)
+    # Only the padding position differs: the loss must not change.
+    other_pad = good.clone()
+    other_pad[0, 0] = catalogue[5]
+    assert torch.allclose(next_item_loss(good, recent_ids, first_target, catalogue, scale),
+                          next_item_loss(other_pad, recent_ids, first_target, catalogue, scale))

@@ -60,3 +60,41 @@ def test_recent_id_embedding_starts_at_zero_and_is_baked_into_the_serving_table(
     table = model.recent_table(exact)
     assert torch.allclose(table[ids], model.recent_embeddings(exact, ids))
     assert torch.allclose(table[5], exact[5] + 1.0)
+
+
+def test_recent_item_states_cannot_see_later_items_or_the_coarse_interests():
+    """The dense next-item loss is only honest if the state after recent item j ignores items > j and the
+    coarse interests (which summarise the whole history, later items included)."""
+    torch.manual_seed(0)
+    cfg = HybridConfig(n_interests=2, out_dim=8, llm_hidden=32, llm_intermediate=64, light_dim=16, dropout=0.0)
+    model = HybridRecommender(cfg, item_dim=8, n_items=20).eval()
+    long_emb, recent = torch.randn(1, 12, 8), torch.randn(1, 5, 8)
+    ones_l, ones_r = torch.ones(1, 12), torch.ones(1, 5)
+    with torch.no_grad():
+        interests, states = model.forward_train(long_emb, ones_l, recent, ones_r)
+        changed = recent.clone()
+        changed[0, 3:] += 5.0  # change the last two recent items ...
+        _, states_changed = model.forward_train(torch.randn(1, 12, 8), ones_l, changed, ones_r)  # ... and the long history
+        interests_changed = model(long_emb, ones_l, changed, ones_r)
+    assert states.shape == (1, 5, 8)
+    assert torch.allclose(states[:, :3], states_changed[:, :3], atol=1e-5)  # earlier states unaffected
+    assert not torch.allclose(states[:, 3:], states_changed[:, 3:], atol=1e-3)
+    assert not torch.allclose(interests, interests_changed, atol=1e-3)  # the queries see everything
+
+
+def test_ablation_without_llm_uses_the_coarse_interests_through_the_head():
+    torch.manual_seed(0)
+    cfg = HybridConfig(use_llm=False, n_coarse=4, out_dim=8, llm_hidden=32, llm_intermediate=64, light_dim=16)
+    model = HybridRecommender(cfg, item_dim=8, n_items=10).eval()
+    long_emb = torch.randn(2, 12, 8)
+    with torch.no_grad():
+        out, states = model.forward_train(long_emb, torch.ones(2, 12), torch.randn(2, 4, 8), torch.ones(2, 4))
+        other_recent = model(long_emb, torch.ones(2, 12), torch.randn(2, 4, 8), torch.ones(2, 4))
+    assert out.shape == (2, 4, 8) and states is None
+    assert torch.allclose(out, other_recent)  # recent items play no part without the LLM
+    try:
+        HybridRecommender(HybridConfig(use_llm=False, use_lightweight=False), item_dim=8, n_items=10)
+    except ValueError as err:
+        assert "use_llm=false needs use_lightweight=true" in str(err)
+    else:
+        raise AssertionError("an ablation with neither model must be refused")
