@@ -17,10 +17,14 @@ demo: setup
 test: setup
 	$(PY) -m pytest
 
+# bench: our methods only (popularity, SASRec, HyMiRec; one seed). bench-quality: the full comparison
+# (ablations, the six peer libraries in their own venvs, seeds 0,1,2; hours on a CPU; resumable).
 bench: setup
-	$(PY) -m hymirec.cli bench quality
+	$(PY) -m hymirec.cli bench quality --peers none --no-ablations --seeds 0
 
-bench-quality: bench
+bench-quality: setup
+	tools/peers/setup.sh all
+	$(PY) -m hymirec.cli bench quality --peers all --seeds 0,1,2
 
 clean:
 	rm -rf runs .pytest_cache .hypothesis

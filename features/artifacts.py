@@ -19,6 +19,11 @@ project builds these paths by hand: import :class:`RunLayout` instead.
       model.pt                 hybrid recommender state_dict (lightweight + LLM + heads)
       sasrec.pt                SASRec baseline state_dict (when trained)
       metrics.json             validation/test metrics, codebook report, timings
+      test_users.npy           [U_test] int64 user indices of the test set, in leave-one-out order (= the
+                               peer split's test.tsv order)
+      topk_test_popularity.npy [U_test, 100] int64 test top-100 lists (history masked, best first, 0-padded):
+      topk_test_sasrec.npy       popularity, SASRec baseline (when trained), HyMiRec; scored by the quality
+      topk_test_hymirec.npy      bench exactly like a peer library's lists
       export/encoder.onnx      lightweight encoder (ONNX, + encoder.onnx.data)
       export/llm.onnx          LLM recommender (ONNX, + llm.onnx.data)
       export/triton/           generated Triton model repository
@@ -75,6 +80,10 @@ class RunLayout:
     model = property(lambda self: self._p("model.pt"))
     sasrec = property(lambda self: self._p("sasrec.pt"))
     metrics = property(lambda self: self._p("metrics.json"))
+    test_users = property(lambda self: self._p("test_users.npy"))
+    topk_test_popularity = property(lambda self: self._p("topk_test_popularity.npy"))
+    topk_test_sasrec = property(lambda self: self._p("topk_test_sasrec.npy"))
+    topk_test_hymirec = property(lambda self: self._p("topk_test_hymirec.npy"))
     export_dir = property(lambda self: self._p("export"))
     encoder_onnx = property(lambda self: self._p("export/encoder.onnx"))
     llm_onnx = property(lambda self: self._p("export/llm.onnx"))

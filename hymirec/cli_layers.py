@@ -8,20 +8,11 @@ import argparse
 
 
 def _bench_quality(args: argparse.Namespace) -> int:
-    from training.bench_quality import run_bench
+    from training.bench.quality import bench_quality
 
-    import os
-    from pathlib import Path
-
-    # The shared datasets sit next to the checkout (../shared/data), never inside it (licences).
-    data_dir = Path(os.environ.get("HYMIREC_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    datasets = args.dataset or [str(data_dir / name) for name in
-                                ("ml-100k", "amazon-games-2018", "s3rec-amazon-yelp-lastfm/Beauty")]
-    missing = [d for d in datasets if not Path(d).exists() and not Path(d).parent.exists()]
-    if missing:
-        raise FileNotFoundError(f"dataset(s) not found: {missing} (set HYMIREC_DATA_DIR or pass --dataset)")
-    run_bench(datasets, args.out, args.set or [], args.ablations)
-    return 0
+    return bench_quality(args.dataset, args.out, data_dir=args.data_dir, overrides=args.set, ablations=args.ablations,
+                         peers=args.peers, seeds=args.seeds, epochs=args.epochs, time_budget=args.time_budget,
+                         multi_seed_max_interactions=args.multi_seed_max_interactions)
 
 
 def _print(payload) -> None:
@@ -148,9 +139,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     roll.set_defaults(handler=_triton_rollout)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
-    quality = bench.add_parser("quality", help="popularity vs SASRec vs HyMiRec on real datasets")
-    quality.add_argument("--dataset", action="append", help="dataset folder/file (repeatable)")
-    quality.add_argument("--out", default="runs/bench", help="output folder (JSON, Markdown, PNG)")
-    quality.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="config override")
-    quality.add_argument("--ablations", action="store_true", help="also run the HyMiRec ablations")
+    quality = bench.add_parser(
+        "quality", help="popularity, SASRec, HyMiRec + ablations and peer libraries on real datasets",
+        description="One leave-one-out split, one evaluator and one budget rule for every method; one JSON per "
+                    "run, results.json / results.md / recall_at_k.png under --out. Re-running with the same --out "
+                    "resumes (finished runs are skipped).")
+    quality.add_argument("--dataset", action="append",
+                         help="dataset folder/file, FOLDER/NAME, a name under --data-dir, 'synthetic' or 'all' "
+                              "(repeatable; default: ml-100k, amazon-games-2018, S3-Rec Beauty/Sports/Toys)")
+    quality.add_argument("--data-dir", help="where names and 'all' are looked up (default $HYMIREC_DATA_DIR or "
+                                            "../shared/data)")
+    quality.add_argument("--out", default="runs/bench", help="output folder (JSON, Markdown, PNG; resume state)")
+    quality.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="config override (ours)")
+    quality.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=True,
+                         help="run the four HyMiRec ablations (default: yes)")
+    quality.add_argument("--peers", default="all",
+                         help="all | none | comma list of peers or libraries (rectools-sasrec, rectools-bert4rec, "
+                              "recbole-sasrec, recbole-sine, rechub-comirec-sa, rechub-mind; rectools, recbole, rechub)")
+    quality.add_argument("--seeds", default="0,1,2",
+                         help="comma list; HyMiRec, our SASRec and the strongest peer run every seed on the smaller "
+                              "datasets, everything else the first one (default 0,1,2)")
+    quality.add_argument("--multi-seed-max-interactions", type=int, default=200_000,
+                         help="datasets up to this many interactions get every seed (default 200000)")
+    quality.add_argument("--epochs", "--peer-epochs", dest="epochs", type=int, default=20,
+                         help="budget rule: at most E epochs per trained model, ours and peers (default 20)")
+    quality.add_argument("--time-budget", type=float, default=900.0,
+                         help="budget rule: at most T seconds of training per model, checked at epoch ends; "
+                              "0 = none (default 900)")
     quality.set_defaults(handler=_bench_quality)

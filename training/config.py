@@ -97,6 +97,8 @@ class RunConfig:
     hybrid: HybridConfig = field(default_factory=HybridConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     train_sasrec: bool = True
+    stage1_from: str | None = None  # reuse this run directory's stage-1 item embeddings (same dataset, item
+    #   encoder settings and seed, checked) instead of fine-tuning again: ablations differ only in stage 2
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

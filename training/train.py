@@ -2,6 +2,10 @@
 
     data → split → baselines → stage 1 (item embeddings) → codebook → stage 2 (hybrid + DMIL)
          → test metrics → artifacts in the run directory (features/artifacts.py RunLayout)
+
+Besides the metrics, the run directory gets each method's test top-100 lists (popularity, SASRec, HyMiRec),
+written under the peer protocol's rule (docs/peers.md: the user's whole history masked, the target unknown),
+so the quality bench scores our methods and the peer libraries' lists with one code path.
 """
 from __future__ import annotations
 
@@ -42,19 +46,84 @@ def fit_codebook(item_embeddings: np.ndarray, settings, seed: int, log=print):
     return codebook, np.concatenate([pad, codes]), np.concatenate([np.zeros((1, scales.shape[1]), scales.dtype), scales])
 
 
-def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
+TOPK_LISTS = 100  # length of the test top-K lists written to the run directory
+
+
+def sasrec_test(model, eval_set, k: int = TOPK_LISTS, chunk: int = 1024) -> tuple[dict, np.ndarray, float]:
+    """SASRec on a test set, scoring users in chunks so [U, n_items+1] never sits in memory at once.
+
+    Returns the evaluator's metrics (target never masked; = ``evaluate_sasrec``), the top-``k`` lists
+    (whole history masked, the peer protocol's rule) and the inference seconds (scores + top-k).
+    """
+    from training.evaluate import evaluate_scores, merge_metric_batches, topk_from_scores
+
+    parts, lists, seconds = [], [], 0.0
+    for i in range(0, len(eval_set.targets), chunk):
+        histories, targets = eval_set.histories[i:i + chunk], eval_set.targets[i:i + chunk]
+        t0 = time.perf_counter()
+        scores = model.score(histories)
+        lists.append(topk_from_scores(scores, histories, k))
+        seconds += time.perf_counter() - t0
+        parts.append(evaluate_scores(scores, histories, targets))
+        del scores
+    topk = np.concatenate(lists) if lists else np.zeros((0, k), np.int64)
+    return merge_metric_batches(parts), topk, seconds
+
+
+def hybrid_test(model, tables, eval_set, batch: int = 256, k: int = TOPK_LISTS) -> tuple[dict, np.ndarray, float]:
+    """HyMiRec on a test set: interests once, then the evaluator's metrics (= ``evaluate_hybrid``), the
+    top-``k`` lists under the protocol's rule and the inference seconds (interests + item vectors + top-k)."""
+    from training.evaluate import evaluate_interests, topk_from_interests
+    from training.stage2 import predict_interests
+
+    t0 = time.perf_counter()
+    interests = predict_interests(model, tables, eval_set.histories, batch)
+    vectors = model.item_vectors(tables.exact).float().cpu().numpy()
+    topk = topk_from_interests(interests, vectors, eval_set.histories, k, batch_size=batch)
+    seconds = time.perf_counter() - t0
+    metrics = evaluate_interests(interests, vectors, eval_set.histories, eval_set.targets, batch_size=batch)
+    return metrics, topk, seconds
+
+
+def reuse_stage1(config: RunConfig, n_items: int, log=print) -> tuple[np.ndarray, dict]:
+    """Stage-1 item embeddings of the run directory `config.stage1_from`, after checking that it was trained
+    on the same dataset with the same item-encoder settings and seed (anything else would not be stage 1
+    of *this* run). Returns (item_emb [n_items+1, d], its item_representation record, marked as reused)."""
+    source = RunLayout.at(config.stage1_from)
+    if not source.config.is_file() or not source.item_embeddings.is_file():
+        raise FileNotFoundError(f"stage1_from={source.root}: no finished run there (config.json, item_embeddings.npy)")
+    saved = RunConfig.load(source.config)
+    for what, theirs, ours in (("dataset", saved.dataset, config.dataset),
+                               ("item_encoder settings", saved.item_encoder, config.item_encoder),
+                               ("train.seed", saved.train.seed, config.train.seed)):
+        if theirs != ours:
+            raise ValueError(f"stage1_from={source.root}: its {what} ({theirs!r}) differ from this run's ({ours!r})")
+    item_emb = np.load(source.item_embeddings)
+    if item_emb.shape[0] != n_items + 1:
+        raise ValueError(f"stage1_from={source.item_embeddings}: {item_emb.shape[0]} rows, expected {n_items + 1}")
+    representation = json.loads(source.metrics.read_text()).get("item_representation", {})
+    log(f"[stage 1] reusing the item embeddings of {source.root}")
+    return item_emb, {**representation, "reused_from": str(source.root)}
+
+
+def run_training(config: RunConfig, progress: bool = True, log=print, data=None) -> dict:
+    """The whole run into ``config.run_dir``; returns metrics.json's content.
+
+    ``data``: an already loaded InteractionData of ``config.dataset`` (the quality bench passes the one it
+    exported the peer split from, so every seed and ablation trains on the very same data).
+    """
     from training.data import dataset_summary, leave_one_out
     from training.evaluate import evaluate_rankings, popularity_topk
     from training.hybrid import HybridRecommender
     from training.item_encoder import ContentItemEncoder, finetune_item_encoder
-    from training.sasrec import SASRecConfig, evaluate_sasrec, train_sasrec
-    from training.stage2 import ItemTables, evaluate_hybrid, pick_device, train_hybrid
+    from training.sasrec import SASRecConfig, train_sasrec
+    from training.stage2 import ItemTables, pick_device, train_hybrid
 
     started = time.perf_counter()
     torch.manual_seed(config.train.seed)
     layout = RunLayout.at(config.run_dir).ensure()
     device = pick_device(config.train.device)
-    data = load_run_data(config.dataset, config.train.seed)
+    data = data if data is not None else load_run_data(config.dataset, config.train.seed)
     split = leave_one_out(data)
     summary = dataset_summary(data)
     log(f"[data] {data.name}: {summary}")
@@ -65,26 +134,36 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
     metrics["popularity"] = {
         name: evaluate_rankings(popularity_topk(split.train, data.n_items, part.histories, 50), part.targets)
         for name, part in (("valid", split.valid), ("test", split.test))}
+    t0 = time.perf_counter()
+    np.save(layout.topk_test_popularity, popularity_topk(split.train, data.n_items, split.test.histories, TOPK_LISTS))
+    metrics["popularity"]["inference_ms_per_user"] = 1000 * (time.perf_counter() - t0) / max(1, len(split.test))
+    np.save(layout.test_users, split.test.users.astype(np.int64))
     log(f"[popularity] test {metrics['popularity']['test']}")
 
     # SASRec baseline. Without item text its item table is also HyMiRec's stage-1 embedding.
     sasrec = None
-    if config.train_sasrec or not data.has_text:
+    layout.topk_test_sasrec.unlink(missing_ok=True)  # never leave a previous run's lists behind
+    if config.train_sasrec or (not data.has_text and not config.stage1_from):
         t0 = time.perf_counter()
         sas_cfg = SASRecConfig(dim=config.item_encoder.id_embedding_dim if not data.has_text else 64,
                                epochs=config.train.sasrec_epochs, lr=config.train.sasrec_lr,
                                seed=config.train.seed, max_train_seconds=config.train.max_train_seconds)
         sasrec, sas_hist = train_sasrec(split.train, data.n_items, split.valid, sas_cfg, device, progress, log,
                                         config.train.max_eval_users)
-        metrics["sasrec"] = {"valid_best_ndcg10": sas_hist["best_valid_ndcg10"],
-                             "test": evaluate_sasrec(sasrec, split.test),
-                             "train_seconds": time.perf_counter() - t0, "epochs": len(sas_hist["epochs"])}
+        train_seconds = time.perf_counter() - t0
+        test, topk, infer_seconds = sasrec_test(sasrec, split.test)
+        np.save(layout.topk_test_sasrec, topk)
+        metrics["sasrec"] = {"valid_best_ndcg10": sas_hist["best_valid_ndcg10"], "test": test,
+                             "train_seconds": train_seconds, "epochs": len(sas_hist["epochs"]),
+                             "inference_ms_per_user": 1000 * infer_seconds / max(1, len(split.test))}
         torch.save(sasrec.state_dict(), layout.sasrec)
         log(f"[sasrec] test {metrics['sasrec']['test']}")
 
     # Stage 1: item embeddings (frozen afterwards).
     t0 = time.perf_counter()
-    if data.has_text:
+    if config.stage1_from:
+        item_emb, metrics["item_representation"] = reuse_stage1(config, data.n_items, log)
+    elif data.has_text:
         encoder = ContentItemEncoder(config.item_encoder).to(device)
         texts = item_texts_or_ids(data)
         stage1 = finetune_item_encoder(encoder, texts, split.train, config.item_encoder, config.train.seed, progress, log)
@@ -119,12 +198,12 @@ def run_training(config: RunConfig, progress: bool = True, log=print) -> dict:
     model = HybridRecommender(config.hybrid, item_emb.shape[1], data.n_items).to(device)
     history = train_hybrid(model, tables, split.train, split.valid, config.hybrid, config.train, progress, log)
     train_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    test = evaluate_hybrid(model, tables, split.test, config.train.eval_batch)
-    per_user_ms = 1000 * (time.perf_counter() - t0) / max(1, len(split.test.targets))
+    test, topk, infer_seconds = hybrid_test(model, tables, split.test, config.train.eval_batch)
+    np.save(layout.topk_test_hymirec, topk)
+    per_user_ms = 1000 * infer_seconds / max(1, len(split.test.targets))
     metrics["hymirec"] = {"valid_best_ndcg10": history["best_valid_ndcg10"], "test": test,
                           "train_seconds": train_seconds, "inference_ms_per_user": per_user_ms,
-                          "history": history["epochs"]}
+                          "epochs": len(history["epochs"]), "history": history["epochs"]}
     log(f"[hymirec] test {test}")
 
     vectors = model.item_vectors(exact).float().cpu().numpy()

@@ -36,3 +36,20 @@ def test_short_training_run_beats_popularity(tmp_path):
     model = load_hybrid(config.run_dir)
     assert model.config.n_interests == config.hybrid.n_interests
     assert json.loads(layout.metrics.read_text())["hymirec"]["test"] == ours
+    # the quality bench's inputs: test top-100 lists in test-user order (no SASRec list: it was not trained)
+    users = np.load(layout.test_users)
+    assert len(users) == ours["users"] and not layout.topk_test_sasrec.exists()
+    for path in (layout.topk_test_popularity, layout.topk_test_hymirec):
+        assert np.load(path).shape == (len(users), 100)
+
+    # An ablation reuses this run's stage 1 (checked to be the same dataset / encoder / seed) and differs
+    # only in stage 2: here the no-LLM recommender.
+    ablation = RunConfig.from_dict({**config.to_dict(), "run_dir": str(tmp_path / "no-llm"),
+                                    "stage1_from": config.run_dir}).override(["hybrid.use_llm=false", "train.epochs=1"])
+    abl = run_training(ablation, progress=False, log=lambda *_: None)
+    assert np.array_equal(np.load(RunLayout.at(ablation.run_dir).item_embeddings), emb)
+    assert abl["item_representation"]["reused_from"] == config.run_dir
+    assert abl["hymirec"]["test"]["users"] == ours["users"]
+    other_seed = RunConfig.from_dict({**ablation.to_dict(), "run_dir": str(tmp_path / "bad")}).override(["train.seed=7"])
+    with pytest.raises(ValueError, match="train.seed"):
+        run_training(other_seed, progress=False, log=lambda *_: None)

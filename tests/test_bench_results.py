@@ -1,0 +1,76 @@
+"""Per-run result files, mean ± std aggregation and the Markdown table (published rows, flags)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from training.bench.datasets import BenchDataset
+from training.bench.report import write_report
+from training.bench.results import ResultStore, aggregate, mean_std
+
+SETTINGS = {"dim": 64, "max_len": 50, "epochs": 20, "time_budget": 900.0, "seeds": [0, 1, 2],
+            "multi_seed_max_interactions": 200000, "overrides": []}
+
+
+def _record(dataset, method, seed, r10, label=None, **extra):
+    metrics = {f"{m}@{k}": r10 * k / 10 for m in ("Recall", "NDCG") for k in (10, 20, 50)}
+    return {"dataset": dataset, "method": method, "label": label or method, "kind": "ours", "seed": seed,
+            "metrics": {"users": 10, **metrics}, "train_seconds": 100.0 * (seed + 1), "infer_ms_per_user": 1.0,
+            "epochs_run": 3, "diversity": {"ILD@50": 0.5, "clusters@50": None}, "protocol_violations": 0, **extra}
+
+
+def test_mean_std_is_the_sample_std():
+    assert mean_std([0.1, 0.2, 0.3]) == (pytest.approx(0.2), pytest.approx(0.1))
+    assert mean_std([0.7]) == (0.7, 0.0)
+
+
+def test_aggregate_groups_by_dataset_and_method():
+    records = [_record("b", "hymirec", s, r) for s, r in ((0, 0.1), (1, 0.2), (2, 0.3))]
+    records += [_record("a", "popularity", 0, 0.05), _record("b", "popularity", 0, 0.04)]
+    rows = aggregate(records, ["popularity", "hymirec"])
+    assert [(r["dataset"], r["method"], r["n_seeds"]) for r in rows] == [
+        ("b", "popularity", 1), ("b", "hymirec", 3), ("a", "popularity", 1)]
+    hy = rows[1]
+    assert hy["mean"]["Recall@10"] == pytest.approx(0.2) and hy["std"]["Recall@10"] == pytest.approx(0.1)
+    assert hy["mean"]["train_seconds"] == pytest.approx(200.0) and hy["std"]["train_seconds"] == pytest.approx(100.0)
+    assert hy["seeds"] == [0, 1, 2] and "clusters@50" not in hy["mean"]  # None = not measured, not 0
+    assert rows[0]["std"]["Recall@10"] == 0.0
+
+
+def test_store_resume_and_failures(tmp_path):
+    store = ResultStore(tmp_path)
+    assert not store.has("d", "m", 0)
+    store.write_failure("d", "m", 0, "M", "boom")
+    assert store.failures() == [{"dataset": "d", "method": "m", "seed": 0, "label": "M", "error": "boom"}]
+    assert store.records() == []  # a failure is not a result: the next run retries it
+    store.write(_record("d", "m", 0, 0.1))
+    assert store.has("d", "m", 0) and not store.has("d", "m", 1) and store.failures() == []
+    assert [r["seed"] for r in store.records(["d"])] == [0] and store.records(["other"]) == []
+
+
+def _ds(key, users, items, has_text):
+    return BenchDataset(key=key, spec=key, users=users, items=items, interactions=1000, has_text=has_text)
+
+
+def test_report_table_published_rows_and_flags(tmp_path):
+    datasets = [_ds("ml-100k", 943, 1682, True), _ds("Beauty", 22363, 12101, False)]
+    records = [_record("ml-100k", "hymirec", s, r, "HyMiRec") for s, r in ((0, 0.1), (1, 0.2), (2, 0.3))]
+    records += [_record("Beauty", "hymirec", 0, 0.05, "HyMiRec")]
+    payload = write_report(tmp_path, records, [], datasets, SETTINGS, ["hymirec"])
+    md = (tmp_path / "results.md").read_text()
+    lines = md.splitlines()
+    hy_ml = next(line for line in lines if line.startswith("| ml-100k | HyMiRec |"))
+    assert "| 0.2000 ± 0.1000 |" in hy_ml and hy_ml.endswith("| 3 |") and "| 200 ± 100 |" in hy_ml
+    assert next(line for line in lines if line.startswith("| Beauty † | HyMiRec |")).endswith("| 1 |")
+    published = [line for line in lines if "(published)" in line]
+    assert len(published) == 3 and all(line.startswith("| Beauty † | *") for line in published)
+    sasrec = next(line for line in published if "*SASRec (published)*" in line)
+    assert "| 0.0605 | – | – | 0.0318 | – | – |" in sasrec and sasrec.endswith("| published |")
+    assert "ml-100k †" not in md and "item-id embedding in place of the content encoder" in md
+    assert "≤ 20 epochs and ≤ 900 s of training per model" in md and "embedding size 64" in md
+    assert "item_embeddings.npy" in md and "item_codes.npy[:, 0]" in md
+    assert [p["dataset"] for p in payload["published"]] == ["Beauty"] * 3
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["datasets"]["Beauty"]["item_representation"] == "item_id_embedding" and len(saved["runs"]) == 4
+    assert (tmp_path / "recall_at_k.png").stat().st_size > 0

@@ -1,0 +1,96 @@
+"""run_peer end to end with the reference runner (main venv's python), failures, timeouts, the registry."""
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from peer_support import REFERENCE_RUNNER, tiny_data_and_split
+
+from training.evaluate import evaluate_rankings, popularity_topk
+from training.peers.runner import PEERS, Peer, PeerError, parse_peers, peer_env, peer_timeout, run_peer
+from training.peers.split_export import export_split
+
+REFERENCE = Peer("reference-popularity", "reference", "popularity", "Popularity (reference runner)")
+
+
+@pytest.fixture()
+def exported(tmp_path):
+    data, split = tiny_data_and_split(tmp_path / "data")
+    return data, split, export_split(data, split, tmp_path / "split")
+
+
+def test_reference_runner_end_to_end_matches_our_popularity(exported, tmp_path):
+    data, split, split_dir = exported
+    lines = []
+    run = run_peer(REFERENCE, split_dir, tmp_path / "out", epochs=1, time_budget=60, seed=0, topk=20,
+                   python=sys.executable, runner=REFERENCE_RUNNER, log=lines.append)
+    ours = popularity_topk(split.train, data.n_items, split.test.histories, 20)
+    assert run.topk.shape == (len(split.test), 20) and run.topk.dtype == np.int64
+    assert np.array_equal(run.topk, ours)
+    assert evaluate_rankings(run.topk, split.test.targets) == evaluate_rankings(ours, split.test.targets)
+    assert run.protocol_violations == 0 and run.duplicate_items == 0
+    assert run.result["library"] == "reference" and run.result["n_test_users"] == len(split.test)
+    assert (tmp_path / "out" / "run.log").read_text().startswith("[reference]")
+    assert any("[reference-popularity] [reference]" in line for line in lines)  # progress echoed
+
+
+def test_failing_runner_reports_its_stderr_tail(exported, tmp_path):
+    _, _, split_dir = exported
+    bad = Peer("reference-bad", "reference", "no-such-model", "bad")
+    with pytest.raises(PeerError, match=r"runner failed \(exit 2.*\n.*unknown model 'no-such-model'"):
+        run_peer(bad, split_dir, tmp_path / "out", epochs=1, time_budget=None, seed=0,
+                 python=sys.executable, runner=REFERENCE_RUNNER, log=None)
+
+
+def test_runner_that_writes_nothing_is_a_clear_error(exported, tmp_path):
+    _, _, split_dir = exported
+    script = tmp_path / "silent.py"
+    script.write_text("import os\nos.mkdir('saved')  # libraries that write next to themselves (RecBole)\n"
+                      "print('trained, but forgot to write the outputs')\n")
+    with pytest.raises(Exception, match="result.json: missing"):
+        run_peer(REFERENCE, split_dir, tmp_path / "out", epochs=1, time_budget=None, seed=0,
+                 python=sys.executable, runner=script, log=None)
+    assert (tmp_path / "out" / "saved").is_dir()  # the runner ran inside its output folder
+
+
+def test_hung_runner_is_killed_at_the_timeout(exported, tmp_path):
+    _, _, split_dir = exported
+    script = tmp_path / "hang.py"
+    script.write_text(textwrap.dedent("""
+        import sys, time
+        print("about to hang", file=sys.stderr, flush=True)
+        time.sleep(60)
+    """))
+    with pytest.raises(PeerError, match=r"timed out after 2s[\s\S]*about to hang"):
+        run_peer(REFERENCE, split_dir, tmp_path / "out", epochs=1, time_budget=None, seed=0,
+                 python=sys.executable, runner=script, timeout=2, log=None)
+
+
+def test_missing_venv_python_is_a_clear_error(exported, tmp_path):
+    _, _, split_dir = exported
+    with pytest.raises(PeerError, match="no python at .*setup.sh reference"):
+        run_peer(REFERENCE, split_dir, tmp_path / "out", epochs=1, time_budget=None, seed=0,
+                 python=tmp_path / "nope" / "python", runner=REFERENCE_RUNNER, log=None)
+
+
+def test_registry_and_peer_selection():
+    assert len(PEERS) == 6
+    assert PEERS["rectools-sasrec"].library == "rectools" and PEERS["rectools-sasrec"].model == "sasrec"
+    assert {(p.library, p.model) for p in PEERS.values()} == {
+        ("rectools", "sasrec"), ("rectools", "bert4rec"), ("recbole", "sasrec"), ("recbole", "sine"),
+        ("rechub", "comirec_sa"), ("rechub", "mind")}
+    assert parse_peers("all") == list(PEERS.values()) and parse_peers("none") == []
+    assert [p.name for p in parse_peers("recbole,rectools-sasrec")] == ["recbole-sasrec", "recbole-sine",
+                                                                      "rectools-sasrec"]
+    with pytest.raises(ValueError, match="unknown peer 'lightfm'"):
+        parse_peers("rectools,lightfm")
+
+
+def test_peer_environment_and_timeout(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", "/work/main")
+    env = peer_env(seed=3, threads=2)
+    assert "PYTHONPATH" not in env  # runners never import the project
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "2" and env["PYTHONHASHSEED"] == "3"
+    assert peer_timeout(600) == 3 * 600 + 1800 and peer_timeout(None) == 12 * 3600

@@ -1,0 +1,1 @@
+"""The quality benchmark (`hymirec bench quality`): datasets, methods, peers, scoring, report."""

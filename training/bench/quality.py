@@ -1,0 +1,240 @@
+"""`hymirec bench quality`: popularity, our SASRec, HyMiRec + ablations and the peer libraries on real
+datasets, one split, one evaluator, one budget rule; one JSON per run, results.json/.md and an R@K plot.
+
+    hymirec bench quality --dataset all --peers all --seeds 0,1,2 --epochs 20 --time-budget 900
+
+Per dataset, in this order (each finished (method, seed) is written at once; a re-run with the same --out
+skips what is on disk):
+  1. export the leave-one-out split (OUT/<ds>/split, docs/peers.md)
+  2. full run, first seed → popularity, SASRec (ours), HyMiRec; its item embeddings / codes are the
+     dataset's diversity reference
+  3. ablations (first seed)       4. every peer (first seed)
+  5. other seeds (datasets with ≤ multi_seed_max_interactions): the full run (HyMiRec + our SASRec) and the
+     strongest peer by first-seed NDCG@10
+"""
+from __future__ import annotations
+
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from training.bench.datasets import BenchDataset
+from training.bench.methods import (ABLATIONS, DIM, HYMIREC, MAX_LEN, OURS, POPULARITY, SASREC, TOPK,
+                                    DiversityRef, Method, bench_config, budget_overrides, our_records, score_lists)
+from training.bench.report import print_summary, write_report
+from training.bench.results import ResultStore
+from training.peers.outputs import read_split
+from training.peers.runner import PEERS, Peer, PeerError, ensure_peer_env, run_peer
+
+
+@dataclass
+class BenchSettings:
+    out: Path
+    overrides: list[str] = field(default_factory=list)
+    ablations: bool = True
+    peers: list[Peer] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    epochs: int = 20
+    time_budget: float | None = 900.0
+    multi_seed_max_interactions: int = 200_000
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "out": str(self.out), "peers": [p.name for p in self.peers], "dim": DIM,
+                "max_len": MAX_LEN, "topk": TOPK}
+
+
+METHOD_ORDER = [m.key for m in OURS] + list(PEERS)
+METHOD_LABELS = {**{m.key: m.label for m in OURS}, **{p.name: p.label for p in PEERS.values()}}
+
+
+class QualityBench:
+    """The orchestration; ``train_fn`` / ``peer_fn`` / ``env_fn`` are injectable (tests use fakes)."""
+
+    def __init__(self, datasets: list[BenchDataset], settings: BenchSettings, log: Callable[[str], None] = print,
+                 train_fn=None, peer_fn=None, env_fn=None):
+        from training.train import run_training
+
+        self.datasets, self.settings, self.log = datasets, settings, log
+        self.store = ResultStore(settings.out)
+        self.train_fn = train_fn or run_training
+        self.peer_fn = peer_fn or run_peer
+        self.env_fn = env_fn or (lambda lib: ensure_peer_env(lib, log))
+        self._envs: dict[str, object] = {}  # library → python path, or the PeerError that set-up raised
+
+    # -- per dataset ---------------------------------------------------------------------------------
+    def seeds_for(self, ds: BenchDataset) -> list[int]:
+        s = self.settings
+        return list(s.seeds) if ds.interactions <= s.multi_seed_max_interactions else list(s.seeds[:1])
+
+    def run(self) -> dict:
+        for i, ds in enumerate(self.datasets, 1):
+            self.log(f"[bench] ===== dataset {i}/{len(self.datasets)}: {ds.key} =====")
+            self.run_dataset(ds)
+        return self.report()
+
+    def run_dataset(self, ds: BenchDataset) -> None:
+        from training.data import leave_one_out
+        from training.peers.split_export import export_split
+        from training.train import load_run_data
+
+        # Loaded once: the split export and every one of our runs (all seeds, all ablations) use this data.
+        data = load_run_data(ds.spec)
+        split_dir = self.settings.out / ds.key / "split"
+        if not (split_dir / "manifest.json").is_file():
+            export_split(data, leave_one_out(data), split_dir)
+        split = read_split(split_dir)
+        if split.n_items != data.n_items or split.n_users != len(data.sequences):
+            raise ValueError(f"{split_dir} was exported from other data than {ds.spec}: remove it or use another --out")
+        seeds = self.seeds_for(ds)
+        first = seeds[0]
+        self.run_ours(ds, None, first, data, split, None)
+        ref = DiversityRef.from_run(self.run_dir(ds, None, first))
+        if ref.embeddings is None:
+            self.log(f"[bench] warning: {ref.source} has no item_embeddings.npy: diversity left empty")
+        # Peers and seeds before the ablations: an interrupted bench then still has the comparison table.
+        for peer in self.settings.peers:
+            self.run_peer(ds, peer, first, split_dir, split, ref)
+        strongest = self.strongest_peer(ds, first)
+        for seed in seeds[1:]:
+            self.run_ours(ds, None, seed, data, split, ref)
+            if strongest is not None:
+                self.run_peer(ds, strongest, seed, split_dir, split, ref)
+        for ablation in ABLATIONS if self.settings.ablations else ():
+            self.run_ours(ds, ablation, first, data, split, ref)
+
+    def strongest_peer(self, ds: BenchDataset, seed: int) -> Peer | None:
+        scored = [(rec["metrics"]["NDCG@10"], peer) for peer in self.settings.peers
+                  if (rec := self.store.get(ds.key, peer.name, seed)) is not None]
+        if not scored:
+            return None
+        best = max(scored, key=lambda t: t[0])[1]
+        self.log(f"[bench] {ds.key}: strongest peer by seed-{seed} NDCG@10: {best.label}")
+        return best
+
+    # -- our methods ---------------------------------------------------------------------------------
+    def run_dir(self, ds: BenchDataset, ablation: Method | None, seed: int) -> Path:
+        return self.settings.out / ds.key / "runs" / f"{ablation.key if ablation else 'full'}-seed{seed}"
+
+    def run_ours(self, ds: BenchDataset, ablation: Method | None, seed: int, data, split,
+                 ref: DiversityRef | None) -> None:
+        first = seed == self.seeds_for(ds)[0]
+        methods = [ablation] if ablation else ([POPULARITY] if first else []) + [SASREC, HYMIREC]
+        todo = [m for m in methods if not self.store.has(ds.key, m.key, seed)]
+        if not todo:
+            self.log(f"[bench] {ds.key} / {', '.join(m.label for m in methods)} seed {seed}: on disk, skipped")
+            return
+        run_dir = self.run_dir(ds, ablation, seed)
+        # Ablations reuse the full run's stage-1 item embeddings: the same items, so only stage 2 differs.
+        stage1 = str(self.run_dir(ds, None, seed))
+        extra = list(ablation.overrides) + ["train_sasrec=false", f"stage1_from={stage1}"] if ablation else []
+        cfg = bench_config(ds.spec, run_dir, budget_overrides(self.settings.epochs, self.settings.time_budget)
+                           + self.settings.overrides + extra + [f"train.seed={seed}"])
+        self.log(f"[bench] {ds.key} / {', '.join(m.label for m in todo)} seed {seed}: training → {run_dir}")
+        try:
+            metrics = self.train_fn(cfg, progress=True, log=self.log, data=data)
+            ref = ref if ref is not None else DiversityRef.from_run(run_dir)  # the full first-seed run: its own
+            for record in our_records(run_dir, metrics, todo, split, ref):
+                self.save({**record, "dataset": ds.key, "seed": seed, "budget": self.budget()})
+        except Exception as exc:  # noqa: BLE001 — record, report, go on with the next method
+            self.fail(ds, todo, seed, exc)
+
+    # -- peers ---------------------------------------------------------------------------------------
+    def peer_python(self, library: str):
+        if library not in self._envs:
+            try:
+                self._envs[library] = self.env_fn(library)
+            except PeerError as exc:
+                self._envs[library] = exc
+        env = self._envs[library]
+        if isinstance(env, Exception):
+            raise env
+        return env
+
+    def run_peer(self, ds: BenchDataset, peer: Peer, seed: int, split_dir: Path, split, ref) -> None:
+        if self.store.has(ds.key, peer.name, seed):
+            self.log(f"[bench] {ds.key} / {peer.label} seed {seed}: on disk, skipped")
+            return
+        out_dir = self.settings.out / ds.key / "peers" / f"{peer.name}-seed{seed}"
+        self.log(f"[bench] {ds.key} / {peer.label} seed {seed}: running → {out_dir}")
+        try:
+            python = self.peer_python(peer.library)
+            run = self.peer_fn(peer, split_dir, out_dir, epochs=self.settings.epochs,
+                               time_budget=self.settings.time_budget, seed=seed, dim=DIM, max_len=MAX_LEN,
+                               topk=TOPK, python=python, split=split, log=self.log)
+            result = run.result
+            n_users = max(1, int(result["n_test_users"]))
+            record = {"dataset": ds.key, "method": peer.name, "label": peer.label, "kind": "peer",
+                      "library": peer.library, "seed": seed, "source": str(out_dir), "budget": self.budget(),
+                      "train_seconds": float(result["train_seconds"]), "epochs_run": result.get("epochs_run"),
+                      "infer_ms_per_user": 1000 * float(result["infer_seconds"]) / n_users,
+                      "wall_seconds": run.wall_seconds, "peer_result": result,
+                      **score_lists(run.topk, split, ref, run.protocol_violations, run.duplicate_items)}
+            self.save(record)
+        except Exception as exc:  # noqa: BLE001
+            self.fail(ds, [Method(peer.name, peer.label, "peer")], seed, exc)
+
+    # -- bookkeeping ---------------------------------------------------------------------------------
+    def budget(self) -> dict:
+        return {"epochs": self.settings.epochs, "time_budget_s": self.settings.time_budget, "dim": DIM,
+                "max_len": MAX_LEN}
+
+    def save(self, record: dict) -> None:
+        path = self.store.write(record)
+        m = record["metrics"]
+        self.log(f"[bench] {record['dataset']} / {record['label']} seed {record['seed']}: "
+                 f"R@10 {m['Recall@10']:.4f} N@10 {m['NDCG@10']:.4f} R@50 {m['Recall@50']:.4f} "
+                 f"train {record['train_seconds']:.0f}s → {path}")
+        self.report()
+
+    def fail(self, ds: BenchDataset, methods: list[Method], seed: int, exc: Exception) -> None:
+        summary = f"{type(exc).__name__}: {exc}"
+        error = summary + "\n\n" + "".join(traceback.format_exception(exc))
+        summary = summary.splitlines()[0]
+        for m in methods:
+            self.store.write_failure(ds.key, m.key, seed, m.label, error)
+            self.log(f"[bench] {ds.key} / {m.label} seed {seed} FAILED: {summary}")
+        self.report()
+
+    def report(self) -> dict:
+        keys = [d.key for d in self.datasets]
+        # today's labels (a resumed record keeps the label it was written with)
+        records = [{**r, "label": METHOD_LABELS.get(r["method"], r.get("label", r["method"]))}
+                   for r in self.store.records(keys)]
+        return write_report(self.settings.out, records, self.store.failures(keys), self.datasets,
+                            self.settings.to_dict(), METHOD_ORDER)
+
+
+def run_bench(datasets: list[BenchDataset], settings: BenchSettings, log: Callable[[str], None] = print,
+              **fakes) -> dict:
+    """Run (or resume) the whole bench; returns the results.json payload."""
+    settings.out.mkdir(parents=True, exist_ok=True)
+    return QualityBench(datasets, settings, log, **fakes).run()
+
+
+def parse_seeds(text: str) -> list[int]:
+    seeds = list(dict.fromkeys(int(s) for s in str(text).split(",") if s.strip()))
+    if not seeds:
+        raise ValueError(f"--seeds {text!r}: give at least one seed, e.g. 0,1,2")
+    return seeds
+
+
+def bench_quality(datasets: list[str] | None, out: str, data_dir: str | None = None, overrides: list[str] | None = None,
+                  ablations: bool = True, peers: str = "all", seeds: str = "0,1,2", epochs: int = 20,
+                  time_budget: float | None = 900.0, multi_seed_max_interactions: int = 200_000,
+                  log: Callable[[str], None] = print) -> int:
+    """The command: check every argument and dataset first (nothing trains before), run, print the table.
+    Exit code 1 when some method failed (its error is in the table's legend and in results.json)."""
+    from training.bench.datasets import resolve_datasets
+    from training.peers.runner import parse_peers
+
+    settings = BenchSettings(out=Path(out), overrides=list(overrides or []), ablations=ablations,
+                             peers=parse_peers(peers), seeds=parse_seeds(seeds), epochs=int(epochs),
+                             time_budget=time_budget or None, multi_seed_max_interactions=multi_seed_max_interactions)
+    if settings.epochs < 1:
+        raise ValueError("--epochs must be ≥ 1")
+    bench_config("synthetic", settings.out, settings.overrides)  # a bad --set fails now, not after hours
+    resolved = resolve_datasets(datasets, Path(data_dir) if data_dir else None, log)
+    payload = run_bench(resolved, settings, log)
+    print_summary(payload, settings.out)
+    return 1 if payload["failures"] else 0

@@ -1,0 +1,144 @@
+"""The quality bench's outputs from the per-run records: results.json, results.md, recall_at_k.png."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from features.artifacts import write_json_atomic
+from training.bench.datasets import PUBLISHED_SOURCE, BenchDataset, published_rows
+from training.bench.results import KS, aggregate
+
+TEXTLESS_MARK = "†"
+TEXTLESS_NOTE = (f"{TEXTLESS_MARK} no item text: item-id embedding in place of the content encoder (HyMiRec's "
+                 "stage 1 is a learned item-id table, trained as SASRec next-item prediction, dim 64; HyMiRec's "
+                 "train time includes that training).")
+
+
+def _cell(row: dict, field: str, digits: int = 4) -> str:
+    if field not in row["mean"]:
+        return "–"
+    mean, std = row["mean"][field], row["std"][field]
+    text = f"{mean:.{digits}f}"
+    return f"{text} ± {std:.{digits}f}" if row["n_seeds"] > 1 else text
+
+
+def _published_cells(row: dict) -> list[str]:
+    cells = []
+    for field in [f"Recall@{k}" for k in KS] + [f"NDCG@{k}" for k in KS]:
+        cells.append(f"{row[field]:.4f}" if field in row else "–")
+    return cells
+
+
+def dataset_cell(ds: BenchDataset | None, key: str) -> str:
+    return f"{key} {TEXTLESS_MARK}" if ds is not None and not ds.has_text else key
+
+
+def markdown_table(rows: list[dict], published: list[dict], datasets: dict[str, BenchDataset]) -> str:
+    head = (["dataset", "method"] + [f"R@{k}" for k in KS] + [f"N@{k}" for k in KS]
+            + ["train s", "infer ms/user", "ILD@50", "clusters@50", "seeds"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    order = list(dict.fromkeys([r["dataset"] for r in rows] + [p["dataset"] for p in published]))
+    for key in order:
+        name = dataset_cell(datasets.get(key), key)
+        for row in (r for r in rows if r["dataset"] == key):
+            label = row["label"] + (f" ⚠ {row['protocol_violations']} history items dropped"
+                                    if row["protocol_violations"] else "")
+            cells = ([name, label] + [_cell(row, f"Recall@{k}") for k in KS] + [_cell(row, f"NDCG@{k}") for k in KS]
+                     + [_cell(row, "train_seconds", 0), _cell(row, "infer_ms_per_user", 2), _cell(row, "ILD@50", 3),
+                        _cell(row, "clusters@50", 1), str(row["n_seeds"])])
+            lines.append("| " + " | ".join(cells) + " |")
+        for row in (p for p in published if p["dataset"] == key):
+            lines.append("| " + " | ".join([name, f"*{row['label']}*"] + _published_cells(row)
+                                            + ["–", "–", "–", "–", "published"]) + " |")
+    return "\n".join(lines)
+
+
+def legend(settings: dict, datasets: dict[str, BenchDataset], failures: list[dict]) -> list[str]:
+    budget = settings["time_budget"]
+    lines = [
+        f"**Budget rule (every trained method, ours and peers):** embedding size {settings['dim']}, max sequence "
+        f"length {settings['max_len']}, ≤ {settings['epochs']} epochs and ≤ "
+        f"{f'{budget:.0f} s' if budget else 'no time limit'} of training per model, checked at epoch ends "
+        "(early stopping on validation NDCG@10 allowed). HyMiRec's train time = stage 1 + codebook + stage 2.",
+        "**Scoring:** every method returns test top-100 lists (history masked); all are scored by "
+        "training/evaluate.py (`evaluate_rankings`): full ranking over all items, leave-one-out, R@K = HR@K. "
+        "Inference time per user = the method's own test-time wall time / test users.",
+        "**Diversity:** ILD@50 = mean pairwise (1 − cosine) of the top-50 items' stage-1 item embeddings "
+        "(item_embeddings.npy of the dataset's HyMiRec full run, seed "
+        f"{settings['seeds'][0]}; the same table for every method); clusters@50 = number of distinct first-layer "
+        "codes of the cosine residual codebook (item_codes.npy[:, 0], same run) among the top 50; both averaged "
+        "over test users.",
+        f"**Seeds:** mean ± std (sample std) over the seeds in the last column: HyMiRec, SASRec (ours) and the "
+        f"strongest peer (by seed-{settings['seeds'][0]} NDCG@10) ran seeds {settings['seeds']} on datasets with ≤ "
+        f"{settings['multi_seed_max_interactions']:,} interactions; every other row is one run.",
+    ]
+    if any(not ds.has_text for ds in datasets.values()):
+        lines.append(TEXTLESS_NOTE)
+    if any(published_rows(ds) for ds in datasets.values()):
+        lines.append(f"*Italic rows: published numbers ({PUBLISHED_SOURCE}), not measured here.*")
+    if settings.get("overrides"):
+        lines.append(f"Extra config overrides: `{' '.join(settings['overrides'])}`.")
+    for f in failures:
+        lines.append(f"**Failed:** {f['dataset']} / {f['label']} (seed {f['seed']}): "
+                     f"{f['error'].strip().splitlines()[0] if f['error'].strip() else 'unknown error'}")
+    return lines
+
+
+def plot_recall(rows: list[dict], published: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    if not datasets:
+        return
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.5), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    styles = {"ablation": ":", "peer": "--"}  # ours and baselines solid
+    for ax, name in zip(axes[0], datasets):
+        for i, row in enumerate(r for r in rows if r["dataset"] == name):
+            if not all(f"Recall@{k}" in row["mean"] for k in KS):
+                continue
+            means = [row["mean"][f"Recall@{k}"] for k in KS]
+            errors = [row["std"][f"Recall@{k}"] for k in KS] if row["n_seeds"] > 1 else None
+            label = row["label"] + (f" (n={row['n_seeds']})" if row["n_seeds"] > 1 else "")
+            ax.errorbar(KS, means, yerr=errors, marker="o", ms=3, capsize=3, color=colours(i % 10),
+                        ls=styles.get(row["kind"], "-"), label=label)
+        for marker, row in zip("*PX^v", (p for p in published if p["dataset"] == name)):
+            ax.plot([10], [row["Recall@10"]], marker=marker, ms=8, ls="none", color="k", label=row["label"])
+        ax.set_title(name)
+        ax.set_xlabel("K")
+        ax.set_ylabel("Recall@K")
+        ax.set_xticks(KS)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_report(out: Path, records: list[dict], failures: list[dict], datasets: list[BenchDataset],
+                 settings: dict, method_order: list[str]) -> dict:
+    """Aggregate and write results.json, results.md and recall_at_k.png under ``out``."""
+    by_key = {d.key: d for d in datasets}
+    rows = aggregate(records, method_order)
+    published = [row for ds in datasets if any(r["dataset"] == ds.key for r in rows) for row in published_rows(ds)]
+    payload = {"settings": settings, "rows": rows, "published": published, "failures": failures,
+               "datasets": {d.key: {"spec": d.spec, "users": d.users, "items": d.items,
+                                    "interactions": d.interactions, "has_text": d.has_text,
+                                    "item_representation": d.item_representation} for d in datasets},
+               "runs": records}
+    write_json_atomic(out / "results.json", payload)
+    text = ["# Quality benchmark", "", markdown_table(rows, published, by_key), ""]
+    text += [f"- {line}" for line in legend(settings, by_key, failures)]
+    (out / "results.md").write_text("\n".join(text) + "\n")
+    plot_recall(rows, published, out / "recall_at_k.png")
+    return payload
+
+
+def print_summary(payload: dict, out: Path) -> None:
+    print((out / "results.md").read_text())
+    print(json.dumps({"results": str(out / "results.json"), "table": str(out / "results.md"),
+                      "plot": str(out / "recall_at_k.png"), "failures": len(payload["failures"])}))
