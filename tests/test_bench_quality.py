@@ -85,12 +85,13 @@ def test_full_bench_runs_everything_once_then_resumes(bench_env):
 
     runs = [(Path(c.run_dir).name, c.train.seed) for c in fakes.train_calls]
     # seeds before ablations, so an interrupted bench still has the comparison rows
-    assert runs == [("full-seed0", 0), ("full-seed1", 1), ("hymirec-no-codebook-seed0", 0),
+    assert runs == [("full-seed0", 0), ("full-seed1", 1), ("hymirec-long200-seed0", 0), ("hymirec-no-codebook-seed0", 0),
                     ("hymirec-no-lightweight-seed0", 0), ("hymirec-k1-seed0", 0), ("hymirec-no-llm-seed0", 0)]
     by_run = {Path(c.run_dir).name: c for c in fakes.train_calls}
     for cfg in fakes.train_calls:  # the one budget rule, passed to our trainers
         assert (cfg.train.epochs, cfg.train.sasrec_epochs, cfg.train.max_train_seconds) == (3, 3, 120.0)
-        assert (cfg.hybrid.out_dim, cfg.item_encoder.id_embedding_dim, cfg.hybrid.long_len) == (64, 64, 50)
+        long_len = 200 if cfg.run_dir.endswith("long200-seed0") else 50  # the one variant outside the rule
+        assert (cfg.hybrid.out_dim, cfg.item_encoder.id_embedding_dim, cfg.hybrid.long_len) == (64, 64, long_len)
     assert by_run["hymirec-no-llm-seed0"].hybrid.use_llm is False and by_run["full-seed0"].hybrid.use_llm is True
     assert by_run["hymirec-no-codebook-seed0"].hybrid.use_codebook is False
     assert by_run["hymirec-no-lightweight-seed0"].hybrid.use_lightweight is False
@@ -106,7 +107,7 @@ def test_full_bench_runs_everything_once_then_resumes(bench_env):
 
     out = settings.out
     files = sorted(p.name for p in (out / "tiny" / "results").glob("*.json"))
-    assert len(files) == 12 and "popularity-seed0.json" in files and "popularity-seed1.json" not in files
+    assert len(files) == 13 and "popularity-seed0.json" in files and "popularity-seed1.json" not in files
     rows = {r["method"]: r for r in payload["rows"]}
     assert rows["hymirec"]["n_seeds"] == 2 and rows["hymirec"]["std"]["Recall@10"] > 0
     assert rows["hymirec"]["mean"]["train_seconds"] == pytest.approx(np.mean([10 + 1 + 0.5 + 3, 11 + 1 + 0.5 + 3]))
