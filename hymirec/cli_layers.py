@@ -12,7 +12,8 @@ def _bench_quality(args: argparse.Namespace) -> int:
 
     return bench_quality(args.dataset, args.out, data_dir=args.data_dir, overrides=args.set, ablations=args.ablations,
                          peers=args.peers, seeds=args.seeds, epochs=args.epochs, time_budget=args.time_budget,
-                         multi_seed_max_interactions=args.multi_seed_max_interactions)
+                         multi_seed_max_interactions=args.multi_seed_max_interactions,
+                         seeded_ablations=args.seeded_ablations)
 
 
 def _print(payload) -> None:
@@ -159,11 +160,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     quality.add_argument("--seeds", default="0,1,2",
                          help="comma list; HyMiRec, our SASRec and the strongest peer run every seed on the smaller "
                               "datasets, everything else the first one (default 0,1,2)")
+    quality.add_argument("--seeded-ablations", default="",
+                         help="comma list of ablation keys (e.g. hymirec-k1) that also run every seed")
     quality.add_argument("--multi-seed-max-interactions", type=int, default=200_000,
                          help="datasets up to this many interactions get every seed (default 200000)")
-    quality.add_argument("--epochs", "--peer-epochs", dest="epochs", type=int, default=20,
-                         help="budget rule: at most E epochs per trained model, ours and peers (default 20)")
-    quality.add_argument("--time-budget", type=float, default=900.0,
+    quality.add_argument("--epochs", "--peer-epochs", dest="epochs", type=int, default=200,
+                         help="budget rule: at most E epochs per trained model, ours and peers (default 200: the "
+                              "time budget is the binding limit)")
+    quality.add_argument("--time-budget", type=float, default=400.0,
                          help="budget rule: at most T seconds of training per model, checked at epoch ends; "
-                              "0 = none (default 900)")
+                              "0 = none (default 400)")
     quality.set_defaults(handler=_bench_quality)

@@ -166,3 +166,24 @@ def test_bad_arguments_fail_before_anything_runs(tmp_path):
     assert parse_seeds("0, 1,2,1") == [0, 1, 2]
     with pytest.raises(ValueError, match="at least one seed"):
         parse_seeds(",")
+
+
+def test_seeded_ablations_run_every_seed_and_reuse_that_seeds_stage1(bench_env):
+    datasets, settings = bench_env
+    settings.seeded_ablations = ["hymirec-k1"]
+    fakes = Fakes()
+    payload = _run(datasets, settings, fakes)
+    by_run = {Path(c.run_dir).name: c for c in fakes.train_calls}
+    assert by_run["hymirec-k1-seed1"].train.seed == 1
+    assert by_run["hymirec-k1-seed1"].stage1_from == by_run["full-seed1"].run_dir
+    assert "hymirec-no-llm-seed1" not in by_run  # not asked for: one seed
+    rows = {r["method"]: r for r in payload["rows"]}
+    assert rows["hymirec-k1"]["n_seeds"] == 2 and rows["hymirec-no-llm"]["n_seeds"] == 1
+    assert "and so did the ablation(s) hymirec-k1" in (settings.out / "results.md").read_text()
+
+
+def test_unknown_seeded_ablation_is_refused(tmp_path):
+    from training.bench.quality import bench_quality
+
+    with pytest.raises(ValueError, match="--seeded-ablations: unknown"):
+        bench_quality(["synthetic"], str(tmp_path), seeded_ablations="hymirec-k9", peers="none")

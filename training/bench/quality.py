@@ -35,9 +35,10 @@ class BenchSettings:
     ablations: bool = True
     peers: list[Peer] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
-    epochs: int = 20
-    time_budget: float | None = 900.0
+    epochs: int = 200
+    time_budget: float | None = 400.0
     multi_seed_max_interactions: int = 200_000
+    seeded_ablations: list[str] = field(default_factory=list)  # ablation keys that also run every seed
 
     def to_dict(self) -> dict:
         return {**asdict(self), "out": str(self.out), "peers": [p.name for p in self.peers], "dim": DIM,
@@ -101,7 +102,8 @@ class QualityBench:
             if strongest is not None:
                 self.run_peer(ds, strongest, seed, split_dir, split, ref)
         for ablation in ABLATIONS if self.settings.ablations else ():
-            self.run_ours(ds, ablation, first, data, split, ref)
+            for seed in seeds if ablation.key in self.settings.seeded_ablations else seeds[:1]:
+                self.run_ours(ds, ablation, seed, data, split, ref)
 
     def strongest_peer(self, ds: BenchDataset, seed: int) -> Peer | None:
         scored = [(rec["metrics"]["NDCG@10"], peer) for peer in self.settings.peers
@@ -220,9 +222,9 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def bench_quality(datasets: list[str] | None, out: str, data_dir: str | None = None, overrides: list[str] | None = None,
-                  ablations: bool = True, peers: str = "all", seeds: str = "0,1,2", epochs: int = 20,
-                  time_budget: float | None = 900.0, multi_seed_max_interactions: int = 200_000,
-                  log: Callable[[str], None] = print) -> int:
+                  ablations: bool = True, peers: str = "all", seeds: str = "0,1,2", epochs: int = 200,
+                  time_budget: float | None = 400.0, multi_seed_max_interactions: int = 200_000,
+                  seeded_ablations: str = "", log: Callable[[str], None] = print) -> int:
     """The command: check every argument and dataset first (nothing trains before), run, print the table.
     Exit code 1 when some method failed (its error is in the table's legend and in results.json)."""
     from training.bench.datasets import resolve_datasets
@@ -230,7 +232,11 @@ def bench_quality(datasets: list[str] | None, out: str, data_dir: str | None = N
 
     settings = BenchSettings(out=Path(out), overrides=list(overrides or []), ablations=ablations,
                              peers=parse_peers(peers), seeds=parse_seeds(seeds), epochs=int(epochs),
-                             time_budget=time_budget or None, multi_seed_max_interactions=multi_seed_max_interactions)
+                             time_budget=time_budget or None, multi_seed_max_interactions=multi_seed_max_interactions,
+                             seeded_ablations=[k for k in seeded_ablations.split(",") if k])
+    unknown = set(settings.seeded_ablations) - {m.key for m in ABLATIONS}
+    if unknown:
+        raise ValueError(f"--seeded-ablations: unknown {sorted(unknown)}; known: {[m.key for m in ABLATIONS]}")
     if settings.epochs < 1:
         raise ValueError("--epochs must be ≥ 1")
     bench_config("synthetic", settings.out, settings.overrides)  # a bad --set fails now, not after hours

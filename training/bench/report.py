@@ -70,7 +70,9 @@ def legend(settings: dict, datasets: dict[str, BenchDataset], failures: list[dic
         "over test users.",
         f"**Seeds:** mean ± std (sample std) over the seeds in the last column: HyMiRec, SASRec (ours) and the "
         f"strongest peer (by seed-{settings['seeds'][0]} NDCG@10) ran seeds {settings['seeds']} on datasets with ≤ "
-        f"{settings['multi_seed_max_interactions']:,} interactions; every other row is one run.",
+        f"{settings['multi_seed_max_interactions']:,} interactions"
+        + (f", and so did the ablation(s) {', '.join(settings.get('seeded_ablations') or [])}"
+           if settings.get("seeded_ablations") else "") + "; every other row is one run.",
     ]
     if any(not ds.has_text for ds in datasets.values()):
         lines.append(TEXTLESS_NOTE)
