@@ -1,7 +1,7 @@
 """`hymirec bench quality`: popularity, our SASRec, HyMiRec + ablations and the peer libraries on real
 datasets, one split, one evaluator, one budget rule; one JSON per run, results.json/.md and an R@K plot.
 
-    hymirec bench quality --dataset all --peers all --seeds 0,1,2 --epochs 20 --time-budget 900
+    hymirec bench quality --dataset all --peers all --seeds 0,1,2 --epochs 200 --time-budget 400
 
 Per dataset, in this order (each finished (method, seed) is written at once; a re-run with the same --out
 skips what is on disk):
