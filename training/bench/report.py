@@ -95,8 +95,8 @@ def plot_recall(rows: list[dict], published: list[dict], path: Path) -> None:
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     if not datasets:
         return
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.5), squeeze=False)
-    colours = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, len(datasets), figsize=(8 * len(datasets), 4.5), squeeze=False)
+    colours = plt.get_cmap("tab20")  # 20 distinct colours: a dataset has up to 14 rows
     styles = {"ablation": ":", "peer": "--"}  # ours and baselines solid
     for ax, name in zip(axes[0], datasets):
         for i, row in enumerate(r for r in rows if r["dataset"] == name):
@@ -105,7 +105,7 @@ def plot_recall(rows: list[dict], published: list[dict], path: Path) -> None:
             means = [row["mean"][f"Recall@{k}"] for k in KS]
             errors = [row["std"][f"Recall@{k}"] for k in KS] if row["n_seeds"] > 1 else None
             label = row["label"] + (f" (n={row['n_seeds']})" if row["n_seeds"] > 1 else "")
-            ax.errorbar(KS, means, yerr=errors, marker="o", ms=3, capsize=3, color=colours(i % 10),
+            ax.errorbar(KS, means, yerr=errors, marker="o", ms=3, capsize=3, color=colours(i % 20),
                         ls=styles.get(row["kind"], "-"), label=label)
         for marker, row in zip("*PX^v", (p for p in published if p["dataset"] == name)):
             ax.plot([10], [row["Recall@10"]], marker=marker, ms=8, ls="none", color="k", label=row["label"])
@@ -113,7 +113,7 @@ def plot_recall(rows: list[dict], published: list[dict], path: Path) -> None:
         ax.set_xlabel("K")
         ax.set_ylabel("Recall@K")
         ax.set_xticks(KS)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves, not on them
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=120)
