@@ -85,7 +85,8 @@ def test_full_bench_runs_everything_once_then_resumes(bench_env):
 
     runs = [(Path(c.run_dir).name, c.train.seed) for c in fakes.train_calls]
     # seeds before ablations, so an interrupted bench still has the comparison rows
-    assert runs == [("full-seed0", 0), ("full-seed1", 1), ("hymirec-long200-seed0", 0), ("hymirec-no-codebook-seed0", 0),
+    assert runs == [("full-seed0", 0), ("full-seed1", 1), ("hymirec-long200-seed0", 0), ("hymirec-k1-dense-seed0", 0),
+                    ("hymirec-no-codebook-seed0", 0),
                     ("hymirec-no-lightweight-seed0", 0), ("hymirec-k1-seed0", 0), ("hymirec-no-llm-seed0", 0)]
     by_run = {Path(c.run_dir).name: c for c in fakes.train_calls}
     for cfg in fakes.train_calls:  # the one budget rule, passed to our trainers
@@ -107,7 +108,7 @@ def test_full_bench_runs_everything_once_then_resumes(bench_env):
 
     out = settings.out
     files = sorted(p.name for p in (out / "tiny" / "results").glob("*.json"))
-    assert len(files) == 13 and "popularity-seed0.json" in files and "popularity-seed1.json" not in files
+    assert len(files) == 14 and "popularity-seed0.json" in files and "popularity-seed1.json" not in files
     rows = {r["method"]: r for r in payload["rows"]}
     assert rows["hymirec"]["n_seeds"] == 2 and rows["hymirec"]["std"]["Recall@10"] > 0
     assert rows["hymirec"]["mean"]["train_seconds"] == pytest.approx(np.mean([10 + 1 + 0.5 + 3, 11 + 1 + 0.5 + 3]))

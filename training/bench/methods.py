@@ -49,6 +49,9 @@ ABLATIONS = (
     # Not an ablation but the method's own lever, outside the shared length-50 rule: the lightweight
     # recommender reads 200 older items as codebook codes (12 B each) besides the 50 exact recent ones.
     Method("hymirec-long200", "HyMiRec: + 200-item coded long history", "ablation", ("hybrid.long_len=200",)),
+    # Also a variant: one interest plus the dense next-item loss on the LLM's recent-item states, exact softmax.
+    Method("hymirec-k1-dense", "HyMiRec: K=1 + dense next-item loss", "ablation",
+           ("hybrid.n_interests=1", "hybrid.next_item_weight=1.0", "hybrid.n_negatives=-1")),
     Method("hymirec-no-codebook", "HyMiRec: exact embeddings (no codebook)", "ablation", ("hybrid.use_codebook=false",)),
     Method("hymirec-no-lightweight", "HyMiRec: no lightweight recommender", "ablation", ("hybrid.use_lightweight=false",)),
     Method("hymirec-k1", "HyMiRec: K=1 single interest", "ablation", ("hybrid.n_interests=1",)),
