@@ -78,8 +78,13 @@ class HybridRecommender(nn.Module):
         return self.lightweight(long_emb, long_mask)
 
     def forward(self, long_emb, long_mask, recent_emb, recent_mask) -> torch.Tensor:
-        """→ interests [B, K, d_out], L2-normalised (K = n_coarse for the no-LLM ablation)."""
-        return self.forward_train(long_emb, long_mask, recent_emb, recent_mask)[0]
+        """→ interests [B, K, d_out], L2-normalised (K = n_coarse for the no-LLM ablation).
+
+        Inference path: unlike `forward_train`, no head over the N recent-item states."""
+        coarse = self.coarse_interests(long_emb, long_mask)
+        if not self.config.use_llm:
+            return self.llm.head(coarse.float())
+        return self.llm(coarse, recent_emb, recent_mask)
 
     def forward_train(self, long_emb, long_mask, recent_emb, recent_mask) -> tuple[torch.Tensor, torch.Tensor | None]:
         """→ (interests [B, K, d_out], recent-position vectors [B, N, d_out] or None), both L2-normalised.

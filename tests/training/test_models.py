@@ -77,6 +77,8 @@ def test_recent_item_states_cannot_see_later_items_or_the_coarse_interests():
         _, states_changed = model.forward_train(torch.randn(1, 12, 8), ones_l, changed, ones_r)  # ... and the long history
         interests_changed = model(long_emb, ones_l, changed, ones_r)
     assert states.shape == (1, 5, 8)
+    with torch.no_grad():  # the inference path gives the same interests without the recent-state head
+        assert torch.allclose(model(long_emb, ones_l, recent, ones_r), interests, atol=1e-6)
     assert torch.allclose(states[:, :3], states_changed[:, :3], atol=1e-5)  # earlier states unaffected
     assert not torch.allclose(states[:, 3:], states_changed[:, 3:], atol=1e-3)
     assert not torch.allclose(interests, interests_changed, atol=1e-3)  # the queries see everything
