@@ -24,7 +24,7 @@ bench: setup
 
 bench-quality: setup
 	tools/peers/setup.sh all
-	$(PY) -m hymirec.cli bench quality --peers all --seeds 0,1,2 --seeded-ablations hymirec-k1,hymirec-k1-dense
+	$(PY) -m hymirec.cli bench quality --peers all --seeds 0,1,2 --seeded-ablations hymirec-k3
 
 clean:
 	rm -rf runs .pytest_cache .hypothesis

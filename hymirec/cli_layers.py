@@ -161,7 +161,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                          help="comma list; HyMiRec, our SASRec and the strongest peer run every seed on the smaller "
                               "datasets, everything else the first one (default 0,1,2)")
     quality.add_argument("--seeded-ablations", default="",
-                         help="comma list of ablation keys (e.g. hymirec-k1) that also run every seed")
+                         help="comma list of ablation keys (e.g. hymirec-k3) that also run every seed")
     quality.add_argument("--multi-seed-max-interactions", type=int, default=200_000,
                          help="datasets up to this many interactions get every seed (default 200000)")
     quality.add_argument("--epochs", "--peer-epochs", dest="epochs", type=int, default=200,

@@ -85,9 +85,9 @@ def test_full_bench_runs_everything_once_then_resumes(bench_env):
 
     runs = [(Path(c.run_dir).name, c.train.seed) for c in fakes.train_calls]
     # seeds before ablations, so an interrupted bench still has the comparison rows
-    assert runs == [("full-seed0", 0), ("full-seed1", 1), ("hymirec-long200-seed0", 0), ("hymirec-k1-dense-seed0", 0),
-                    ("hymirec-no-codebook-seed0", 0),
-                    ("hymirec-no-lightweight-seed0", 0), ("hymirec-k1-seed0", 0), ("hymirec-no-llm-seed0", 0)]
+    assert runs == [("full-seed0", 0), ("full-seed1", 1), ("hymirec-long200-seed0", 0),
+                    ("hymirec-no-codebook-seed0", 0), ("hymirec-no-lightweight-seed0", 0), ("hymirec-k3-seed0", 0),
+                    ("hymirec-paper-seed0", 0), ("hymirec-no-llm-seed0", 0)]
     by_run = {Path(c.run_dir).name: c for c in fakes.train_calls}
     for cfg in fakes.train_calls:  # the one budget rule, passed to our trainers
         assert (cfg.train.epochs, cfg.train.sasrec_epochs, cfg.train.max_train_seconds) == (3, 3, 120.0)
@@ -96,10 +96,12 @@ def test_full_bench_runs_everything_once_then_resumes(bench_env):
     assert by_run["hymirec-no-llm-seed0"].hybrid.use_llm is False and by_run["full-seed0"].hybrid.use_llm is True
     assert by_run["hymirec-no-codebook-seed0"].hybrid.use_codebook is False
     assert by_run["hymirec-no-lightweight-seed0"].hybrid.use_lightweight is False
-    assert by_run["hymirec-k1-seed0"].hybrid.n_interests == 1
-    assert not by_run["hymirec-k1-seed0"].train_sasrec and by_run["full-seed0"].train_sasrec
+    assert by_run["full-seed0"].hybrid.n_interests == 1 and by_run["hymirec-k3-seed0"].hybrid.n_interests == 3
+    paper = by_run["hymirec-paper-seed0"].hybrid  # the DMIL-only training the bench preset replaced
+    assert (paper.n_interests, paper.next_item_weight, paper.n_negatives) == (3, 0.0, 2048)
+    assert not by_run["hymirec-k3-seed0"].train_sasrec and by_run["full-seed0"].train_sasrec
     # ablations differ from the full run only in stage 2: they reuse its stage-1 item embeddings
-    assert by_run["hymirec-k1-seed0"].stage1_from == by_run["full-seed0"].run_dir
+    assert by_run["hymirec-k3-seed0"].stage1_from == by_run["full-seed0"].run_dir
     assert by_run["full-seed0"].stage1_from is None and by_run["full-seed1"].stage1_from is None
     # peers: each once with seed 0, and the strongest (by seed-0 NDCG@10) again with seed 1
     assert [(c[0], c[1]) for c in fakes.peer_calls] == [("rectools-sasrec", 0), ("recbole-sasrec", 0),
@@ -113,7 +115,7 @@ def test_full_bench_runs_everything_once_then_resumes(bench_env):
     assert rows["hymirec"]["n_seeds"] == 2 and rows["hymirec"]["std"]["Recall@10"] > 0
     assert rows["hymirec"]["mean"]["train_seconds"] == pytest.approx(np.mean([10 + 1 + 0.5 + 3, 11 + 1 + 0.5 + 3]))
     assert rows["recbole-sasrec"]["mean"]["Recall@10"] == 1.0 and rows["recbole-sasrec"]["n_seeds"] == 2
-    assert rows["rectools-sasrec"]["protocol_violations"] == 2 and rows["hymirec-k1"]["n_seeds"] == 1
+    assert rows["rectools-sasrec"]["protocol_violations"] == 2 and rows["hymirec-k3"]["n_seeds"] == 1
     assert rows["popularity"]["mean"]["ILD@50"] > 0 and rows["popularity"]["mean"]["clusters@50"] >= 1
     md = (out / "results.md").read_text()
     assert "| tiny † | HyMiRec (full) | " in md and " ± " in md and "HyMiRec: no LLM recommender" in md
@@ -171,16 +173,16 @@ def test_bad_arguments_fail_before_anything_runs(tmp_path):
 
 def test_seeded_ablations_run_every_seed_and_reuse_that_seeds_stage1(bench_env):
     datasets, settings = bench_env
-    settings.seeded_ablations = ["hymirec-k1"]
+    settings.seeded_ablations = ["hymirec-k3"]
     fakes = Fakes()
     payload = _run(datasets, settings, fakes)
     by_run = {Path(c.run_dir).name: c for c in fakes.train_calls}
-    assert by_run["hymirec-k1-seed1"].train.seed == 1
-    assert by_run["hymirec-k1-seed1"].stage1_from == by_run["full-seed1"].run_dir
+    assert by_run["hymirec-k3-seed1"].train.seed == 1
+    assert by_run["hymirec-k3-seed1"].stage1_from == by_run["full-seed1"].run_dir
     assert "hymirec-no-llm-seed1" not in by_run  # not asked for: one seed
     rows = {r["method"]: r for r in payload["rows"]}
-    assert rows["hymirec-k1"]["n_seeds"] == 2 and rows["hymirec-no-llm"]["n_seeds"] == 1
-    assert "and so did the ablation(s) hymirec-k1" in (settings.out / "results.md").read_text()
+    assert rows["hymirec-k3"]["n_seeds"] == 2 and rows["hymirec-no-llm"]["n_seeds"] == 1
+    assert "and so did the ablation(s) hymirec-k3" in (settings.out / "results.md").read_text()
 
 
 def test_unknown_seeded_ablation_is_refused(tmp_path):

@@ -38,22 +38,26 @@ def model_inputs(histories: list[np.ndarray], long_len: int, recent_n: int) -> M
 
 
 def window_samples(
-    sequences: list[np.ndarray], window: int, samples_per_user: int, rng: np.random.Generator
+    sequences: list[np.ndarray], window: int, samples_per_user: int, rng: np.random.Generator,
+    stride: int | None = None,
 ) -> list[tuple[int, int]]:
     """(sequence index, cut) pairs: input = seq[:cut], targets = seq[cut:cut + window].
 
     Every sequence with ≥ 2 items gives its final window (cut = max(1, len - window)) plus
     `samples_per_user` random earlier cuts, so long histories are seen at many lengths.
-    `samples_per_user < 0` means "about one cut per window of the sequence" (capped at 16), so
-    an epoch covers every user's interactions roughly once whatever the dataset's lengths.
+    `samples_per_user < 0` means "about one cut per `stride` items of the sequence" (capped at 16), so
+    an epoch covers every user's interactions roughly once whatever the dataset's lengths. The stride is
+    the number of items one sample supervises: the window (default), or the N recent positions when the
+    dense next-item loss is on (then window-sized strides would repeat each position ~N/W times per epoch).
     """
+    stride = max(1, stride or window)
     samples: list[tuple[int, int]] = []
     for index, seq in enumerate(sequences):
         n = len(seq)
         if n < 2:
             continue
         samples.append((index, max(1, n - window)))
-        extra = samples_per_user if samples_per_user >= 0 else min(16, (n - 1) // window)
+        extra = samples_per_user if samples_per_user >= 0 else min(16, (n - 1) // stride)
         if n - window > 1 and extra > 0:
             for cut in rng.integers(1, n - window, size=extra):
                 samples.append((index, int(cut)))

@@ -67,6 +67,8 @@ class HybridConfig:
     use_llm: bool = True  # False = the coarse interests go straight through the head (ablation: no LLM recommender;
     #   K = n_coarse interests; the same path serving's degraded mode takes when Triton is down)
     item_id_residual: bool = False  # add a learned id embedding to the item tower (off = paper-faithful)
+    item_norm: bool = False  # learned per-item norm of the item vectors: score = |v_i| · cos(interest, v_i), a
+    #   popularity prior that inner-product search (Milvus IP) keeps; off = unit vectors (paper-faithful cosine)
     recent_id_embedding: bool = False  # add a learned id embedding to the recent items' input embeddings
     #   (baked into recent_item_embeddings.npy at the end of training, so serving's inputs do not change)
 

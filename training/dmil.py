@@ -91,8 +91,8 @@ def dmil_loss(
     """InfoNCE of every target against its matched query.
 
     interests [B, K, d], target_vecs [B, W, d], target_ids [B, W], target_mask [B, W] bool,
-    assignment [B, W] (query per target), negative_vecs [M, d], negative_ids [M]: all vectors
-    L2-normalised. Negatives are the sampled items plus the targets of the *other* samples in the
+    assignment [B, W] (query per target), negative_vecs [M, d], negative_ids [M]. Interests are
+    L2-normalised; item vectors too, or scaled by learned per-item norms (HybridConfig.item_norm). Negatives are the sampled items plus the targets of the *other* samples in the
     batch; a candidate is masked when it is the target's own item, one of the same sample's targets
     (those are positives of other queries), or cosine(target, candidate) > threshold.
     """
@@ -112,7 +112,8 @@ def dmil_loss(
     negative = query @ cand_vecs.T  # [P, M + P]
     with torch.no_grad():
         masked = (cand_ids[None] == flat_ids[:, None]) | (cand_sample[None] == sample_of[:, None])
-        masked |= (flat_targets @ cand_vecs.T) > false_negative_threshold
+        # cosine, also when the item tower gives items learned norms (HybridConfig.item_norm)
+        masked |= (F.normalize(flat_targets, dim=-1) @ F.normalize(cand_vecs, dim=-1).T) > false_negative_threshold
     # Mask *after* scaling: scale × (−inf) would give the temperature a NaN gradient.
     logits = scale * torch.cat([positive, negative], 1)
     logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(masked, float("-inf"))], 1)

@@ -18,19 +18,27 @@ from training.llm_recommender import LLMRecommender, LLMRecommenderConfig, Proje
 
 
 class ItemTower(nn.Module):
-    """Frozen item embedding [.., d_item] (+ optional learned id residual) → L2-normalised [.., d_out]."""
+    """Frozen item embedding [.., d_item] (+ optional learned id residual) → L2-normalised [.., d_out],
+    times a learned per-item norm when ``n_norms`` is given (then not normalised: see HybridConfig.item_norm)."""
 
-    def __init__(self, item_dim: int, out_dim: int, dropout: float, n_items: int | None = None):
+    def __init__(self, item_dim: int, out_dim: int, dropout: float, n_items: int | None = None,
+                 n_norms: int | None = None):
         super().__init__()
         self.head = ProjectionHead(item_dim, out_dim, dropout)
         self.id_residual = nn.Embedding(n_items + 1, out_dim, padding_idx=0) if n_items else None
         if self.id_residual is not None:
             nn.init.normal_(self.id_residual.weight, std=0.01)
+        # log of each item's vector norm, zero-initialised (every item starts on the unit sphere)
+        self.log_norm = nn.Embedding(n_norms + 1, 1) if n_norms else None
+        if self.log_norm is not None:
+            nn.init.zeros_(self.log_norm.weight)
 
     def forward(self, item_emb: torch.Tensor, item_ids: torch.Tensor | None = None) -> torch.Tensor:
         vec = self.head(item_emb)
         if self.id_residual is not None and item_ids is not None:
             vec = F.normalize(vec + self.id_residual(item_ids), dim=-1)
+        if self.log_norm is not None and item_ids is not None:
+            vec = vec * self.log_norm(item_ids).exp()
         return vec
 
 
@@ -54,7 +62,8 @@ class HybridRecommender(nn.Module):
             max_len=config.max_long_len, dropout=config.dropout,
         )) if config.use_lightweight else None
         self.item_tower = ItemTower(item_dim, config.out_dim, config.dropout,
-                                    n_items if config.item_id_residual else None)
+                                    n_items if config.item_id_residual else None,
+                                    n_items if config.item_norm else None)
         self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1.0 / config.temperature))))
         # Zero-initialised: training starts from the pure content representation of recent items.
         self.recent_id = nn.Embedding(n_items + 1, item_dim, padding_idx=0) if config.recent_id_embedding else None

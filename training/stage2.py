@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from training.batches import ModelInputs, model_inputs, train_batch, window_samples
@@ -76,7 +77,8 @@ def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: 
     for epoch in range(train.epochs):
         model.train()
         started = time.perf_counter()
-        samples = window_samples(train_sequences, hybrid.window, train.samples_per_user, rng)
+        samples = window_samples(train_sequences, hybrid.window, train.samples_per_user, rng,
+                                 stride=hybrid.recent_n if dense else hybrid.window)
         order = rng.permutation(len(samples))
         bar = tqdm(range(0, len(order), train.batch_size), desc=f"hybrid epoch {epoch + 1}/{train.epochs}",
                    disable=not progress, leave=False)
@@ -100,7 +102,8 @@ def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: 
                 neg_ids = torch.from_numpy(rng.integers(1, n_items + 1, size=hybrid.n_negatives)).to(device)
                 neg_vecs = model.item_tower(tables.exact[neg_ids], neg_ids)
             assignment = match_targets_to_queries(interests.detach().cpu().numpy(),
-                                                  target_vecs.detach().cpu().numpy(), batch.target_mask, rng)
+                                                  F.normalize(target_vecs.detach(), dim=-1).cpu().numpy(),
+                                                  batch.target_mask, rng)
             loss, stats = dmil_loss(interests, target_vecs, target_ids, torch.from_numpy(batch.target_mask).to(device),
                                     torch.from_numpy(assignment).to(device), neg_vecs, neg_ids,
                                     model.logit_scale, hybrid.false_negative_threshold)

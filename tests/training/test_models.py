@@ -100,3 +100,44 @@ def test_ablation_without_llm_uses_the_coarse_interests_through_the_head():
         assert "use_llm=false needs use_lightweight=true" in str(err)
     else:
         raise AssertionError("an ablation with neither model must be refused")
+
+
+def test_item_norm_starts_on_the_unit_sphere_and_scales_inner_product_scores():
+    torch.manual_seed(0)
+    cfg = HybridConfig(item_norm=True, item_id_residual=True, out_dim=8, llm_hidden=32, llm_intermediate=64,
+                       light_dim=16)
+    model = HybridRecommender(cfg, item_dim=8, n_items=6).eval()
+    emb = torch.randn(7, 8)
+    vectors = model.item_vectors(emb)
+    assert np.allclose(vectors[1:].norm(dim=-1).numpy(), 1.0, atol=1e-5)  # zero-initialised log-norms
+    with torch.no_grad():
+        model.item_tower.log_norm.weight[3] = float(np.log(2.0))
+    scaled = model.item_vectors(emb)
+    assert abs(float(scaled[3].norm()) - 2.0) < 1e-4 and torch.allclose(scaled[3] / 2.0, vectors[3], atol=1e-5)
+    assert torch.allclose(scaled[[1, 2, 4, 5, 6]], vectors[[1, 2, 4, 5, 6]])  # only that item changed
+
+
+def test_dense_training_samples_stride_by_the_recent_window():
+    from training.batches import window_samples
+
+    seqs = [np.arange(1, 202)]  # 201 items
+    rng = np.random.default_rng(0)
+    by_window = window_samples(seqs, window=3, samples_per_user=-1, rng=rng)
+    by_recent = window_samples(seqs, window=3, samples_per_user=-1, rng=rng, stride=50)
+    assert len(by_window) == 1 + 16  # (201 - 1) // 3 = 66 cuts, capped at 16
+    assert len(by_recent) == 1 + 4  # (201 - 1) // 50 = 4: each sample supervises 50 positions
+    assert by_recent[0] == (0, 198) and all(1 <= cut < 198 for _, cut in by_recent[1:])
+
+
+def test_sasrec_loss_on_labelled_positions_equals_the_padded_loss():
+    import torch.nn.functional as F
+
+    from training.sasrec import SASRec, SASRecConfig, next_item_loss
+
+    torch.manual_seed(0)
+    model = SASRec(9, SASRecConfig(dim=8, max_len=6, dropout=0.0)).eval()
+    rows = torch.tensor([[0, 0, 0, 4, 2, 7, 1], [3, 5, 6, 8, 9, 2, 4]])
+    inputs, labels = rows[:, :-1], rows[:, 1:]
+    padded = model(inputs) @ model.item_emb.weight.T
+    reference = F.cross_entropy(padded.reshape(-1, 10), labels.reshape(-1), ignore_index=0)
+    assert torch.allclose(next_item_loss(model, rows), reference)

@@ -22,16 +22,21 @@ MAX_LEN = 50  # longest history any method reads
 TOPK = 100  # length of the test lists every method returns
 
 # The settings the BENCHMARKS.md rows were measured with (on top of RunConfig's defaults). Why each differs
-# from the paper-shaped defaults:
+# from the paper-shaped defaults (every one was measured on ML-100K, BENCHMARKS.md):
+#   n_interests=1 + next_item_weight=1 + n_negatives=-1   one interest query, the dense next-item loss on the
+#       LLM's recent-item states and an exact softmax: on leave-one-out next-item metrics this beat K = 3 DMIL
+#       alone by +0.015 NDCG@10 (3 seeds); K = 3 stays as the `hymirec-k3` ablation, the paper's DMIL-only
+#       training as `hymirec-paper`
 #   window=3          next-item leave-one-out rewards near targets; with W ≤ K every target is its own group
 #   recent_n=50       SASRec sees the last 50 items; the LLM recommender gets as many exact recent items
 #   item_id_residual / recent_id_embedding   learned id parts next to the frozen content embedding (hybrid ids)
-#   n_negatives=2048  close to a full softmax on these catalogue sizes
 BENCH_PRESET = [
+    "hybrid.n_interests=1", "hybrid.next_item_weight=1.0", "hybrid.n_negatives=-1",
     "hybrid.window=3", "hybrid.recent_n=50", "hybrid.item_id_residual=true", "hybrid.recent_id_embedding=true",
-    "hybrid.n_negatives=2048", "train.lr=0.0005", "train.patience=3", "train.samples_per_user=-1",
-    "train.max_eval_users=3000",
+    "train.lr=0.0005", "train.patience=3", "train.samples_per_user=-1", "train.max_eval_users=3000",
 ]
+# The paper-shaped training that the preset's first three settings replace (the `hymirec-paper` ablation)
+PAPER_SHAPED = ("hybrid.n_interests=3", "hybrid.next_item_weight=0.0", "hybrid.n_negatives=2048")
 
 
 @dataclass(frozen=True)
@@ -49,12 +54,11 @@ ABLATIONS = (
     # Not an ablation but the method's own lever, outside the shared length-50 rule: the lightweight
     # recommender reads 200 older items as codebook codes (12 B each) besides the 50 exact recent ones.
     Method("hymirec-long200", "HyMiRec: + 200-item coded long history", "ablation", ("hybrid.long_len=200",)),
-    # Also a variant: one interest plus the dense next-item loss on the LLM's recent-item states, exact softmax.
-    Method("hymirec-k1-dense", "HyMiRec: K=1 + dense next-item loss", "ablation",
-           ("hybrid.n_interests=1", "hybrid.next_item_weight=1.0", "hybrid.n_negatives=-1")),
     Method("hymirec-no-codebook", "HyMiRec: exact embeddings (no codebook)", "ablation", ("hybrid.use_codebook=false",)),
     Method("hymirec-no-lightweight", "HyMiRec: no lightweight recommender", "ablation", ("hybrid.use_lightweight=false",)),
-    Method("hymirec-k1", "HyMiRec: K=1 single interest", "ablation", ("hybrid.n_interests=1",)),
+    # The full run has one interest; this is the multi-interest side of the K ablation (same losses, K = 3).
+    Method("hymirec-k3", "HyMiRec: K=3 interests", "ablation", ("hybrid.n_interests=3",)),
+    Method("hymirec-paper", "HyMiRec: paper-shaped (K=3, DMIL loss only)", "ablation", PAPER_SHAPED),
     Method("hymirec-no-llm", "HyMiRec: no LLM recommender", "ablation", ("hybrid.use_llm=false",)),
 )
 OURS = (POPULARITY, SASREC, HYMIREC) + ABLATIONS
