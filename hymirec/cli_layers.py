@@ -13,7 +13,7 @@ def _bench_quality(args: argparse.Namespace) -> int:
     return bench_quality(args.dataset, args.out, data_dir=args.data_dir, overrides=args.set, ablations=args.ablations,
                          peers=args.peers, seeds=args.seeds, epochs=args.epochs, time_budget=args.time_budget,
                          multi_seed_max_interactions=args.multi_seed_max_interactions,
-                         seeded_ablations=args.seeded_ablations)
+                         seeded_ablations=args.seeded_ablations, only_ablations=args.only_ablations)
 
 
 def _print(payload) -> None:
@@ -153,7 +153,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     quality.add_argument("--out", default="runs/bench", help="output folder (JSON, Markdown, PNG; resume state)")
     quality.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="config override (ours)")
     quality.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=True,
-                         help="run the four HyMiRec ablations (default: yes)")
+                         help="run the HyMiRec ablations (default: yes)")
     quality.add_argument("--peers", default="all",
                          help="all | none | comma list of peers or libraries (rectools-sasrec, rectools-bert4rec, "
                               "recbole-sasrec, recbole-sine, rechub-comirec-sa, rechub-mind; rectools, recbole, rechub)")
@@ -162,6 +162,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                               "datasets, everything else the first one (default 0,1,2)")
     quality.add_argument("--seeded-ablations", default="",
                          help="comma list of ablation keys (e.g. hymirec-k3) that also run every seed")
+    quality.add_argument("--only-ablations", default="",
+                         help="comma list of ablation keys to run instead of all of them (e.g. to spread the "
+                              "ablations over several processes sharing one --out)")
     quality.add_argument("--multi-seed-max-interactions", type=int, default=200_000,
                          help="datasets up to this many interactions get every seed (default 200000)")
     quality.add_argument("--epochs", "--peer-epochs", dest="epochs", type=int, default=200,

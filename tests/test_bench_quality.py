@@ -190,3 +190,14 @@ def test_unknown_seeded_ablation_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match="--seeded-ablations: unknown"):
         bench_quality(["synthetic"], str(tmp_path), seeded_ablations="hymirec-k9", peers="none")
+    with pytest.raises(ValueError, match="--only-ablations: unknown"):
+        bench_quality(["synthetic"], str(tmp_path), only_ablations="hymirec-k9", peers="none")
+
+
+def test_only_ablations_runs_just_those(bench_env):
+    datasets, settings = bench_env
+    settings.only_ablations = ["hymirec-no-llm", "hymirec-k3"]
+    fakes = Fakes()
+    _run(datasets, settings, fakes)
+    runs = [Path(c.run_dir).name for c in fakes.train_calls]
+    assert runs == ["full-seed0", "full-seed1", "hymirec-k3-seed0", "hymirec-no-llm-seed0"]  # in ABLATIONS order

@@ -39,6 +39,7 @@ class BenchSettings:
     time_budget: float | None = 400.0
     multi_seed_max_interactions: int = 200_000
     seeded_ablations: list[str] = field(default_factory=list)  # ablation keys that also run every seed
+    only_ablations: list[str] = field(default_factory=list)  # run just these ablation keys (empty = all of them)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "out": str(self.out), "peers": [p.name for p in self.peers], "dim": DIM,
@@ -101,7 +102,8 @@ class QualityBench:
             self.run_ours(ds, None, seed, data, split, ref)
             if strongest is not None:
                 self.run_peer(ds, strongest, seed, split_dir, split, ref)
-        for ablation in ABLATIONS if self.settings.ablations else ():
+        chosen = self.settings.only_ablations
+        for ablation in [a for a in ABLATIONS if not chosen or a.key in chosen] if self.settings.ablations else ():
             for seed in seeds if ablation.key in self.settings.seeded_ablations else seeds[:1]:
                 self.run_ours(ds, ablation, seed, data, split, ref)
 
@@ -224,7 +226,7 @@ def parse_seeds(text: str) -> list[int]:
 def bench_quality(datasets: list[str] | None, out: str, data_dir: str | None = None, overrides: list[str] | None = None,
                   ablations: bool = True, peers: str = "all", seeds: str = "0,1,2", epochs: int = 200,
                   time_budget: float | None = 400.0, multi_seed_max_interactions: int = 200_000,
-                  seeded_ablations: str = "", log: Callable[[str], None] = print) -> int:
+                  seeded_ablations: str = "", only_ablations: str = "", log: Callable[[str], None] = print) -> int:
     """The command: check every argument and dataset first (nothing trains before), run, print the table.
     Exit code 1 when some method failed (its error is in the table's legend and in results.json)."""
     from training.bench.datasets import resolve_datasets
@@ -233,10 +235,12 @@ def bench_quality(datasets: list[str] | None, out: str, data_dir: str | None = N
     settings = BenchSettings(out=Path(out), overrides=list(overrides or []), ablations=ablations,
                              peers=parse_peers(peers), seeds=parse_seeds(seeds), epochs=int(epochs),
                              time_budget=time_budget or None, multi_seed_max_interactions=multi_seed_max_interactions,
-                             seeded_ablations=[k for k in seeded_ablations.split(",") if k])
-    unknown = set(settings.seeded_ablations) - {m.key for m in ABLATIONS}
-    if unknown:
-        raise ValueError(f"--seeded-ablations: unknown {sorted(unknown)}; known: {[m.key for m in ABLATIONS]}")
+                             seeded_ablations=[k for k in seeded_ablations.split(",") if k],
+                             only_ablations=[k for k in only_ablations.split(",") if k])
+    for flag, keys in (("--seeded-ablations", settings.seeded_ablations), ("--only-ablations", settings.only_ablations)):
+        unknown = set(keys) - {m.key for m in ABLATIONS}
+        if unknown:
+            raise ValueError(f"{flag}: unknown {sorted(unknown)}; known: {[m.key for m in ABLATIONS]}")
     if settings.epochs < 1:
         raise ValueError("--epochs must be ≥ 1")
     bench_config("synthetic", settings.out, settings.overrides)  # a bad --set fails now, not after hours
