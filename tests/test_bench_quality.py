@@ -98,7 +98,7 @@ def test_full_bench_runs_everything_once_then_resumes(bench_env):
     assert by_run["hymirec-no-lightweight-seed0"].hybrid.use_lightweight is False
     assert by_run["full-seed0"].hybrid.n_interests == 1 and by_run["hymirec-k3-seed0"].hybrid.n_interests == 3
     paper = by_run["hymirec-paper-seed0"].hybrid  # the DMIL-only training the bench preset replaced
-    assert (paper.n_interests, paper.next_item_weight, paper.n_negatives) == (3, 0.0, 2048)
+    assert (paper.n_interests, paper.next_item_weight, paper.n_negatives, paper.anchor_last_item) == (3, 0.0, 2048, False)
     assert not by_run["hymirec-k3-seed0"].train_sasrec and by_run["full-seed0"].train_sasrec
     # ablations differ from the full run only in stage 2: they reuse its stage-1 item embeddings
     assert by_run["hymirec-k3-seed0"].stage1_from == by_run["full-seed0"].run_dir

@@ -61,6 +61,8 @@ class HybridConfig:
     n_negatives: int = 512  # sampled random negatives per step (shared by the batch); ≥ n_items or -1 = every item
     next_item_weight: float = 0.0  # weight of the dense next-item loss on the LLM's recent-item positions
     #   (0 = paper-faithful: only the K interest outputs are supervised)
+    anchor_last_item: bool = False  # inference: every interest = normalise(query output + the LLM's next-item vector
+    #   after the newest recent item); trained apart (DMIL on the queries, next_item_weight on the recent states)
     false_negative_threshold: float = 0.98
     use_codebook: bool = True  # False = exact embeddings for the long history (ablation)
     use_lightweight: bool = True  # False = no coarse interests (ablation)

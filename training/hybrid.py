@@ -53,7 +53,7 @@ class HybridRecommender(nn.Module):
             llm_path=config.llm_path, hidden=config.llm_hidden, layers=config.llm_layers,
             heads=config.llm_heads, kv_heads=config.llm_kv_heads, intermediate=config.llm_intermediate,
             max_positions=max(512, config.n_coarse + config.recent_n + config.n_interests + 8),
-            dropout=config.dropout,
+            dropout=config.dropout, anchor_last_item=config.anchor_last_item,
         ))
         llm_width = self.llm.config.hidden  # the pretrained backbone decides when llm_path is given
         self.lightweight = LightweightEncoder(LightweightConfig(
@@ -89,7 +89,8 @@ class HybridRecommender(nn.Module):
     def forward(self, long_emb, long_mask, recent_emb, recent_mask) -> torch.Tensor:
         """→ interests [B, K, d_out], L2-normalised (K = n_coarse for the no-LLM ablation).
 
-        Inference path: unlike `forward_train`, no head over the N recent-item states."""
+        Inference path: unlike `forward_train`, no head over the N recent-item states (but for the newest
+        one with `anchor_last_item`)."""
         coarse = self.coarse_interests(long_emb, long_mask)
         if not self.config.use_llm:
             return self.llm.head(coarse.float())
@@ -97,6 +98,9 @@ class HybridRecommender(nn.Module):
 
     def forward_train(self, long_emb, long_mask, recent_emb, recent_mask) -> tuple[torch.Tensor, torch.Tensor | None]:
         """→ (interests [B, K, d_out], recent-position vectors [B, N, d_out] or None), both L2-normalised.
+
+        The interests are the query states through the head, never anchored: `anchor_last_item` is an
+        inference-time combination of the two separately trained heads.
 
         The recent-position vectors are the LLM's causal states after each recent item, through the same
         head: the inputs of the dense next-item loss. None for the no-LLM ablation.
@@ -106,6 +110,8 @@ class HybridRecommender(nn.Module):
             return self.llm.head(coarse.float()), None
         hidden = self.llm.hidden_states(coarse, recent_emb, recent_mask).float()
         k, n = self.config.n_interests, recent_emb.shape[1]
+        # Each head trained on its own (DMIL on the queries, the dense loss on the recent states):
+        # `anchor_last_item` combines them only at inference (LLMRecommender.forward).
         return self.llm.head(hidden[:, -k:]), self.llm.head(hidden[:, :n])
 
     @torch.no_grad()

@@ -28,6 +28,7 @@ class LLMRecommenderConfig:
     intermediate: int = 256
     max_positions: int = 512
     dropout: float = 0.1
+    anchor_last_item: bool = False  # served interest_k = normalise(head(query_k) + head(state after the newest item))
 
 
 def build_backbone(config: LLMRecommenderConfig) -> nn.Module:
@@ -101,4 +102,13 @@ class LLMRecommender(nn.Module):
         return self.backbone(inputs_embeds=inputs, attention_mask=mask.long(), position_ids=positions).last_hidden_state
 
     def forward(self, coarse: torch.Tensor, recent_emb: torch.Tensor, recent_mask: torch.Tensor) -> torch.Tensor:
-        return self.head(self.hidden_states(coarse, recent_emb, recent_mask)[:, -self.config.n_interests:].float())
+        """The served interests. With ``anchor_last_item`` each one also adds the head's vector of the state
+        after the newest recent item (left padding puts it at N − 1): the next-item prediction that the dense
+        loss trains, while DMIL trains the query states. The two heads are trained apart and summed only here,
+        an ensemble of two predictors of the same user (measured in BENCHMARKS.md)."""
+        hidden = self.hidden_states(coarse, recent_emb, recent_mask)
+        n = recent_emb.shape[1]
+        interests = self.head(hidden[:, -self.config.n_interests:].float())
+        if self.config.anchor_last_item and n > 0:
+            interests = F.normalize(interests + self.head(hidden[:, n - 1:n].float()), dim=-1)
+        return interests

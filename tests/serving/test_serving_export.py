@@ -112,3 +112,19 @@ def test_triton_repository_configs(serving_run, llm_spec_, tmp_path):
             assert (repo / "llm" / "1" / "model.py").exists()
     with pytest.raises(FileExistsError):
         build_repo(tmp_path / "repo", layout.llm_onnx, llm_spec_, version=1)
+
+
+def test_anchored_llm_exports_with_parity(tmp_path):
+    """`anchor_last_item` lives in LLMRecommender.forward, so llm.onnx (what Triton serves) includes it."""
+    import torch
+
+    from training.config import HybridConfig
+    from training.export.onnx_export import export_llm
+    from training.hybrid import HybridRecommender
+
+    torch.manual_seed(0)
+    cfg = HybridConfig(n_interests=2, n_coarse=2, out_dim=8, llm_hidden=32, llm_intermediate=64, light_dim=16,
+                       anchor_last_item=True)
+    model = HybridRecommender(cfg, item_dim=8, n_items=20).eval()
+    report = export_llm(model.llm, tmp_path / "llm.onnx", n_coarse=2, n_cases=100)
+    assert report.n_cases >= 100 and report.max_abs_diff <= 1e-4

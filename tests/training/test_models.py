@@ -141,3 +141,22 @@ def test_sasrec_loss_on_labelled_positions_equals_the_padded_loss():
     padded = model(inputs) @ model.item_emb.weight.T
     reference = F.cross_entropy(padded.reshape(-1, 10), labels.reshape(-1), ignore_index=0)
     assert torch.allclose(next_item_loss(model, rows), reference)
+
+
+def test_served_interests_add_the_newest_items_next_item_vector_when_anchored():
+    torch.manual_seed(0)
+    cfg = HybridConfig(n_interests=2, out_dim=8, llm_hidden=32, llm_intermediate=64, light_dim=16, dropout=0.0,
+                       anchor_last_item=True)
+    model = HybridRecommender(cfg, item_dim=8, n_items=20).eval()
+    long_emb = torch.randn(2, 12, 8)
+    recent = torch.cat([torch.zeros(2, 2, 8), torch.randn(2, 4, 8)], 1)  # left padding: newest item at N - 1
+    mask_l, mask_r = torch.ones(2, 12), torch.cat([torch.zeros(2, 2), torch.ones(2, 4)], 1)
+    with torch.no_grad():
+        served = model(long_emb, mask_l, recent, mask_r)  # what export / Triton run (LLMRecommender.forward)
+        trained, states = model.forward_train(long_emb, mask_l, recent, mask_r)
+        hidden = model.llm.hidden_states(model.coarse_interests(long_emb, mask_l), recent, mask_r).float()
+        plain = model.llm.head(hidden[:, -2:])
+    assert torch.allclose(trained, plain, atol=1e-6)  # training supervises each head on its own
+    expected = torch.nn.functional.normalize(plain + states[:, -1:], dim=-1)
+    assert torch.allclose(served, expected, atol=1e-5) and not torch.allclose(served, plain, atol=1e-3)
+    assert torch.allclose(served.norm(dim=-1), torch.ones(2, 2), atol=1e-5)
