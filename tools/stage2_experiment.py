@@ -5,6 +5,9 @@ stage-2 variants. Appends one JSON line per run to CACHE_DIR/results.jsonl.
 
     OMP_NUM_THREADS=1 .venv/bin/python tools/stage2_experiment.py ../shared/data/ml-100k dense \\
         train.epochs=4 hybrid.long_len=200 hybrid.next_item_weight=1.0 hybrid.n_negatives=-1
+
+Datasets without text: `stage1_from=RUN_DIR` takes a finished run's stage-1 item embeddings (checked to come
+from the same dataset, item-encoder settings and seed).
 """
 from __future__ import annotations
 
@@ -47,10 +50,15 @@ def main(dataset: str, tag: str, overrides: list[str]) -> dict:
     cfg = RunConfig(dataset=dataset).override(BENCH_PRESET + overrides)
     torch.manual_seed(cfg.train.seed)
     data = load_run_data(dataset, cfg.train.seed)
-    if not data.has_text:
-        raise SystemExit(f"{dataset}: no item text; run `hymirec train` instead (stage 1 is SASRec there)")
     split = leave_one_out(data)
-    item_emb = stage1_embeddings(cfg, data, split)
+    if cfg.stage1_from:  # e.g. a no-text dataset, whose stage 1 is the SASRec training of a bench run
+        from training.train import reuse_stage1
+
+        item_emb = reuse_stage1(cfg, data.n_items)[0].astype(np.float32)
+    elif not data.has_text:
+        raise SystemExit(f"{dataset}: no item text, so stage 1 is a SASRec training: pass stage1_from=RUN_DIR")
+    else:
+        item_emb = stage1_embeddings(cfg, data, split)
     codebook, codes, _ = fit_codebook(item_emb, cfg.codebook, cfg.train.seed, print)
     decoded = np.concatenate([np.zeros((1, item_emb.shape[1]), np.float32), codebook.decode(codes[1:]).astype(np.float32)])
     exact = torch.from_numpy(item_emb)

@@ -53,7 +53,7 @@ class HybridRecommender(nn.Module):
             llm_path=config.llm_path, hidden=config.llm_hidden, layers=config.llm_layers,
             heads=config.llm_heads, kv_heads=config.llm_kv_heads, intermediate=config.llm_intermediate,
             max_positions=max(512, config.n_coarse + config.recent_n + config.n_interests + 8),
-            dropout=config.dropout, anchor_last_item=config.anchor_last_item,
+            dropout=config.dropout, input_dropout=config.input_dropout, anchor_last_item=config.anchor_last_item,
         ))
         llm_width = self.llm.config.hidden  # the pretrained backbone decides when llm_path is given
         self.lightweight = LightweightEncoder(LightweightConfig(

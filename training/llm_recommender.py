@@ -28,6 +28,7 @@ class LLMRecommenderConfig:
     intermediate: int = 256
     max_positions: int = 512
     dropout: float = 0.1
+    input_dropout: float = 0.0  # dropout on the recent-item input embeddings (training only)
     anchor_last_item: bool = False  # served interest_k = normalise(head(query_k) + head(state after the newest item))
 
 
@@ -84,6 +85,7 @@ class LLMRecommender(nn.Module):
         self.backbone = build_backbone(config)  # sets config.hidden when loading a pretrained model
         self.config = config
         self.recent_in = nn.Sequential(nn.Linear(config.item_dim, config.hidden), nn.LayerNorm(config.hidden))
+        self.input_drop = nn.Dropout(config.input_dropout)
         self.interest_queries = nn.Parameter(torch.randn(config.n_interests, config.hidden) * 0.02)
         self.head = ProjectionHead(config.hidden, config.out_dim, config.dropout)
 
@@ -91,7 +93,7 @@ class LLMRecommender(nn.Module):
         """→ last-layer states [B, N + K_c + K, d_llm] in token order (recent, coarse, queries)."""
         b = recent_emb.shape[0]
         k = self.config.n_interests
-        recent = self.recent_in(recent_emb) * recent_mask[..., None]
+        recent = self.input_drop(self.recent_in(recent_emb)) * recent_mask[..., None]
         queries = self.interest_queries[None].expand(b, k, -1)
         inputs = torch.cat([recent, coarse.to(recent.dtype), queries], dim=1)
         ones_c = torch.ones(b, coarse.shape[1], dtype=recent_mask.dtype, device=recent_mask.device)
