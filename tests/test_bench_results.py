@@ -74,3 +74,17 @@ def test_report_table_published_rows_and_flags(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["datasets"]["Beauty"]["item_representation"] == "item_id_embedding" and len(saved["runs"]) == 4
     assert (tmp_path / "recall_at_k.png").stat().st_size > 0
+
+
+def test_budget_rule_names_each_datasets_own_budget():
+    from training.bench.report import budget_rule
+
+    settings = {"epochs": 200, "time_budget": 400.0}
+    assert budget_rule(settings, []) == "≤ 200 epochs and ≤ 400 s"  # nothing measured yet: this invocation's
+    small = {"epochs": 200, "time_budget_s": 400.0}
+    big = {"epochs": 200, "time_budget_s": 1200.0}
+    records = [{"dataset": "ml-100k", "budget": small}, {"dataset": "ml-100k", "budget": small},
+               {"dataset": "Beauty", "budget": big}, {"dataset": "games", "budget": big}]
+    assert budget_rule(settings, records) == ("≤ 200 epochs and ≤ 400 s (ml-100k); "
+                                              "≤ 200 epochs and ≤ 1200 s (Beauty, games)")
+    assert budget_rule({"epochs": 5, "time_budget": None}, records[:1]) == "≤ 200 epochs and ≤ 400 s"

@@ -53,13 +53,32 @@ def markdown_table(rows: list[dict], published: list[dict], datasets: dict[str, 
     return "\n".join(lines)
 
 
-def legend(settings: dict, datasets: dict[str, BenchDataset], failures: list[dict]) -> list[str]:
-    budget = settings["time_budget"]
+def _budget_text(budget: dict) -> str:
+    seconds = budget.get("time_budget_s")
+    return f"≤ {budget['epochs']} epochs and ≤ {f'{seconds:.0f} s' if seconds else 'no time limit'}"
+
+
+def budget_rule(settings: dict, records: list[dict]) -> str:
+    """The budget each dataset's runs were measured under (from the records: a resumed bench may hold runs of
+    an earlier invocation with another budget), or this invocation's when there are no records yet."""
+    by_budget: dict[str, list[str]] = {}
+    for rec in records:
+        if rec.get("budget"):
+            by_budget.setdefault(_budget_text(rec["budget"]), [])
+            if rec["dataset"] not in by_budget[_budget_text(rec["budget"])]:
+                by_budget[_budget_text(rec["budget"])].append(rec["dataset"])
+    if len(by_budget) <= 1:
+        return next(iter(by_budget), _budget_text({"epochs": settings["epochs"], "time_budget_s": settings["time_budget"]}))
+    return "; ".join(f"{text} ({', '.join(names)})" for text, names in by_budget.items())
+
+
+def legend(settings: dict, datasets: dict[str, BenchDataset], failures: list[dict],
+           records: list[dict] | None = None) -> list[str]:
     lines = [
         f"**Budget rule (every trained method, ours and peers):** embedding size {settings['dim']}, max sequence "
-        f"length {settings['max_len']}, ≤ {settings['epochs']} epochs and ≤ "
-        f"{f'{budget:.0f} s' if budget else 'no time limit'} of training per model, checked at epoch ends "
-        "(early stopping on validation NDCG@10 allowed). HyMiRec's train time = stage 1 + codebook + stage 2.",
+        f"length {settings['max_len']}, {budget_rule(settings, records or [])} of training per model, checked at "
+        "epoch ends (early stopping on validation NDCG@10 allowed). HyMiRec's train time = stage 1 + codebook + "
+        "stage 2.",
         "**Scoring:** every method returns test top-100 lists (history masked); all are scored by "
         "training/evaluate.py (`evaluate_rankings`): full ranking over all items, leave-one-out, R@K = HR@K. "
         "Inference time per user = the method's own test-time wall time / test users.",
@@ -134,7 +153,7 @@ def write_report(out: Path, records: list[dict], failures: list[dict], datasets:
                "runs": records}
     write_json_atomic(out / "results.json", payload)
     text = ["# Quality benchmark", "", markdown_table(rows, published, by_key), ""]
-    text += [f"- {line}" for line in legend(settings, by_key, failures)]
+    text += [f"- {line}" for line in legend(settings, by_key, failures, records)]
     (out / "results.md").write_text("\n".join(text) + "\n")
     plot_recall(rows, published, out / "recall_at_k.png")
     return payload
