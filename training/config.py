@@ -58,7 +58,7 @@ class HybridConfig:
     out_dim: int = 64  # retrieval space (item vectors and interests)
     dropout: float = 0.1
     input_dropout: float = 0.0  # dropout on the LLM's recent-item inputs (the Qwen2 backbone has attention dropout
-    #   only; sparse catalogues overfit without it, as SASRec's embedding dropout suggests)
+    #   only); not measured yet: every BENCHMARKS.md row ran with 0
     temperature: float = 0.07  # initial; learnable, clamped to [0.01, 1]
     n_negatives: int = 512  # sampled random negatives per step (shared by the batch); ≥ n_items or -1 = every item
     next_item_weight: float = 0.0  # weight of the dense next-item loss on the LLM's recent-item positions
