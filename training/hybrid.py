@@ -47,6 +47,9 @@ class HybridRecommender(nn.Module):
         super().__init__()
         if not config.use_llm and not config.use_lightweight:
             raise ValueError("hybrid: use_llm=false needs use_lightweight=true (nothing would produce interests)")
+        if config.anchor_last_item and config.next_item_weight <= 0:
+            raise ValueError("hybrid: anchor_last_item=true needs next_item_weight > 0 (only the dense next-item loss "
+                             "trains the newest recent state that it adds to every interest)")
         self.config = config
         self.llm = LLMRecommender(LLMRecommenderConfig(
             item_dim=item_dim, n_interests=config.n_interests, out_dim=config.out_dim,

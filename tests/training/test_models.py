@@ -1,5 +1,6 @@
 """Model shapes, padding invariance and long-history support (no training)."""
 import numpy as np
+import pytest
 import torch
 
 from training.config import HybridConfig
@@ -145,8 +146,10 @@ def test_sasrec_loss_on_labelled_positions_equals_the_padded_loss():
 
 def test_served_interests_add_the_newest_items_next_item_vector_when_anchored():
     torch.manual_seed(0)
+    with pytest.raises(ValueError, match="anchor_last_item=true needs next_item_weight > 0"):
+        HybridRecommender(HybridConfig(anchor_last_item=True, next_item_weight=0.0), item_dim=8, n_items=20)
     cfg = HybridConfig(n_interests=2, out_dim=8, llm_hidden=32, llm_intermediate=64, light_dim=16, dropout=0.0,
-                       anchor_last_item=True)
+                       anchor_last_item=True, next_item_weight=1.0)
     model = HybridRecommender(cfg, item_dim=8, n_items=20).eval()
     long_emb = torch.randn(2, 12, 8)
     recent = torch.cat([torch.zeros(2, 2, 8), torch.randn(2, 4, 8)], 1)  # left padding: newest item at N - 1
