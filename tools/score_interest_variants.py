@@ -22,7 +22,7 @@ from training.batches import model_inputs
 from training.data import leave_one_out
 from training.evaluate import evaluate_interests
 from training.stage2 import ItemTables, _tensors
-from training.train import load_hybrid, load_run_data
+from training.train import decoded_item_table, load_hybrid, load_run_data
 
 
 def interest_variants(model, tables: ItemTables, histories: list[np.ndarray], batch: int = 256) -> dict:
@@ -46,9 +46,7 @@ def main(run_dir: str, dataset: str) -> None:
     if not model.config.use_llm:
         raise SystemExit(f"{run_dir}: no LLM recommender (use_llm=false), so no recent-item states to score")
     exact = torch.from_numpy(np.load(layout.item_embeddings))
-    codes = np.load(layout.item_codes)
-    decoded = ResidualCodebook.load(layout.codebook).decode(codes[1:]).astype(np.float32)
-    decoded = np.concatenate([np.zeros((1, exact.shape[1]), np.float32), decoded])
+    decoded = decoded_item_table(ResidualCodebook.load(layout.codebook), np.load(layout.item_codes))
     tables = ItemTables(exact, torch.from_numpy(decoded) if model.config.use_codebook else exact)
     split = leave_one_out(load_run_data(dataset))
     vectors = model.item_vectors(exact).numpy()

@@ -25,7 +25,7 @@ from training.config import RunConfig
 from training.data import leave_one_out
 from training.hybrid import HybridRecommender
 from training.stage2 import ItemTables, evaluate_hybrid, train_hybrid
-from training.train import fit_codebook, item_texts_or_ids, load_run_data
+from training.train import decoded_item_table, fit_codebook, item_texts_or_ids, load_run_data, reuse_stage1
 
 CACHE_DIR = Path(os.environ.get("HYMIREC_EXPERIMENT_DIR", "runs/stage2-experiments"))
 
@@ -52,15 +52,13 @@ def main(dataset: str, tag: str, overrides: list[str]) -> dict:
     data = load_run_data(dataset, cfg.train.seed)
     split = leave_one_out(data)
     if cfg.stage1_from:  # e.g. a no-text dataset, whose stage 1 is the SASRec training of a bench run
-        from training.train import reuse_stage1
-
         item_emb = reuse_stage1(cfg, data.n_items)[0].astype(np.float32)
     elif not data.has_text:
         raise SystemExit(f"{dataset}: no item text, so stage 1 is a SASRec training: pass stage1_from=RUN_DIR")
     else:
         item_emb = stage1_embeddings(cfg, data, split)
     codebook, codes, _ = fit_codebook(item_emb, cfg.codebook, cfg.train.seed, print)
-    decoded = np.concatenate([np.zeros((1, item_emb.shape[1]), np.float32), codebook.decode(codes[1:]).astype(np.float32)])
+    decoded = decoded_item_table(codebook, codes)
     exact = torch.from_numpy(item_emb)
     tables = ItemTables(exact, torch.from_numpy(decoded) if cfg.hybrid.use_codebook else exact)
     model = HybridRecommender(cfg.hybrid, item_emb.shape[1], data.n_items)

@@ -46,6 +46,12 @@ def fit_codebook(item_embeddings: np.ndarray, settings, seed: int, log=print):
     return codebook, np.concatenate([pad, codes]), np.concatenate([np.zeros((1, scales.shape[1]), scales.dtype), scales])
 
 
+def decoded_item_table(codebook, codes: np.ndarray) -> np.ndarray:
+    """codes [n_items+1, L] (row 0 = padding) → what the long history sees: [n_items+1, d] float32, row 0 zero."""
+    decoded = codebook.decode(codes[1:]).astype(np.float32)
+    return np.concatenate([np.zeros((1, decoded.shape[1]), np.float32), decoded])
+
+
 TOPK_LISTS = 100  # length of the test top-K lists written to the run directory
 
 
@@ -188,8 +194,7 @@ def run_training(config: RunConfig, progress: bool = True, log=print, data=None)
     codebook, codes, scales = fit_codebook(item_emb, config.codebook, config.train.seed, log)
     metrics["codebook"] = {**codebook.report(item_emb[1:]), "fit_seconds": time.perf_counter() - t0}
     log(f"[codebook] {json.dumps({k: v for k, v in metrics['codebook'].items() if not isinstance(v, (dict, list))})}")
-    decoded = codebook.decode(codes[1:]).astype(np.float32)
-    decoded = np.concatenate([np.zeros((1, decoded.shape[1]), np.float32), decoded])
+    decoded = decoded_item_table(codebook, codes)
 
     # Stage 2: hybrid recommender with DMIL.
     t0 = time.perf_counter()

@@ -64,9 +64,9 @@ def budget_rule(settings: dict, records: list[dict]) -> str:
     by_budget: dict[str, list[str]] = {}
     for rec in records:
         if rec.get("budget"):
-            by_budget.setdefault(_budget_text(rec["budget"]), [])
-            if rec["dataset"] not in by_budget[_budget_text(rec["budget"])]:
-                by_budget[_budget_text(rec["budget"])].append(rec["dataset"])
+            names = by_budget.setdefault(_budget_text(rec["budget"]), [])
+            if rec["dataset"] not in names:
+                names.append(rec["dataset"])
     if len(by_budget) <= 1:
         return next(iter(by_budget), _budget_text({"epochs": settings["epochs"], "time_budget_s": settings["time_budget"]}))
     return "; ".join(f"{text} ({', '.join(names)})" for text, names in by_budget.items())
