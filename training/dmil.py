@@ -92,8 +92,8 @@ def dmil_loss(
 
     interests [B, K, d], target_vecs [B, W, d], target_ids [B, W], target_mask [B, W] bool,
     assignment [B, W] (query per target), negative_vecs [M, d], negative_ids [M]. Interests are
-    L2-normalised; item vectors too, or scaled by learned per-item norms (HybridConfig.item_norm). Negatives are the sampled items plus the targets of the *other* samples in the
-    batch; a candidate is masked when it is the target's own item, one of the same sample's targets
+    L2-normalised; item vectors too, or scaled by learned per-item norms (HybridConfig.item_norm).
+    Negatives are the sampled items plus the targets of the *other* samples in the batch; a candidate is masked when it is the target's own item, one of the same sample's targets
     (those are positives of other queries), or cosine(target, candidate) > threshold.
     """
     b, w, d = target_vecs.shape
