@@ -91,6 +91,10 @@ class StreamConfig:
             raise StreamConfigError("topic must be set and differ from the DLQ topic")
         if self.max_poll_records < 1:
             raise StreamConfigError("max_poll_records must be >= 1")
+        if not 0 < self.heartbeat_interval_ms < self.session_timeout_ms <= self.max_poll_interval_ms:
+            raise StreamConfigError(
+                "need 0 < heartbeat_interval_ms < session_timeout_ms <= max_poll_interval_ms, got "
+                f"{self.heartbeat_interval_ms}, {self.session_timeout_ms}, {self.max_poll_interval_ms}")
         return self
 
 

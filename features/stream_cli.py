@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-poll-records", type=int, default=500)
     run.add_argument("--session-timeout-ms", type=int, default=10000)
     run.add_argument("--heartbeat-ms", type=int, default=3000)
+    run.add_argument("--max-poll-interval-ms", type=int, default=300000,
+                     help="also the rebalance timeout: how long a rebalance waits for a silent member")
     run.add_argument("--metrics-port", type=int, default=None)
     run.add_argument("--idle-exit", type=float, default=None, help="exit when caught up and idle this long (s)")
     run.add_argument("--max-runtime", type=float, default=None)
@@ -130,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = StreamConfig(bootstrap=args.bootstrap, topic=args.topic, dlq_topic=args.dlq_topic,
                                group_id=args.group, group_instance_id=args.group_instance_id,
                                max_poll_records=args.max_poll_records, session_timeout_ms=args.session_timeout_ms,
-                               heartbeat_interval_ms=args.heartbeat_ms, metrics_port=args.metrics_port,
+                               heartbeat_interval_ms=args.heartbeat_ms,
+                               max_poll_interval_ms=args.max_poll_interval_ms, metrics_port=args.metrics_port,
                                idle_exit_s=args.idle_exit, max_runtime_s=args.max_runtime,
                                check_key=not args.no_key_check)
             totals = run_processor(cfg, _store_config(args), args.item_codes, args.codebook,

@@ -34,24 +34,40 @@ def forkserver():
 
 
 def _argv(broker, topic, group, codes_file, db, *extra):
+    # a 20 s rebalance timeout (max poll interval): a rebalance that waits on a killed member gives up in 20 s,
+    # not the default 300 s
     return ["run", "--bootstrap", broker.bootstrap, "--topic", topic, "--group", group,
             "--item-codes", str(codes_file), "--store", "sqlite", "--sqlite-path", str(db),
-            "--session-timeout-ms", "6000", "--heartbeat-ms", "1000", *extra]
+            "--session-timeout-ms", "6000", "--heartbeat-ms", "1000", "--max-poll-interval-ms", "20000", *extra]
 
 
 def _committed_total(broker, group, topic) -> int:
     return sum(broker.committed(group, topic).values())
 
 
-def _wait_progress(broker, group, topic, before: int, proc, timeout: float = 60.0) -> int:
+def _group_story(broker, group) -> str:
+    """What the broker says about the group: its state and members, and its coordinator log lines."""
+    admin = broker.admin()
+    try:
+        desc = admin.describe_consumer_groups([group])
+    except Exception as exc:  # diagnostics only: the failure being reported matters more
+        desc = f"describe failed: {exc!r}"
+    finally:
+        admin.close()
+    lines = [ln for ln in broker.log_path.read_text(errors="replace").splitlines() if group in ln]
+    return f"group: {desc}\nbroker log ({len(lines)} lines about the group, last 25):\n" + "\n".join(lines[-25:])
+
+
+def _wait_progress(broker, group, topic, before: int, proc, timeout: float = 150.0) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         now = _committed_total(broker, group, topic)
         if now > before:
             return now
         assert proc.is_alive(), f"processor exited early with code {proc.exitcode}"
-        time.sleep(0.03)
-    raise AssertionError("processor made no progress")
+        time.sleep(0.1)
+    raise AssertionError(f"processor made no progress in {timeout:.0f} s (committed {before})\n"
+                         + _group_story(broker, group))
 
 
 def test_kill_9_at_random_points(kafka_broker, forkserver, tmp_path, item_codes_file, item_table):

@@ -81,3 +81,19 @@ def test_any_valid_event_roundtrips(user, item, t):
     ev = InteractionEvent.make(user, item, t)
     key, value = encode_event(ev)
     assert parse_event(value, key) == ev
+
+
+@pytest.mark.parametrize("timeouts, bad", [
+    ((3000, 3000, 300000), "heartbeat"),        # heartbeat must be shorter than the session timeout
+    ((1000, 6000, 5000), "max_poll_interval"),  # a rebalance timeout below the session timeout
+    ((0, 6000, 20000), "heartbeat"),
+])
+def test_stream_config_refuses_inconsistent_timeouts(timeouts, bad):
+    from features.item_codes import StreamConfigError
+    from features.stream import StreamConfig
+    heartbeat, session, poll = timeouts
+    with pytest.raises(StreamConfigError, match=bad):
+        StreamConfig(heartbeat_interval_ms=heartbeat, session_timeout_ms=session,
+                     max_poll_interval_ms=poll).validate()
+    assert StreamConfig(heartbeat_interval_ms=1000, session_timeout_ms=6000,
+                        max_poll_interval_ms=20000).validate()
