@@ -49,7 +49,7 @@ def _group_story(broker, group) -> str:
     """What the broker says about the group: its state and members, and its coordinator log lines."""
     admin = broker.admin()
     try:
-        desc = admin.describe_consumer_groups([group])
+        desc = admin.describe_groups([group])
     except Exception as exc:  # diagnostics only: the failure being reported matters more
         desc = f"describe failed: {exc!r}"
     finally:
@@ -65,7 +65,7 @@ def _wait_progress(broker, group, topic, before: int, proc, timeout: float = 150
         if now > before:
             return now
         assert proc.is_alive(), f"processor exited early with code {proc.exitcode}"
-        time.sleep(0.1)
+        time.sleep(0.05)
     raise AssertionError(f"processor made no progress in {timeout:.0f} s (committed {before})\n"
                          + _group_story(broker, group))
 
@@ -75,19 +75,23 @@ def test_kill_9_at_random_points(kafka_broker, forkserver, tmp_path, item_codes_
     topic = new_topic(kafka_broker, "crash")
     group = f"{topic}-g"
     db = tmp_path / "online.db"
-    events, users = random_events(22_000, 800, seed=31, duplicates=0.01)
-    chunks = [list(c) for c in np.array_split(np.array(events, dtype=object), 22)]
+    # A pool larger than the stream needs: before each life the test tops the backlog (sent, not yet
+    # committed) up to `backlog` events, so every kill lands mid-stream however fast this machine processes.
+    events, users = random_events(80_000, 800, seed=31, duplicates=0.01)
+    backlog, cursor = 3_000, 0
     argv = _argv(kafka_broker, topic, group, item_codes_file, db, "--group-instance-id", "crash-test",
                  "--max-poll-records", "100")
     sent, kills, kills_mid_stream = [], 0, 0
     for life in range(22):
-        sent += produce(kafka_broker, topic, chunks[life])
         before = _committed_total(kafka_broker, group, topic)
+        top_up = max(0, before + backlog - len(sent))
+        sent += produce(kafka_broker, topic, events[cursor:cursor + top_up])
+        cursor += top_up
         proc = forkserver.Process(target=run_cli, args=(argv,), daemon=True)
         proc.start()
         try:
             _wait_progress(kafka_broker, group, topic, before, proc)
-            time.sleep(rng.uniform(0.0, 0.25))
+            time.sleep(rng.uniform(0.0, 0.15))
             lag = sum(kafka_broker.end_offsets(topic).values()) - _committed_total(kafka_broker, group, topic)
             os.kill(proc.pid, signal.SIGKILL)
             proc.join(10)
@@ -98,6 +102,8 @@ def test_kill_9_at_random_points(kafka_broker, forkserver, tmp_path, item_codes_
         assert proc.exitcode == -signal.SIGKILL
         kills += 1
         kills_mid_stream += lag > 0
+    if len(sent) < 20_000:
+        sent += produce(kafka_broker, topic, events[cursor:cursor + 20_000 - len(sent)])
     assert kills >= 20 and kills_mid_stream >= 15, (kills, kills_mid_stream)
     # restart once more and let it catch up
     final = forkserver.Process(target=run_cli, args=(argv + ["--idle-exit", "1.0", "--max-runtime", "120"],))
