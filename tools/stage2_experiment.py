@@ -67,9 +67,10 @@ def main(dataset: str, tag: str, overrides: list[str]) -> dict:
     test = evaluate_hybrid(model, tables, split.test)
     result = {"tag": tag, "dataset": dataset, "overrides": overrides, "best_valid_ndcg10": history["best_valid_ndcg10"],
               "test": test, "epochs": len(history["epochs"]), "seconds": time.time() - started}
+    print(json.dumps(result))  # first: a failed write below must not lose the result
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)  # not made yet when stage1_from skipped the embedding cache
     with (CACHE_DIR / "results.jsonl").open("a") as f:
         f.write(json.dumps(result) + "\n")
-    print(json.dumps(result))
     return result
 
 
