@@ -77,15 +77,13 @@ def test_kill_9_at_random_points(kafka_broker, forkserver, tmp_path, item_codes_
     # A pool larger than the stream needs: before each life the test tops the backlog (sent, not yet
     # committed) up to `backlog` events, so every kill lands mid-stream however fast this machine processes.
     events, users = random_events(80_000, 800, seed=31, duplicates=0.01)
-    backlog, cursor = 3_000, 0
+    backlog = 3_000
     argv = _argv(kafka_broker, topic, group, item_codes_file, db, "--group-instance-id", "crash-test",
                  "--max-poll-records", "100")
     sent, kills, kills_mid_stream = [], 0, 0
-    for life in range(22):
+    for _ in range(22):  # 22 lives, each ended by kill -9
         before = _committed_total(kafka_broker, group, topic)
-        top_up = max(0, before + backlog - len(sent))
-        sent += produce(kafka_broker, topic, events[cursor:cursor + top_up])
-        cursor += top_up
+        sent += produce(kafka_broker, topic, events[len(sent):before + backlog])  # one Sent per event
         proc = forkserver.Process(target=run_cli, args=(argv,), daemon=True)
         proc.start()
         try:
@@ -102,7 +100,7 @@ def test_kill_9_at_random_points(kafka_broker, forkserver, tmp_path, item_codes_
         kills += 1
         kills_mid_stream += lag > 0
     if len(sent) < 20_000:
-        sent += produce(kafka_broker, topic, events[cursor:cursor + 20_000 - len(sent)])
+        sent += produce(kafka_broker, topic, events[len(sent):20_000])
     assert kills >= 20 and kills_mid_stream >= 15, (kills, kills_mid_stream)
     # restart once more and let it catch up
     final = forkserver.Process(target=run_cli, args=(argv + ["--idle-exit", "1.0", "--max-runtime", "120"],))
