@@ -62,6 +62,11 @@ def main(dataset: str, tag: str, overrides: list[str]) -> dict:
     exact = torch.from_numpy(item_emb)
     tables = ItemTables(exact, torch.from_numpy(decoded) if cfg.hybrid.use_codebook else exact)
     model = HybridRecommender(cfg.hybrid, item_emb.shape[1], data.n_items)
+    if cfg.hybrid.id_init == "sasrec":  # the SASRec of the stage1_from run
+        if not cfg.stage1_from:
+            raise SystemExit("hybrid.id_init=sasrec: pass stage1_from=RUN_DIR (its sasrec.pt is used)")
+        state = torch.load(Path(cfg.stage1_from) / "sasrec.pt", map_location="cpu")
+        print(f"[stage 2] {model.init_ids_from(state['item_emb.weight'].float())} start from SASRec's item embeddings")
     started = time.time()
     history = train_hybrid(model, tables, split.train, split.valid, cfg.hybrid, cfg.train, True, print)
     test = evaluate_hybrid(model, tables, split.test)

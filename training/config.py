@@ -75,6 +75,11 @@ class HybridConfig:
     #   popularity prior that inner-product search (Milvus IP) keeps; off = unit vectors (paper-faithful cosine)
     recent_id_embedding: bool = False  # add a learned id embedding to the recent items' input embeddings
     #   (baked into recent_item_embeddings.npy at the end of training, so serving's inputs do not change)
+    recent_id_dim: int = 0  # size of that recent-item id table: 0 = d_item (a full table); > 0 = a table this
+    #   wide, projected up to d_item by a learned linear map (fewer parameters: 64 instead of 384 per item)
+    id_init: str = "zeros"  # "sasrec" = start the id tables (item tower residual; a recent_id_dim table of the
+    #   same width) from the same run's trained SASRec item embeddings: collaborative ids, as CoLLM-style
+    #   LLM recommenders take them from a conventional model; its training time is counted as HyMiRec's
 
 
 @dataclass

@@ -68,20 +68,51 @@ class HybridRecommender(nn.Module):
                                     n_items if config.item_id_residual else None,
                                     n_items if config.item_norm else None)
         self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1.0 / config.temperature))))
-        # Zero-initialised: training starts from the pure content representation of recent items.
-        self.recent_id = nn.Embedding(n_items + 1, item_dim, padding_idx=0) if config.recent_id_embedding else None
-        if self.recent_id is not None:
+        if config.id_init not in ("zeros", "sasrec"):
+            raise ValueError(f"hybrid.id_init must be 'zeros' or 'sasrec', got {config.id_init!r}")
+        # The recent-item id part starts at zero (training starts from the pure content representation):
+        # a full [n, d_item] table, or a narrow table through a zero-initialised up-projection.
+        width = config.recent_id_dim or item_dim
+        self.recent_id = nn.Embedding(n_items + 1, width, padding_idx=0) if config.recent_id_embedding else None
+        self.recent_id_up = nn.Linear(width, item_dim, bias=False) if self.recent_id is not None and width != item_dim else None
+        if self.recent_id_up is not None:
+            nn.init.normal_(self.recent_id.weight, std=0.02)  # random, or the up-projection gets no gradient
+            self.recent_id.weight.data[0] = 0
+            nn.init.zeros_(self.recent_id_up.weight)
+        elif self.recent_id is not None:
             nn.init.zeros_(self.recent_id.weight)
+
+    @torch.no_grad()
+    def init_ids_from(self, weights: torch.Tensor) -> list[str]:
+        """Copy a trained id embedding table [n_items+1, d] (SASRec's) into every id table d wide:
+        the item tower's residual (d = out_dim) and a narrow recent-item table (d = recent_id_dim).
+        Returns the names of the tables it set; raises when none fits."""
+        done = []
+        tower = self.item_tower.id_residual
+        if tower is not None and tuple(tower.weight.shape) == tuple(weights.shape):
+            tower.weight.copy_(weights)
+            done.append("item_tower.id_residual")
+        if self.recent_id_up is not None and tuple(self.recent_id.weight.shape) == tuple(weights.shape):
+            self.recent_id.weight.copy_(weights)
+            done.append("recent_id")
+        if not done:
+            raise ValueError(f"hybrid.id_init=sasrec: no id table of shape {tuple(weights.shape)} "
+                             f"(item_id_residual needs out_dim = {weights.shape[1]}, or set recent_id_dim to it)")
+        return done
+
+    def _recent_id_part(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        table = self.recent_id.weight if ids is None else self.recent_id(ids)
+        return table if self.recent_id_up is None else self.recent_id_up(table)
 
     def recent_embeddings(self, exact: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """What the LLM recommender sees for recent items ids [B, N]: exact stage-1 embedding (+ learned id part)."""
         emb = exact[ids]
-        return emb if self.recent_id is None else emb + self.recent_id(ids)
+        return emb if self.recent_id is None else emb + self._recent_id_part(ids)
 
     @torch.no_grad()
     def recent_table(self, exact: torch.Tensor) -> torch.Tensor:
         """[n_items+1, d_item] table of recent-item input embeddings, for serving (recent_item_embeddings.npy)."""
-        return exact.clone() if self.recent_id is None else exact + self.recent_id.weight
+        return exact.clone() if self.recent_id is None else exact + self._recent_id_part()
 
     def coarse_interests(self, long_emb: torch.Tensor, long_mask: torch.Tensor) -> torch.Tensor:
         """long_emb [B, T, d_item], long_mask [B, T] → coarse [B, K_c, d_llm] (K_c = 0 without the lightweight model)."""

@@ -125,6 +125,10 @@ def run_training(config: RunConfig, progress: bool = True, log=print, data=None)
     from training.sasrec import SASRecConfig, train_sasrec
     from training.stage2 import ItemTables, pick_device, train_hybrid
 
+    if config.hybrid.id_init == "sasrec" and not config.train_sasrec and not (
+            config.stage1_from and RunLayout.at(config.stage1_from).sasrec.is_file()):
+        raise ValueError("hybrid.id_init=sasrec needs a trained SASRec: set train_sasrec=true, or stage1_from= a run "
+                         "directory with sasrec.pt")
     started = time.perf_counter()
     torch.manual_seed(config.train.seed)
     layout = RunLayout.at(config.run_dir).ensure()
@@ -201,6 +205,13 @@ def run_training(config: RunConfig, progress: bool = True, log=print, data=None)
     exact = torch.from_numpy(item_emb).to(device)
     tables = ItemTables(exact=exact, long=torch.from_numpy(decoded).to(device) if config.hybrid.use_codebook else exact)
     model = HybridRecommender(config.hybrid, item_emb.shape[1], data.n_items).to(device)
+    if config.hybrid.id_init == "sasrec":  # this run's SASRec, else (ablations) the stage1_from run's
+        source = "this run" if sasrec is not None else config.stage1_from
+        ids = sasrec.item_emb.weight.detach().float() if sasrec is not None else torch.load(
+            RunLayout.at(config.stage1_from).sasrec, map_location=device)["item_emb.weight"].float()
+        tables_set = model.init_ids_from(ids.to(device))
+        metrics["id_init"] = {"from": "sasrec", "run": source, "tables": tables_set}
+        log(f"[stage 2] {', '.join(tables_set)} start from SASRec's item embeddings ({source})")
     history = train_hybrid(model, tables, split.train, split.valid, config.hybrid, config.train, progress, log)
     train_seconds = time.perf_counter() - t0
     test, topk, infer_seconds = hybrid_test(model, tables, split.test, config.train.eval_batch)

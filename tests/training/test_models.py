@@ -163,3 +163,34 @@ def test_served_interests_add_the_newest_items_next_item_vector_when_anchored():
     expected = torch.nn.functional.normalize(plain + states[:, -1:], dim=-1)
     assert torch.allclose(served, expected, atol=1e-5) and not torch.allclose(served, plain, atol=1e-3)
     assert torch.allclose(served.norm(dim=-1), torch.ones(2, 2), atol=1e-5)
+
+
+def test_narrow_recent_id_table_starts_at_zero_through_its_projection_and_bakes_into_the_serving_table():
+    torch.manual_seed(0)
+    cfg = HybridConfig(recent_id_embedding=True, recent_id_dim=4, out_dim=8, llm_hidden=32, llm_intermediate=64,
+                       light_dim=16)
+    model = HybridRecommender(cfg, item_dim=8, n_items=20).eval()
+    assert tuple(model.recent_id.weight.shape) == (21, 4) and float(model.recent_id.weight[0].abs().sum()) == 0.0
+    exact = torch.randn(21, 8)
+    ids = torch.tensor([[0, 3, 5]])
+    assert torch.equal(model.recent_embeddings(exact, ids), exact[ids])  # the up-projection starts at zero
+    with torch.no_grad():
+        model.recent_id_up.weight.normal_()
+    table = model.recent_table(exact)
+    assert torch.allclose(table[ids], model.recent_embeddings(exact, ids), atol=1e-6)
+    assert torch.allclose(table[0], exact[0]) and not torch.allclose(table[5], exact[5])
+
+
+def test_id_init_copies_a_trained_table_into_every_id_table_of_its_width():
+    torch.manual_seed(0)
+    cfg = HybridConfig(item_id_residual=True, recent_id_embedding=True, recent_id_dim=8, out_dim=8, llm_hidden=32,
+                       llm_intermediate=64, light_dim=16, id_init="sasrec")
+    model = HybridRecommender(cfg, item_dim=12, n_items=6)
+    trained = torch.randn(7, 8)
+    trained[0] = 0
+    assert model.init_ids_from(trained) == ["item_tower.id_residual", "recent_id"]
+    assert torch.equal(model.item_tower.id_residual.weight, trained) and torch.equal(model.recent_id.weight, trained)
+    with pytest.raises(ValueError, match="no id table of shape"):
+        model.init_ids_from(torch.randn(7, 5))
+    with pytest.raises(ValueError, match="id_init must be"):
+        HybridRecommender(HybridConfig(id_init="glove"), item_dim=8, n_items=6)

@@ -53,3 +53,24 @@ def test_short_training_run_beats_popularity(tmp_path):
     other_seed = RunConfig.from_dict({**ablation.to_dict(), "run_dir": str(tmp_path / "bad")}).override(["train.seed=7"])
     with pytest.raises(ValueError, match="train.seed"):
         run_training(other_seed, progress=False, log=lambda *_: None)
+
+
+@pytest.mark.slow
+def test_id_tables_start_from_the_runs_own_sasrec(tmp_path):
+    config = RunConfig(dataset="synthetic", run_dir=str(tmp_path / "run")).override([
+        "item_encoder.finetune_steps=2", "train.epochs=1", "train.sasrec_epochs=1", "hybrid.long_len=50",
+        "hybrid.item_id_residual=true", "hybrid.recent_id_embedding=true", "hybrid.recent_id_dim=64",
+        "hybrid.id_init=sasrec"])
+    logs = []
+    metrics = run_training(config, progress=False, log=logs.append)
+    assert any("item_tower.id_residual, recent_id start from SASRec" in line for line in logs), logs
+    assert metrics["hymirec"]["test"]["users"] == metrics["sasrec"]["test"]["users"] > 0
+    model = load_hybrid(config.run_dir)
+    assert tuple(model.recent_id.weight.shape) == (metrics["dataset"]["items"] + 1, 64)
+    # an ablation trains no SASRec of its own: it takes the one of the run it reuses stage 1 from
+    ablation = RunConfig.from_dict({**config.to_dict(), "train_sasrec": False, "run_dir": str(tmp_path / "abl"),
+                                    "stage1_from": config.run_dir})
+    assert run_training(ablation, progress=False, log=lambda *_: None)["id_init"]["run"] == config.run_dir
+    without_sasrec = RunConfig.from_dict({**ablation.to_dict(), "stage1_from": None})
+    with pytest.raises(ValueError, match="id_init=sasrec needs a trained SASRec"):
+        run_training(without_sasrec, progress=False, log=lambda *_: None)
