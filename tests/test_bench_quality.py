@@ -87,7 +87,7 @@ def test_full_bench_runs_everything_once_then_resumes(bench_env):
     # seeds before ablations, so an interrupted bench still has the comparison rows
     assert runs == [("full-seed0", 0), ("full-seed1", 1), ("hymirec-long200-seed0", 0),
                     ("hymirec-no-codebook-seed0", 0), ("hymirec-no-lightweight-seed0", 0), ("hymirec-k3-seed0", 0),
-                    ("hymirec-paper-seed0", 0), ("hymirec-no-llm-seed0", 0)]
+                    ("hymirec-paper-seed0", 0), ("hymirec-no-llm-seed0", 0), ("hymirec-ids-from-scratch-seed0", 0)]
     by_run = {Path(c.run_dir).name: c for c in fakes.train_calls}
     for cfg in fakes.train_calls:  # the one budget rule, passed to our trainers
         assert (cfg.train.epochs, cfg.train.sasrec_epochs, cfg.train.max_train_seconds) == (3, 3, 120.0)
@@ -95,6 +95,7 @@ def test_full_bench_runs_everything_once_then_resumes(bench_env):
         assert (cfg.hybrid.out_dim, cfg.item_encoder.id_embedding_dim, cfg.hybrid.long_len) == (64, 64, long_len)
     assert by_run["hymirec-no-llm-seed0"].hybrid.use_llm is False and by_run["full-seed0"].hybrid.use_llm is True
     assert by_run["hymirec-no-codebook-seed0"].hybrid.use_codebook is False
+    assert by_run["full-seed0"].hybrid.id_init == "sasrec" and by_run["hymirec-ids-from-scratch-seed0"].hybrid.id_init == "zeros"
     assert by_run["hymirec-no-lightweight-seed0"].hybrid.use_lightweight is False
     assert by_run["full-seed0"].hybrid.n_interests == 1 and by_run["hymirec-k3-seed0"].hybrid.n_interests == 3
     paper = by_run["hymirec-paper-seed0"].hybrid  # the DMIL-only training the bench preset replaced
@@ -110,7 +111,7 @@ def test_full_bench_runs_everything_once_then_resumes(bench_env):
 
     out = settings.out
     files = sorted(p.name for p in (out / "tiny" / "results").glob("*.json"))
-    assert len(files) == 14 and "popularity-seed0.json" in files and "popularity-seed1.json" not in files
+    assert len(files) == 15 and "popularity-seed0.json" in files and "popularity-seed1.json" not in files
     rows = {r["method"]: r for r in payload["rows"]}
     assert rows["hymirec"]["n_seeds"] == 2 and rows["hymirec"]["std"]["Recall@10"] > 0
     assert rows["hymirec"]["mean"]["train_seconds"] == pytest.approx(np.mean([10 + 1 + 0.5 + 3, 11 + 1 + 0.5 + 3]))
@@ -201,3 +202,12 @@ def test_only_ablations_runs_just_those(bench_env):
     _run(datasets, settings, fakes)
     runs = [Path(c.run_dir).name for c in fakes.train_calls]
     assert runs == ["full-seed0", "full-seed1", "hymirec-k3-seed0", "hymirec-no-llm-seed0"]  # in ABLATIONS order
+
+
+def test_hymirec_train_time_counts_the_sasrec_its_ids_start_from():
+    from training.bench.methods import _hymirec_train_seconds
+
+    base = {"hymirec": {"train_seconds": 100.0}, "stage1_seconds": 20.0, "codebook": {"fit_seconds": 1.0},
+            "sasrec": {"train_seconds": 50.0}, "item_representation": {"kind": "content_encoder"}}
+    assert _hymirec_train_seconds({**base, "config": {"hybrid": {"id_init": "zeros"}}}) == 121.0
+    assert _hymirec_train_seconds({**base, "config": {"hybrid": {"id_init": "sasrec"}}}) == 171.0

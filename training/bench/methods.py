@@ -68,6 +68,9 @@ ABLATIONS = (
     Method("hymirec-k3", "HyMiRec: K=3 interests", "ablation", ("hybrid.n_interests=3",)),
     Method("hymirec-paper", "HyMiRec: paper-shaped (K=3, DMIL loss only)", "ablation", PAPER_SHAPED),
     Method("hymirec-no-llm", "HyMiRec: no LLM recommender", "ablation", ("hybrid.use_llm=false",)),
+    # The id tables learned from scratch instead of starting from the run's SASRec (the previous preset's way).
+    Method("hymirec-ids-from-scratch", "HyMiRec: id tables from scratch (not from SASRec)", "ablation",
+           ("hybrid.id_init=zeros",)),
 )
 OURS = (POPULARITY, SASREC, HYMIREC) + ABLATIONS
 

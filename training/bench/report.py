@@ -78,7 +78,7 @@ def legend(settings: dict, datasets: dict[str, BenchDataset], failures: list[dic
         f"**Budget rule (every trained method, ours and peers):** embedding size {settings['dim']}, max sequence "
         f"length {settings['max_len']}, {budget_rule(settings, records or [])} of training per model, checked at "
         "epoch ends (early stopping on validation NDCG@10 allowed). HyMiRec's train time = stage 1 + codebook + "
-        "stage 2.",
+        "stage 2, plus the SASRec training its id tables start from (`hybrid.id_init=sasrec`, the bench preset).",
         "**Scoring:** every method returns test top-100 lists (history masked); all are scored by "
         "training/evaluate.py (`evaluate_rankings`): full ranking over all items, leave-one-out, R@K = HR@K. "
         "Inference time per user = the method's own test-time wall time / test users.",
