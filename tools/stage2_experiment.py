@@ -25,7 +25,8 @@ from training.config import RunConfig
 from training.data import leave_one_out
 from training.hybrid import HybridRecommender
 from training.stage2 import ItemTables, evaluate_hybrid, train_hybrid
-from training.train import decoded_item_table, fit_codebook, item_texts_or_ids, load_run_data, reuse_stage1
+from training.train import (decoded_item_table, fit_codebook, init_ids_from_sasrec, item_texts_or_ids,
+                            load_run_data, reuse_stage1)
 
 CACHE_DIR = Path(os.environ.get("HYMIREC_EXPERIMENT_DIR", "runs/stage2-experiments"))
 
@@ -65,8 +66,7 @@ def main(dataset: str, tag: str, overrides: list[str]) -> dict:
     if cfg.hybrid.id_init == "sasrec":  # the SASRec of the stage1_from run
         if not cfg.stage1_from:
             raise SystemExit("hybrid.id_init=sasrec: pass stage1_from=RUN_DIR (its sasrec.pt is used)")
-        state = torch.load(Path(cfg.stage1_from) / "sasrec.pt", map_location="cpu")
-        print(f"[stage 2] {model.init_ids_from(state['item_emb.weight'].float())} start from SASRec's item embeddings")
+        init_ids_from_sasrec(model, cfg)
     started = time.time()
     history = train_hybrid(model, tables, split.train, split.valid, cfg.hybrid, cfg.train, True, print)
     test = evaluate_hybrid(model, tables, split.test)

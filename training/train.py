@@ -112,6 +112,20 @@ def reuse_stage1(config: RunConfig, n_items: int, log=print) -> tuple[np.ndarray
     return item_emb, {**representation, "reused_from": str(source.root)}
 
 
+def init_ids_from_sasrec(model, config: RunConfig, sasrec=None, log=print) -> dict:
+    """`hybrid.id_init=sasrec`: start ``model``'s id tables from SASRec's item table: ``sasrec`` (this run's
+    model) when given, else the ``sasrec.pt`` of the run ``config.stage1_from`` (ablations train none)."""
+    source = "this run" if sasrec is not None else config.stage1_from
+    if sasrec is not None:
+        table = sasrec.item_emb.weight.detach()
+    else:
+        table = torch.load(RunLayout.at(config.stage1_from).sasrec, map_location="cpu")["item_emb.weight"]
+    device = next(model.parameters()).device
+    tables_set = model.init_ids_from(table.float().to(device))
+    log(f"[stage 2] {', '.join(tables_set)} start from SASRec's item embeddings ({source})")
+    return {"from": "sasrec", "run": source, "tables": tables_set}
+
+
 def run_training(config: RunConfig, progress: bool = True, log=print, data=None) -> dict:
     """The whole run into ``config.run_dir``; returns metrics.json's content.
 
@@ -205,13 +219,8 @@ def run_training(config: RunConfig, progress: bool = True, log=print, data=None)
     exact = torch.from_numpy(item_emb).to(device)
     tables = ItemTables(exact=exact, long=torch.from_numpy(decoded).to(device) if config.hybrid.use_codebook else exact)
     model = HybridRecommender(config.hybrid, item_emb.shape[1], data.n_items).to(device)
-    if config.hybrid.id_init == "sasrec":  # this run's SASRec, else (ablations) the stage1_from run's
-        source = "this run" if sasrec is not None else config.stage1_from
-        ids = sasrec.item_emb.weight.detach().float() if sasrec is not None else torch.load(
-            RunLayout.at(config.stage1_from).sasrec, map_location=device)["item_emb.weight"].float()
-        tables_set = model.init_ids_from(ids.to(device))
-        metrics["id_init"] = {"from": "sasrec", "run": source, "tables": tables_set}
-        log(f"[stage 2] {', '.join(tables_set)} start from SASRec's item embeddings ({source})")
+    if config.hybrid.id_init == "sasrec":
+        metrics["id_init"] = init_ids_from_sasrec(model, config, sasrec, log)
     history = train_hybrid(model, tables, split.train, split.valid, config.hybrid, config.train, progress, log)
     train_seconds = time.perf_counter() - t0
     test, topk, infer_seconds = hybrid_test(model, tables, split.test, config.train.eval_batch)
