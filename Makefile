@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench bench-quality clean
+.PHONY: setup demo test bench bench-quality bench-quality-report clean
 
 setup:
 	@tools/setup.sh
@@ -17,14 +17,19 @@ demo: setup
 test: setup
 	$(PY) -m pytest
 
-# bench: our methods only (popularity, SASRec, HyMiRec; one seed). bench-quality: the full comparison
-# (ablations, the six peer libraries in their own venvs, seeds 0,1,2; hours on a CPU; resumable).
+# bench: our methods only (popularity, SASRec, HyMiRec; one seed). bench-quality: BENCHMARKS.md's whole quality
+# table from one plan (every dataset with its budget, ablations, the six peer libraries in their own venvs,
+# seeds; days on a CPU; resumable: a re-run trains only what is missing). bench-quality-report: that table
+# from what is on disk, trains nothing, lists what is still missing.
 bench: setup
 	$(PY) -m hymirec.cli bench quality --peers none --no-ablations --seeds 0
 
 bench-quality: setup
 	tools/peers/setup.sh all
-	$(PY) -m hymirec.cli bench quality --peers all --seeds 0,1,2 --seeded-ablations hymirec-k3
+	$(PY) -m hymirec.cli bench quality --plan training/bench/plans/quality.toml
+
+bench-quality-report: setup
+	$(PY) -m hymirec.cli bench quality --plan training/bench/plans/quality.toml --report-only
 
 clean:
 	rm -rf runs .pytest_cache .hypothesis

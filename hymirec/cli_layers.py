@@ -7,13 +7,24 @@ from __future__ import annotations
 import argparse
 
 
+# the options a plan sets per dataset: given with --plan, they are refused rather than silently ignored
+PLAN_OWNED = ("dataset", "set", "ablations", "peers", "seeds", "seeded_ablations", "only_ablations",
+              "multi_seed_max_interactions", "epochs", "time_budget")
+
+
 def _bench_quality(args: argparse.Namespace) -> int:
+    from training.bench.plan import bench_quality_plan
     from training.bench.quality import bench_quality
 
-    return bench_quality(args.dataset, args.out, data_dir=args.data_dir, overrides=args.set, ablations=args.ablations,
-                         peers=args.peers, seeds=args.seeds, epochs=args.epochs, time_budget=args.time_budget,
-                         multi_seed_max_interactions=args.multi_seed_max_interactions,
-                         seeded_ablations=args.seeded_ablations, only_ablations=args.only_ablations)
+    if args.plan:
+        given = [f"--{k.replace('_', '-')}" for k in PLAN_OWNED if getattr(args, k) is not None]
+        if given:
+            raise ValueError(f"--plan sets {', '.join(given)} per dataset: edit the plan file instead")
+        return bench_quality_plan(args.plan, args.out, data_dir=args.data_dir, report_only=args.report_only)
+    if args.report_only:
+        raise ValueError("--report-only needs --plan (it reports the plan's table and what is still missing)")
+    given = {k: getattr(args, k) for k in PLAN_OWNED[2:] if getattr(args, k) is not None}  # else its defaults
+    return bench_quality(args.dataset, args.out or "runs/bench", data_dir=args.data_dir, overrides=args.set, **given)
 
 
 def _print(payload) -> None:
@@ -145,32 +156,38 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="One leave-one-out split, one evaluator and one budget rule for every method; one JSON per "
                     "run, results.json / results.md / recall_at_k.png under --out. Re-running with the same --out "
                     "resumes (finished runs are skipped).")
+    quality.add_argument("--plan", help="a TOML plan: every dataset with its own budget, seeds, peers and "
+                                        "ablations (training/bench/plans/quality.toml = the BENCHMARKS.md table)")
+    quality.add_argument("--report-only", action="store_true",
+                         help="with --plan: train nothing; write the table from what is on disk and list the runs "
+                              "still missing")
     quality.add_argument("--dataset", action="append",
                          help="dataset folder/file, FOLDER/NAME, a name under --data-dir, 'synthetic' or 'all' "
                               "(repeatable; default: ml-100k, amazon-games-2018, S3-Rec Beauty/Sports/Toys)")
     quality.add_argument("--data-dir", help="where names and 'all' are looked up (default $HYMIREC_DATA_DIR or "
                                             "../shared/data)")
-    quality.add_argument("--out", default="runs/bench", help="output folder (JSON, Markdown, PNG; resume state)")
+    quality.add_argument("--out", help="output folder (JSON, Markdown, PNG; resume state; default runs/bench, or "
+                                       "the plan's out)")
     quality.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="config override (ours)")
-    quality.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=True,
+    quality.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=None,
                          help="run the HyMiRec ablations (default: yes)")
-    quality.add_argument("--peers", default="all",
+    quality.add_argument("--peers", default=None,
                          help="all | none | comma list of peers or libraries (rectools-sasrec, rectools-bert4rec, "
                               "recbole-sasrec, recbole-sine, rechub-comirec-sa, rechub-mind; rectools, recbole, rechub)")
-    quality.add_argument("--seeds", default="0,1,2",
+    quality.add_argument("--seeds", default=None,
                          help="comma list; HyMiRec, our SASRec and the strongest peer run every seed on the smaller "
                               "datasets, everything else the first one (default 0,1,2)")
-    quality.add_argument("--seeded-ablations", default="",
+    quality.add_argument("--seeded-ablations", default=None,
                          help="comma list of ablation keys (e.g. hymirec-k3) that also run every seed")
-    quality.add_argument("--only-ablations", default="",
+    quality.add_argument("--only-ablations", default=None,
                          help="comma list of ablation keys to run instead of all of them (e.g. to spread the "
                               "ablations over several processes sharing one --out)")
-    quality.add_argument("--multi-seed-max-interactions", type=int, default=200_000,
+    quality.add_argument("--multi-seed-max-interactions", type=int, default=None,
                          help="datasets up to this many interactions get every seed (default 200000)")
-    quality.add_argument("--epochs", "--peer-epochs", dest="epochs", type=int, default=200,
+    quality.add_argument("--epochs", "--peer-epochs", dest="epochs", type=int, default=None,
                          help="budget rule: at most E epochs per trained model, ours and peers (default 200: the "
                               "time budget is the binding limit)")
-    quality.add_argument("--time-budget", type=float, default=400.0,
+    quality.add_argument("--time-budget", type=float, default=None,
                          help="budget rule: at most T seconds of training per model, checked at epoch ends; "
                               "0 = none (default 400)")
     quality.set_defaults(handler=_bench_quality)

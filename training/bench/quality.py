@@ -2,6 +2,7 @@
 datasets, one split, one evaluator, one budget rule; one JSON per run, results.json/.md and an R@K plot.
 
     hymirec bench quality --dataset all --peers all --seeds 0,1,2 --epochs 200 --time-budget 400
+    hymirec bench quality --plan training/bench/plans/quality.toml     # per-dataset settings: training/bench/plan.py
 
 Per dataset, in this order (each finished (method, seed) is written at once; a re-run with the same --out
 skips what is on disk):
@@ -25,7 +26,7 @@ from training.bench.methods import (ABLATIONS, DIM, HYMIREC, MAX_LEN, OURS, POPU
 from training.bench.report import print_summary, write_report
 from training.bench.results import ResultStore
 from training.peers.outputs import read_split
-from training.peers.runner import PEERS, Peer, PeerError, ensure_peer_env, run_peer
+from training.peers.runner import PEERS, Peer, PeerError, ensure_peer_env, parse_peers, run_peer
 
 
 @dataclass
@@ -46,6 +47,11 @@ class BenchSettings:
                 "max_len": MAX_LEN, "topk": TOPK}
 
 
+def seeds_for(settings: BenchSettings, ds: BenchDataset) -> list[int]:
+    """Every seed on the smaller datasets, the first one on the others."""
+    return list(settings.seeds) if ds.interactions <= settings.multi_seed_max_interactions else list(settings.seeds[:1])
+
+
 METHOD_ORDER = [m.key for m in OURS] + list(PEERS)
 METHOD_LABELS = {**{m.key: m.label for m in OURS}, **{p.name: p.label for p in PEERS.values()}}
 
@@ -54,10 +60,15 @@ class QualityBench:
     """The orchestration; ``train_fn`` / ``peer_fn`` / ``env_fn`` are injectable (tests use fakes)."""
 
     def __init__(self, datasets: list[BenchDataset], settings: BenchSettings, log: Callable[[str], None] = print,
-                 train_fn=None, peer_fn=None, env_fn=None):
+                 train_fn=None, peer_fn=None, env_fn=None, report_scope: tuple[list[BenchDataset], dict] | None = None,
+                 report_only: bool = False):
         from training.train import run_training
 
         self.datasets, self.settings, self.log = datasets, settings, log
+        # report_only: train nothing; what a real run would still train is listed in self.pending and the report
+        self.report_only, self.pending = report_only, []
+        # What report() covers: these datasets and settings (a plan runs one dataset at a time, reports them all)
+        self.report_scope = report_scope or (datasets, settings.to_dict())
         self.store = ResultStore(settings.out)
         self.train_fn = train_fn or run_training
         self.peer_fn = peer_fn or run_peer
@@ -66,8 +77,7 @@ class QualityBench:
 
     # -- per dataset ---------------------------------------------------------------------------------
     def seeds_for(self, ds: BenchDataset) -> list[int]:
-        s = self.settings
-        return list(s.seeds) if ds.interactions <= s.multi_seed_max_interactions else list(s.seeds[:1])
+        return seeds_for(self.settings, ds)
 
     def run(self) -> dict:
         for i, ds in enumerate(self.datasets, 1):
@@ -92,12 +102,17 @@ class QualityBench:
         first = seeds[0]
         self.run_ours(ds, None, first, data, split, None)
         ref = DiversityRef.from_run(self.run_dir(ds, None, first))
-        if ref.embeddings is None:
+        if ref.embeddings is None and not self.report_only:
             self.log(f"[bench] warning: {ref.source} has no item_embeddings.npy: diversity left empty")
         # Peers and seeds before the ablations: an interrupted bench then still has the comparison table.
         for peer in self.settings.peers:
             self.run_peer(ds, peer, first, split_dir, split, ref)
-        strongest = self.strongest_peer(ds, first)
+        # report-only: with a peer's first seed still missing, which peer is strongest is not known yet
+        undecided = self.report_only and any(not self.store.has(ds.key, p.name, first) for p in self.settings.peers)
+        strongest = None if undecided else self.strongest_peer(ds, first)
+        if self.report_only and self.settings.peers and strongest is None and len(seeds) > 1:
+            self.pending.append(f"{ds.key} / the strongest peer, seeds {seeds[1:]} (picked once every peer's "
+                                f"seed {first} is on disk)")
         for seed in seeds[1:]:
             self.run_ours(ds, None, seed, data, split, ref)
             if strongest is not None:
@@ -124,9 +139,12 @@ class QualityBench:
                  ref: DiversityRef | None) -> None:
         first = seed == self.seeds_for(ds)[0]
         methods = [ablation] if ablation else ([POPULARITY] if first else []) + [SASREC, HYMIREC]
-        todo = [m for m in methods if not self.store.has(ds.key, m.key, seed)]
+        todo = [m for m in methods if not self.done(ds, m.key, seed)]
         if not todo:
             self.log(f"[bench] {ds.key} / {', '.join(m.label for m in methods)} seed {seed}: on disk, skipped")
+            return
+        if self.report_only:
+            self.pending += [f"{ds.key} / {m.label} seed {seed}" for m in todo]
             return
         run_dir = self.run_dir(ds, ablation, seed)
         # Ablations reuse the full run's stage-1 item embeddings: the same items, so only stage 2 differs.
@@ -156,8 +174,11 @@ class QualityBench:
         return env
 
     def run_peer(self, ds: BenchDataset, peer: Peer, seed: int, split_dir: Path, split, ref) -> None:
-        if self.store.has(ds.key, peer.name, seed):
+        if self.done(ds, peer.name, seed):
             self.log(f"[bench] {ds.key} / {peer.label} seed {seed}: on disk, skipped")
+            return
+        if self.report_only:
+            self.pending.append(f"{ds.key} / {peer.label} seed {seed}")
             return
         out_dir = self.settings.out / ds.key / "peers" / f"{peer.name}-seed{seed}"
         self.log(f"[bench] {ds.key} / {peer.label} seed {seed}: running → {out_dir}")
@@ -179,6 +200,18 @@ class QualityBench:
             self.fail(ds, [Method(peer.name, peer.label, "peer")], seed, exc)
 
     # -- bookkeeping ---------------------------------------------------------------------------------
+    def done(self, ds: BenchDataset, method: str, seed: int) -> bool:
+        """On disk *under this budget*: a record measured under another budget is re-run (and replaced), so a
+        table never mixes budget rules within a dataset without saying so."""
+        record = self.store.get(ds.key, method, seed)
+        if record is None:
+            return False
+        if record.get("budget") != self.budget():
+            self.log(f"[bench] {ds.key} / {method} seed {seed}: on disk under another budget "
+                     f"({record.get('budget')} ≠ {self.budget()}): running it again")
+            return False
+        return True
+
     def budget(self) -> dict:
         return {"epochs": self.settings.epochs, "time_budget_s": self.settings.time_budget, "dim": DIM,
                 "max_len": MAX_LEN}
@@ -201,12 +234,13 @@ class QualityBench:
         self.report()
 
     def report(self) -> dict:
-        keys = [d.key for d in self.datasets]
+        datasets, settings = self.report_scope
+        keys = [d.key for d in datasets]
         # today's labels (a resumed record keeps the label it was written with)
         records = [{**r, "label": METHOD_LABELS.get(r["method"], r.get("label", r["method"]))}
                    for r in self.store.records(keys)]
-        return write_report(self.settings.out, records, self.store.failures(keys), self.datasets,
-                            self.settings.to_dict(), METHOD_ORDER)
+        return write_report(self.settings.out, records, self.store.failures(keys), datasets, settings, METHOD_ORDER,
+                            pending=self.pending if self.report_only else None)
 
 
 def run_bench(datasets: list[BenchDataset], settings: BenchSettings, log: Callable[[str], None] = print,
@@ -223,6 +257,31 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def make_settings(out: str | Path, overrides: list[str] | None = None, ablations: bool = True, peers: str = "all",
+                  seeds: str | list[int] = "0,1,2", epochs: int = 200, time_budget: float | None = 400.0,
+                  multi_seed_max_interactions: int = 200_000, seeded_ablations: str | list[str] = "",
+                  only_ablations: str | list[str] = "") -> BenchSettings:
+    """Checked settings: a bad peer, seed, ablation key, epoch count or config override fails here, not after hours."""
+    def keys(value) -> list[str]:
+        return [k.strip() for k in (value.split(",") if isinstance(value, str) else value) if str(k).strip()]
+
+    settings = BenchSettings(out=Path(out), overrides=list(overrides or []), ablations=bool(ablations),
+                             peers=parse_peers(peers),
+                             seeds=parse_seeds(seeds if isinstance(seeds, str) else ",".join(map(str, seeds))),
+                             epochs=int(epochs), time_budget=float(time_budget) if time_budget else None,
+                             multi_seed_max_interactions=int(multi_seed_max_interactions),
+                             seeded_ablations=keys(seeded_ablations), only_ablations=keys(only_ablations))
+    for flag, chosen in (("--seeded-ablations", settings.seeded_ablations),
+                         ("--only-ablations", settings.only_ablations)):
+        unknown = set(chosen) - {m.key for m in ABLATIONS}
+        if unknown:
+            raise ValueError(f"{flag}: unknown {sorted(unknown)}; known: {[m.key for m in ABLATIONS]}")
+    if settings.epochs < 1:
+        raise ValueError("--epochs must be ≥ 1")
+    bench_config("synthetic", settings.out, settings.overrides)  # a bad --set fails now, not after hours
+    return settings
+
+
 def bench_quality(datasets: list[str] | None, out: str, data_dir: str | None = None, overrides: list[str] | None = None,
                   ablations: bool = True, peers: str = "all", seeds: str = "0,1,2", epochs: int = 200,
                   time_budget: float | None = 400.0, multi_seed_max_interactions: int = 200_000,
@@ -230,20 +289,9 @@ def bench_quality(datasets: list[str] | None, out: str, data_dir: str | None = N
     """The command: check every argument and dataset first (nothing trains before), run, print the table.
     Exit code 1 when some method failed (its error is in the table's legend and in results.json)."""
     from training.bench.datasets import resolve_datasets
-    from training.peers.runner import parse_peers
 
-    settings = BenchSettings(out=Path(out), overrides=list(overrides or []), ablations=ablations,
-                             peers=parse_peers(peers), seeds=parse_seeds(seeds), epochs=int(epochs),
-                             time_budget=time_budget or None, multi_seed_max_interactions=multi_seed_max_interactions,
-                             seeded_ablations=[k for k in seeded_ablations.split(",") if k],
-                             only_ablations=[k for k in only_ablations.split(",") if k])
-    for flag, keys in (("--seeded-ablations", settings.seeded_ablations), ("--only-ablations", settings.only_ablations)):
-        unknown = set(keys) - {m.key for m in ABLATIONS}
-        if unknown:
-            raise ValueError(f"{flag}: unknown {sorted(unknown)}; known: {[m.key for m in ABLATIONS]}")
-    if settings.epochs < 1:
-        raise ValueError("--epochs must be ≥ 1")
-    bench_config("synthetic", settings.out, settings.overrides)  # a bad --set fails now, not after hours
+    settings = make_settings(out, overrides, ablations, peers, seeds, epochs, time_budget,
+                             multi_seed_max_interactions, seeded_ablations, only_ablations)
     resolved = resolve_datasets(datasets, Path(data_dir) if data_dir else None, log)
     payload = run_bench(resolved, settings, log)
     print_summary(payload, settings.out)

@@ -68,8 +68,27 @@ def budget_rule(settings: dict, records: list[dict]) -> str:
             if rec["dataset"] not in names:
                 names.append(rec["dataset"])
     if len(by_budget) <= 1:
-        return next(iter(by_budget), _budget_text({"epochs": settings["epochs"], "time_budget_s": settings["time_budget"]}))
+        default = _budget_text({"epochs": settings.get("epochs", "?"), "time_budget_s": settings.get("time_budget")})
+        return next(iter(by_budget), default)
     return "; ".join(f"{text} ({', '.join(names)})" for text, names in by_budget.items())
+
+
+def _seeds_rule(s: dict) -> str:
+    return (f"ran seeds {s['seeds']} on datasets with ≤ {s['multi_seed_max_interactions']:,} interactions"
+            + (f", and so did the ablation(s) {', '.join(s.get('seeded_ablations') or [])}"
+               if s.get("seeded_ablations") else ""))
+
+
+def seeds_line(settings: dict) -> str:
+    """Who ran which seeds: one rule for a single invocation, one per dataset for a plan."""
+    head = (f"**Seeds:** mean ± std (sample std) over the seeds in the last column: HyMiRec, SASRec (ours) and the "
+            f"strongest peer (by first-seed NDCG@10) ")
+    if "per_dataset" not in settings:
+        return head + _seeds_rule(settings) + "; every other row is one run."
+    rules = "; ".join(f"{name}: seeds {s['seeds_run']}" + (f" (and the ablation(s) {', '.join(s['seeded_ablations'])})"
+                                                         if s.get("seeded_ablations") and len(s["seeds_run"]) > 1 else "")
+                      for name, s in settings["per_dataset"].items())
+    return head + f"per dataset of the plan `{settings['plan']}`: {rules}. Every other row is one run."
 
 
 def legend(settings: dict, datasets: dict[str, BenchDataset], failures: list[dict],
@@ -87,18 +106,15 @@ def legend(settings: dict, datasets: dict[str, BenchDataset], failures: list[dic
         f"{settings['seeds'][0]}; the same table for every method); clusters@50 = number of distinct first-layer "
         "codes of the cosine residual codebook (item_codes.npy[:, 0], same run) among the top 50; both averaged "
         "over test users.",
-        f"**Seeds:** mean ± std (sample std) over the seeds in the last column: HyMiRec, SASRec (ours) and the "
-        f"strongest peer (by seed-{settings['seeds'][0]} NDCG@10) ran seeds {settings['seeds']} on datasets with ≤ "
-        f"{settings['multi_seed_max_interactions']:,} interactions"
-        + (f", and so did the ablation(s) {', '.join(settings.get('seeded_ablations') or [])}"
-           if settings.get("seeded_ablations") else "") + "; every other row is one run.",
+        seeds_line(settings),
     ]
     if any(not ds.has_text for ds in datasets.values()):
         lines.append(TEXTLESS_NOTE)
     if any(published_rows(ds) for ds in datasets.values()):
         lines.append(f"*Italic rows: published numbers ({PUBLISHED_SOURCE}), not measured here.*")
-    if settings.get("overrides"):
-        lines.append(f"Extra config overrides: `{' '.join(settings['overrides'])}`.")
+    for name, s in (settings.get("per_dataset") or {"": settings}).items():
+        if s.get("overrides"):
+            lines.append(f"Extra config overrides{f' ({name})' if name else ''}: `{' '.join(s['overrides'])}`.")
     for f in failures:
         lines.append(f"**Failed:** {f['dataset']} / {f['label']} (seed {f['seed']}): "
                      f"{f['error'].strip().splitlines()[0] if f['error'].strip() else 'unknown error'}")
@@ -141,8 +157,9 @@ def plot_recall(rows: list[dict], published: list[dict], path: Path) -> None:
 
 
 def write_report(out: Path, records: list[dict], failures: list[dict], datasets: list[BenchDataset],
-                 settings: dict, method_order: list[str]) -> dict:
-    """Aggregate and write results.json, results.md and recall_at_k.png under ``out``."""
+                 settings: dict, method_order: list[str], pending: list[str] | None = None) -> dict:
+    """Aggregate and write results.json, results.md and recall_at_k.png under ``out``; ``pending`` (a
+    report-only run) = the runs still missing, listed in the legend so a partial table says so."""
     by_key = {d.key: d for d in datasets}
     rows = aggregate(records, method_order)
     published = [row for ds in datasets if any(r["dataset"] == ds.key for r in rows) for row in published_rows(ds)]
@@ -150,10 +167,12 @@ def write_report(out: Path, records: list[dict], failures: list[dict], datasets:
                "datasets": {d.key: {"spec": d.spec, "users": d.users, "items": d.items,
                                     "interactions": d.interactions, "has_text": d.has_text,
                                     "item_representation": d.item_representation} for d in datasets},
-               "runs": records}
+               "runs": records, "pending": pending or []}
     write_json_atomic(out / "results.json", payload)
     text = ["# Quality benchmark", "", markdown_table(rows, published, by_key), ""]
     text += [f"- {line}" for line in legend(settings, by_key, failures, records)]
+    if pending:
+        text.append(f"- **Not run yet ({len(pending)}; the same command trains them):** {'; '.join(pending)}.")
     (out / "results.md").write_text("\n".join(text) + "\n")
     plot_recall(rows, published, out / "recall_at_k.png")
     return payload
