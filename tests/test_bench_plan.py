@@ -81,6 +81,16 @@ def test_plan_runs_each_dataset_under_its_own_settings_into_one_report(plan_env)
     assert [(c[0], c[3]) for c in changed.peer_calls] == [("recbole-sasrec", 90.0)]
     assert "≤ 3 epochs and ≤ 90 s (other)" in (out / "results.md").read_text()
 
+    # other config overrides for one dataset: only our runs there are stale (peers do not read our config)
+    path.write_text(PLAN.format(out=out).replace("time_budget = 60.0", "time_budget = 90\noverrides = [\"train.patience=5\"]"))
+    patient = Fakes()
+    payload = _run(path, data_dir, patient)
+    assert [(Path(c.run_dir).parts[-3], c.train.patience) for c in patient.train_calls] == [("other", 5)]
+    assert patient.peer_calls == []
+    assert "Extra config overrides (other): `train.patience=5`" in (out / "results.md").read_text()
+    assert {r["overrides"] == ["train.patience=5"] for r in payload["runs"]
+            if r["dataset"] == "other" and r["kind"] != "peer"} == {True}
+
 
 def test_report_only_trains_nothing_and_lists_what_is_missing(plan_env):
     path, data_dir, out = plan_env

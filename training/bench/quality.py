@@ -139,7 +139,7 @@ class QualityBench:
                  ref: DiversityRef | None) -> None:
         first = seed == self.seeds_for(ds)[0]
         methods = [ablation] if ablation else ([POPULARITY] if first else []) + [SASREC, HYMIREC]
-        todo = [m for m in methods if not self.done(ds, m.key, seed)]
+        todo = [m for m in methods if not self.done(ds, m.key, seed, ours=True)]
         if not todo:
             self.log(f"[bench] {ds.key} / {', '.join(m.label for m in methods)} seed {seed}: on disk, skipped")
             return
@@ -157,7 +157,8 @@ class QualityBench:
             metrics = self.train_fn(cfg, progress=True, log=self.log, data=data)
             ref = ref if ref is not None else DiversityRef.from_run(run_dir)  # the full first-seed run: its own
             for record in our_records(run_dir, metrics, todo, split, ref):
-                self.save({**record, "dataset": ds.key, "seed": seed, "budget": self.budget()})
+                self.save({**record, "dataset": ds.key, "seed": seed, "budget": self.budget(),
+                           "overrides": list(self.settings.overrides)})
         except Exception as exc:  # noqa: BLE001 — record, report, go on with the next method
             self.fail(ds, todo, seed, exc)
 
@@ -200,16 +201,20 @@ class QualityBench:
             self.fail(ds, [Method(peer.name, peer.label, "peer")], seed, exc)
 
     # -- bookkeeping ---------------------------------------------------------------------------------
-    def done(self, ds: BenchDataset, method: str, seed: int) -> bool:
-        """On disk *under this budget*: a record measured under another budget is re-run (and replaced), so a
-        table never mixes budget rules within a dataset without saying so."""
+    def done(self, ds: BenchDataset, method: str, seed: int, ours: bool = False) -> bool:
+        """On disk *under this budget* (and, for our methods, these config overrides): a record measured under
+        other settings is re-run and replaced, so a table never mixes settings within a dataset unsaid."""
         record = self.store.get(ds.key, method, seed)
         if record is None:
             return False
-        if record.get("budget") != self.budget():
-            self.log(f"[bench] {ds.key} / {method} seed {seed}: on disk under another budget "
-                     f"({record.get('budget')} ≠ {self.budget()}): running it again")
-            return False
+        stale = {"budget": (record.get("budget"), self.budget())}
+        if ours:  # records written before overrides were recorded ran without any
+            stale["overrides"] = (record.get("overrides", []), list(self.settings.overrides))
+        for what, (on_disk, wanted) in stale.items():
+            if on_disk != wanted:
+                self.log(f"[bench] {ds.key} / {method} seed {seed}: on disk under other {what} "
+                         f"({on_disk} ≠ {wanted}): running it again")
+                return False
         return True
 
     def budget(self) -> dict:
