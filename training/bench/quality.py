@@ -213,7 +213,7 @@ class QualityBench:
         for what, (on_disk, wanted) in stale.items():
             if on_disk != wanted:
                 self.log(f"[bench] {ds.key} / {method} seed {seed}: on disk under other {what} "
-                         f"({on_disk} ≠ {wanted}): running it again")
+                         f"({on_disk} ≠ {wanted}): it runs again")
                 return False
         return True
 
