@@ -51,6 +51,10 @@ class BenchPlan:
     out: str | None
     entries: list[PlanEntry]
 
+    def out_dir(self, out: str | Path | None = None) -> Path:
+        """--out if given, else the plan's out, else runs/bench."""
+        return Path(out or self.out or "runs/bench")
+
 
 def _check_options(options: dict, where: str) -> None:
     for key, value in options.items():
@@ -113,7 +117,7 @@ def run_plan(plan: BenchPlan, out: str | Path | None = None, data_dir: str | Pat
              log: Callable[[str], None] = print, report_only: bool = False, **fakes) -> dict:
     """Run (or resume) every entry of ``plan`` into one output folder; returns the results.json payload.
     ``report_only``: train nothing; the table lists what is still missing."""
-    out = Path(out or plan.out or "runs/bench")
+    out = plan.out_dir(out)
     settings = plan_settings(plan, out)
     datasets = []
     for i, entry in enumerate(plan.entries, 1):
@@ -147,5 +151,5 @@ def bench_quality_plan(plan_path: str | Path, out: str | None = None, data_dir: 
     """The command form: exit code 1 when some method failed (named in the table's legend)."""
     plan = load_plan(plan_path)
     payload = run_plan(plan, out, data_dir, log, report_only=report_only)
-    print_summary(payload, Path(out or plan.out or "runs/bench"))
+    print_summary(payload, plan.out_dir(out))
     return 1 if payload["failures"] else 0
