@@ -97,6 +97,8 @@ class TrainConfig:
     sasrec_epochs: int = 30
     sasrec_lr: float = 1e-3
     max_train_seconds: float | None = None  # time budget per trained model, checked at epoch ends (None = none)
+    ema_decay: float = 0.0  # stage 2: validate, keep and export an exponential moving average of the weights
+    #   (updated after every optimiser step) instead of the raw weights; 0 = off
 
 
 @dataclass

@@ -71,6 +71,14 @@ def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: 
     full_softmax = hybrid.n_negatives < 0 or hybrid.n_negatives >= n_items
     dense = hybrid.next_item_weight > 0
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    if not 0.0 <= train.ema_decay < 1.0:
+        raise ValueError(f"train.ema_decay must be in [0, 1), got {train.ema_decay}")
+    # The averaged copy is what gets validated and kept: it moves less from step to step than the raw
+    # weights, so the epoch picked on a small validation set is less a matter of luck.
+    ema = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(train.ema_decay), use_buffers=True,
+    ) if train.ema_decay > 0 else None
+    scored = ema.module if ema is not None else model
     use_bf16 = device.type == "cuda"
     best, best_state, bad_epochs, history = -1.0, None, 0, []
     budget_start = time.perf_counter()
@@ -114,11 +122,13 @@ def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: 
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
             losses.append(stats.loss)
             shares.append(stats.query_share)
             inter.append(stats.inter_query_cos)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", tau=f"{stats.temperature:.3f}")
-        metrics = evaluate_hybrid(model, tables, valid_set, train.eval_batch, train.max_eval_users)
+        metrics = evaluate_hybrid(scored, tables, valid_set, train.eval_batch, train.max_eval_users)
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - started,
                   "query_share": np.mean(shares, axis=0).round(3).tolist(),
                   "inter_query_cos": float(np.mean(inter)), "valid": metrics}
@@ -127,7 +137,7 @@ def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: 
             f"R@10 {metrics['Recall@10']:.4f} query share {record['query_share']} "
             f"inter-query cos {record['inter_query_cos']:.3f} ({record['seconds']:.0f}s)")
         if metrics["NDCG@10"] > best:
-            best, best_state, bad_epochs = metrics["NDCG@10"], copy.deepcopy(model.state_dict()), 0
+            best, best_state, bad_epochs = metrics["NDCG@10"], copy.deepcopy(scored.state_dict()), 0
         else:
             bad_epochs += 1
             if bad_epochs >= train.patience:
