@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -99,7 +100,12 @@ def reuse_stage1(config: RunConfig, n_items: int, log=print) -> tuple[np.ndarray
     if not source.config.is_file() or not source.item_embeddings.is_file():
         raise FileNotFoundError(f"stage1_from={source.root}: no finished run there (config.json, item_embeddings.npy)")
     saved = RunConfig.load(source.config)
-    for what, theirs, ours in (("dataset", saved.dataset, config.dataset),
+    # The same dataset folder may be named relative to where a run started or absolutely (a bench plan resolves
+    # its paths): compare where they point.
+    def where(dataset: str) -> str:
+        return dataset if dataset == "synthetic" else str(Path(dataset).resolve())
+
+    for what, theirs, ours in (("dataset", where(saved.dataset), where(config.dataset)),
                                ("item_encoder settings", saved.item_encoder, config.item_encoder),
                                ("train.seed", saved.train.seed, config.train.seed)):
         if theirs != ours:
