@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.bench.methods import bench_config, budget_overrides
+from training.bench.methods import bench_config, budget_overrides, stage2_only_overrides
 from training.train import load_run_data, run_training
 
 
@@ -42,7 +42,7 @@ def main() -> None:
             raise SystemExit(f"{full}: no finished bench run of seed {seed} (sasrec.pt missing): run the bench first")
         cfg = bench_config(args.dataset, Path(args.out_dir) / f"{args.name}-seed{seed}",
                            budget_overrides(args.epochs, args.budget) + list(args.overrides)
-                           + ["train_sasrec=false", f"stage1_from={full}", f"train.seed={seed}"])
+                           + stage2_only_overrides(full) + [f"train.seed={seed}"])
         started = time.time()
         hybrid = run_training(cfg, progress=False, log=lambda *_: None, data=data)["hymirec"]
         rows.append({"seed": seed, "valid": hybrid["valid_best_ndcg10"], "test": hybrid["test"]["NDCG@10"],

@@ -75,6 +75,11 @@ ABLATIONS = (
 OURS = (POPULARITY, SASREC, HYMIREC) + ABLATIONS
 
 
+def stage2_only_overrides(full_run: str | Path) -> list[str]:
+    """How an ablation trains: stage 2 alone, on the stage 1 (and SASRec) of ``full_run``, the full run of its seed."""
+    return ["train_sasrec=false", f"stage1_from={full_run}"]
+
+
 def budget_overrides(epochs: int, time_budget: float | None) -> list[str]:
     """The one budget rule as config overrides: ≤ E epochs and ≤ T s per trained model, dim 64, length 50."""
     return [f"train.epochs={epochs}", f"train.sasrec_epochs={epochs}",

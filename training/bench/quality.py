@@ -22,7 +22,8 @@ from typing import Callable
 
 from training.bench.datasets import BenchDataset
 from training.bench.methods import (ABLATIONS, DIM, HYMIREC, MAX_LEN, OURS, POPULARITY, SASREC, TOPK,
-                                    DiversityRef, Method, bench_config, budget_overrides, our_records, score_lists)
+                                    DiversityRef, Method, bench_config, budget_overrides, our_records, score_lists,
+                                    stage2_only_overrides)
 from training.bench.report import print_summary, write_report
 from training.bench.results import ResultStore
 from training.peers.outputs import read_split
@@ -149,7 +150,7 @@ class QualityBench:
         run_dir = self.run_dir(ds, ablation, seed)
         # Ablations reuse the full run's stage-1 item embeddings: the same items, so only stage 2 differs.
         stage1 = str(self.run_dir(ds, None, seed))
-        extra = list(ablation.overrides) + ["train_sasrec=false", f"stage1_from={stage1}"] if ablation else []
+        extra = list(ablation.overrides) + stage2_only_overrides(stage1) if ablation else []
         cfg = bench_config(ds.spec, run_dir, budget_overrides(self.settings.epochs, self.settings.time_budget)
                            + self.settings.overrides + extra + [f"train.seed={seed}"])
         self.log(f"[bench] {ds.key} / {', '.join(m.label for m in todo)} seed {seed}: training → {run_dir}")
