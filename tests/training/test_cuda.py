@@ -1,6 +1,7 @@
 """Stage 2 on CUDA (bf16 autocast in training, fp32 in scoring). Runs only where a GPU is; CI has none, so it
 skips there. The full-size check (a whole Beauty run on an H200) is tools/gpu_check.sh, in BENCHMARKS.md."""
 import copy
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,8 +21,8 @@ def test_stage2_trains_on_cuda_and_scores_like_its_cpu_copy():
     # Users who walk the catalogue in steps of one: a pattern a few epochs can learn.
     sequences = [(np.arange(int(rng.integers(8, 16))) + int(rng.integers(0, N_ITEMS))) % N_ITEMS + 1
                  for _ in range(64)]
-    valid = type("Eval", (), {"histories": [s[:-1] for s in sequences[:32]],
-                              "targets": np.array([s[-1] for s in sequences[:32]])})()
+    valid = SimpleNamespace(histories=[s[:-1] for s in sequences[:32]],
+                            targets=np.array([s[-1] for s in sequences[:32]]))
     exact = torch.randn(N_ITEMS + 1, ITEM_DIM, generator=torch.Generator().manual_seed(0))
     exact[0] = 0
     hybrid = HybridConfig(n_interests=2, window=2, recent_n=4, long_len=12, out_dim=8, llm_hidden=16,
