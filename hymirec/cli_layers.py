@@ -20,11 +20,14 @@ def _bench_quality(args: argparse.Namespace) -> int:
         given = [f"--{k.replace('_', '-')}" for k in PLAN_OWNED if getattr(args, k) is not None]
         if given:
             raise ValueError(f"--plan sets {', '.join(given)} per dataset: edit the plan file instead")
-        return bench_quality_plan(args.plan, args.out, data_dir=args.data_dir, report_only=args.report_only)
+        return bench_quality_plan(args.plan, args.out, data_dir=args.data_dir, report_only=args.report_only,
+                                  ledger=args.ledger)
     if args.report_only:
         raise ValueError("--report-only needs --plan (it reports the plan's table and what is still missing)")
     given = {k: getattr(args, k) for k in PLAN_OWNED[2:] if getattr(args, k) is not None}  # else its defaults
-    return bench_quality(args.dataset, args.out or "runs/bench", data_dir=args.data_dir, overrides=args.set, **given)
+    ledger = None if args.ledger == "none" else args.ledger
+    return bench_quality(args.dataset, args.out or "runs/bench", data_dir=args.data_dir, overrides=args.set,
+                         ledger=ledger, **given)
 
 
 def _print(payload) -> None:
@@ -168,6 +171,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                             "../shared/data)")
     quality.add_argument("--out", help="output folder (JSON, Markdown, PNG; resume state; default runs/bench, or "
                                        "the plan's out)")
+    quality.add_argument("--ledger", help="folder that keeps a copy of every finished record across checkouts "
+                                          "(and counts as done on resume); 'none' = no ledger (default: the "
+                                          "plan's ledger, else none)")
     quality.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="config override (ours)")
     quality.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=None,
                          help="run the HyMiRec ablations (default: yes)")

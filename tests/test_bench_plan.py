@@ -118,6 +118,7 @@ def test_report_only_trains_nothing_and_lists_what_is_missing(plan_env):
     (("path = \"other\"", "path = \"all\""), r"#2: 'all' is not allowed"),
     (("[[dataset]]\npath = \"other\"", "[[dataset]]\npath = \"small\""), "listed twice"),
     (("out = ", "output = "), "unknown top-level key"),
+    (("[defaults]", "ledger = 3\n[defaults]"), r"ledger = 3 should be a string"),
 ])
 def test_bad_plans_are_refused_before_anything_trains(plan_env, edit, message):
     path, data_dir, out = plan_env
@@ -139,8 +140,26 @@ def test_unreadable_or_empty_plans_name_the_file(tmp_path):
         load_plan(tmp_path / "empty.toml")
 
 
+def test_the_plans_ledger_and_the_ledger_flag(plan_env, tmp_path):
+    path, data_dir, out = plan_env
+    path.write_text(f'ledger = "{tmp_path / "ledger"}"\n' + PLAN.format(out=out))
+    _run(path, data_dir, Fakes(), ledger="none")  # --ledger none: OUT only
+    assert not (tmp_path / "ledger").exists()
+    _run(path, data_dir, Fakes(), report_only=True)
+    assert not (tmp_path / "ledger").exists()  # report-only writes no record
+    _run(path, data_dir, Fakes(), out=tmp_path / "out2")  # a fresh OUT: everything trains, and is copied
+    assert {p.name for p in (tmp_path / "ledger" / "other").glob("*.json")} == {
+        p.name for p in (tmp_path / "out2" / "other" / "results").glob("*.json")}
+    again = Fakes()  # yet another checkout: the plan's ledger says it is all done
+    payload = _run(path, data_dir, again, out=tmp_path / "out3", report_only=True)
+    assert again.train_calls == [] and payload["pending"] == []
+    md = (tmp_path / "out3" / "results.md").read_text()
+    assert f"records; ledger `{tmp_path / 'ledger'}`" in md and "**Measured:** 20" in md
+
+
 def test_the_shipped_plan_is_valid():
     plan = load_plan(DEFAULT_PLAN)
+    assert plan.ledger == "docs/bench/ledger"
     settings = plan_settings(plan, "/tmp/unused")
     by_path = {e.dataset: s for e, s in zip(plan.entries, settings)}
     assert set(by_path) >= {"ml-100k", "amazon-games-2018", "s3rec-amazon-yelp-lastfm/Beauty",

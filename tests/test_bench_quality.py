@@ -211,3 +211,26 @@ def test_hymirec_train_time_counts_the_sasrec_its_ids_start_from():
             "sasrec": {"train_seconds": 50.0}, "item_representation": {"kind": "content_encoder"}}
     assert _hymirec_train_seconds({**base, "config": {"hybrid": {"id_init": "zeros"}}}) == 121.0
     assert _hymirec_train_seconds({**base, "config": {"hybrid": {"id_init": "sasrec"}}}) == 171.0
+
+
+def test_a_fresh_checkout_resumes_from_the_ledger(bench_env, tmp_path):
+    datasets, settings = bench_env
+    settings.ledger, settings.only_ablations = tmp_path / "ledger", ["hymirec-no-llm", "hymirec-k3"]
+    _run(datasets, settings, Fakes())
+    ledger_files = sorted(p.name for p in (tmp_path / "ledger" / "tiny").glob("*.json"))
+    assert len(ledger_files) == 10 and "hymirec-k3-seed0.json" in ledger_files
+
+    settings.out = tmp_path / "fresh-out"  # a new checkout: the ledger only
+    again = Fakes()
+    payload = _run(datasets, settings, again)
+    assert again.train_calls == [] and again.peer_calls == []
+    assert {r["method"] for r in payload["rows"]} >= {"hymirec", "hymirec-k3", "recbole-sasrec"}
+
+    # one ablation still to run: it starts from the full run's stage 1, which this checkout does not have,
+    # so the full run trains again first (its records replaced), then the ablation
+    (tmp_path / "ledger" / "tiny" / "hymirec-k3-seed0.json").unlink()
+    partial = Fakes()
+    _run(datasets, settings, partial)
+    assert [Path(c.run_dir).name for c in partial.train_calls] == ["full-seed0", "hymirec-k3-seed0"]
+    assert partial.peer_calls == []
+    assert (tmp_path / "ledger" / "tiny" / "hymirec-k3-seed0.json").is_file()

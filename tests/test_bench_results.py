@@ -88,3 +88,26 @@ def test_budget_rule_names_each_datasets_own_budget():
     assert budget_rule(settings, records) == ("≤ 200 epochs and ≤ 400 s (ml-100k); "
                                               "≤ 200 epochs and ≤ 1200 s (Beauty, games)")
     assert budget_rule({"epochs": 5, "time_budget": None}, records[:1]) == "≤ 200 epochs and ≤ 400 s"
+
+
+def test_ledger_keeps_a_copy_and_counts_as_done(tmp_path):
+    ledger = tmp_path / "ledger"
+    first = ResultStore(tmp_path / "out1", ledger)
+    first.write(_record("d", "m", 0, 0.1))
+    assert (ledger / "d" / "m-seed0.json").is_file()
+    fresh = ResultStore(tmp_path / "out2", ledger)  # another checkout: its OUT is empty, the ledger is not
+    assert fresh.has("d", "m", 0) and fresh.get("d", "m", 0)["metrics"]["Recall@10"] == pytest.approx(0.1)
+    assert [r["method"] for r in fresh.records(["d"])] == ["m"] and fresh.records(["other"]) == []
+    # OUT's record (this checkout's, newer) wins over the ledger's for the same (dataset, method, seed)
+    (tmp_path / "out2" / "d" / "results").mkdir(parents=True)
+    (tmp_path / "out2" / "d" / "results" / "m-seed0.json").write_text(json.dumps(_record("d", "m", 0, 0.3)))
+    assert [r["metrics"]["Recall@10"] for r in fresh.records()] == [pytest.approx(0.3)]
+    assert ResultStore(tmp_path / "out3").records() == []  # no ledger: OUT only
+
+
+def test_a_broken_record_names_its_file(tmp_path):
+    store = ResultStore(tmp_path / "out", tmp_path / "ledger")
+    (tmp_path / "ledger" / "d").mkdir(parents=True)
+    (tmp_path / "ledger" / "d" / "m-seed0.json").write_text("{half")
+    with pytest.raises(ValueError, match=r"m-seed0.json: not a valid result record"):
+        store.get("d", "m", 0)

@@ -4,6 +4,7 @@ file, so that one command reproduces the whole table (``make bench-quality``):
     hymirec bench quality --plan training/bench/plans/quality.toml [--out DIR] [--data-dir DIR]
 
     out = "runs/bench-v3"              # default output folder (--out wins)
+    ledger = "docs/bench/ledger"       # committed copy of every finished record (--ledger wins; results.py)
     [defaults]                         # any of OPTION_TYPES; every [[dataset]] may override any of them
     time_budget = 400
     seeds = [0, 1, 2]
@@ -50,6 +51,7 @@ class BenchPlan:
     path: Path
     out: str | None
     entries: list[PlanEntry]
+    ledger: str | None = None
 
     def out_dir(self, out: str | Path | None = None) -> Path:
         """--out if given, else the plan's out, else runs/bench."""
@@ -73,9 +75,10 @@ def load_plan(path: str | Path) -> BenchPlan:
         raise PlanError(f"plan {path}: not found") from exc
     except tomllib.TOMLDecodeError as exc:
         raise PlanError(f"plan {path}: not valid TOML ({exc})") from exc
-    unknown = set(raw) - {"out", "defaults", "dataset"}
+    unknown = set(raw) - {"out", "ledger", "defaults", "dataset"}
     if unknown:
-        raise PlanError(f"plan {path}: unknown top-level key(s) {sorted(unknown)}; known: out, defaults, [[dataset]]")
+        raise PlanError(f"plan {path}: unknown top-level key(s) {sorted(unknown)}; "
+                        "known: out, ledger, defaults, [[dataset]]")
     defaults = raw.get("defaults", {})
     _check_options(defaults, f"plan {path} [defaults]")
     entries = []
@@ -88,17 +91,18 @@ def load_plan(path: str | Path) -> BenchPlan:
         entries.append(PlanEntry(entry["path"], {**defaults, **options}))
     if not entries:
         raise PlanError(f"plan {path}: no [[dataset]] entries")
-    if "out" in raw and not isinstance(raw["out"], str):
-        raise PlanError(f"plan {path}: out = {raw['out']!r} should be a string")
-    return BenchPlan(path, raw.get("out"), entries)
+    for key in ("out", "ledger"):
+        if key in raw and not isinstance(raw[key], str):
+            raise PlanError(f"plan {path}: {key} = {raw[key]!r} should be a string")
+    return BenchPlan(path, raw.get("out"), entries, raw.get("ledger"))
 
 
-def plan_settings(plan: BenchPlan, out: str | Path) -> list[BenchSettings]:
+def plan_settings(plan: BenchPlan, out: str | Path, ledger: str | Path | None = None) -> list[BenchSettings]:
     """One checked BenchSettings per entry (a bad peer / ablation key / override names its entry)."""
     settings = []
     for i, entry in enumerate(plan.entries, 1):
         try:
-            settings.append(make_settings(out, **entry.options))
+            settings.append(make_settings(out, **entry.options, ledger=ledger))
         except ValueError as exc:
             raise PlanError(f"plan {plan.path} [[dataset]] #{i} ({entry.dataset}): {exc}") from exc
     return settings
@@ -108,17 +112,20 @@ def report_settings(plan: BenchPlan, datasets: list[BenchDataset], settings: lis
     """The report's settings: the shared budget-rule fields plus each dataset's own (the legend reads these)."""
     first = settings[0].to_dict()
     return {"plan": str(plan.path), "dim": first["dim"], "max_len": first["max_len"], "topk": first["topk"],
-            "seeds": first["seeds"],
+            "seeds": first["seeds"], "ledger": first["ledger"],
             "per_dataset": {ds.key: {**s.to_dict(), "seeds_run": seeds_for(s, ds)}
                             for ds, s in zip(datasets, settings)}}
 
 
 def run_plan(plan: BenchPlan, out: str | Path | None = None, data_dir: str | Path | None = None,
-             log: Callable[[str], None] = print, report_only: bool = False, **fakes) -> dict:
+             log: Callable[[str], None] = print, report_only: bool = False, ledger: str | None = None,
+             **fakes) -> dict:
     """Run (or resume) every entry of ``plan`` into one output folder; returns the results.json payload.
-    ``report_only``: train nothing; the table lists what is still missing."""
+    ``report_only``: train nothing; the table lists what is still missing. ``ledger``: --ledger ("none": no
+    ledger), else the plan's."""
     out = plan.out_dir(out)
-    settings = plan_settings(plan, out)
+    ledger = ledger or plan.ledger
+    settings = plan_settings(plan, out, None if ledger == "none" else ledger)
     datasets = []
     for i, entry in enumerate(plan.entries, 1):
         where = f"plan {plan.path} [[dataset]] #{i}"
@@ -147,9 +154,10 @@ def run_plan(plan: BenchPlan, out: str | Path | None = None, data_dir: str | Pat
 
 
 def bench_quality_plan(plan_path: str | Path, out: str | None = None, data_dir: str | None = None,
-                       log: Callable[[str], None] = print, report_only: bool = False) -> int:
+                       log: Callable[[str], None] = print, report_only: bool = False,
+                       ledger: str | None = None) -> int:
     """The command form: exit code 1 when some method failed (named in the table's legend)."""
     plan = load_plan(plan_path)
-    payload = run_plan(plan, out, data_dir, log, report_only=report_only)
+    payload = run_plan(plan, out, data_dir, log, report_only=report_only, ledger=ledger)
     print_summary(payload, plan.out_dir(out))
     return 1 if payload["failures"] else 0

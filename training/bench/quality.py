@@ -16,10 +16,12 @@ skips what is on disk):
 from __future__ import annotations
 
 import traceback
+from datetime import datetime, timezone
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from features.artifacts import RunLayout
 from training.bench.datasets import BenchDataset
 from training.bench.methods import (ABLATIONS, DIM, HYMIREC, MAX_LEN, OURS, POPULARITY, SASREC, TOPK,
                                     DiversityRef, Method, bench_config, budget_overrides, our_records, score_lists,
@@ -42,9 +44,11 @@ class BenchSettings:
     multi_seed_max_interactions: int = 200_000
     seeded_ablations: list[str] = field(default_factory=list)  # ablation keys that also run every seed
     only_ablations: list[str] = field(default_factory=list)  # run just these ablation keys (empty = all of them)
+    ledger: Path | None = None  # a copy of every finished record, kept across checkouts (results.py)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "out": str(self.out), "peers": [p.name for p in self.peers], "dim": DIM,
+        return {**asdict(self), "out": str(self.out), "ledger": str(self.ledger) if self.ledger else None,
+                "peers": [p.name for p in self.peers], "dim": DIM,
                 "max_len": MAX_LEN, "topk": TOPK}
 
 
@@ -70,7 +74,7 @@ class QualityBench:
         self.report_only, self.pending = report_only, []
         # What report() covers: these datasets and settings (a plan runs one dataset at a time, reports them all)
         self.report_scope = report_scope or (datasets, settings.to_dict())
-        self.store = ResultStore(settings.out)
+        self.store = ResultStore(settings.out, settings.ledger)
         self.train_fn = train_fn or run_training
         self.peer_fn = peer_fn or run_peer
         self.env_fn = env_fn or (lambda lib: ensure_peer_env(lib, log))
@@ -103,6 +107,13 @@ class QualityBench:
         first = seeds[0]
         self.run_ours(ds, None, first, data, split, None)
         ref = DiversityRef.from_run(self.run_dir(ds, None, first))
+        if ref.embeddings is None and not self.report_only and self.work_left(ds, seeds):
+            # Its records came from the ledger, its run directory did not: the peers' diversity and the
+            # ablations' stage 1 need that run's item table, so it trains again (and its records are replaced).
+            self.log(f"[bench] {ds.key}: the full seed-{first} run is in the ledger but not in {ref.source}; "
+                     "training it again for the item table the runs still to do need")
+            self.run_ours(ds, None, first, data, split, None, force=True)
+            ref = DiversityRef.from_run(self.run_dir(ds, None, first))
         if ref.embeddings is None and not self.report_only:
             self.log(f"[bench] warning: {ref.source} has no item_embeddings.npy: diversity left empty")
         # Peers and seeds before the ablations: an interrupted bench then still has the comparison table.
@@ -123,6 +134,16 @@ class QualityBench:
             for seed in seeds if ablation.key in self.settings.seeded_ablations else seeds[:1]:
                 self.run_ours(ds, ablation, seed, data, split, ref)
 
+    def work_left(self, ds: BenchDataset, seeds: list[int]) -> bool:
+        """Whether some peer, other seed or ablation of ``ds`` is still to run (strongest-peer seeds aside: they
+        come with the first-seed peers)."""
+        first, chosen = seeds[0], self.settings.only_ablations
+        ablations = [a for a in ABLATIONS if not chosen or a.key in chosen] if self.settings.ablations else []
+        return (any(not self.store.has(ds.key, p.name, first) for p in self.settings.peers)
+                or any(not self.store.has(ds.key, HYMIREC.key, s) for s in seeds[1:])
+                or any(not self.store.has(ds.key, a.key, s) for a in ablations
+                       for s in (seeds if a.key in self.settings.seeded_ablations else seeds[:1])))
+
     def strongest_peer(self, ds: BenchDataset, seed: int) -> Peer | None:
         scored = [(rec["metrics"]["NDCG@10"], peer) for peer in self.settings.peers
                   if (rec := self.store.get(ds.key, peer.name, seed)) is not None]
@@ -137,10 +158,10 @@ class QualityBench:
         return self.settings.out / ds.key / "runs" / f"{ablation.key if ablation else 'full'}-seed{seed}"
 
     def run_ours(self, ds: BenchDataset, ablation: Method | None, seed: int, data, split,
-                 ref: DiversityRef | None) -> None:
+                 ref: DiversityRef | None, force: bool = False) -> None:
         first = seed == self.seeds_for(ds)[0]
         methods = [ablation] if ablation else ([POPULARITY] if first else []) + [SASREC, HYMIREC]
-        todo = [m for m in methods if not self.done(ds, m.key, seed, ours=True)]
+        todo = methods if force else [m for m in methods if not self.done(ds, m.key, seed, ours=True)]
         if not todo:
             self.log(f"[bench] {ds.key} / {', '.join(m.label for m in methods)} seed {seed}: on disk, skipped")
             return
@@ -150,6 +171,10 @@ class QualityBench:
         run_dir = self.run_dir(ds, ablation, seed)
         # Ablations reuse the full run's stage-1 item embeddings: the same items, so only stage 2 differs.
         stage1 = str(self.run_dir(ds, None, seed))
+        if ablation and not RunLayout.at(stage1).item_embeddings.is_file():  # its record is in the ledger only
+            self.log(f"[bench] {ds.key} / {ablation.label} seed {seed}: {stage1} is not on disk; training the "
+                     "full run it starts from again")
+            self.run_ours(ds, None, seed, data, split, ref if not first else None, force=True)
         extra = list(ablation.overrides) + stage2_only_overrides(stage1) if ablation else []
         cfg = bench_config(ds.spec, run_dir, budget_overrides(self.settings.epochs, self.settings.time_budget)
                            + self.settings.overrides + extra + [f"train.seed={seed}"])
@@ -223,6 +248,8 @@ class QualityBench:
                 "max_len": MAX_LEN}
 
     def save(self, record: dict) -> None:
+        # when: a ledger's records come from several machines and sessions (the table's legend gives the range)
+        record = {**record, "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         path = self.store.write(record)
         m = record["metrics"]
         self.log(f"[bench] {record['dataset']} / {record['label']} seed {record['seed']}: "
@@ -266,7 +293,7 @@ def parse_seeds(text: str) -> list[int]:
 def make_settings(out: str | Path, overrides: list[str] | None = None, ablations: bool = True, peers: str = "all",
                   seeds: str | list[int] = "0,1,2", epochs: int = 200, time_budget: float | None = 400.0,
                   multi_seed_max_interactions: int = 200_000, seeded_ablations: str | list[str] = "",
-                  only_ablations: str | list[str] = "") -> BenchSettings:
+                  only_ablations: str | list[str] = "", ledger: str | Path | None = None) -> BenchSettings:
     """Checked settings: a bad peer, seed, ablation key, epoch count or config override fails here, not after hours."""
     def keys(value) -> list[str]:
         return [k.strip() for k in (value.split(",") if isinstance(value, str) else value) if str(k).strip()]
@@ -276,7 +303,8 @@ def make_settings(out: str | Path, overrides: list[str] | None = None, ablations
                              seeds=parse_seeds(seeds if isinstance(seeds, str) else ",".join(map(str, seeds))),
                              epochs=int(epochs), time_budget=float(time_budget) if time_budget else None,
                              multi_seed_max_interactions=int(multi_seed_max_interactions),
-                             seeded_ablations=keys(seeded_ablations), only_ablations=keys(only_ablations))
+                             seeded_ablations=keys(seeded_ablations), only_ablations=keys(only_ablations),
+                             ledger=Path(ledger) if ledger else None)
     for flag, chosen in (("--seeded-ablations", settings.seeded_ablations),
                          ("--only-ablations", settings.only_ablations)):
         unknown = set(chosen) - {m.key for m in ABLATIONS}
@@ -291,13 +319,14 @@ def make_settings(out: str | Path, overrides: list[str] | None = None, ablations
 def bench_quality(datasets: list[str] | None, out: str, data_dir: str | None = None, overrides: list[str] | None = None,
                   ablations: bool = True, peers: str = "all", seeds: str = "0,1,2", epochs: int = 200,
                   time_budget: float | None = 400.0, multi_seed_max_interactions: int = 200_000,
-                  seeded_ablations: str = "", only_ablations: str = "", log: Callable[[str], None] = print) -> int:
+                  seeded_ablations: str = "", only_ablations: str = "", ledger: str | None = None,
+                  log: Callable[[str], None] = print) -> int:
     """The command: check every argument and dataset first (nothing trains before), run, print the table.
     Exit code 1 when some method failed (its error is in the table's legend and in results.json)."""
     from training.bench.datasets import resolve_datasets
 
     settings = make_settings(out, overrides, ablations, peers, seeds, epochs, time_budget,
-                             multi_seed_max_interactions, seeded_ablations, only_ablations)
+                             multi_seed_max_interactions, seeded_ablations, only_ablations, ledger)
     resolved = resolve_datasets(datasets, Path(data_dir) if data_dir else None, log)
     payload = run_bench(resolved, settings, log)
     print_summary(payload, settings.out)

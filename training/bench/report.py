@@ -108,6 +108,12 @@ def legend(settings: dict, datasets: dict[str, BenchDataset], failures: list[dic
         "over test users.",
         seeds_line(settings),
     ]
+    dates = sorted(r["measured_at"][:10] for r in records or [] if r.get("measured_at"))
+    if dates:
+        undated = len(records) - len(dates)
+        where = f"; ledger `{settings['ledger']}`" if settings.get("ledger") else ""
+        lines.append(f"**Measured:** {dates[0]} to {dates[-1]} (UTC; {len(dates)} records"
+                     f"{f', {undated} undated' if undated else ''}{where}).")
     if any(not ds.has_text for ds in datasets.values()):
         lines.append(TEXTLESS_NOTE)
     if any(published_rows(ds) for ds in datasets.values()):

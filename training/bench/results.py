@@ -4,6 +4,14 @@
     OUT/<dataset>/results/<method>-seed<S>.failed.json   the last failure of one (retried by the next run)
 
 A re-run with the same OUT skips every (dataset, method, seed) whose JSON exists.
+
+The ledger (optional; the shipped plan's is docs/bench/ledger, committed) keeps a copy of every finished record:
+
+    LEDGER/<dataset>/<method>-seed<S>.json
+
+OUT is scratch (git-ignored, gone with the checkout); the ledger is what lets a table that takes days of CPU be
+built over several machines and sessions: a record in either place counts as done, and a record in OUT (newer,
+this checkout's) wins over the ledger's copy of the same (dataset, method, seed).
 """
 from __future__ import annotations
 
@@ -22,8 +30,9 @@ NUMERIC_FIELDS = METRIC_FIELDS + ("train_seconds", "infer_ms_per_user", "epochs_
 
 
 class ResultStore:
-    def __init__(self, out: str | Path):
+    def __init__(self, out: str | Path, ledger: str | Path | None = None):
         self.out = Path(out)
+        self.ledger = Path(ledger) if ledger else None
 
     def path(self, dataset: str, method: str, seed: int) -> Path:
         return self.out / dataset / "results" / f"{method}-seed{seed}.json"
@@ -31,17 +40,28 @@ class ResultStore:
     def failure_path(self, dataset: str, method: str, seed: int) -> Path:
         return self.out / dataset / "results" / f"{method}-seed{seed}.failed.json"
 
+    def ledger_path(self, dataset: str, method: str, seed: int) -> Path | None:
+        return self.ledger / dataset / f"{method}-seed{seed}.json" if self.ledger else None
+
+    def _found(self, dataset: str, method: str, seed: int) -> Path | None:
+        for path in (self.path(dataset, method, seed), self.ledger_path(dataset, method, seed)):
+            if path is not None and path.is_file():
+                return path
+        return None
+
     def has(self, dataset: str, method: str, seed: int) -> bool:
-        return self.path(dataset, method, seed).is_file()
+        return self._found(dataset, method, seed) is not None
 
     def get(self, dataset: str, method: str, seed: int) -> dict | None:
-        path = self.path(dataset, method, seed)
-        return json.loads(path.read_text()) if path.is_file() else None
+        path = self._found(dataset, method, seed)
+        return _read(path) if path else None
 
     def write(self, record: dict) -> Path:
         key = (record["dataset"], record["method"], int(record["seed"]))
         path = self.path(*key)
         write_json_atomic(path, record)
+        if self.ledger:
+            write_json_atomic(self.ledger_path(*key), record)
         self.failure_path(*key).unlink(missing_ok=True)
         return path
 
@@ -49,20 +69,33 @@ class ResultStore:
         write_json_atomic(self.failure_path(dataset, method, seed),
                           {"dataset": dataset, "method": method, "seed": seed, "label": label, "error": error})
 
-    def _glob(self, pattern: str, datasets: list[str] | None) -> list[dict]:
+    def _glob(self, pattern: str, datasets: list[str] | None, root: Path | None = None) -> list[dict]:
         out = []
-        for path in sorted(self.out.glob(f"*/results/{pattern}")):
+        glob = f"*/{pattern}" if root is not None else f"*/results/{pattern}"
+        for path in sorted((root or self.out).glob(glob)):
             if path.name.endswith(".failed.json") != pattern.endswith(".failed.json"):
                 continue
-            if datasets is None or path.parent.parent.name in datasets:
-                out.append(json.loads(path.read_text()))
+            dataset = path.parent.name if root is not None else path.parent.parent.name
+            if datasets is None or dataset in datasets:
+                out.append(_read(path))
         return out
 
     def records(self, datasets: list[str] | None = None) -> list[dict]:
-        return self._glob("*.json", datasets)
+        """OUT's records, and the ledger's for every (dataset, method, seed) OUT does not have."""
+        found = {}
+        for record in (self._glob("*.json", datasets, self.ledger) if self.ledger else []) + self._glob("*.json", datasets):
+            found[(record["dataset"], record["method"], int(record["seed"]))] = record
+        return list(found.values())
 
     def failures(self, datasets: list[str] | None = None) -> list[dict]:
         return self._glob("*.failed.json", datasets)
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not a valid result record ({exc}); fix or delete it to re-run that run") from exc
 
 
 def flat_values(record: dict) -> dict[str, float]:
