@@ -16,8 +16,8 @@ skips what is on disk):
 from __future__ import annotations
 
 import traceback
-from datetime import datetime, timezone
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
