@@ -25,9 +25,8 @@ def _bench_quality(args: argparse.Namespace) -> int:
     if args.report_only:
         raise ValueError("--report-only needs --plan (it reports the plan's table and what is still missing)")
     given = {k: getattr(args, k) for k in PLAN_OWNED[2:] if getattr(args, k) is not None}  # else its defaults
-    ledger = None if args.ledger == "none" else args.ledger
     return bench_quality(args.dataset, args.out or "runs/bench", data_dir=args.data_dir, overrides=args.set,
-                         ledger=ledger, **given)
+                         ledger=args.ledger, **given)
 
 
 def _print(payload) -> None:

@@ -124,8 +124,7 @@ def run_plan(plan: BenchPlan, out: str | Path | None = None, data_dir: str | Pat
     ``report_only``: train nothing; the table lists what is still missing. ``ledger``: --ledger ("none": no
     ledger), else the plan's."""
     out = plan.out_dir(out)
-    ledger = ledger or plan.ledger
-    settings = plan_settings(plan, out, None if ledger == "none" else ledger)
+    settings = plan_settings(plan, out, ledger or plan.ledger)
     datasets = []
     for i, entry in enumerate(plan.entries, 1):
         where = f"plan {plan.path} [[dataset]] #{i}"

@@ -304,7 +304,7 @@ def make_settings(out: str | Path, overrides: list[str] | None = None, ablations
                              epochs=int(epochs), time_budget=float(time_budget) if time_budget else None,
                              multi_seed_max_interactions=int(multi_seed_max_interactions),
                              seeded_ablations=keys(seeded_ablations), only_ablations=keys(only_ablations),
-                             ledger=Path(ledger) if ledger else None)
+                             ledger=Path(ledger) if ledger and ledger != "none" else None)  # --ledger none
     for flag, chosen in (("--seeded-ablations", settings.seeded_ablations),
                          ("--only-ablations", settings.only_ablations)):
         unknown = set(chosen) - {m.key for m in ABLATIONS}
