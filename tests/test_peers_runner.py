@@ -9,7 +9,8 @@ import pytest
 from peer_support import REFERENCE_RUNNER, tiny_data_and_split
 
 from training.evaluate import evaluate_rankings, popularity_topk
-from training.peers.runner import PEERS, Peer, PeerError, parse_peers, peer_env, peer_timeout, run_peer
+from training.peers.runner import (PEERS, Peer, PeerError, parse_peers, peer_env, peer_python, peer_timeout,
+                                  run_peer)
 from training.peers.split_export import export_split
 
 REFERENCE = Peer("reference-popularity", "reference", "popularity", "Popularity (reference runner)")
@@ -34,6 +35,18 @@ def test_reference_runner_end_to_end_matches_our_popularity(exported, tmp_path):
     assert run.result["library"] == "reference" and run.result["n_test_users"] == len(split.test)
     assert (tmp_path / "out" / "run.log").read_text().startswith("[reference]")
     assert any("[reference-popularity] [reference]" in line for line in lines)  # progress echoed
+
+
+@pytest.mark.skipif(not peer_python("recbole").exists(), reason="no .venv-peers/recbole (tools/peers/setup.sh recbole)")
+def test_recbole_sine_trains_on_histories_shorter_than_max_len(exported, tmp_path):
+    # RecBole's SINE reshapes to MAX_ITEM_LIST_LENGTH but RecBole pads only to the longest history: before the
+    # runner padded them, a dataset whose histories never reach --max-len (amazon-games-2018) failed to train.
+    data, split, split_dir = exported
+    assert max(len(h) for h in split.test.histories) < 50
+    run = run_peer("recbole-sine", split_dir, tmp_path / "out", epochs=1, time_budget=None, seed=0, dim=16,
+                   max_len=50, topk=20, log=None)
+    assert run.topk.shape == (len(split.test), 20) and run.protocol_violations == 0
+    assert run.result["model"] == "SINE" and run.result["epochs_run"] == 1
 
 
 def test_failing_runner_reports_its_stderr_tail(exported, tmp_path):

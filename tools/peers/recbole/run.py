@@ -112,6 +112,20 @@ def write_atomic_files(ddir: Path, seqs, valid_of, test, max_len: int) -> None:
     dump("test", ((u, seqs[u].tolist() + ([valid_of[u]] if u in valid_of else []), int(i)) for u, i in test))
 
 
+def pad_histories(forward, max_len: int):
+    """SINE's forward reshapes its attention to (-1, 1, MAX_ITEM_LIST_LENGTH) (sine.py line 174), but RecBole pads
+    each file's histories only to that file's longest one. When no history reaches the cap (amazon-games-2018: the
+    longest train sequence has 48 items), training fails with "shape '[-1, 1, 50]' is invalid". Right-padding with
+    the pad id 0 is what RecBole itself does to every history shorter than its file's longest."""
+    import torch.nn.functional as F
+
+    def padded(item_seq, item_seq_len):
+        if item_seq.shape[1] < max_len:
+            item_seq = F.pad(item_seq, (0, max_len - item_seq.shape[1]))
+        return forward(item_seq, item_seq_len)
+    return padded
+
+
 def main(argv=None) -> int:
     p = Parser(description="RecBole 1.2.1 peer runner (docs/peers.md)")
     p.add_argument("--split", required=True, type=Path)
@@ -171,6 +185,8 @@ def run(args, tmp: Path, n_items, seqs, valid_of, test, out: Path) -> dict:
     # importing recbole.model.sequential_recommender.sine switches on torch.autograd anomaly detection globally
     # (a debugging leftover, sine.py line 25): it changes no result but slows every training step (~20% here).
     torch.autograd.set_detect_anomaly(False)
+    if model_name == "SINE":
+        model.forward = pad_histories(model.forward, config["MAX_ITEM_LIST_LENGTH"])
     trainer = Trainer(config, model)
 
     iid = dataset.iid_field
