@@ -111,3 +111,11 @@ def test_a_broken_record_names_its_file(tmp_path):
     (tmp_path / "ledger" / "d" / "m-seed0.json").write_text("{half")
     with pytest.raises(ValueError, match=r"m-seed0.json: not a valid result record"):
         store.get("d", "m", 0)
+
+
+def test_measured_line_counts_every_record_and_the_undated_ones(tmp_path):
+    records = [_record("d", "m", 0, 0.1, measured_at="2026-11-30T10:00:00+00:00"),
+               _record("d", "m", 1, 0.1, measured_at="2026-12-01T10:00:00+00:00"), _record("d", "m", 2, 0.1)]
+    write_report(tmp_path, records, [], [_ds("d", 10, 20, False)], SETTINGS, ["m"])
+    md = (tmp_path / "results.md").read_text()
+    assert "**Measured:** 2026-11-30 to 2026-12-01 (UTC; 3 records, 1 of them undated)." in md

@@ -112,8 +112,8 @@ def legend(settings: dict, datasets: dict[str, BenchDataset], failures: list[dic
     if dates:
         undated = len(records) - len(dates)
         where = f"; ledger `{settings['ledger']}`" if settings.get("ledger") else ""
-        lines.append(f"**Measured:** {dates[0]} to {dates[-1]} (UTC; {len(dates)} records"
-                     f"{f', {undated} undated' if undated else ''}{where}).")
+        lines.append(f"**Measured:** {dates[0]} to {dates[-1]} (UTC; {len(records)} records"
+                     f"{f', {undated} of them undated' if undated else ''}{where}).")
     if any(not ds.has_text for ds in datasets.values()):
         lines.append(TEXTLESS_NOTE)
     if any(published_rows(ds) for ds in datasets.values()):
