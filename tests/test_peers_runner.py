@@ -41,7 +41,7 @@ def test_reference_runner_end_to_end_matches_our_popularity(exported, tmp_path):
 def test_recbole_sine_trains_on_histories_shorter_than_max_len(exported, tmp_path):
     # RecBole's SINE reshapes to MAX_ITEM_LIST_LENGTH but RecBole pads only to the longest history: before the
     # runner padded them, a dataset whose histories never reach --max-len (amazon-games-2018) failed to train.
-    data, split, split_dir = exported
+    _, split, split_dir = exported
     assert max(len(h) for h in split.test.histories) < 50
     run = run_peer("recbole-sine", split_dir, tmp_path / "out", epochs=1, time_budget=None, seed=0, dim=16,
                    max_len=50, topk=20, log=None)
