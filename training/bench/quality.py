@@ -150,7 +150,8 @@ class QualityBench:
         if not scored:
             return None
         best = max(scored, key=lambda t: t[0])[1]
-        self.log(f"[bench] {ds.key}: strongest peer by seed-{seed} NDCG@10: {best.label}")
+        # Only this invocation's --peers compete: the ledger's table ranks every peer on disk.
+        self.log(f"[bench] {ds.key}: strongest of this run's {len(scored)} peer(s) by seed-{seed} NDCG@10: {best.label}")
         return best
 
     # -- our methods ---------------------------------------------------------------------------------
