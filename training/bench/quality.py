@@ -151,7 +151,8 @@ class QualityBench:
             return None
         best = max(scored, key=lambda t: t[0])[1]
         # Only this invocation's --peers compete: the ledger's table ranks every peer on disk.
-        self.log(f"[bench] {ds.key}: strongest of this run's {len(scored)} peer(s) by seed-{seed} NDCG@10: {best.label}")
+        self.log(f"[bench] {ds.key}: strongest of this run's {len(scored)} peer(s) by seed-{seed} NDCG@10: "
+                 f"{best.label}")
         return best
 
     # -- our methods ---------------------------------------------------------------------------------
