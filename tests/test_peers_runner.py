@@ -1,8 +1,12 @@
 """run_peer end to end with the reference runner (main venv's python), failures, timeouts, the registry."""
 from __future__ import annotations
 
+import hashlib
+import shutil
+import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,3 +111,24 @@ def test_peer_environment_and_timeout(monkeypatch):
     assert "PYTHONPATH" not in env  # runners never import the project
     assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "2" and env["PYTHONHASHSEED"] == "3"
     assert peer_timeout(600) == 3 * 600 + 1800 and peer_timeout(None) == 12 * 3600
+
+
+def test_setup_script_all_succeeds_when_a_folder_is_not_a_library(tmp_path):
+    # tools/peers/reference/ has no requirements.txt; `setup.sh all` used to exit 1 after installing every
+    # library, because the loop's last `[ -f ... ] &&` test was false (and `make bench-quality` stopped there).
+    root = Path(__file__).resolve().parents[1]
+    peers = tmp_path / "tools" / "peers"
+    (peers / "lib").mkdir(parents=True)
+    (peers / "zz-not-a-library").mkdir()
+    shutil.copy(root / "tools" / "peers" / "setup.sh", peers / "setup.sh")
+    (peers / "lib" / "requirements.txt").write_text("numpy\n")
+    # a stamp that matches: the script reports "up to date" instead of creating a venv (no network here)
+    stamp = tmp_path / ".venv-peers" / "lib" / ".stamp-install"
+    stamp.parent.mkdir(parents=True)
+    digest = hashlib.sha256((peers / "lib" / "requirements.txt").read_bytes() + (peers / "setup.sh").read_bytes())
+    stamp.write_text(digest.hexdigest() + "\n")
+    done = subprocess.run(["bash", str(peers / "setup.sh"), "all"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "up to date" in done.stdout and "zz-not-a-library" not in done.stdout + done.stderr
+    unknown = subprocess.run(["bash", str(peers / "setup.sh"), "zz-not-a-library"], capture_output=True, text=True)
+    assert unknown.returncode == 2 and "unknown library 'zz-not-a-library'" in unknown.stderr

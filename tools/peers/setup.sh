@@ -28,7 +28,9 @@ setup_one() {
 
 if [ "${1:-}" = "all" ]; then
     for dir in tools/peers/*/; do
-        [ -f "$dir/requirements.txt" ] && setup_one "$(basename "$dir")"
+        # not every folder is a library (reference/ holds published numbers): an `if`, so that the
+        # loop's status is not the last test's
+        if [ -f "$dir/requirements.txt" ]; then setup_one "$(basename "$dir")"; fi
     done
 else
     setup_one "${1:?usage: tools/peers/setup.sh LIB|all}"
