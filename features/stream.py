@@ -13,7 +13,7 @@ the batch; the per-user applied (partition, offset) in the row makes the re-deli
 crash the same bad message can appear twice (its ``dlq.source_*`` headers identify it).
 
 SIGTERM / SIGINT: the current batch is finished (written + committed), then the consumer leaves the group and
-the process exits 0.
+the process exits 0. SIGUSR1: every thread's stack is printed to stderr and the processor goes on.
 
 Command line: features/stream_cli.py (the ``hymirec stream`` sub-commands)::
 
@@ -26,6 +26,7 @@ type, no broker reachable, unreadable item-codes table). Nothing is written when
 """
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import socket
@@ -183,6 +184,9 @@ class StreamProcessor:
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        # SIGUSR1 prints every thread's stack to stderr and the processor goes on: how to see where a stuck
+        # processor (alive, not polling, not committing) waits, without stopping it.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     def run(self) -> BatchResult:
         """Consume until stopped (signal, ``idle_exit_s``, ``max_runtime_s``); returns the totals."""

@@ -65,6 +65,8 @@ def _wait_progress(broker, group, topic, before: int, proc, timeout: float = 150
             return now
         assert proc.is_alive(), f"processor exited early with code {proc.exitcode}"
         time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGUSR1)  # the processor prints its threads' stacks (captured stderr below)
+    time.sleep(1.0)
     raise AssertionError(f"processor made no progress in {timeout:.0f} s (committed {before})\n"
                          + _group_story(broker, group))
 
