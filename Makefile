@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench bench-quality bench-quality-report clean
+.PHONY: setup demo test bench bench-quality bench-quality-report bench-page clean
 
 setup:
 	@tools/setup.sh
@@ -25,11 +25,18 @@ bench: setup
 	$(PY) -m hymirec.cli bench quality --peers none --no-ablations --seeds 0
 
 bench-quality: setup
-	tools/peers/setup.sh all
-	$(PY) -m hymirec.cli bench quality --plan training/bench/plans/quality.toml
+	bench/peers/setup.sh all
+	$(PY) -m hymirec.cli bench quality --plan bench/plans/quality.toml
 
 bench-quality-report: setup
-	$(PY) -m hymirec.cli bench quality --plan training/bench/plans/quality.toml --report-only
+	$(PY) -m hymirec.cli bench quality --plan bench/plans/quality.toml --report-only --out runs/ledger-report
+	cp runs/ledger-report/results.md bench/results/quality_table.md
+	cp runs/ledger-report/recall_at_k.png bench/results/quality_recall_at_k.png
+	$(PY) -m hymirec.cli bench page
+
+# BENCHMARKS.md from the committed records (bench/ledger, bench/records); tests fail when it is stale.
+bench-page: setup
+	$(PY) -m hymirec.cli bench page
 
 clean:
 	rm -rf runs .pytest_cache .hypothesis

@@ -1,7 +1,7 @@
 """Publishing interaction events: a small producer helper, topic creation, and the dataset replay.
 
 :func:`replay` publishes a dataset's interactions in time order (ties keep the dataset's per-user order), key =
-user id, value = the versioned JSON event of features.schemas. It is what ``hymirec stream replay`` runs, and what
+user id, value = the versioned JSON event of core.schemas. It is what ``hymirec stream replay`` runs, and what
 the demo and the benchmarks use.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import pandas as pd
 
-from .schemas import EventType, InteractionEvent, encode_event
+from core.schemas import EventType, InteractionEvent, encode_event
 
 log = logging.getLogger("hymirec.producer")
 
@@ -95,13 +95,16 @@ def frame_events(frame: pd.DataFrame, event_type: str = EventType.interaction.va
 
 
 def dataset_frame(dataset: Any) -> pd.DataFrame:
-    """A dataset name/path (training.data.load_dataset), an InteractionData, or a frame → interactions frame."""
+    """An interactions frame, or anything with ``to_frame()`` (training's InteractionData) → interactions frame.
+
+    Loading a dataset by name is the caller's job (the CLI passes training.data.load_dataset to
+    :func:`features.stream_cli.main`): features sits below training and never imports it.
+    """
     if isinstance(dataset, pd.DataFrame):
         return dataset
     if hasattr(dataset, "to_frame"):
         return dataset.to_frame()
-    from training.data import load_dataset
-    return load_dataset(dataset).to_frame()
+    raise TypeError(f"replay needs an interactions frame or a loaded dataset, not {type(dataset).__name__}")
 
 
 def replay(dataset: Any, bootstrap: str, topic: str = "interactions", limit: int | None = None,

@@ -2,7 +2,7 @@
 
 Loop (one consumer of a kafka-python consumer group, ``enable_auto_commit=False``)::
 
-    poll a batch → validate (features.schemas) → map item → codes (item-codes table; unknown items encoded on the
+    poll a batch → validate (core.schemas) → map item → codes (item-codes table; unknown items encoded on the
     fly from their embedding when one is available, else DLQ ``unknown_item``) → collapse the batch per user →
     read the users' rows → apply (features.store.apply_events) → write the changed rows → flush the DLQ →
     commit the batch's offsets
@@ -38,7 +38,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .item_codes import ItemCodeMapper, StreamConfigError
-from .schemas import MAX_EVENT_BYTES, BadEvent, parse_event
+from core.schemas import MAX_EVENT_BYTES, BadEvent, parse_event
 from .store.base import OnlineStore, StateEvent, StoreError, UserState, apply_events
 from .stream_metrics import StreamMetrics
 

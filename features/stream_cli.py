@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -122,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, load_dataset: Callable[[str], Any] | None = None) -> int:
+    """``hymirec stream ...``. ``load_dataset`` (name/path → dataset) is needed by ``replay`` only; the
+    ``hymirec`` CLI passes training's loader, since features does not import training."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=os.environ.get("HYMIREC_LOG", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -142,8 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "skipped": totals.skipped, "dlq": dict(totals.dlq)}), flush=True)
         elif args.command == "replay":
             from .producer import replay
+            if load_dataset is None:
+                raise StreamConfigError("replay needs a dataset loader: run it as `hymirec stream replay`")
             probe_bootstrap(args.bootstrap)
-            out = replay(args.dataset, args.bootstrap, topic=args.topic, limit=args.limit, rate=args.rate,
+            out = replay(load_dataset(args.dataset), args.bootstrap, topic=args.topic, limit=args.limit, rate=args.rate,
                          partitions=args.partitions)
             print(json.dumps(out), flush=True)
         elif args.command == "show":

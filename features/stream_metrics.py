@@ -3,7 +3,7 @@
     hymirec_stream_events_in_total                    messages polled from the topic
     hymirec_stream_events_applied_total               events appended to a user's history
     hymirec_stream_events_skipped_total{reason}       already_applied (replay / restart) | duplicate
-    hymirec_stream_events_dlq_total{reason}           messages sent to the DLQ, by reason (features.schemas.DLQ_REASONS)
+    hymirec_stream_events_dlq_total{reason}           messages sent to the DLQ, by reason (core.schemas.DLQ_REASONS)
     hymirec_stream_items_encoded_total                unknown items encoded on the fly from their embedding
     hymirec_stream_batches_total                      batches written and committed
     hymirec_stream_batch_write_seconds                histogram: store read-modify-write time per batch
@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import values as _prom_values
 
-from .schemas import DLQ_REASONS
+from core.schemas import DLQ_REASONS
 
 SKIP_REASONS = ("already_applied", "duplicate")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

@@ -74,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "stream":  # the streaming layer owns its whole argument parser
         from features.stream_cli import main as stream_main
+        from training.data import load_dataset
 
-        return int(stream_main(argv[1:]) or 0)
+        return int(stream_main(argv[1:], load_dataset=load_dataset) or 0)
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)

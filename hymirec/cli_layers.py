@@ -13,8 +13,8 @@ PLAN_OWNED = ("dataset", "set", "ablations", "peers", "seeds", "seeded_ablations
 
 
 def _bench_quality(args: argparse.Namespace) -> int:
-    from training.bench.plan import bench_quality_plan
-    from training.bench.quality import bench_quality
+    from bench.plan import bench_quality_plan
+    from bench.quality import bench_quality
 
     if args.plan:
         given = [f"--{k.replace('_', '-')}" for k in PLAN_OWNED if getattr(args, k) is not None]
@@ -27,6 +27,12 @@ def _bench_quality(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k) for k in PLAN_OWNED[2:] if getattr(args, k) is not None}  # else its defaults
     return bench_quality(args.dataset, args.out or "runs/bench", data_dir=args.data_dir, overrides=args.set,
                          ledger=args.ledger, **given)
+
+
+def _bench_page(args: argparse.Namespace) -> int:
+    from bench.results_page import write_page
+
+    return write_page(check=args.check)
 
 
 def _print(payload) -> None:
@@ -106,8 +112,9 @@ def _serving_args(parser: argparse.ArgumentParser) -> None:
 
 def _stream(args: argparse.Namespace) -> int:
     from features.stream_cli import main
+    from training.data import load_dataset
 
-    return main(args.rest)
+    return main(args.rest, load_dataset=load_dataset)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -159,7 +166,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "run, results.json / results.md / recall_at_k.png under --out. Re-running with the same --out "
                     "resumes (finished runs are skipped).")
     quality.add_argument("--plan", help="a TOML plan: every dataset with its own budget, seeds, peers and "
-                                        "ablations (training/bench/plans/quality.toml = the BENCHMARKS.md table)")
+                                        "ablations (bench/plans/quality.toml = the BENCHMARKS.md table)")
     quality.add_argument("--report-only", action="store_true",
                          help="with --plan: train nothing; write the table from what is on disk and list the runs "
                               "still missing")
@@ -196,3 +203,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                          help="budget rule: at most T seconds of training per model, checked at epoch ends; "
                               "0 = none (default 400)")
     quality.set_defaults(handler=_bench_quality)
+    page = bench.add_parser("page", help="write BENCHMARKS.md from the committed benchmark records")
+    page.add_argument("--check", action="store_true", help="only check that BENCHMARKS.md is current (exit 1 if not)")
+    page.set_defaults(handler=_bench_page)

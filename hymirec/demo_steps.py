@@ -29,6 +29,7 @@ def stream_step(run_dir: str, dataset: str) -> None:
     from features.stream import StreamConfig
     from features.stream_cli import run_processor
     from serving.triton_server import free_port
+    from training.data import load_dataset
 
     print("== 2. streaming: Kafka → stream processor → Feast online store (SQLite)")
     kafka_dir = Path(run_dir).resolve() / "kafka"
@@ -46,7 +47,7 @@ def stream_step(run_dir: str, dataset: str) -> None:
             print(f"item codes of {len(ids)} items written to the online store")
         finally:
             store.close()
-        published = replay(dataset, bootstrap, topic="interactions")
+        published = replay(load_dataset(dataset), bootstrap, topic="interactions")
         print(f"replayed {json.dumps(published)}")
         totals = run_processor(StreamConfig(bootstrap=bootstrap, topic="interactions", idle_exit_s=3.0),
                                store_cfg, run_dir, install_signals=False)
@@ -78,7 +79,7 @@ def export_step(run_dir: str, dataset: str) -> None:
 def serve_step(run_dir: str, dataset: str) -> None:
     from dataclasses import replace
 
-    from features.artifacts import RunLayout
+    from core.artifacts import RunLayout
     from serving.app import format_result, recommend_once
     from serving.config import ServingConfig
     from serving.index import build_run_index

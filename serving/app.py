@@ -7,7 +7,7 @@
                    possibly degraded; 503 before start-up finished)
     GET  /metrics  Prometheus text format
 
-A valid request never gets a 5xx: a failing dependency degrades the answer (see serving/pipeline.py). Invalid
+A valid request never gets a 5xx: a failing dependency degrades the answer (see serving/request_path.py). Invalid
 requests get a 422 with one readable message per bad field.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from serving.config import ServingConfig
-from serving.pipeline import MODES, REASONS, RecommendPipeline
+from serving.request_path import MODES, REASONS, RecommendPipeline
 
 log = logging.getLogger(__name__)
 

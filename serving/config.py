@@ -2,7 +2,7 @@
 
 Environment variables (all optional):
 
-    HYMIREC_ARTIFACT_DIR   run directory (features.artifacts.RunLayout)        default runs/latest
+    HYMIREC_ARTIFACT_DIR   run directory (core.artifacts.RunLayout)        default runs/latest
     HYMIREC_TRITON_URL     Triton gRPC host:port; "" or "off" disables Triton   default 127.0.0.1:8001
     HYMIREC_MILVUS_URI     Milvus Lite path or server URI                      default <artifact_dir>/milvus.db
     HYMIREC_FEAST_REPO     online-store config file (YAML/JSON, features.store.StoreConfig.from_file);

@@ -235,7 +235,7 @@ def build_index(uri: str, vectors: np.ndarray, alias: str = "hymirec_items", **k
 
 
 def build_run_index(run_dir: str, uri: str | None = None, alias: str = "hymirec_items", **kwargs) -> IndexBuild:
-    from features.artifacts import RunLayout
+    from core.artifacts import RunLayout
 
     layout = RunLayout.at(run_dir)
     vectors = np.load(layout.item_vectors)

@@ -5,12 +5,12 @@
     encode  history_emb, history_mask                → coarse                        (ONNX Runtime, in-process)
     refine  coarse, recent_emb, recent_mask          → interests, model_version      (Triton, gRPC)
     search  interests, k, seen                       → cand_ids, cand_scores, index_version (Milvus, nq = K)
-    merge   cand_ids, cand_scores, k, seen           → items, scores, interest       (features.retrieval)
+    merge   cand_ids, cand_scores, k, seen           → items, scores, interest       (core.retrieval)
 
 Fallbacks (flagged by the pipeline): `coarse` (coarse interests through the exported coarse head, when Triton
 is down) and `popular` (item popularity, when Milvus is down or the user is unknown).
 Constructors do no I/O; `start()` loads artifacts and opens clients. Serving never imports `training`: every
-file comes from the run directory through features.artifacts.RunLayout.
+file comes from the run directory through core.artifacts.RunLayout.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from features.artifacts import RunLayout, sha256_file
+from core.artifacts import RunLayout, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -374,7 +374,7 @@ class Search(Stage):
 
 
 class Merge(Stage):
-    """features.retrieval.merge_interest_candidates: max over interests, dedup, quotas, seen filtered, stable."""
+    """core.retrieval.merge_interest_candidates: max over interests, dedup, quotas, seen filtered, stable."""
 
     name = "merge"
     inputs = ("cand_ids", "cand_scores", "k", "exclude", "interest_mask")
@@ -384,7 +384,7 @@ class Merge(Stage):
         self.quotas = quotas
 
     def run(self, inputs: dict) -> dict:
-        from features.retrieval import merge_interest_candidates
+        from core.retrieval import merge_interest_candidates
 
         ids = inputs["cand_ids"]
         quotas = list(self.quotas) if self.quotas and len(self.quotas) == ids.shape[0] else None

@@ -25,7 +25,7 @@ python3 -m hymirec.cli train --quiet --dataset "$dataset" --config "$config" --r
     --set train.device="$device" | tail -n 40
 cp "$full/metrics.json" "$out/full-metrics.json"
 
-# The K = 3 ablation as the bench trains it: stage 2 alone on the full run's stage 1 (training/bench/methods.py).
+# The K = 3 ablation as the bench trains it: stage 2 alone on the full run's stage 1 (bench/methods.py).
 k3=${WORK:-/tmp/gpu-check}/k3
 python3 -m hymirec.cli train --quiet --dataset "$dataset" --config "$config" --run-dir "$k3" \
     --set train.device="$device" --set hybrid.n_interests=3 --set train_sasrec=false --set "stage1_from=$full" | tail -n 40

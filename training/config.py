@@ -9,7 +9,11 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+import types
+import typing
 from typing import Any
+
+from features.codebook import CodebookConfig
 
 
 @dataclass
@@ -28,37 +32,52 @@ class ItemEncoderConfig:
 
 
 @dataclass
-class CodebookSettings:
+class LightweightConfig:
+    """The lightweight recommender's own settings (``hybrid.lightweight.*``). Its input width (d_item, from
+    the item embeddings) and output width (d_llm, the LLM's) are not settings: the model is built with them."""
+
+    model_dim: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    n_coarse: int = 4  # K_c coarse interests
+    max_len: int = 1024  # position table: the longest history it can read
+    dropout: float = 0.1
+
+
+@dataclass
+class LLMRecommenderConfig:
+    """The LLM recommender's backbone settings (``hybrid.llm.*``). What the rest of the model decides — K, the
+    input width d_item, the retrieval width d_out, the serving anchor — is passed to :class:`LLMRecommender`."""
+
+    path: str | None = None  # local pretrained HF directory; None = the small Qwen2 below, trained from scratch
+    hidden: int = 128  # ignored when ``path`` is given (the pretrained model's width wins)
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 256
+    dropout: float = 0.1  # attention dropout of the backbone, and the projection head's
+    input_dropout: float = 0.0  # dropout on the recent-item input embeddings (training only; the Qwen2 backbone
+    #   has attention dropout only); not measured yet: every BENCHMARKS.md row ran with 0
+
+
+def _training_codebook() -> CodebookConfig:
     # 6 × 1024 (uint16 codes, 12 B/item = 128× fewer bytes than 384-d float32) is the smallest shape that
-    # reached reconstruction cos ≥ 0.90 on real item embeddings (BENCHMARKS.md, tools/measure_codebook.py).
-    n_layers: int = 6
-    codebook_size: int = 1024
-    kmeans_iters: int = 25
+    # reached reconstruction cos ≥ 0.90 on real item embeddings (BENCHMARKS.md, bench/codebook.py).
+    # A training run fits it with the run's seed (train.seed), so codebook.seed is not used there.
+    return CodebookConfig(n_layers=6, codebook_size=1024, kmeans_iters=25)
 
 
 @dataclass
 class HybridConfig:
-    """Stage 2: lightweight recommender + LLM recommender + DMIL."""
+    """Stage 2: lightweight recommender + LLM recommender + DMIL. The two recommenders' own settings are
+    nested sub-configs (``hybrid.lightweight.*``, ``hybrid.llm.*``), as Hugging Face nests a model's parts."""
 
-    long_len: int = 200  # long history fed to the lightweight recommender during training (max 1024)
-    max_long_len: int = 1024  # position table size of the lightweight recommender
+    long_len: int = 200  # long history fed to the lightweight recommender during training (≤ lightweight.max_len)
     recent_n: int = 10  # N most recent items given exactly to the LLM recommender
-    n_coarse: int = 4  # K_c coarse interests
     n_interests: int = 3  # K refined interests (interest queries)
     window: int = 10  # W window-based targets
-    light_dim: int = 64
-    light_layers: int = 2
-    light_heads: int = 2
-    llm_path: str | None = None  # local pretrained HF causal-LM directory; None = small local config
-    llm_hidden: int = 128
-    llm_layers: int = 2
-    llm_heads: int = 4
-    llm_kv_heads: int = 2
-    llm_intermediate: int = 256
     out_dim: int = 64  # retrieval space (item vectors and interests)
-    dropout: float = 0.1
-    input_dropout: float = 0.0  # dropout on the LLM's recent-item inputs (the Qwen2 backbone has attention dropout
-    #   only); not measured yet: every BENCHMARKS.md row ran with 0
+    item_tower_dropout: float = 0.1  # the item tower's projection head
     temperature: float = 0.07  # initial; learnable, clamped to [0.01, 1]
     n_negatives: int = 512  # sampled random negatives per step (shared by the batch); ≥ n_items or -1 = every item
     next_item_weight: float = 0.0  # weight of the dense next-item loss on the LLM's recent-item positions
@@ -69,7 +88,7 @@ class HybridConfig:
     use_codebook: bool = True  # False = exact embeddings for the long history (ablation)
     use_lightweight: bool = True  # False = no coarse interests (ablation)
     use_llm: bool = True  # False = the coarse interests go straight through the head (ablation: no LLM recommender;
-    #   K = n_coarse interests; the same path serving's degraded mode takes when Triton is down)
+    #   K = lightweight.n_coarse interests; the same path serving's degraded mode takes when Triton is down)
     item_id_residual: bool = False  # add a learned id embedding to the item tower (off = paper-faithful)
     item_norm: bool = False  # learned per-item norm of the item vectors: score = |v_i| · cos(interest, v_i), a
     #   popularity prior that inner-product search (Milvus IP) keeps; off = unit vectors (paper-faithful cosine)
@@ -80,6 +99,8 @@ class HybridConfig:
     id_init: str = "zeros"  # "sasrec" = start the id tables (item tower residual; a recent_id_dim table of the
     #   same width) from the same run's trained SASRec item embeddings: collaborative ids, as CoLLM-style
     #   LLM recommenders take them from a conventional model; its training time is counted as HyMiRec's
+    lightweight: LightweightConfig = field(default_factory=LightweightConfig)
+    llm: LLMRecommenderConfig = field(default_factory=LLMRecommenderConfig)
 
 
 @dataclass
@@ -107,7 +128,7 @@ class RunConfig:
     dataset: str = "synthetic"  # "synthetic" or a path to a dataset folder/file
     run_dir: str = "runs/latest"
     item_encoder: ItemEncoderConfig = field(default_factory=ItemEncoderConfig)
-    codebook: CodebookSettings = field(default_factory=CodebookSettings)
+    codebook: CodebookConfig = field(default_factory=_training_codebook)
     hybrid: HybridConfig = field(default_factory=HybridConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     train_sasrec: bool = True
@@ -119,28 +140,16 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
-        sections = {"item_encoder": ItemEncoderConfig, "codebook": CodebookSettings,
-                    "hybrid": HybridConfig, "train": TrainConfig}
-        kwargs: dict[str, Any] = {}
-        for key, value in raw.items():
-            if key in sections:
-                known = {f.name for f in dataclasses.fields(sections[key])}
-                unknown = set(value) - known
-                if unknown:
-                    raise ValueError(f"config section '{key}': unknown field(s) {sorted(unknown)}")
-                kwargs[key] = sections[key](**value)
-            elif key in {f.name for f in dataclasses.fields(cls)}:
-                kwargs[key] = value
-            else:
-                raise ValueError(f"config: unknown field '{key}'")
-        return cls(**kwargs)
+        """Build from a (nested) dict, checking every key and value type; errors name the dotted field."""
+        return build_dataclass(cls, raw, "")
 
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
         return cls.from_dict(json.loads(Path(path).read_text()))
 
     def override(self, dotted: list[str]) -> "RunConfig":
-        """Apply `section.field=value` overrides (values parsed as JSON when possible)."""
+        """Apply ``section.field=value`` overrides (nested: ``hybrid.llm.layers=4``). Values are parsed as JSON
+        when possible, else taken as strings, then checked against the field's type."""
         raw = self.to_dict()
         for item in dotted:
             if "=" not in item:
@@ -152,11 +161,52 @@ class RunConfig:
                 parsed = value
             target = raw
             parts = key.split(".")
-            for part in parts[:-1]:
+            for depth, part in enumerate(parts[:-1]):
                 if part not in target or not isinstance(target[part], dict):
-                    raise ValueError(f"override '{item}': unknown section '{part}'")
+                    where = ".".join(parts[: depth + 1])
+                    raise ValueError(f"override '{item}': '{where}' is not a config section")
                 target = target[part]
             if parts[-1] not in target:
-                raise ValueError(f"override '{item}': unknown field '{parts[-1]}'")
+                raise ValueError(f"override '{item}': unknown field '{key}'")
+            if isinstance(target[parts[-1]], dict):
+                raise ValueError(f"override '{item}': '{key}' is a section; set one of its fields")
             target[parts[-1]] = parsed
-        return RunConfig.from_dict(raw)
+        try:
+            return RunConfig.from_dict(raw)
+        except ValueError as exc:
+            raise ValueError(f"override {list(dotted)}: {exc}") from None
+
+
+def _check_value(value: Any, hint: Any, where: str) -> Any:
+    """``value`` if it fits the type ``hint`` (ints are accepted for floats), else a ValueError naming ``where``."""
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a section (dict), got {value!r}")
+        return build_dataclass(hint, value, where + ".")
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
+        else (hint,)
+    for option in options:
+        if option is type(None) and value is None:
+            return None
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if option is str and isinstance(value, str):
+            return value
+    names = " or ".join("None" if o is type(None) else getattr(o, "__name__", str(o)) for o in options)
+    raise ValueError(f"{where}: expected {names}, got {value!r}")
+
+
+def build_dataclass(cls: type, raw: dict[str, Any], prefix: str):
+    """``cls(**raw)`` with nested sections built recursively and every field's type checked."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ValueError(f"config{' section ' + repr(prefix[:-1]) if prefix else ''}: unknown field(s) {unknown}")
+    return cls(**{key: _check_value(value, hints[key], prefix + key) for key, value in raw.items()})

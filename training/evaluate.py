@@ -4,9 +4,9 @@
   Recall@k = HR@k = ``rank < k``.
 * Item 0 (padding) and the user's earlier items are masked; the target itself is never masked (a
   re-consumed item stays reachable).
-* Ties: score descending, then item id ascending — the same order as ``features.retrieval``.
+* Ties: score descending, then item id ascending — the same order as ``core.retrieval``.
 * Multi-interest models are scored with exactly the serving path: per-interest exact top-n lists
-  merged by :func:`features.retrieval.merge_interest_candidates`. With ``n = max_k + #excluded`` the
+  merged by :func:`core.retrieval.merge_interest_candidates`. With ``n = max_k + #excluded`` the
   merged top-k equals the top-k of the full max-over-interests ranking (tested).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from features.retrieval import merge_interest_candidates, topn_rows
+from core.retrieval import merge_interest_candidates, topn_rows
 
 DEFAULT_KS: tuple[int, ...] = (10, 20, 50)
 

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.config import HybridConfig
-from training.lightweight import LightweightConfig, LightweightEncoder
-from training.llm_recommender import LLMRecommender, LLMRecommenderConfig, ProjectionHead
+from training.lightweight import LightweightEncoder
+from training.llm_recommender import LLMRecommender, ProjectionHead
 
 
 class ItemTower(nn.Module):
@@ -51,20 +51,14 @@ class HybridRecommender(nn.Module):
             raise ValueError("hybrid: anchor_last_item=true needs next_item_weight > 0 (only the dense next-item loss "
                              "trains the newest recent state that it adds to every interest)")
         self.config = config
-        self.llm = LLMRecommender(LLMRecommenderConfig(
-            item_dim=item_dim, n_interests=config.n_interests, out_dim=config.out_dim,
-            llm_path=config.llm_path, hidden=config.llm_hidden, layers=config.llm_layers,
-            heads=config.llm_heads, kv_heads=config.llm_kv_heads, intermediate=config.llm_intermediate,
-            max_positions=max(512, config.n_coarse + config.recent_n + config.n_interests + 8),
-            dropout=config.dropout, input_dropout=config.input_dropout, anchor_last_item=config.anchor_last_item,
-        ))
-        llm_width = self.llm.config.hidden  # the pretrained backbone decides when llm_path is given
-        self.lightweight = LightweightEncoder(LightweightConfig(
-            item_dim=item_dim, model_dim=config.light_dim, n_layers=config.light_layers,
-            n_heads=config.light_heads, n_coarse=config.n_coarse, out_dim=llm_width,
-            max_len=config.max_long_len, dropout=config.dropout,
-        )) if config.use_lightweight else None
-        self.item_tower = ItemTower(item_dim, config.out_dim, config.dropout,
+        n_coarse = config.lightweight.n_coarse
+        self.llm = LLMRecommender(
+            config.llm, item_dim, config.n_interests, config.out_dim,
+            max_positions=max(512, n_coarse + config.recent_n + config.n_interests + 8),
+            anchor_last_item=config.anchor_last_item)
+        llm_width = self.llm.hidden  # the pretrained backbone decides when hybrid.llm.path is given
+        self.lightweight = LightweightEncoder(config.lightweight, item_dim, llm_width) if config.use_lightweight else None
+        self.item_tower = ItemTower(item_dim, config.out_dim, config.item_tower_dropout,
                                     n_items if config.item_id_residual else None,
                                     n_items if config.item_norm else None)
         self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1.0 / config.temperature))))

@@ -9,23 +9,11 @@ ONNX export keeps dynamic batch and history-length axes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-@dataclass
-class LightweightConfig:
-    item_dim: int = 384  # d_item: width of the (decoded) item embeddings
-    model_dim: int = 64
-    n_layers: int = 2
-    n_heads: int = 2
-    n_coarse: int = 4  # K_c
-    out_dim: int = 128  # d_llm: width of the LLM recommender
-    max_len: int = 1024
-    dropout: float = 0.1
+from training.config import LightweightConfig  # defined beside the run config, as HF keeps configuration files
 
 
 class CausalBlock(nn.Module):
@@ -56,11 +44,12 @@ class LightweightEncoder(nn.Module):
     Histories are right-aligned (most recent item last); T ≤ max_len.
     """
 
-    def __init__(self, config: LightweightConfig):
+    def __init__(self, config: LightweightConfig, item_dim: int, out_dim: int):
         super().__init__()
         self.config = config
+        self.item_dim, self.out_dim = item_dim, out_dim  # d_item in, d_llm out
         dim = config.model_dim
-        self.input = nn.Sequential(nn.Linear(config.item_dim, dim), nn.LayerNorm(dim))
+        self.input = nn.Sequential(nn.Linear(item_dim, dim), nn.LayerNorm(dim))
         # Positions count back from the most recent item, so position 0 is always "latest".
         self.positions = nn.Embedding(config.max_len, dim)
         self.interest_tokens = nn.Parameter(torch.randn(config.n_coarse, dim) * 0.02)
@@ -68,7 +57,7 @@ class LightweightEncoder(nn.Module):
             CausalBlock(dim, config.n_heads, config.dropout) for _ in range(config.n_layers)
         )
         self.norm = nn.LayerNorm(dim)
-        self.out = nn.Linear(dim, config.out_dim)
+        self.out = nn.Linear(dim, out_dim)
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, history_emb: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:

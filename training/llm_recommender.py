@@ -4,42 +4,24 @@ Input sequence (all embeddings, no words):
     [e_{t-N+1} .. e_t]  ⊕  [coarse_1 .. coarse_Kc]  ⊕  [q_1 .. q_K]
 The last-layer states at the K interest-query positions go through a projection head and L2
 normalisation: those are the K refined interests. Default backbone: a small Qwen2 config built
-locally (random init, trained here); `llm_path` loads any local pretrained HF directory instead.
+locally (random init, trained here); `hybrid.llm.path` loads any local pretrained HF directory instead.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-@dataclass
-class LLMRecommenderConfig:
-    item_dim: int = 384  # d_item of the exact recent-item embeddings
-    n_interests: int = 3  # K
-    out_dim: int = 64  # retrieval space
-    llm_path: str | None = None
-    hidden: int = 128
-    layers: int = 2
-    heads: int = 4
-    kv_heads: int = 2
-    intermediate: int = 256
-    max_positions: int = 512
-    dropout: float = 0.1
-    input_dropout: float = 0.0  # dropout on the recent-item input embeddings (training only)
-    anchor_last_item: bool = False  # served interest_k = normalise(head(query_k) + head(state after the newest item))
+from training.config import LLMRecommenderConfig  # defined beside the run config, as HF keeps configuration files
 
 
-def build_backbone(config: LLMRecommenderConfig) -> nn.Module:
-    """A Qwen2 decoder (no LM head). Local files only: nothing is fetched from a hub."""
+def build_backbone(config: LLMRecommenderConfig, max_positions: int) -> tuple[nn.Module, int]:
+    """A Qwen2 decoder (no LM head) and its width. Local files only: nothing is fetched from a hub."""
     from transformers import AutoModel, Qwen2Config
 
-    if config.llm_path:
-        model = AutoModel.from_pretrained(config.llm_path, local_files_only=True)
-        config.hidden = int(model.config.hidden_size)
-        return model
+    if config.path:
+        model = AutoModel.from_pretrained(config.path, local_files_only=True)
+        return model, int(model.config.hidden_size)
     backbone_config = Qwen2Config(
         hidden_size=config.hidden,
         num_hidden_layers=config.layers,
@@ -47,11 +29,11 @@ def build_backbone(config: LLMRecommenderConfig) -> nn.Module:
         num_key_value_heads=config.kv_heads,
         intermediate_size=config.intermediate,
         vocab_size=16,  # never used: the model only sees inputs_embeds
-        max_position_embeddings=config.max_positions,
+        max_position_embeddings=max_positions,
         attention_dropout=config.dropout,
     )
     backbone_config._attn_implementation = "sdpa"
-    return AutoModel.from_config(backbone_config)
+    return AutoModel.from_config(backbone_config), config.hidden
 
 
 class ProjectionHead(nn.Module):
@@ -80,19 +62,24 @@ class LLMRecommender(nn.Module):
     dense next-item loss (`HybridConfig.next_item_weight`) trains; the queries still see everything.
     """
 
-    def __init__(self, config: LLMRecommenderConfig):
+    def __init__(self, config: LLMRecommenderConfig, item_dim: int, n_interests: int, out_dim: int,
+                 max_positions: int = 512, anchor_last_item: bool = False):
         super().__init__()
-        self.backbone = build_backbone(config)  # sets config.hidden when loading a pretrained model
         self.config = config
-        self.recent_in = nn.Sequential(nn.Linear(config.item_dim, config.hidden), nn.LayerNorm(config.hidden))
+        self.item_dim, self.n_interests, self.out_dim = item_dim, n_interests, out_dim
+        self.max_positions = max_positions
+        # served interest_k = normalise(head(query_k) + head(state after the newest item)) when anchored
+        self.anchor_last_item = anchor_last_item
+        self.backbone, self.hidden = build_backbone(config, max_positions)  # d_llm
+        self.recent_in = nn.Sequential(nn.Linear(item_dim, self.hidden), nn.LayerNorm(self.hidden))
         self.input_drop = nn.Dropout(config.input_dropout)
-        self.interest_queries = nn.Parameter(torch.randn(config.n_interests, config.hidden) * 0.02)
-        self.head = ProjectionHead(config.hidden, config.out_dim, config.dropout)
+        self.interest_queries = nn.Parameter(torch.randn(n_interests, self.hidden) * 0.02)
+        self.head = ProjectionHead(self.hidden, out_dim, config.dropout)
 
     def hidden_states(self, coarse: torch.Tensor, recent_emb: torch.Tensor, recent_mask: torch.Tensor) -> torch.Tensor:
         """→ last-layer states [B, N + K_c + K, d_llm] in token order (recent, coarse, queries)."""
         b = recent_emb.shape[0]
-        k = self.config.n_interests
+        k = self.n_interests
         recent = self.input_drop(self.recent_in(recent_emb)) * recent_mask[..., None]
         queries = self.interest_queries[None].expand(b, k, -1)
         inputs = torch.cat([recent, coarse.to(recent.dtype), queries], dim=1)
@@ -110,7 +97,7 @@ class LLMRecommender(nn.Module):
         an ensemble of two predictors of the same user (measured in BENCHMARKS.md)."""
         hidden = self.hidden_states(coarse, recent_emb, recent_mask)
         n = recent_emb.shape[1]
-        interests = self.head(hidden[:, -self.config.n_interests:].float())
-        if self.config.anchor_last_item and n > 0:
+        interests = self.head(hidden[:, -self.n_interests:].float())
+        if self.anchor_last_item and n > 0:
             interests = F.normalize(interests + self.head(hidden[:, n - 1:n].float()), dim=-1)
         return interests

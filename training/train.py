@@ -1,7 +1,7 @@
 """`hymirec train`: the whole two-stage HyMiRec run, plus the popularity and SASRec baselines.
 
-    data → split → baselines → stage 1 (item embeddings) → codebook → stage 2 (hybrid + DMIL)
-         → test metrics → artifacts in the run directory (features/artifacts.py RunLayout)
+    start_run (data → split) → train_baselines → train_stage1 (item embeddings) → fit_run_codebook
+        → train_stage2 (hybrid + DMIL, test metrics) → write_run (artifacts: core/artifacts.py RunLayout)
 
 Besides the metrics, the run directory gets each method's test top-100 lists (popularity, SASRec, HyMiRec),
 written under the peer protocol's rule (docs/peers.md: the user's whole history masked, the target unknown),
@@ -9,14 +9,18 @@ so the quality bench scores our methods and the peer libraries' lists with one c
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from features.artifacts import RunLayout, write_json_atomic
+from core.artifacts import RunLayout, write_json_atomic
+from features.codebook import CodebookConfig
 from training.config import RunConfig
 
 
@@ -32,16 +36,16 @@ def item_texts_or_ids(data) -> list[str]:
     return [t if t else f"item {raw}" for t, raw in zip(texts, data.item_ids)]
 
 
-def fit_codebook(item_embeddings: np.ndarray, settings, seed: int, log=print):
-    """Fit on the item pool (rows 1..n), encode every item. Codebook size shrinks for tiny catalogues."""
-    from features.codebook import CodebookConfig, ResidualCodebook
+def fit_codebook(item_embeddings: np.ndarray, settings: CodebookConfig, seed: int, log=print):
+    """Fit on the item pool (rows 1..n), encode every item with ``settings`` and the run's seed (one seed per
+    run). The codebook size shrinks for tiny catalogues."""
+    from features.codebook import ResidualCodebook
 
     pool = item_embeddings[1:]
     size = min(settings.codebook_size, max(2, len(pool) // 4))
     if size != settings.codebook_size:
         log(f"[codebook] {len(pool)} items: codebook size reduced {settings.codebook_size} → {size}")
-    codebook = ResidualCodebook.fit(pool, CodebookConfig(n_layers=settings.n_layers, codebook_size=size,
-                                                         kmeans_iters=settings.kmeans_iters, seed=seed))
+    codebook = ResidualCodebook.fit(pool, dataclasses.replace(settings, codebook_size=size, seed=seed))
     codes, scales = codebook.encode_with_scales(pool)
     pad = np.zeros((1, codes.shape[1]), codes.dtype)
     return codebook, np.concatenate([pad, codes]), np.concatenate([np.zeros((1, scales.shape[1]), scales.dtype), scales])
@@ -132,18 +136,49 @@ def init_ids_from_sasrec(model, config: RunConfig, sasrec=None, log=print) -> di
     return {"from": "sasrec", "run": source, "tables": tables_set}
 
 
-def run_training(config: RunConfig, progress: bool = True, log=print, data=None) -> dict:
-    """The whole run into ``config.run_dir``; returns metrics.json's content.
-
-    ``data``: an already loaded InteractionData of ``config.dataset`` (the quality bench passes the one it
-    exported the peer split from, so every seed and ablation trains on the very same data).
-    """
-    from training.data import dataset_summary, leave_one_out
-    from training.evaluate import evaluate_rankings, popularity_topk
-    from training.hybrid import HybridRecommender
+def content_item_embeddings(config: RunConfig, data, train_sequences, device, progress: bool = True, log=print):
+    """Stage 1 on item text: fine-tune the content encoder on next-item pairs, then encode every item.
+    Returns (item_emb float32 [n_items+1, d] with row 0 = 0, the encoder, its record). The DAG's
+    refresh_item_embeddings step calls this too, so a retrain's stage 1 is the training run's. Seeding torch is the
+    caller's: inside a run, SASRec has drawn from the generator before (the run's numbers depend on that order)."""
     from training.item_encoder import ContentItemEncoder, finetune_item_encoder
-    from training.sasrec import SASRecConfig, train_sasrec
-    from training.stage2 import ItemTables, pick_device, train_hybrid
+
+    encoder = ContentItemEncoder(config.item_encoder).to(device)
+    texts = item_texts_or_ids(data)
+    stats = finetune_item_encoder(encoder, texts, train_sequences, config.item_encoder, config.train.seed,
+                                  progress, log)
+    item_emb = encoder.encode(texts, config.item_encoder.encode_batch, progress).astype(np.float32)
+    item_emb[0] = 0
+    record = {"kind": "content_encoder", "backbone": encoder.path, "pooling": encoder.pooling, "finetune": stats}
+    return item_emb, encoder, record
+
+
+@dataclass
+class RunState:
+    """What the named training steps hand each other (one run, one run directory)."""
+
+    config: RunConfig
+    data: Any
+    split: Any
+    layout: RunLayout
+    device: Any
+    progress: bool
+    log: Callable
+    metrics: dict
+    started: float
+    sasrec: Any = None  # the trained SASRec (its item table is stage 1 without text, and HyMiRec's id init)
+    item_emb: np.ndarray | None = None  # stage 1: [n_items+1, d_item] float32
+    codebook: Any = None
+    codes: np.ndarray | None = None  # [n_items+1, L]
+    scales: np.ndarray | None = None
+    model: Any = None  # the trained HybridRecommender
+    exact: Any = None  # item_emb on the device
+
+
+def start_run(config: RunConfig, progress: bool = True, log=print, data=None) -> RunState:
+    """Load the data and split it (leave-one-out); nothing is trained yet."""
+    from training.data import dataset_summary, leave_one_out
+    from training.stage2 import pick_device
 
     if config.hybrid.id_init == "sasrec" and not config.train_sasrec and not (
             config.stage1_from and RunLayout.at(config.stage1_from).sasrec.is_file()):
@@ -154,114 +189,151 @@ def run_training(config: RunConfig, progress: bool = True, log=print, data=None)
     layout = RunLayout.at(config.run_dir).ensure()
     device = pick_device(config.train.device)
     data = data if data is not None else load_run_data(config.dataset, config.train.seed)
-    split = leave_one_out(data)
     summary = dataset_summary(data)
     log(f"[data] {data.name}: {summary}")
     metrics: dict = {"dataset": summary, "device": str(device), "config": config.to_dict()}
+    return RunState(config, data, leave_one_out(data), layout, device, progress, log, metrics, started)
 
-    counts = np.bincount(np.concatenate(split.train), minlength=data.n_items + 1).astype(np.int64)
-    counts[0] = 0
-    metrics["popularity"] = {
+
+def train_baselines(state: RunState) -> None:
+    """Popularity, and SASRec (also stage 1 when the dataset has no text); their test top-K lists."""
+    from training.evaluate import evaluate_rankings, popularity_topk
+    from training.sasrec import SASRecConfig, train_sasrec
+
+    config, split, layout, data, m = state.config, state.split, state.layout, state.data, state.metrics
+    m["popularity"] = {
         name: evaluate_rankings(popularity_topk(split.train, data.n_items, part.histories, 50), part.targets)
         for name, part in (("valid", split.valid), ("test", split.test))}
     t0 = time.perf_counter()
     np.save(layout.topk_test_popularity, popularity_topk(split.train, data.n_items, split.test.histories, TOPK_LISTS))
-    metrics["popularity"]["inference_ms_per_user"] = 1000 * (time.perf_counter() - t0) / max(1, len(split.test))
+    m["popularity"]["inference_ms_per_user"] = 1000 * (time.perf_counter() - t0) / max(1, len(split.test))
     np.save(layout.test_users, split.test.users.astype(np.int64))
-    log(f"[popularity] test {metrics['popularity']['test']}")
+    state.log(f"[popularity] test {m['popularity']['test']}")
 
-    # SASRec baseline. Without item text its item table is also HyMiRec's stage-1 embedding.
-    sasrec = None
     layout.topk_test_sasrec.unlink(missing_ok=True)  # never leave a previous run's lists behind
-    if config.train_sasrec or (not data.has_text and not config.stage1_from):
-        t0 = time.perf_counter()
-        sas_cfg = SASRecConfig(dim=config.item_encoder.id_embedding_dim if not data.has_text else 64,
-                               epochs=config.train.sasrec_epochs, lr=config.train.sasrec_lr,
-                               seed=config.train.seed, max_train_seconds=config.train.max_train_seconds)
-        sasrec, sas_hist = train_sasrec(split.train, data.n_items, split.valid, sas_cfg, device, progress, log,
-                                        config.train.max_eval_users)
-        train_seconds = time.perf_counter() - t0
-        test, topk, infer_seconds = sasrec_test(sasrec, split.test)
-        np.save(layout.topk_test_sasrec, topk)
-        metrics["sasrec"] = {"valid_best_ndcg10": sas_hist["best_valid_ndcg10"], "test": test,
-                             "train_seconds": train_seconds, "epochs": len(sas_hist["epochs"]),
-                             "inference_ms_per_user": 1000 * infer_seconds / max(1, len(split.test))}
-        torch.save(sasrec.state_dict(), layout.sasrec)
-        log(f"[sasrec] test {metrics['sasrec']['test']}")
+    if not (config.train_sasrec or (not data.has_text and not config.stage1_from)):
+        return
+    t0 = time.perf_counter()
+    sas_cfg = SASRecConfig(dim=config.item_encoder.id_embedding_dim if not data.has_text else 64,
+                           epochs=config.train.sasrec_epochs, lr=config.train.sasrec_lr,
+                           seed=config.train.seed, max_train_seconds=config.train.max_train_seconds)
+    state.sasrec, sas_hist = train_sasrec(split.train, data.n_items, split.valid, sas_cfg, state.device,
+                                          state.progress, state.log, config.train.max_eval_users)
+    train_seconds = time.perf_counter() - t0
+    test, topk, infer_seconds = sasrec_test(state.sasrec, split.test)
+    np.save(layout.topk_test_sasrec, topk)
+    m["sasrec"] = {"valid_best_ndcg10": sas_hist["best_valid_ndcg10"], "test": test,
+                   "train_seconds": train_seconds, "epochs": len(sas_hist["epochs"]),
+                   "inference_ms_per_user": 1000 * infer_seconds / max(1, len(split.test))}
+    torch.save(state.sasrec.state_dict(), layout.sasrec)
+    state.log(f"[sasrec] test {m['sasrec']['test']}")
 
-    # Stage 1: item embeddings (frozen afterwards).
+
+def train_stage1(state: RunState) -> None:
+    """Item embeddings, frozen afterwards: reused from ``stage1_from``, the content encoder, or SASRec's id table."""
+    config, data, m = state.config, state.data, state.metrics
     t0 = time.perf_counter()
     if config.stage1_from:
-        item_emb, metrics["item_representation"] = reuse_stage1(config, data.n_items, log)
+        item_emb, m["item_representation"] = reuse_stage1(config, data.n_items, state.log)
     elif data.has_text:
-        encoder = ContentItemEncoder(config.item_encoder).to(device)
-        texts = item_texts_or_ids(data)
-        stage1 = finetune_item_encoder(encoder, texts, split.train, config.item_encoder, config.train.seed, progress, log)
-        item_emb = encoder.encode(texts, config.item_encoder.encode_batch, progress)
-        item_emb[0] = 0
-        metrics["item_representation"] = {"kind": "content_encoder", "backbone": encoder.path,
-                                          "pooling": encoder.pooling, "finetune": stage1}
-        del encoder
+        item_emb, _, m["item_representation"] = content_item_embeddings(config, data, state.split.train, state.device,
+                                                                        state.progress, state.log)
     else:
-        weights = sasrec.item_emb.weight.detach().float().cpu().numpy()
+        weights = state.sasrec.item_emb.weight.detach().float().cpu().numpy()
         item_emb = weights / np.maximum(np.linalg.norm(weights, axis=1, keepdims=True), 1e-8)
         item_emb[0] = 0
-        metrics["item_representation"] = {
+        m["item_representation"] = {
             "kind": "item_id_embedding", "note": "dataset has no item text: learned item-id embedding "
             "(SASRec next-item training) used in place of the content encoder"}
-        log("[stage 1] no item text: using a learned item-id embedding (flagged in metrics.json)")
-    item_emb = item_emb.astype(np.float32)
-    metrics["stage1_seconds"] = time.perf_counter() - t0
+        state.log("[stage 1] no item text: using a learned item-id embedding (flagged in metrics.json)")
+    state.item_emb = item_emb.astype(np.float32)
+    m["stage1_seconds"] = time.perf_counter() - t0
 
-    # Cosine residual codebook over the item pool: the long history is stored and fetched as codes.
-    t0 = time.perf_counter()
-    codebook, codes, scales = fit_codebook(item_emb, config.codebook, config.train.seed, log)
-    metrics["codebook"] = {**codebook.report(item_emb[1:]), "fit_seconds": time.perf_counter() - t0}
-    log(f"[codebook] {json.dumps({k: v for k, v in metrics['codebook'].items() if not isinstance(v, (dict, list))})}")
-    decoded = decoded_item_table(codebook, codes)
 
-    # Stage 2: hybrid recommender with DMIL.
+def fit_run_codebook(state: RunState) -> None:
+    """The cosine residual codebook over the item pool: the long history is stored and fetched as codes."""
     t0 = time.perf_counter()
-    exact = torch.from_numpy(item_emb).to(device)
-    tables = ItemTables(exact=exact, long=torch.from_numpy(decoded).to(device) if config.hybrid.use_codebook else exact)
-    model = HybridRecommender(config.hybrid, item_emb.shape[1], data.n_items).to(device)
+    state.codebook, state.codes, state.scales = fit_codebook(state.item_emb, state.config.codebook,
+                                                             state.config.train.seed, state.log)
+    report = {**state.codebook.report(state.item_emb[1:]), "fit_seconds": time.perf_counter() - t0}
+    state.metrics["codebook"] = report
+    state.log(f"[codebook] {json.dumps({k: v for k, v in report.items() if not isinstance(v, (dict, list))})}")
+
+
+def train_stage2(state: RunState) -> None:
+    """The hybrid recommender (lightweight + LLM recommender, DMIL) on the frozen items; its test lists."""
+    from training.hybrid import HybridRecommender
+    from training.stage2 import ItemTables, train_hybrid
+
+    config, split, device = state.config, state.split, state.device
+    t0 = time.perf_counter()
+    state.exact = exact = torch.from_numpy(state.item_emb).to(device)
+    decoded = torch.from_numpy(decoded_item_table(state.codebook, state.codes)).to(device)
+    tables = ItemTables(exact=exact, long=decoded if config.hybrid.use_codebook else exact)
+    model = HybridRecommender(config.hybrid, state.item_emb.shape[1], state.data.n_items).to(device)
     if config.hybrid.id_init == "sasrec":
-        metrics["id_init"] = init_ids_from_sasrec(model, config, sasrec, log)
-    history = train_hybrid(model, tables, split.train, split.valid, config.hybrid, config.train, progress, log)
+        state.metrics["id_init"] = init_ids_from_sasrec(model, config, state.sasrec, state.log)
+    history = train_hybrid(model, tables, split.train, split.valid, config.hybrid, config.train, state.progress,
+                           state.log)
     train_seconds = time.perf_counter() - t0
     test, topk, infer_seconds = hybrid_test(model, tables, split.test, config.train.eval_batch)
-    np.save(layout.topk_test_hymirec, topk)
+    np.save(state.layout.topk_test_hymirec, topk)
     per_user_ms = 1000 * infer_seconds / max(1, len(split.test.targets))
-    metrics["hymirec"] = {"valid_best_ndcg10": history["best_valid_ndcg10"], "test": test,
-                          "train_seconds": train_seconds, "inference_ms_per_user": per_user_ms,
-                          "epochs": len(history["epochs"]), "history": history["epochs"]}
-    log(f"[hymirec] test {test}")
+    state.metrics["hymirec"] = {"valid_best_ndcg10": history["best_valid_ndcg10"], "test": test,
+                                "train_seconds": train_seconds, "inference_ms_per_user": per_user_ms,
+                                "epochs": len(history["epochs"]), "history": history["epochs"]}
+    state.model = model
+    state.log(f"[hymirec] test {test}")
 
-    vectors = model.item_vectors(exact).float().cpu().numpy()
-    np.save(layout.item_embeddings, item_emb)
-    np.save(layout.item_vectors, vectors)
-    np.save(layout.recent_item_embeddings, model.recent_table(exact).float().cpu().numpy())
+
+def write_run(state: RunState) -> None:
+    """Every artifact serving and export read (core/artifacts.py RunLayout), config and metrics last."""
+    from training.data import dataset_summary
+
+    layout, data, model, config = state.layout, state.data, state.model, state.config
+    counts = np.bincount(np.concatenate(state.split.train), minlength=data.n_items + 1).astype(np.int64)
+    counts[0] = 0
+    np.save(layout.item_embeddings, state.item_emb)
+    np.save(layout.item_vectors, model.item_vectors(state.exact).float().cpu().numpy())
+    np.save(layout.recent_item_embeddings, model.recent_table(state.exact).float().cpu().numpy())
     np.save(layout.item_popularity, counts)
-    np.save(layout.item_codes, codes)
-    np.save(layout.item_scales, scales)
-    codebook.save(layout.codebook)
-    torch.save({"state_dict": model.state_dict(), "item_dim": int(item_emb.shape[1]), "n_items": data.n_items,
+    np.save(layout.item_codes, state.codes)
+    np.save(layout.item_scales, state.scales)
+    state.codebook.save(layout.codebook)
+    torch.save({"state_dict": model.state_dict(), "item_dim": int(state.item_emb.shape[1]), "n_items": data.n_items,
                 "hybrid": config.to_dict()["hybrid"]}, layout.model)
     write_json_atomic(layout.item_ids, data.item_ids)
     write_json_atomic(layout.item_titles, item_texts_or_ids(data) if data.has_text else [""] * len(data.item_ids))
-    write_json_atomic(layout.dataset, summary)
+    write_json_atomic(layout.dataset, dataset_summary(data))
     write_json_atomic(layout.config, config.to_dict())
-    metrics["total_seconds"] = time.perf_counter() - started
-    write_json_atomic(layout.metrics, metrics)
-    return metrics
+    state.metrics["total_seconds"] = time.perf_counter() - state.started
+    write_json_atomic(layout.metrics, state.metrics)
+
+
+# The run, in order. The CLI, the quality bench and the retrain DAG all train through run_training.
+TRAINING_STEPS: tuple[Callable[[RunState], None], ...] = (
+    train_baselines, train_stage1, fit_run_codebook, train_stage2, write_run)
+
+
+def run_training(config: RunConfig, progress: bool = True, log=print, data=None) -> dict:
+    """The whole run into ``config.run_dir``: :data:`TRAINING_STEPS` in order; returns metrics.json's content.
+
+    ``data``: an already loaded InteractionData of ``config.dataset`` (the quality bench passes the one it
+    exported the peer split from, so every seed and ablation trains on the very same data).
+    """
+    state = start_run(config, progress, log, data)
+    for step in TRAINING_STEPS:
+        step(state)
+    return state.metrics
 
 
 def load_hybrid(run_dir: str, device: str = "cpu"):
     """Rebuild the trained HybridRecommender from a run directory (for export and ablations)."""
-    from training.config import HybridConfig
+    from training.config import HybridConfig, build_dataclass
     from training.hybrid import HybridRecommender
 
     saved = torch.load(RunLayout.at(run_dir).model, map_location=device, weights_only=False)
-    model = HybridRecommender(HybridConfig(**saved["hybrid"]), saved["item_dim"], saved["n_items"])
+    model = HybridRecommender(build_dataclass(HybridConfig, saved["hybrid"], "hybrid."), saved["item_dim"],
+                              saved["n_items"])
     model.load_state_dict(saved["state_dict"])
     return model.eval()

@@ -6,7 +6,7 @@ never load at DAG-parse time), builds a :class:`StepContext` for the data interv
 
     fn(ctx: StepContext, **upstream_results) -> dict      # JSON-serialisable; pushed to XCom
 
-Contract for the step functions (implemented in the layers, wired through ``hymirec.pipeline``):
+Contract for the step functions (implemented in the layers, wired through ``orchestration.retrain``):
 - idempotent per data interval: the same ``ctx["interval_key"]`` must produce the same artifacts
   (content-hashed) and no duplicate registry entries, so Airflow retries and clears are safe;
 - artifacts go under ``ctx["artifact_root"]`` (versioned directories + the small registry file);
@@ -23,18 +23,18 @@ from typing import Any, Callable, TypedDict
 # task_id -> "module:function". One table, so the wiring can be read (and changed) in one place.
 STEPS: dict[str, str] = {
     # hymirec_retrain
-    "snapshot_training_data": "hymirec.pipeline:snapshot_training_data",
-    "refresh_item_embeddings": "hymirec.pipeline:refresh_item_embeddings",
-    "refit_codebook": "hymirec.pipeline:refit_codebook",
-    "train_recommenders": "hymirec.pipeline:train_recommenders",
-    "evaluate_candidate": "hymirec.pipeline:evaluate_candidate",
-    "quality_gate": "hymirec.pipeline:quality_gate",
-    "export_model": "hymirec.pipeline:export_model",
-    "rebuild_item_index": "hymirec.pipeline:rebuild_item_index",
-    "promote": "hymirec.pipeline:promote",
+    "snapshot_training_data": "orchestration.retrain:snapshot_training_data",
+    "refresh_item_embeddings": "orchestration.retrain:refresh_item_embeddings",
+    "refit_codebook": "orchestration.retrain:refit_codebook",
+    "train_recommenders": "orchestration.retrain:train_recommenders",
+    "evaluate_candidate": "orchestration.retrain:evaluate_candidate",
+    "quality_gate": "orchestration.retrain:quality_gate",
+    "export_model": "orchestration.retrain:export_model",
+    "rebuild_item_index": "orchestration.retrain:rebuild_item_index",
+    "promote": "orchestration.retrain:promote",
     # hymirec_codebook_refresh
-    "encode_new_items": "hymirec.pipeline:encode_new_items",
-    "publish_item_codes": "hymirec.pipeline:publish_item_codes",
+    "encode_new_items": "orchestration.refresh:encode_new_items",
+    "publish_item_codes": "orchestration.refresh:publish_item_codes",
 }
 
 DEFAULT_ARTIFACT_ROOT = "/opt/airflow/hymirec-artifacts"

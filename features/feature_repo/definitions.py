@@ -107,7 +107,7 @@ interactions_stream = KafkaSource(
                     "event_type string"),
     batch_source=FileSource(name="interactions_file", path=os.path.join(_DATA, "interactions.parquet"),
                             timestamp_field="event_time"),
-    description="interaction events (key = user id, JSON value, see features/schemas.py)",
+    description="interaction events (key = user id, JSON value, see core/schemas.py)",
 )
 
 

@@ -13,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = REPO / "dags"
 HEAVY = ("torch", "transformers", "feast", "pymilvus", "milvus_lite", "kafka", "onnxruntime", "onnx",
-         "tritonclient", "training", "serving", "features", "hymirec.pipeline", "pandas", "numpy")
+         "tritonclient", "training", "serving", "features", "orchestration.retrain", "pandas", "numpy")
 RETRAIN_ORDER = ["snapshot_training_data", "refresh_item_embeddings", "refit_codebook", "train_recommenders",
                  "evaluate_candidate", "quality_gate", "export_model", "rebuild_item_index", "promote"]
 
@@ -99,8 +99,8 @@ def test_every_task_is_wired_to_a_step(dagbag, support):
         assert module and function.isidentifier(), target
 
 
-@pytest.mark.skipif(importlib.util.find_spec("hymirec.pipeline") is None,
-                    reason="hymirec/pipeline.py (the step functions) is not written yet")
+@pytest.mark.skipif(importlib.util.find_spec("orchestration.retrain") is None,
+                    reason="orchestration/retrain.py (the step functions) is not written yet")
 def test_wired_step_functions_exist(support):
     for step in support.STEPS:
         assert callable(support.resolve_step(step)), step

@@ -77,7 +77,7 @@ def test_retrain_dag_runs_end_to_end(retrain):
     import onnx
     import onnxruntime as ort
 
-    from features.artifacts import RunLayout
+    from core.artifacts import RunLayout
     from features.store import StoreConfig, open_store
     from serving.index import ItemIndex
 
@@ -132,7 +132,7 @@ def test_retrain_dag_runs_end_to_end(retrain):
 
 def test_rerunning_tasks_leaves_identical_artifacts(retrain):
     """Forced recomputation (params.recompute) of the data and training tasks reproduces every byte."""
-    from hymirec import pipeline
+    from orchestration import retrain as pipeline
 
     root = retrain["root"]
     interval = next((root / "intervals").iterdir())
@@ -197,7 +197,7 @@ def test_codebook_refresh_encodes_and_publishes_only_new_items(retrain, tmp_path
     import numpy as np
     from airflow.dag_processing.dagbag import DagBag
 
-    from features.artifacts import RunLayout
+    from core.artifacts import RunLayout
     from features.codebook import ResidualCodebook
     from features.store import StoreConfig, open_store
 

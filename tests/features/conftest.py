@@ -1,5 +1,5 @@
 """Fixtures of the streaming-feature tests: one real Kafka broker and one real redis-server for the whole test
-session (tests/services), online stores of both backends, and helpers to produce events and compute the golden
+session (devservices), online stores of both backends, and helpers to produce events and compute the golden
 store state offline from the same events."""
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ for _p in (str(ROOT), str(Path(__file__).resolve().parent)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from tests.services.kafka import KafkaBroker  # noqa: E402
-from tests.services.redis import RedisServer  # noqa: E402
+from devservices.kafka import KafkaBroker  # noqa: E402
+from devservices.redis import RedisServer  # noqa: E402
 
 from stream_support import N_ITEMS, N_LAYERS  # noqa: E402  (tests/features is on sys.path under pytest)
 

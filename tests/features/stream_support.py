@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.services.kafka import KafkaBroker
+from devservices.kafka import KafkaBroker
 
 ROOT_DIR = Path(__file__).resolve().parents[2]
 N_ITEMS = 3000
@@ -40,7 +40,7 @@ def new_topic(broker: KafkaBroker, prefix: str = "ev") -> str:
 def produce(broker: KafkaBroker, topic: str, events, producer=None) -> list[Sent]:
     """Publish InteractionEvents in the given order; returns where each one landed."""
     from features.producer import make_producer
-    from features.schemas import encode_event
+    from core.schemas import encode_event
     own = producer is None
     producer = producer or make_producer(broker.bootstrap)
     futures = []
@@ -61,7 +61,7 @@ def random_events(n: int, n_users: int, seed: int, heavy_users: int = 0, heavy_s
                   out_of_order: float = 0.0, duplicates: float = 0.0, n_items: int = N_ITEMS):
     """n events of n_users users, in time order, optionally with a few heavy users, some event times shuffled
     back (out of order) and some exact duplicates (same user, item and time) re-sent a few events later."""
-    from features.schemas import InteractionEvent
+    from core.schemas import InteractionEvent
     rng = np.random.default_rng(seed)
     users = [f"u{seed}-{k}" for k in range(n_users)]
     p = np.full(n_users, (1.0 - heavy_share) / max(n_users - heavy_users, 1))

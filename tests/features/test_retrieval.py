@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.retrieval import exact_topn_per_interest, merge_interest_candidates, topn_rows
+from core.retrieval import exact_topn_per_interest, merge_interest_candidates, topn_rows
 
 
 @st.composite

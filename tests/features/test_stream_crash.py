@@ -156,7 +156,7 @@ def _cli(*args, timeout=60):
 
 
 def test_no_broker_reachable(tmp_path, item_codes_file):
-    from tests.services._proc import free_port
+    from devservices._proc import free_port
     db = tmp_path / "online.db"
     t0 = time.monotonic()
     r = _cli("run", "--bootstrap", f"127.0.0.1:{free_port()}", "--item-codes", str(item_codes_file),

@@ -9,7 +9,7 @@ import uuid
 import numpy as np
 import pytest
 
-from features.schemas import MAX_EVENT_BYTES
+from core.schemas import MAX_EVENT_BYTES
 from stream_support import (Sent, assert_store_equals_golden, golden_state, new_topic, random_events,
                             read_topic, run_processor_inline)
 
@@ -41,7 +41,7 @@ KINDS = ["empty", "oversized", "not_json", "not_object", "unsupported_version", 
 
 def test_poison_messages_go_to_dlq(kafka_broker, store_factory, item_table):
     from features.producer import make_producer
-    from features.schemas import encode_event
+    from core.schemas import encode_event
     rng = np.random.default_rng(21)
     topic = new_topic(kafka_broker, "poison")
     valid_events, users = random_events(11_000, 500, seed=21)
@@ -97,7 +97,7 @@ def test_poison_messages_go_to_dlq(kafka_broker, store_factory, item_table):
 def test_unknown_items_encoded_on_the_fly(kafka_broker, store_factory, item_table):
     """An item missing from the codes table is encoded with the codebook when its embedding is known (and its
     codes are written to the item_codes view); without an embedding it goes to the DLQ as unknown_item."""
-    from features.schemas import InteractionEvent
+    from core.schemas import InteractionEvent
     from features.item_codes import ItemCodeMapper
     from stream_support import produce
     try:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.schemas import (DLQ_REASONS, MAX_EVENT_BYTES, BadEvent, InteractionEvent, encode_event,
+from core.schemas import (DLQ_REASONS, MAX_EVENT_BYTES, BadEvent, InteractionEvent, encode_event,
                               parse_event)
 
 GOOD = {"schema_version": 1, "user_id": "u1", "item_id": "i1", "event_time": 1700000000.5, "event_type": "click"}

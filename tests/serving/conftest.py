@@ -12,15 +12,15 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.services.stack import make_app_server, start_milvus_with_index  # noqa: E402
-from tests.services.triton import triton_models, triton_server  # noqa: E402,F401  (fixtures)
+from devservices.stack import make_app_server, start_milvus_with_index  # noqa: E402
+from devservices.triton import triton_models, triton_server  # noqa: E402,F401  (fixtures)
 
 logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # outage tests make it log every failed RPC
 
 
 @pytest.fixture(scope="session")
 def serving_run(tmp_path_factory):
-    from tests.services.serving_run import make_serving_run
+    from devservices.serving_run import make_serving_run
 
     return make_serving_run(tmp_path_factory.mktemp("serving") / "run")
 
@@ -49,7 +49,7 @@ def triton_repo(serving_run, llm_spec_):
 
 @pytest.fixture(scope="session")
 def feast_store(serving_run, tmp_path_factory):
-    from tests.services.serving_run import open_test_store, user_states
+    from devservices.serving_run import open_test_store, user_states
 
     store, cfg_file = open_test_store(tmp_path_factory.mktemp("feast"))
     store.write_users(user_states(serving_run))

@@ -30,9 +30,9 @@ def test_recommend_full_pipeline(http, serving_run):
 
 def test_recommend_matches_offline_computation(http, serving_run):
     """Served items == brute-force max-over-interests ranking of the same interests over item_vectors."""
-    from features.retrieval import merge_interest_candidates
+    from core.retrieval import merge_interest_candidates
     from serving.config import ServingConfig
-    from serving.pipeline import RecommendPipeline
+    from serving.request_path import RecommendPipeline
 
     body = http.post("/recommend", json={"user_id": "user5", "k": 15, "exclude_seen": False}).json()
     assert body["mode"] == "full"
@@ -65,7 +65,7 @@ class _StaticFromRun:
     name = "static"
 
     def __init__(self, run):
-        from tests.services.serving_run import user_states
+        from devservices.serving_run import user_states
 
         self.rows = {s.user_id: s for s in user_states(run)}
 

@@ -1,4 +1,4 @@
-"""Layering: serving never imports training (it reads artifacts through features.artifacts.RunLayout), and stage
+"""Layering: serving never imports training (it reads artifacts through core.artifacts.RunLayout), and stage
 constructors do no I/O."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_serving_does_not_import_training():
-    code = ("import sys; import serving.app, serving.pipeline, serving.stages, serving.index, serving.history, "
+    code = ("import sys; import serving.app, serving.request_path, serving.stages, serving.index, serving.history, "
             "serving.config, serving.triton_server; "
             "bad = sorted(m for m in sys.modules if m == 'training' or m.startswith('training.')); "
             "heavy = sorted(m for m in ('torch', 'pymilvus', 'feast', 'tritonclient') if m in sys.modules); "
@@ -21,7 +21,7 @@ def test_serving_does_not_import_training():
 
 def test_constructors_do_no_io(tmp_path):
     from serving.config import ServingConfig
-    from serving.pipeline import RecommendPipeline
+    from serving.request_path import RecommendPipeline
 
     missing = tmp_path / "no-such-run"
     # Nothing exists at these places: constructing must still succeed (I/O happens in start()).

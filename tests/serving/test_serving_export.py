@@ -118,13 +118,14 @@ def test_anchored_llm_exports_with_parity(tmp_path):
     """`anchor_last_item` lives in LLMRecommender.forward, so llm.onnx (what Triton serves) includes it."""
     import torch
 
-    from training.config import HybridConfig
+    from training.config import HybridConfig, LightweightConfig, LLMRecommenderConfig
     from training.export.onnx_export import export_llm
     from training.hybrid import HybridRecommender
 
     torch.manual_seed(0)
-    cfg = HybridConfig(n_interests=2, n_coarse=2, out_dim=8, llm_hidden=32, llm_intermediate=64, light_dim=16,
-                       anchor_last_item=True, next_item_weight=1.0)
+    cfg = HybridConfig(n_interests=2, out_dim=8, anchor_last_item=True, next_item_weight=1.0,
+                       lightweight=LightweightConfig(n_coarse=2, model_dim=16),
+                       llm=LLMRecommenderConfig(hidden=32, intermediate=64))
     model = HybridRecommender(cfg, item_dim=8, n_items=20).eval()
     report = export_llm(model.llm, tmp_path / "llm.onnx", n_coarse=2, n_cases=100)
     assert report.n_cases >= 100 and report.max_abs_diff <= 1e-4

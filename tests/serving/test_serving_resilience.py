@@ -64,8 +64,8 @@ def test_kill_triton_then_milvus_while_serving(serving_run, triton_repo, feast_s
     """Private Triton + Milvus (this test kills them): ≥ 200 requests, 0 non-200; modes degrade in order."""
     import httpx
 
-    from tests.services.stack import make_app_server, start_milvus_with_index
-    from tests.services.triton import start_triton
+    from devservices.stack import make_app_server, start_milvus_with_index
+    from devservices.triton import start_triton
 
     triton = start_triton(triton_repo, ["llm"], tmp_path, name="triton-kill")
     milvus = start_milvus_with_index(serving_run, tmp_path / "milvus")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.config import HybridConfig, TrainConfig
+from training.config import HybridConfig, LightweightConfig, LLMRecommenderConfig, TrainConfig
 from training.hybrid import HybridRecommender
 from training.stage2 import ItemTables, predict_interests, train_hybrid
 
@@ -25,8 +25,9 @@ def test_stage2_trains_on_cuda_and_scores_like_its_cpu_copy():
                             targets=np.array([s[-1] for s in sequences[:32]]))
     exact = torch.randn(N_ITEMS + 1, ITEM_DIM, generator=torch.Generator().manual_seed(0))
     exact[0] = 0
-    hybrid = HybridConfig(n_interests=2, window=2, recent_n=4, long_len=12, out_dim=8, llm_hidden=16,
-                          llm_intermediate=32, light_dim=16, n_negatives=-1, dropout=0.0)
+    hybrid = HybridConfig(n_interests=2, window=2, recent_n=4, long_len=12, out_dim=8, n_negatives=-1, dropout=0.0,
+                          lightweight=LightweightConfig(model_dim=16, dropout=0.0),
+                          llm=LLMRecommenderConfig(hidden=16, intermediate=32, dropout=0.0))
     cuda_tables = ItemTables(exact=exact.cuda(), long=exact.cuda())
     torch.manual_seed(0)
     model = HybridRecommender(hybrid, ITEM_DIM, N_ITEMS).cuda()

@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-from training.config import HybridConfig
+from training.config import HybridConfig, LightweightConfig, LLMRecommenderConfig
 from training.hybrid import HybridRecommender
-from training.lightweight import LightweightConfig, LightweightEncoder
+from training.lightweight import LightweightEncoder
 
 
 def test_lightweight_handles_1024_items_and_ignores_left_padding():
     torch.manual_seed(0)
-    model = LightweightEncoder(LightweightConfig(item_dim=16, model_dim=32, n_coarse=4, out_dim=24)).eval()
+    model = LightweightEncoder(LightweightConfig(model_dim=32, n_coarse=4), item_dim=16, out_dim=24).eval()
     history = torch.randn(1, 1024, 16)
     out = model(history, torch.ones(1, 1024))
     assert out.shape == (1, 4, 24) and torch.isfinite(out).all()
@@ -23,7 +23,9 @@ def test_lightweight_handles_1024_items_and_ignores_left_padding():
 
 def test_hybrid_outputs_k_unit_interests_and_is_padding_invariant():
     torch.manual_seed(0)
-    cfg = HybridConfig(n_interests=3, out_dim=16, llm_hidden=32, llm_intermediate=64, light_dim=16)
+    cfg = HybridConfig(n_interests=3, out_dim=16,
+                       lightweight=LightweightConfig(model_dim=16),
+                       llm=LLMRecommenderConfig(hidden=32, intermediate=64))
     model = HybridRecommender(cfg, item_dim=8, n_items=50).eval()
     long_emb, recent_emb = torch.randn(2, 30, 8), torch.randn(2, 5, 8)
     with torch.no_grad():
@@ -38,7 +40,8 @@ def test_hybrid_outputs_k_unit_interests_and_is_padding_invariant():
 
 
 def test_ablation_without_lightweight_and_single_interest():
-    cfg = HybridConfig(n_interests=1, use_lightweight=False, out_dim=8, llm_hidden=32, llm_intermediate=64)
+    cfg = HybridConfig(n_interests=1, use_lightweight=False, out_dim=8,
+                       llm=LLMRecommenderConfig(hidden=32, intermediate=64))
     model = HybridRecommender(cfg, item_dim=8, n_items=10).eval()
     assert model.lightweight is None
     with torch.no_grad():
@@ -51,7 +54,9 @@ def test_ablation_without_lightweight_and_single_interest():
 
 def test_recent_id_embedding_starts_at_zero_and_is_baked_into_the_serving_table():
     torch.manual_seed(0)
-    cfg = HybridConfig(recent_id_embedding=True, out_dim=8, llm_hidden=32, llm_intermediate=64, light_dim=16)
+    cfg = HybridConfig(recent_id_embedding=True, out_dim=8,
+                       lightweight=LightweightConfig(model_dim=16),
+                       llm=LLMRecommenderConfig(hidden=32, intermediate=64))
     model = HybridRecommender(cfg, item_dim=8, n_items=20).eval()
     exact = torch.randn(21, 8)
     ids = torch.tensor([[0, 3, 5]])
@@ -67,7 +72,9 @@ def test_recent_item_states_cannot_see_later_items_or_the_coarse_interests():
     """The dense next-item loss is only honest if the state after recent item j ignores items > j and the
     coarse interests (which summarise the whole history, later items included)."""
     torch.manual_seed(0)
-    cfg = HybridConfig(n_interests=2, out_dim=8, llm_hidden=32, llm_intermediate=64, light_dim=16, dropout=0.0)
+    cfg = HybridConfig(n_interests=2, out_dim=8, item_tower_dropout=0.0,
+                       lightweight=LightweightConfig(model_dim=16, dropout=0.0),
+                       llm=LLMRecommenderConfig(hidden=32, intermediate=64, dropout=0.0))
     model = HybridRecommender(cfg, item_dim=8, n_items=20).eval()
     long_emb, recent = torch.randn(1, 12, 8), torch.randn(1, 5, 8)
     ones_l, ones_r = torch.ones(1, 12), torch.ones(1, 5)
@@ -87,7 +94,8 @@ def test_recent_item_states_cannot_see_later_items_or_the_coarse_interests():
 
 def test_ablation_without_llm_uses_the_coarse_interests_through_the_head():
     torch.manual_seed(0)
-    cfg = HybridConfig(use_llm=False, n_coarse=4, out_dim=8, llm_hidden=32, llm_intermediate=64, light_dim=16)
+    cfg = HybridConfig(use_llm=False, out_dim=8, lightweight=LightweightConfig(n_coarse=4, model_dim=16),
+                       llm=LLMRecommenderConfig(hidden=32, intermediate=64))
     model = HybridRecommender(cfg, item_dim=8, n_items=10).eval()
     long_emb = torch.randn(2, 12, 8)
     with torch.no_grad():
@@ -105,8 +113,9 @@ def test_ablation_without_llm_uses_the_coarse_interests_through_the_head():
 
 def test_item_norm_starts_on_the_unit_sphere_and_scales_inner_product_scores():
     torch.manual_seed(0)
-    cfg = HybridConfig(item_norm=True, item_id_residual=True, out_dim=8, llm_hidden=32, llm_intermediate=64,
-                       light_dim=16)
+    cfg = HybridConfig(item_norm=True, item_id_residual=True, out_dim=8,
+                       lightweight=LightweightConfig(model_dim=16),
+                       llm=LLMRecommenderConfig(hidden=32, intermediate=64))
     model = HybridRecommender(cfg, item_dim=8, n_items=6).eval()
     emb = torch.randn(7, 8)
     vectors = model.item_vectors(emb)
@@ -148,8 +157,9 @@ def test_served_interests_add_the_newest_items_next_item_vector_when_anchored():
     torch.manual_seed(0)
     with pytest.raises(ValueError, match="anchor_last_item=true needs next_item_weight > 0"):
         HybridRecommender(HybridConfig(anchor_last_item=True, next_item_weight=0.0), item_dim=8, n_items=20)
-    cfg = HybridConfig(n_interests=2, out_dim=8, llm_hidden=32, llm_intermediate=64, light_dim=16, dropout=0.0,
-                       anchor_last_item=True, next_item_weight=1.0)
+    cfg = HybridConfig(n_interests=2, out_dim=8, item_tower_dropout=0.0, anchor_last_item=True, next_item_weight=1.0,
+                       lightweight=LightweightConfig(model_dim=16, dropout=0.0),
+                       llm=LLMRecommenderConfig(hidden=32, intermediate=64, dropout=0.0))
     model = HybridRecommender(cfg, item_dim=8, n_items=20).eval()
     long_emb = torch.randn(2, 12, 8)
     recent = torch.cat([torch.zeros(2, 2, 8), torch.randn(2, 4, 8)], 1)  # left padding: newest item at N - 1
@@ -167,8 +177,9 @@ def test_served_interests_add_the_newest_items_next_item_vector_when_anchored():
 
 def test_narrow_recent_id_table_starts_at_zero_through_its_projection_and_bakes_into_the_serving_table():
     torch.manual_seed(0)
-    cfg = HybridConfig(recent_id_embedding=True, recent_id_dim=4, out_dim=8, llm_hidden=32, llm_intermediate=64,
-                       light_dim=16)
+    cfg = HybridConfig(recent_id_embedding=True, recent_id_dim=4, out_dim=8,
+                       lightweight=LightweightConfig(model_dim=16),
+                       llm=LLMRecommenderConfig(hidden=32, intermediate=64))
     model = HybridRecommender(cfg, item_dim=8, n_items=20).eval()
     assert tuple(model.recent_id.weight.shape) == (21, 4) and float(model.recent_id.weight[0].abs().sum()) == 0.0
     exact = torch.randn(21, 8)
@@ -183,8 +194,9 @@ def test_narrow_recent_id_table_starts_at_zero_through_its_projection_and_bakes_
 
 def test_id_init_copies_a_trained_table_into_every_id_table_of_its_width():
     torch.manual_seed(0)
-    cfg = HybridConfig(item_id_residual=True, recent_id_embedding=True, recent_id_dim=8, out_dim=8, llm_hidden=32,
-                       llm_intermediate=64, light_dim=16, id_init="sasrec")
+    cfg = HybridConfig(item_id_residual=True, recent_id_embedding=True, recent_id_dim=8, out_dim=8, id_init="sasrec",
+                       lightweight=LightweightConfig(model_dim=16),
+                       llm=LLMRecommenderConfig(hidden=32, intermediate=64))
     model = HybridRecommender(cfg, item_dim=12, n_items=6)
     trained = torch.randn(7, 8)
     trained[0] = 0

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from features.artifacts import RunLayout
+from core.artifacts import RunLayout
 from features.codebook import ResidualCodebook
 from training.config import RunConfig
 from training.train import load_hybrid, run_training

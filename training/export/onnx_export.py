@@ -256,7 +256,7 @@ def export_encoder(encoder, path: str | os.PathLike, n_cases: int = 100, atol: f
     """LightweightEncoder → ONNX (dynamic B and T) + parity on `n_cases` random histories."""
     encoder = _module_device_cpu(encoder)
     cfg = encoder.config
-    d_item = int(d_item or cfg.item_dim)
+    d_item = int(d_item or encoder.item_dim)
     max_len = int(max_len or getattr(cfg, "max_len", 1024))
     rng = np.random.default_rng(seed + 99)
     example_t = min(max_len, 9) if max_len > 2 else max_len
@@ -273,13 +273,11 @@ def export_llm(llm, path: str | os.PathLike, n_coarse: int, d_llm: int | None = 
                atol: float = 1e-4, max_recent: int = 64, seed: int = 1) -> ParityReport:
     """LLMRecommender → ONNX (dynamic B and N; K_c fixed) + parity on `n_cases` random inputs."""
     llm = _module_device_cpu(llm)
-    cfg = llm.config
-    d_llm = int(d_llm or cfg.hidden)
-    d_item = int(cfg.item_dim)
+    d_llm = int(d_llm or llm.hidden)
+    d_item = int(llm.item_dim)
     if n_coarse < 1:
         raise ExportError("the LLM export needs K_c >= 1 coarse interests (the no-lightweight ablation is not served)")
-    max_pos = int(getattr(cfg, "max_positions", 512))
-    max_recent = max(2, min(max_recent, max_pos - n_coarse - int(cfg.n_interests)))
+    max_recent = max(2, min(max_recent, int(llm.max_positions) - n_coarse - int(llm.n_interests)))
     rng = np.random.default_rng(seed + 99)
     example = {"coarse": rng.standard_normal((3, n_coarse, d_llm)).astype(np.float32),
                "recent_emb": rng.standard_normal((3, 7, d_item)).astype(np.float32),
@@ -313,7 +311,7 @@ def export_hybrid(model, export_dir: str | os.PathLike, *, recent_n: int, long_l
                   atol: float = 1e-4) -> dict:
     """Export encoder.onnx, llm.onnx and coarse_head.onnx of a HybridRecommender into `export_dir` and write
     `manifest.json` (names, shapes, dims, parity, sha256). Returns the manifest."""
-    from features.artifacts import sha256_file, write_json_atomic
+    from core.artifacts import sha256_file, write_json_atomic
 
     export_dir = Path(export_dir)
     if model.lightweight is None:
@@ -323,8 +321,8 @@ def export_hybrid(model, export_dir: str | os.PathLike, *, recent_n: int, long_l
         raise ExportError("model was trained without the LLM recommender (use_llm=False, an ablation): "
                           "there is no llm.onnx to serve")
     lw, llm = model.lightweight, model.llm
-    k_c, d_llm, d_item = int(lw.config.n_coarse), int(llm.config.hidden), int(llm.config.item_dim)
-    k, d_out = int(llm.config.n_interests), int(llm.config.out_dim)
+    k_c, d_llm, d_item = int(lw.config.n_coarse), int(llm.hidden), int(llm.item_dim)
+    k, d_out = int(llm.n_interests), int(llm.out_dim)
     reports = [
         export_encoder(lw, export_dir / "encoder.onnx", n_cases, atol),
         export_llm(llm, export_dir / "llm.onnx", k_c, d_llm, n_cases, atol, max_recent=max(64, recent_n)),
@@ -353,7 +351,7 @@ def export_hybrid(model, export_dir: str | os.PathLike, *, recent_n: int, long_l
 
 def export_run(run_dir: str | os.PathLike, n_cases: int = 100, atol: float = 1e-4) -> dict:
     """`hymirec export onnx`: export the trained model of a run directory (RunLayout) into run/export/."""
-    from features.artifacts import RunLayout
+    from core.artifacts import RunLayout
 
     layout = RunLayout.at(run_dir)
     for required in (layout.model,):

@@ -182,7 +182,7 @@ def add_version(repo: str | os.PathLike, onnx_path: str | os.PathLike, spec: Mod
                 version: int | None = None, execution_env: str | None = None) -> int:
     """Write `<repo>/<model>/<version>/` (new version = max existing + 1 unless given) and (re)generate
     config.pbtxt. Returns the version number. Existing versions are never modified."""
-    from features.artifacts import sha256_file, write_json_atomic
+    from core.artifacts import sha256_file, write_json_atomic
 
     repo, onnx_path = Path(repo), Path(onnx_path)
     if not onnx_path.exists():
@@ -233,7 +233,7 @@ def build_run_repo(run_dir: str | os.PathLike, *, version: int | None = None, ta
                    max_batch_size: int = 64, execution_env: str | None = None) -> dict:
     """`hymirec export triton`: add the run's llm.onnx as a new version of model "llm" in
     run/export/triton/{local,production}/. Needs `hymirec export onnx` first (reads export/manifest.json)."""
-    from features.artifacts import RunLayout
+    from core.artifacts import RunLayout
 
     layout = RunLayout.at(run_dir)
     manifest_path = layout.export_dir / "manifest.json"

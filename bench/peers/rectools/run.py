@@ -1,0 +1,214 @@
+"""RecTools peer runner (docs/peers.md): SASRecModel / BERT4RecModel with softmax loss.
+
+Standalone: runs in .venv-peers/rectools and never imports the HyMiRec packages.
+
+    .venv-peers/rectools/bin/python bench/peers/rectools/run.py --split DIR --out DIR \
+        --model sasrec|bert4rec --epochs E --time-budget SECONDS --seed S --dim 64 --max-len 50 --topk 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+HEADER = ["user_id", "item_id", "timestamp"]
+MODELS = ("sasrec", "bert4rec")
+
+
+def die(msg: str) -> None:
+    """One-line error and a non-zero exit, as the protocol asks."""
+    print(f"rectools runner: error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="RecTools peer runner (docs/peers.md)")
+    p.add_argument("--split", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--model", required=True)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--time-budget", type=float, default=3600.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--max-len", type=int, default=50)
+    p.add_argument("--topk", type=int, default=100)
+    a = p.parse_args(argv)
+    if a.model not in MODELS:
+        die(f"unknown model {a.model!r} (expected one of {', '.join(MODELS)})")
+    for name in ("epochs", "dim", "max_len", "topk"):
+        if getattr(a, name) < 1:
+            die(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
+    if a.time_budget <= 0:
+        die(f"--time-budget must be > 0, got {a.time_budget}")
+    return a
+
+
+def read_split(split: Path):
+    """Read and check the three tsv files; returns (train, valid, test) DataFrames of int64."""
+    import pandas as pd
+
+    if not split.is_dir():
+        die(f"split directory {split} does not exist")
+    n_items = None
+    manifest = split / "manifest.json"
+    if manifest.is_file():
+        try:
+            n_items = int(json.loads(manifest.read_text())["n_items"])
+        except (ValueError, KeyError, TypeError) as e:
+            die(f"{manifest}: unreadable manifest ({e!r})")
+    frames = []
+    for name in ("train.tsv", "valid.tsv", "test.tsv"):
+        path = split / name
+        if not path.is_file():
+            die(f"bad split directory {split}: missing {name}")
+        with path.open() as f:
+            header = f.readline().rstrip("\r\n").split("\t")
+        if header != HEADER:
+            die(f"{path}: bad header {header!r}, expected {HEADER!r}")
+        try:
+            df = pd.read_csv(path, sep="\t", dtype="int64")
+        except (ValueError, pd.errors.ParserError) as e:
+            die(f"{path}: non-integer or malformed rows ({str(e).splitlines()[0]})")
+        if len(df) and (df["item_id"].min() < 1 or (n_items is not None and df["item_id"].max() > n_items)):
+            die(f"{path}: item ids outside 1..{n_items or 'N'}")
+        if len(df) and df["user_id"].min() < 0:
+            die(f"{path}: negative user ids")
+        frames.append(df)
+    if len(frames[0]) == 0 or len(frames[2]) == 0:
+        die(f"bad split directory {split}: empty train.tsv or test.tsv")
+    return frames
+
+
+def to_rectools(df):
+    """Our columns -> RecTools interactions. The timestamp is the position in the user's sequence;
+    as seconds since the epoch it keeps the exact chronological order RecTools sorts by."""
+    import pandas as pd
+    from rectools import Columns
+
+    return pd.DataFrame({
+        Columns.User: df["user_id"].to_numpy(),
+        Columns.Item: df["item_id"].to_numpy(),
+        Columns.Weight: 1.0,
+        Columns.Datetime: pd.to_datetime(df["timestamp"].to_numpy(), unit="s"),
+    })
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    train_df, valid_df, test_df = read_split(args.split)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        die(f"cannot create --out {args.out}: {e.strerror}")
+
+    # Determinism on a GPU (if one is present) needs this before CUDA starts; harmless on CPU.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    import numpy as np
+    import pandas as pd
+    import pytorch_lightning as pl
+    import rectools
+    from rectools.dataset import Dataset
+    from rectools.models import BERT4RecModel, SASRecModel
+
+    # Lightning and RecTools are chatty (num_workers hints, cold-user warnings); keep stdout clean.
+    warnings.filterwarnings("ignore")
+    import logging
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+
+    pl.seed_everything(args.seed, workers=True, verbose=False)
+
+    class TimeBudget(pl.Callback):
+        """Stops training at the first epoch end past the budget (measured from the start of fit(),
+        so RecTools' data preparation counts) and records per-epoch wall times."""
+
+        def __init__(self, budget: float):
+            self.budget, self.t_fit, self.t_epoch, self.epoch_seconds = budget, 0.0, 0.0, []
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.t_epoch = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.epoch_seconds.append(time.perf_counter() - self.t_epoch)
+            if time.perf_counter() - self.t_fit >= self.budget:
+                trainer.should_stop = True
+
+    budget = TimeBudget(args.time_budget)
+
+    def get_trainer() -> pl.Trainer:
+        # Like RecTools' default trainer, minus min_epochs (it would veto should_stop) plus our callback.
+        return pl.Trainer(max_epochs=args.epochs, deterministic=True, accelerator="auto", devices=1,
+                          enable_progress_bar=False, enable_model_summary=False, logger=False,
+                          enable_checkpointing=False, callbacks=[budget])
+
+    # RecTools defaults otherwise (2 blocks, 4 heads, dropout 0.2, lr 1e-3, batch 128, softmax loss);
+    # written out so result.json records them.
+    params = dict(n_factors=args.dim, session_max_len=args.max_len, n_blocks=2, n_heads=4,
+                  dropout_rate=0.2, lr=1e-3, batch_size=128, loss="softmax", train_min_user_interactions=2)
+    if args.model == "bert4rec":
+        params["mask_prob"] = 0.15
+    cls = SASRecModel if args.model == "sasrec" else BERT4RecModel
+    model = cls(epochs=args.epochs, deterministic=True, get_trainer_func=get_trainer,
+                # Score every item in one pass per user batch with torch (CPU unless a GPU is present).
+                recommend_use_torch_ranking=True, **params)
+
+    # 1. Train on train.tsv only (no validation split: valid.tsv is never training data).
+    train_ds = Dataset.construct(to_rectools(train_df))
+    t0 = time.perf_counter()
+    budget.t_fit = t0  # set before fit(), so the trainer copy RecTools makes inside fit() carries it
+    model.fit(train_ds)
+    train_seconds = time.perf_counter() - t0
+    # RecTools fits a deepcopy of the trainer built by get_trainer (callbacks included): read that copy.
+    budget = next(cb for cb in model.fit_trainer.callbacks if isinstance(cb, TimeBudget))
+
+    # 2. Recommend with train + valid as the history. The Dataset is rebuilt from both files so its id maps
+    # cover every item and user seen so far (external ids = our ids); RecTools maps it onto the model's
+    # item space (items of train.tsv) and drops history items the model never saw from the input sequence.
+    t0 = time.perf_counter()
+    hist = pd.concat([train_df, valid_df], ignore_index=True)
+    full_ds = Dataset.construct(to_rectools(hist))
+    test_users = test_df["user_id"].to_numpy()
+    uniq_users = list(dict.fromkeys(test_users.tolist()))  # file order, once each
+    known = set(hist["user_id"].unique().tolist())
+    rec_users = [u for u in uniq_users if u in known]  # a user with no history at all cannot be ranked
+    reco = model.recommend(users=rec_users, dataset=full_ds, k=args.topk, filter_viewed=True)
+    topk = np.zeros((len(test_users), args.topk), dtype=np.int64)
+    row_of = {u: i for i, u in enumerate(uniq_users)}
+    rows = np.fromiter((row_of[u] for u in reco["user_id"].to_numpy().tolist()), dtype=np.int64, count=len(reco))
+    uniq_top = np.zeros((len(uniq_users), args.topk), dtype=np.int64)
+    uniq_top[rows, reco["rank"].to_numpy(dtype=np.int64) - 1] = reco["item_id"].to_numpy(dtype=np.int64)
+    topk[:] = uniq_top[[row_of[u] for u in test_users.tolist()]]
+    infer_seconds = time.perf_counter() - t0
+
+    n_model_items = len(model.data_preparator.get_known_item_ids())
+    n_short = int((topk[:, -1] == 0).sum())
+    epochs_run = len(budget.epoch_seconds)
+    stopped = "time budget" if epochs_run < args.epochs else "epoch cap"
+    np.save(args.out / "topk_test.npy", topk)
+    result = {
+        "library": "rectools",
+        "version": rectools.__version__,
+        "model": args.model,
+        "epochs_run": epochs_run,
+        "train_seconds": round(train_seconds, 3),
+        "infer_seconds": round(infer_seconds, 3),
+        "n_test_users": int(len(test_users)),
+        "params": {**params, "epochs": args.epochs, "time_budget": args.time_budget, "seed": args.seed,
+                   "topk": args.topk, "model_class": cls.__name__},
+        "notes": (f"{cls.__name__} ({rectools.__version__}), RecTools defaults apart from n_factors/session_max_len; "
+                  f"stopped by {stopped}; epoch seconds {[round(s, 2) for s in budget.epoch_seconds]}; "
+                  f"model knows {n_model_items} items (those of train.tsv); "
+                  f"{len(uniq_users) - len(rec_users)} test users without history; "
+                  f"{n_short} rows shorter than topk (0-padded); filter_viewed=True on train+valid history"),
+    }
+    (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("model", "epochs_run", "train_seconds", "infer_seconds")}))
+
+
+if __name__ == "__main__":
+    main()

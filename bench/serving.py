@@ -1,0 +1,260 @@
+#!/usr/bin/env python
+"""Serving benchmark (issue 4): /recommend p50/p99 per stage and end to end at concurrency 1 and 8 over an index of
+>= 100k items, plus three component comparisons.
+
+    .venv/bin/python bench/serving.py                      # 100k items, writes runs/bench-serving/
+    .venv/bin/python bench/serving.py --items 100000 --requests 400 --out runs/bench-serving/result.json
+
+What runs (all real, all on loopback): a synthetic run directory built with the project's model classes and
+exporters (random weights: latency does not depend on them), the Feast SQLite online store, Milvus Lite as a
+server process (FLAT index, IP), tritonserver with the LLM under the Python backend (CPU), and the app under uvicorn
+in its own process (HYMIREC_* env config, as `hymirec serve` runs it). The load generator uses httpx threads.
+
+Component comparisons:
+  * lightweight encoder: ONNX Runtime vs PyTorch eager, batch 1 and 32 (T = long_len)
+  * LLM recommender: Triton gRPC round trip vs in-process ONNX Runtime (batch 1)
+  * Milvus: one search with nq = K vs K searches with nq = 1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def pct(values, q):
+    return float(np.percentile(np.asarray(values, np.float64), q)) if len(values) else float("nan")
+
+
+def timeit(fn, n: int, warmup: int = 5) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000.0)
+    return out
+
+
+def run_load(url: str, users: list[str], concurrency: int, n_requests: int, k: int) -> dict:
+    import httpx
+
+    lock = threading.Lock()
+    records: list[tuple[float, dict | None, int]] = []
+    counter = iter(range(n_requests))
+
+    def worker():
+        with httpx.Client(base_url=url, timeout=30.0) as client:
+            while True:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                t = time.perf_counter()
+                r = client.post("/recommend", json={"user_id": users[i % len(users)], "k": k})
+                ms = (time.perf_counter() - t) * 1000.0
+                with lock:
+                    records.append((ms, r.json() if r.status_code == 200 else None, r.status_code))
+
+    # warm-up
+    with httpx.Client(base_url=url, timeout=30.0) as client:
+        for u in users[:20]:
+            client.post("/recommend", json={"user_id": u, "k": k})
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    bodies = [b for _, b, _ in records if b]
+    stages = sorted({s for b in bodies for s in b["latency_ms"]})
+    out = {"concurrency": concurrency, "requests": len(records), "throughput_rps": len(records) / wall,
+           "non_200": sum(1 for _, _, c in records if c != 200),
+           "modes": {m: sum(1 for b in bodies if b["mode"] == m) for m in ("full", "coarse_only", "popular")},
+           "client_e2e_ms": {"p50": pct([r[0] for r in records], 50), "p99": pct([r[0] for r in records], 99)},
+           "stages_ms": {}}
+    for s in stages:
+        vals = [b["latency_ms"][s] for b in bodies if s in b["latency_ms"]]
+        out["stages_ms"][s] = {"p50": pct(vals, 50), "p99": pct(vals, 99)}
+    return out
+
+
+def component_benchmarks(run: dict, triton_url: str, milvus_uri: str, n: int = 200) -> dict:
+    import onnxruntime as ort
+    import torch
+    import tritonclient.grpc as grpcclient
+
+    from serving.index import ItemIndex
+    from training.export.onnx_export import ort_session
+
+    torch.set_num_threads(1)
+    layout, d = run["layout"], run["manifest"]["dims"]
+    res: dict = {}
+    enc_sess = ort_session(layout.encoder_onnx, threads=1)
+    lw = run["model"].lightweight.eval()
+    rng = np.random.default_rng(0)
+    for b in (1, 32):
+        t = d["long_len"]
+        x = rng.standard_normal((b, t, d["d_item"])).astype(np.float32)
+        m = np.ones((b, t), np.float32)
+        xt, mt = torch.from_numpy(x), torch.from_numpy(m)
+        reps = n if b == 1 else max(20, n // 5)
+        with torch.no_grad():
+            eager = timeit(lambda: lw(xt, mt), reps)
+        onnx = timeit(lambda: enc_sess.run(None, {"history_emb": x, "history_mask": m}), reps)
+        res[f"encoder_b{b}"] = {"torch_eager_p50_ms": pct(eager, 50), "ort_p50_ms": pct(onnx, 50),
+                                "speedup_p50": pct(eager, 50) / pct(onnx, 50), "T": t, "threads": 1}
+    llm_sess = ort_session(layout.llm_onnx, threads=1)
+    feeds = {"coarse": rng.standard_normal((1, d["n_coarse"], d["d_llm"])).astype(np.float32),
+             "recent_emb": rng.standard_normal((1, d["recent_n"], d["d_item"])).astype(np.float32),
+             "recent_mask": np.ones((1, d["recent_n"]), np.float32)}
+    client = grpcclient.InferenceServerClient(triton_url)
+    inputs = []
+    for name, arr in feeds.items():
+        t_ = grpcclient.InferInput(name, list(arr.shape), "FP32")
+        t_.set_data_from_numpy(arr)
+        inputs.append(t_)
+    trit = timeit(lambda: client.infer("llm", inputs), n)
+    local = timeit(lambda: llm_sess.run(None, feeds), n)
+    client.close()
+    res["llm_b1"] = {"triton_grpc_p50_ms": pct(trit, 50), "triton_grpc_p99_ms": pct(trit, 99),
+                     "ort_in_process_p50_ms": pct(local, 50), "ort_in_process_p99_ms": pct(local, 99)}
+    index = ItemIndex(milvus_uri).start()
+    q = rng.standard_normal((d["n_interests"], d["d_out"])).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    reps = max(20, n // 5)
+    one = timeit(lambda: index.search(q, 60), reps, warmup=2)
+    each = timeit(lambda: index.search_each(q, 60), reps, warmup=2)
+    index.close()
+    res["milvus_K%d" % d["n_interests"]] = {"one_search_nq_K_p50_ms": pct(one, 50), "K_searches_p50_ms": pct(each, 50),
+                                            "n_items": int(len(run["vectors"]) - 1)}
+    return res
+
+
+def markdown(result: dict) -> str:
+    lines = ["| benchmark | setting | p50 ms | p99 ms | notes |", "|---|---|---|---|---|"]
+    for load in result["load"]:
+        c = load["concurrency"]
+        lines.append(f"| /recommend end to end (client) | c={c}, {result['n_items']} items | "
+                     f"{load['client_e2e_ms']['p50']:.1f} | {load['client_e2e_ms']['p99']:.1f} | "
+                     f"{load['throughput_rps']:.0f} req/s, non-200 {load['non_200']}, modes {load['modes']} |")
+        for s, v in load["stages_ms"].items():
+            lines.append(f"| stage {s} (server) | c={c} | {v['p50']:.2f} | {v['p99']:.2f} | |")
+    comp = result["components"]
+    for b in (1, 32):
+        e = comp[f"encoder_b{b}"]
+        lines.append(f"| encoder ORT vs torch eager | batch {b}, T={e['T']}, 1 thread | {e['ort_p50_ms']:.2f} vs "
+                     f"{e['torch_eager_p50_ms']:.2f} | | speedup {e['speedup_p50']:.2f}x |")
+    l_ = comp["llm_b1"]
+    lines.append(f"| LLM Triton gRPC vs in-process ORT | batch 1 | {l_['triton_grpc_p50_ms']:.2f} vs "
+                 f"{l_['ort_in_process_p50_ms']:.2f} | {l_['triton_grpc_p99_ms']:.2f} vs {l_['ort_in_process_p99_ms']:.2f} | |")
+    mk = [k for k in comp if k.startswith("milvus")][0]
+    m = comp[mk]
+    lines.append(f"| Milvus one search nq=K vs K searches | {mk}, {m['n_items']} items | {m['one_search_nq_K_p50_ms']:.1f} vs "
+                 f"{m['K_searches_p50_ms']:.1f} | | |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=400, help="requests per concurrency level")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--workdir", default=str(ROOT / "runs" / "bench-serving"))
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+
+    import shutil
+
+    import logging
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+
+    from serving.triton_server import TritonServer, free_port
+    from devservices.milvus import MilvusLiteServer
+    from devservices.serving_run import make_serving_run, open_test_store, user_states
+    from training.export.triton_repo import add_version, llm_spec
+
+    work = Path(args.workdir)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    t0 = time.perf_counter()
+    run = make_serving_run(work / "run", n_items=args.items, n_users=args.users, codebook_size=64)
+    print(f"[bench] run with {args.items} items built in {run['seconds']:.1f}s", flush=True)
+    d = run["manifest"]["dims"]
+    repo = run["layout"].triton_repo / "local"
+    add_version(repo, run["layout"].llm_onnx, llm_spec(d["n_coarse"], d["d_llm"], d["d_item"], d["n_interests"], d["d_out"]))
+    store, store_cfg = open_test_store(work / "feast")
+    store.write_users(user_states(run))
+    store.close()
+    triton = TritonServer(repo, ["llm"], log_path=work / "triton.log").start()
+    print(f"[bench] tritonserver ready in {triton.ready_seconds:.2f}s", flush=True)
+    milvus = MilvusLiteServer(work / "milvus", log_path=work / "milvus.log").start()
+    from serving.index import ItemIndex
+
+    index = ItemIndex(milvus.uri).start(load=False)
+    built = index.build(np.load(run["layout"].item_vectors))
+    index.close()
+    print(f"[bench] Milvus index {built.collection}: {built.n_items} items in {built.seconds:.1f}s", flush=True)
+    port = free_port()
+    env = dict(os.environ, HYMIREC_ARTIFACT_DIR=str(run["layout"].root), HYMIREC_TRITON_URL=triton.grpc_url,
+               HYMIREC_MILVUS_URI=milvus.uri, HYMIREC_FEAST_REPO=store_cfg, OMP_NUM_THREADS="1",
+               PYTHONPATH=str(ROOT))
+    app = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "serving.app:create_app", "--host",
+                            "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
+                           env=env, cwd=str(ROOT), start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    result: dict = {"n_items": args.items, "k": args.k, "cpu_count": os.cpu_count(), "load": []}
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if app.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("app did not become ready")
+            time.sleep(0.2)
+        users = list(run["users"])
+        for c in args.concurrency:
+            load = run_load(url, users, c, args.requests, args.k)
+            result["load"].append(load)
+            print(f"[bench] c={c}: e2e p50 {load['client_e2e_ms']['p50']:.1f} ms p99 {load['client_e2e_ms']['p99']:.1f} ms "
+                  f"({load['throughput_rps']:.0f} req/s) stages "
+                  + ", ".join(f"{s} {v['p50']:.1f}/{v['p99']:.1f}" for s, v in load["stages_ms"].items()), flush=True)
+    finally:
+        app.terminate()
+        app.wait(30)
+    try:
+        result["components"] = component_benchmarks(run, triton.grpc_url, milvus.uri)
+    finally:
+        triton.stop()
+        milvus.stop()
+    result["triton_ready_s"] = triton.ready_seconds
+    result["total_s"] = time.perf_counter() - t0
+    out = Path(args.out) if args.out else work / "result.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(markdown(result))
+    print(f"[bench] wrote {out} ({result['total_s']:.0f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,42 @@
+"""BENCHMARKS.md is generated from the committed records and kept current; its tables come from the records."""
+from __future__ import annotations
+
+import json
+
+from bench.results_page import PAGE, area_section, quality_section, render_page
+
+
+def _record(dataset, method, kind, seed, ndcg, label=None):
+    return {"dataset": dataset, "method": method, "kind": kind, "seed": seed, "label": label or method,
+            "library": "x", "metrics": {"NDCG@10": ndcg, "Recall@10": 2 * ndcg}, "measured_at": "2026-12-01T00:00:00"}
+
+
+def test_committed_page_is_what_the_records_generate():
+    assert PAGE.read_text() == render_page(), "BENCHMARKS.md is stale: run `make bench-page` and commit it"
+
+
+def test_page_fits_two_screens_and_names_its_commands():
+    text = render_page()
+    assert len(text.splitlines()) <= 160
+    assert text.count("```") >= 2 * 5  # one command block for quality and for each other area
+
+
+def test_quality_section_picks_the_strongest_peer_and_compares_ablations_on_their_own_seeds():
+    records = [_record("D", "hymirec", "ours", 0, 0.10), _record("D", "hymirec", "ours", 1, 0.12),
+               _record("D", "sasrec-ours", "baseline", 0, 0.09),
+               _record("D", "peer-a", "peer", 0, 0.04, "A"), _record("D", "peer-b", "peer", 0, 0.05, "B"),
+               _record("D", "hymirec-k3", "ablation", 0, 0.11, "HyMiRec: K=3")]
+    text = quality_section(records)
+    row = next(line for line in text.splitlines() if line.startswith("| D |"))
+    # mean 0.11, sample std of (0.10, 0.12) = 0.0141; strongest peer B (0.05); 0.11 / 0.05 = 2.20
+    assert row == "| D | 0.1100 ± 0.0141 | 0.0900 | B: 0.0500 | 2.20× | 0, 1 |"
+    # the ablation ran seed 0 only: compared with the full run's seed 0 (0.10), not the mean: +10.0 %
+    assert "| K=3 | +10.0 % |" in text
+
+
+def test_area_section_renders_its_record(tmp_path):
+    record = {"area": "Codebook", "measured_at": "2026-01-01", "machine": "m", "command": "run it",
+              "columns": ["a", "b"], "rows": [[1, "x"]], "reading": "fine"}
+    text = area_section(json.loads(json.dumps(record)))
+    assert text.splitlines()[0] == "## Codebook"
+    assert "```\nrun it\n```" in text and "| a | b |" in text and "| 1 | x |" in text and text.endswith("fine")
