@@ -26,6 +26,8 @@ project builds these paths by hand: import :class:`RunLayout` instead.
       topk_test_hymirec.npy      bench exactly like a peer library's lists
       export/encoder.onnx      lightweight encoder (ONNX, + encoder.onnx.data)
       export/llm.onnx          LLM recommender (ONNX, + llm.onnx.data)
+      export/coarse_head.onnx  the projection head alone (serving's degraded mode: coarse interests → queries)
+      export/manifest.json     dims, files and sha256 of the exported models
       export/triton/           generated Triton model repository
 """
 from __future__ import annotations
@@ -53,6 +55,13 @@ def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
     os.replace(tmp, path)
+
+
+# File names inside export/ (the exporter writes them, serving reads them).
+ENCODER_ONNX = "encoder.onnx"
+LLM_ONNX = "llm.onnx"
+COARSE_HEAD_ONNX = "coarse_head.onnx"
+EXPORT_MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -85,9 +94,20 @@ class RunLayout:
     topk_test_sasrec = property(lambda self: self._p("topk_test_sasrec.npy"))
     topk_test_hymirec = property(lambda self: self._p("topk_test_hymirec.npy"))
     export_dir = property(lambda self: self._p("export"))
-    encoder_onnx = property(lambda self: self._p("export/encoder.onnx"))
-    llm_onnx = property(lambda self: self._p("export/llm.onnx"))
+    encoder_onnx = property(lambda self: self.export_dir / ENCODER_ONNX)
+    llm_onnx = property(lambda self: self.export_dir / LLM_ONNX)
+    coarse_head_onnx = property(lambda self: self.export_dir / COARSE_HEAD_ONNX)
+    export_manifest = property(lambda self: self.export_dir / EXPORT_MANIFEST)
     triton_repo = property(lambda self: self._p("export/triton"))
+
+    # What a finished run is made of: the files a retrain hashes, records and promotes (metrics.json holds
+    # timings, so it is recorded but not hashed).
+    HASHED = ("config", "dataset", "item_ids", "item_titles", "item_embeddings", "item_vectors",
+              "recent_item_embeddings", "item_popularity", "codebook", "item_codes", "item_scales", "model")
+
+    def hashed_files(self) -> list[str]:
+        """Names (relative to the run directory) of :attr:`HASHED`."""
+        return [getattr(self, name).name for name in self.HASHED]
 
     def ensure(self) -> "RunLayout":
         self.root.mkdir(parents=True, exist_ok=True)

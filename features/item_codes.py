@@ -13,6 +13,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from core.artifacts import RunLayout
+
 from .store.base import OnlineStore
 
 
@@ -27,8 +29,9 @@ def load_item_codes(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     path = Path(path)
     try:
         if path.is_dir():
-            ids = json.loads((path / "item_ids.json").read_text())
-            codes = np.load(path / "item_codes.npy")
+            layout = RunLayout.at(path)
+            ids = json.loads(layout.item_ids.read_text())
+            codes = np.load(layout.item_codes)
             if len(ids) != codes.shape[0]:
                 raise ValueError(f"item_ids.json has {len(ids)} ids, item_codes.npy has {codes.shape[0]} rows")
             if ids and ids[0] == "<pad>":

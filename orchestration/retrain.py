@@ -36,10 +36,6 @@ from orchestration.artifact_root import ArtifactRoot, fingerprint, push_codes, r
 
 log = logging.getLogger("orchestration.retrain")
 
-RUN_FILES = ["config.json", "dataset.json", "item_ids.json", "item_titles.json", "item_embeddings.npy",
-             "item_vectors.npy", "recent_item_embeddings.npy", "item_popularity.npy", "codebook.npz", "item_codes.npy",
-             "item_scales.npy",
-             "model.pt"]  # metrics.json holds timings: recorded, not hashed
 TRITON_MODEL = "llm"
 
 
@@ -175,7 +171,7 @@ def train_recommenders(ctx, snapshot: dict, embeddings: dict, codebook: dict) ->
         layout = RunLayout.at(tmp)
         write_json_atomic(layout.config, cfg.to_dict())  # the run's final location, not the temp directory
         return {"valid_best_ndcg10": metrics["hymirec"]["valid_best_ndcg10"], "test": metrics["hymirec"]["test"],
-                "item_representation": metrics["item_representation"]["kind"]}, RUN_FILES
+                "item_representation": metrics["item_representation"]["kind"]}, layout.hashed_files()
 
     inputs = {"snapshot": snapshot["content_hash"], "codebook": codebook.get("content_hash"), "config": cfg.to_dict()}
     result = run_recorded(ctx, final, _interval(ctx) / "steps", inputs, compute)

@@ -15,7 +15,7 @@ import numpy as np
 from serving.config import ServingConfig
 from serving.history import HistoryUnavailable, StoreHistorySource
 from serving.index import ItemIndex
-from serving.stages import (COARSE_HEAD_FILE, Artifacts, CoarseQueries, Decode, Encode, FetchHistory, Merge,
+from serving.stages import (Artifacts, CoarseQueries, Decode, Encode, FetchHistory, Merge,
                             Popular, Refine, Search, StageUnavailable)
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class RecommendPipeline:
         self.fetch = FetchHistory(history_source or StoreHistorySource(config.feast_repo))
         self.decode = Decode(self.artifacts)
         self.encode = Encode(layout.encoder_onnx, config.ort_threads)
-        self.coarse = CoarseQueries(layout.export_dir / COARSE_HEAD_FILE, 0, config.ort_threads)
+        self.coarse = CoarseQueries(layout.coarse_head_onnx, 0, config.ort_threads)
         self.refine = Refine(config.triton_url, config.triton_model, config.triton_timeout_s,
                              config.breaker_cooldown_s)
         self.search = Search(index or ItemIndex(config.milvus, config.milvus_alias,

@@ -24,12 +24,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from core.artifacts import RunLayout, sha256_file
+from core.artifacts import COARSE_HEAD_ONNX, RunLayout, sha256_file
 
 log = logging.getLogger(__name__)
 
-COARSE_HEAD_FILE = "coarse_head.onnx"  # written by training/export/onnx_export.py next to encoder.onnx
-MANIFEST_FILE = "manifest.json"
 
 
 class StageUnavailable(RuntimeError):
@@ -99,7 +97,7 @@ class Artifacts:
         self.popularity_order = np.lexsort((np.arange(len(pop)), -pop))  # count desc, index asc
         self.popularity_order = self.popularity_order[self.popularity_order > 0]
         self.codebook = ResidualCodebook.load(lay.codebook) if Path(lay.codebook).exists() else None
-        manifest = json.loads((lay.export_dir / MANIFEST_FILE).read_text())
+        manifest = json.loads(lay.export_manifest.read_text())
         self.dims = manifest["dims"]
         self.versions = {"encoder": manifest.get("sha256", {}).get("encoder.onnx", "")[:12]
                          or sha256_file(lay.encoder_onnx)[:12]}
@@ -258,7 +256,7 @@ class CoarseQueries(Stage):
         elif coarse.shape[-1] == self.d_out:
             vecs = coarse / np.maximum(np.linalg.norm(coarse, axis=-1, keepdims=True), 1e-12)
         else:
-            raise StageUnavailable(f"no {COARSE_HEAD_FILE} and coarse width {coarse.shape[-1]} != d_out {self.d_out}")
+            raise StageUnavailable(f"no {COARSE_HEAD_ONNX} and coarse width {coarse.shape[-1]} != d_out {self.d_out}")
         return {"interests": vecs.astype(np.float32)}
 
 

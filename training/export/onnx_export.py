@@ -27,6 +27,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from core.artifacts import COARSE_HEAD_ONNX, ENCODER_ONNX, EXPORT_MANIFEST, LLM_ONNX
+
 log = logging.getLogger(__name__)
 
 ENCODER_INPUTS = ("history_emb", "history_mask")
@@ -35,8 +37,6 @@ LLM_INPUTS = ("coarse", "recent_emb", "recent_mask")
 LLM_OUTPUTS = ("interests",)
 HEAD_INPUTS = ("coarse",)
 HEAD_OUTPUTS = ("coarse_vectors",)
-COARSE_HEAD_FILE = "coarse_head.onnx"
-MANIFEST_FILE = "manifest.json"
 MAX_BATCH = 4096
 
 
@@ -324,12 +324,12 @@ def export_hybrid(model, export_dir: str | os.PathLike, *, recent_n: int, long_l
     k_c, d_llm, d_item = int(lw.config.n_coarse), int(llm.hidden), int(llm.item_dim)
     k, d_out = int(llm.n_interests), int(llm.out_dim)
     reports = [
-        export_encoder(lw, export_dir / "encoder.onnx", n_cases, atol),
-        export_llm(llm, export_dir / "llm.onnx", k_c, d_llm, n_cases, atol, max_recent=max(64, recent_n)),
-        export_coarse_head(llm.head, export_dir / COARSE_HEAD_FILE, k_c, d_llm, n_cases, atol),
+        export_encoder(lw, export_dir / ENCODER_ONNX, n_cases, atol),
+        export_llm(llm, export_dir / LLM_ONNX, k_c, d_llm, n_cases, atol, max_recent=max(64, recent_n)),
+        export_coarse_head(llm.head, export_dir / COARSE_HEAD_ONNX, k_c, d_llm, n_cases, atol),
     ]
     files = {}
-    for name in ("encoder.onnx", "llm.onnx", COARSE_HEAD_FILE):
+    for name in (ENCODER_ONNX, LLM_ONNX, COARSE_HEAD_ONNX):
         for f in (name, name + ".data"):
             files[f] = sha256_file(export_dir / f)
     manifest = {
@@ -337,15 +337,15 @@ def export_hybrid(model, export_dir: str | os.PathLike, *, recent_n: int, long_l
         "dims": {"d_item": d_item, "d_llm": d_llm, "d_out": d_out, "n_coarse": k_c, "n_interests": k,
                  "recent_n": int(recent_n), "long_len": int(long_len), "max_long_len": int(lw.config.max_len)},
         "models": {
-            "encoder": {"file": "encoder.onnx", "inputs": list(ENCODER_INPUTS), "outputs": list(ENCODER_OUTPUTS)},
-            "llm": {"file": "llm.onnx", "inputs": list(LLM_INPUTS), "outputs": list(LLM_OUTPUTS)},
-            "coarse_head": {"file": COARSE_HEAD_FILE, "inputs": list(HEAD_INPUTS), "outputs": list(HEAD_OUTPUTS)},
+            "encoder": {"file": ENCODER_ONNX, "inputs": list(ENCODER_INPUTS), "outputs": list(ENCODER_OUTPUTS)},
+            "llm": {"file": LLM_ONNX, "inputs": list(LLM_INPUTS), "outputs": list(LLM_OUTPUTS)},
+            "coarse_head": {"file": COARSE_HEAD_ONNX, "inputs": list(HEAD_INPUTS), "outputs": list(HEAD_OUTPUTS)},
         },
         "parity": {r.name: asdict(r) for r in reports},
         "sha256": files,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    write_json_atomic(export_dir / MANIFEST_FILE, manifest)
+    write_json_atomic(export_dir / EXPORT_MANIFEST, manifest)
     return manifest
 
 
@@ -363,4 +363,4 @@ def export_run(run_dir: str | os.PathLike, n_cases: int = 100, atol: float = 1e-
 
 
 def read_manifest(export_dir: str | os.PathLike) -> dict:
-    return json.loads((Path(export_dir) / MANIFEST_FILE).read_text())
+    return json.loads((Path(export_dir) / EXPORT_MANIFEST).read_text())
