@@ -13,6 +13,11 @@ order of how much it says about a user's real interests:
 
 :func:`as_label_matrix` turns every accepted shape (1-D labels, list of id arrays, boolean matrix, scipy sparse)
 into the boolean matrix.
+
+Caveat, measured on ML-1M (window W = 10, test windows): genres saturate. A target window holds 8.1 of the 18
+genres on average and the plain popularity list already covers 0.868 of them at K = 20, 0.963 at K = 50 and
+0.988 at K = 100, so genre Coverage@50 has little room to separate models; read it at small K, beside
+``Interests@K``, or with the finer codebook clusters.
 """
 from __future__ import annotations
 
