@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-DEFAULT_DATASETS = ("ml-100k", "amazon-games-2018", "s3rec-amazon-yelp-lastfm/Beauty",
+DEFAULT_DATASETS = ("ml-100k", "ml-1m", "amazon-games-2018", "s3rec-amazon-yelp-lastfm/Beauty",
                     "s3rec-amazon-yelp-lastfm/Sports_and_Outdoors", "s3rec-amazon-yelp-lastfm/Toys_and_Games")
 
 SUPPORTED_LAYOUTS = ("RecBole atomic files (NAME.inter [+ NAME.item]), UniSRec splits (NAME.{train,valid,test}.inter "

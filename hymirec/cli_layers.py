@@ -172,7 +172,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                               "still missing")
     quality.add_argument("--dataset", action="append",
                          help="dataset folder/file, FOLDER/NAME, a name under --data-dir, 'synthetic' or 'all' "
-                              "(repeatable; default: ml-100k, amazon-games-2018, S3-Rec Beauty/Sports/Toys)")
+                              "(repeatable; default: ml-100k, ml-1m, amazon-games-2018, S3-Rec Beauty/Sports/Toys)")
     quality.add_argument("--data-dir", help="where names and 'all' are looked up (default $HYMIREC_DATA_DIR or "
                                             "../shared/data)")
     quality.add_argument("--out", help="output folder (JSON, Markdown, PNG; resume state; default runs/bench, or "

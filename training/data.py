@@ -6,6 +6,7 @@ Public API (see docs/CONTRACTS.md):
 * :func:`load_dataset` — folder, file, ``<folder>/<stem>`` or the name ``"synthetic"``
 * :func:`synthetic` — deterministic planted multi-interest data
 * :func:`leave_one_out` → :class:`Split` of :class:`EvalSet`
+* :func:`window_split` → :class:`WindowSplit` of :class:`WindowSet` (last W items per user as a target set)
 * :func:`dataset_summary`
 
 Item index 0 is padding everywhere; real items are 1..n_items.
@@ -27,6 +28,7 @@ from training.datasets.loaders import (
     unisrec_files,
 )
 from training.datasets.synthetic import synthetic
+from training.datasets.window import WindowSet, WindowSplit, window_split
 
 __all__ = [
     "PAD_TOKEN",
@@ -34,10 +36,13 @@ __all__ = [
     "EvalSet",
     "InteractionData",
     "Split",
+    "WindowSet",
+    "WindowSplit",
     "dataset_summary",
     "leave_one_out",
     "load_dataset",
     "synthetic",
+    "window_split",
 ]
 
 # Files that sit next to datasets but are not interaction files (S3-Rec negatives, attribute maps ...).

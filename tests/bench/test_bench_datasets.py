@@ -70,7 +70,9 @@ def test_published_rows_only_for_their_datasets():
 @pytest.mark.skipif(not (default_data_dir() / "s3rec-amazon-yelp-lastfm").is_dir(), reason="no ../shared/data")
 def test_default_datasets_load_and_get_their_published_rows():
     datasets = resolve_datasets(None, log=lambda *_: None)
-    assert [d.key for d in datasets] == ["ml-100k", "amazon-games-2018", "Beauty", "Sports_and_Outdoors",
+    assert [d.key for d in datasets] == ["ml-100k", "ml-1m", "amazon-games-2018", "Beauty", "Sports_and_Outdoors",
                                          "Toys_and_Games"] == [d.split("/")[-1] for d in DEFAULT_DATASETS]
-    assert [bool(published_rows(d)) for d in datasets] == [False, False, True, True, True]
-    assert [d.has_text for d in datasets] == [True, True, False, False, False]
+    assert [bool(published_rows(d)) for d in datasets] == [False, False, False, True, True, True]
+    assert [d.has_text for d in datasets] == [True, True, True, False, False, False]
+    ml1m = datasets[1]  # the long-history set (../shared/data/ml-1m/README.md)
+    assert (ml1m.users, ml1m.items, ml1m.interactions) == (6040, 3706, 1000209)

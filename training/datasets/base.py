@@ -46,6 +46,8 @@ class InteractionData:
         item_ids: raw item id per item index; ``item_ids[0] == "<pad>"``.
         item_texts: text per item index (``item_texts[0] == ""``), None when the dataset has no text.
         item_categories: optional ``int64 [n_items+1]`` label per item (synthetic topics; -1 for padding).
+        item_tags: optional category tokens per item index from the ``.item`` file's category column
+            (MovieLens genres); ``item_tags[0] == ()``, ``()`` for an item without a row or without tags.
     """
 
     name: str
@@ -55,6 +57,7 @@ class InteractionData:
     item_ids: list[str]
     item_texts: list[str] | None
     item_categories: np.ndarray | None = field(default=None)
+    item_tags: list[tuple[str, ...]] | None = field(default=None)
 
     @property
     def n_items(self) -> int:
@@ -89,6 +92,8 @@ class InteractionData:
             raise ValueError("item_texts and item_ids differ in length")
         if self.item_categories is not None and len(self.item_categories) != len(self.item_ids):
             raise ValueError("item_categories and item_ids differ in length")
+        if self.item_tags is not None and len(self.item_tags) != len(self.item_ids):
+            raise ValueError("item_tags and item_ids differ in length")
         n = self.n_items
         for u, s in enumerate(self.sequences):
             if s.dtype != np.int64:
@@ -177,6 +182,7 @@ def build_data(
     times: list[list[float]] | None,
     index: ItemIndex,
     raw_texts: dict[str, str] | None,
+    raw_tags: dict[str, tuple[str, ...]] | None = None,
 ) -> InteractionData:
     """Assemble :class:`InteractionData` from per-user provisional item codes (file order).
 
@@ -203,6 +209,7 @@ def build_data(
     texts = None
     if raw_texts is not None:
         texts = [""] + [raw_texts.get(r, "") for r in item_ids[1:]]
-    data = InteractionData(name, sequences, timestamps, user_ids, item_ids, texts)
+    tags = None if raw_tags is None else [()] + [raw_tags.get(r, ()) for r in item_ids[1:]]
+    data = InteractionData(name, sequences, timestamps, user_ids, item_ids, texts, item_tags=tags)
     data.validate()
     return data

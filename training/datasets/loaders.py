@@ -70,6 +70,15 @@ def _read_atomic(path: Path, required: tuple[str, ...]) -> tuple[list[str], list
 
 def read_item_texts(path: Path) -> dict[str, str]:
     """Item text per raw item id from a RecBole ``.item`` file: ``"Title (Year) | Genre, Genre"``."""
+    return read_item_file(path)[0]
+
+
+def read_item_file(path: Path) -> tuple[dict[str, str], dict[str, tuple[str, ...]] | None]:
+    """One pass over a RecBole ``.item`` file → ``(text per raw item id, category tags per raw item id)``.
+
+    Tags are the whitespace-separated tokens of the category column (``class`` = MovieLens genres, or
+    ``genre(s)``/``categories``/``category``); None when the file has no such column.
+    """
     names, types, rows = _read_atomic(path, ("item_id",))
     pick = lambda cands: next((names.index(c) for c in cands if c in names), None)  # noqa: E731
     title, year, cats = pick(_TITLE_COLS), pick(_YEAR_COLS), pick(_CATEGORY_COLS)
@@ -77,6 +86,7 @@ def read_item_texts(path: Path) -> dict[str, str]:
         extra = [i for i, (n, t) in enumerate(zip(names, types)) if n != "item_id" and t.startswith("token")]
     iid = names.index("item_id")
     texts: dict[str, str] = {}
+    tags: dict[str, tuple[str, ...]] = {}
     for no, f in rows:
         if f[iid] in texts:
             raise DataFormatError(path, no, f"duplicate item_id {f[iid]!r}")
@@ -89,7 +99,9 @@ def read_item_texts(path: Path) -> dict[str, str]:
             if cats is not None and f[cats].strip():
                 text += " | " + ", ".join(f[cats].split())
         texts[f[iid]] = text
-    return texts
+        if cats is not None:
+            tags[f[iid]] = tuple(f[cats].split())
+    return texts, (tags if cats is not None else None)
 
 
 def load_recbole(inter: Path, item: Path | None = None) -> InteractionData:
@@ -109,10 +121,10 @@ def load_recbole(inter: Path, item: Path | None = None) -> InteractionData:
         codes[u].append(index.add(f[ii]))
         if ti is not None:
             times[u].append(float(f[ti]))
-    texts = read_item_texts(item) if item is not None and item.exists() else None
+    texts, tags = read_item_file(item) if item is not None and item.exists() else (None, None)
     # Without a timestamp column, file order is time order and timestamps become the order index.
     return build_data(inter.name.removesuffix(".inter"), list(users), codes,
-                      times if ti is not None else None, index, texts)
+                      times if ti is not None else None, index, texts, tags)
 
 
 def unisrec_files(stem_path: Path) -> list[Path]:
@@ -123,41 +135,66 @@ def unisrec_files(stem_path: Path) -> list[Path]:
 def load_unisrec(stem_path: Path) -> InteractionData:
     """Load the UniSRec/LLMRank layout ``<stem>.{train,valid,test}.inter`` (+ ``<stem>.item`` titles).
 
-    Rows of one user are chained in split order (train, valid, test; file order within a split): the
-    first row gives ``history + [target]``; each later row's history must be a suffix of what has been
-    rebuilt so far (histories are truncated from the front), and its target is appended. A user whose
-    later row does not continue the sequence raises DataFormatError.
+    Each row is ``history + [target]`` of one user. A user's rows may come in any order inside a file: they are
+    first put in the order the format states — split order (train, valid, test), then the row's ``timestamp``
+    column when the files have one, else its history length (an untruncated history's length *is* the target's
+    position), file order breaking ties — and then chained: the first row gives ``history + [target]``; each
+    later row's history must be a suffix of what has been rebuilt so far (histories are truncated from the front)
+    and its target is appended. Rows whose truncated histories tie on length are chained in whichever order
+    continues the sequence (file order first). A row that continues nothing raises DataFormatError.
     """
     files = unisrec_files(stem_path)
     if not files:
         raise DataFormatError(stem_path, 0, "no <name>.{train,valid,test}.inter files found")
-    index = ItemIndex()
     users: dict[str, int] = {}
-    seqs: list[list[str]] = []
-    for path in files:
+    # per user: (sort key, path, line, history, target)
+    rows_of: list[list[tuple[tuple, Path, int, list[str], str]]] = []
+    for split_no, path in enumerate(files):
         names, _, rows = _read_atomic(path, ("user_id", "item_id_list", "item_id"))
         ui, li, ti = names.index("user_id"), names.index("item_id_list"), names.index("item_id")
+        tsi = names.index("timestamp") if "timestamp" in names else None
         for no, f in rows:
             hist, target = f[li].split(), f[ti].strip()
             if not target or len(target.split()) != 1:
                 raise DataFormatError(path, no, f"item_id {f[ti]!r} must be exactly one token")
-            u = users.get(f[ui])
-            if u is None:
-                users[f[ui]] = len(seqs)
-                seqs.append(hist + [target])
-                continue
-            seq = seqs[u]
-            if len(hist) > len(seq) and hist[len(hist) - len(seq):] == seq:
-                seq[:] = hist  # this row is less truncated at the front: it reaches further back
-            elif hist and seq[-len(hist):] != hist:
-                raise DataFormatError(
-                    path, no, f"history of user {f[ui]!r} does not continue the sequence from earlier rows"
-                )
-            seq.append(target)  # every row adds exactly one new (later) item
+            u = users.setdefault(f[ui], len(rows_of))
+            if u == len(rows_of):
+                rows_of.append([])
+            order = float(f[tsi]) if tsi is not None else len(hist)
+            rows_of[u].append(((split_no, order, no), path, no, hist, target))
+    seqs = [_chain_unisrec_rows(raw, rows) for raw, rows in zip(users, rows_of)]
+    index = ItemIndex()
     codes = [[index.add(i) for i in s] for s in seqs]
     item_file = stem_path.with_name(f"{stem_path.name}.item")
-    texts = read_item_texts(item_file) if item_file.exists() else None
-    return build_data(stem_path.name, list(users), codes, None, index, texts)
+    texts, tags = read_item_file(item_file) if item_file.exists() else (None, None)
+    return build_data(stem_path.name, list(users), codes, None, index, texts, tags)
+
+
+def _continues(seq: list[str], hist: list[str]) -> bool:
+    """Whether a row with history ``hist`` follows the sequence ``seq`` rebuilt so far."""
+    if len(hist) > len(seq):  # a less truncated row reaching further back than anything so far
+        return hist[len(hist) - len(seq):] == seq
+    return not hist or seq[-len(hist):] == hist
+
+
+def _chain_unisrec_rows(raw_user: str, rows: list[tuple[tuple, Path, int, list[str], str]]) -> list[str]:
+    """One user's rows (any order) → the user's full sequence; see :func:`load_unisrec`."""
+    pending = sorted(rows, key=lambda r: r[0])
+    seq = list(pending[0][3]) + [pending[0][4]]
+    pending = pending[1:]
+    while pending:
+        # In-order files take the first pending row every time (linear); only out-of-order ties scan further.
+        j = next((j for j, r in enumerate(pending) if _continues(seq, r[3])), None)
+        if j is None:
+            _, path, no, _, _ = pending[0]
+            raise DataFormatError(
+                path, no, f"history of user {raw_user!r} does not continue the sequence from earlier rows"
+            )
+        _, _, _, hist, target = pending.pop(j)
+        if len(hist) > len(seq):
+            seq[:] = hist
+        seq.append(target)  # every row adds exactly one new (later) item
+    return seq
 
 
 def load_text(path: Path) -> InteractionData:
