@@ -1,7 +1,7 @@
 """Window-protocol evaluation: a *set* of targets per user, interest coverage and diversity.
 
 Sibling of :mod:`training.evaluate` (leave-one-out); multi-interest models are ranked by exactly the same
-serving path, :func:`training.evaluate.topk_from_interests` → ``features.retrieval.merge_interest_candidates``
+serving path, :func:`training.evaluate.topk_from_interests` → ``core.retrieval.merge_interest_candidates``
 (score = max over the K interests), so what is measured is what serving returns.
 
 Definitions, for a user with ranked list ``r`` (distinct ids, 0/-1 = padding) and distinct targets ``T``

@@ -25,7 +25,7 @@ def test_stage2_trains_on_cuda_and_scores_like_its_cpu_copy():
                             targets=np.array([s[-1] for s in sequences[:32]]))
     exact = torch.randn(N_ITEMS + 1, ITEM_DIM, generator=torch.Generator().manual_seed(0))
     exact[0] = 0
-    hybrid = HybridConfig(n_interests=2, window=2, recent_n=4, long_len=12, out_dim=8, n_negatives=-1, dropout=0.0,
+    hybrid = HybridConfig(n_interests=2, window=2, recent_n=4, long_len=12, out_dim=8, n_negatives=-1, item_tower_dropout=0.0,
                           lightweight=LightweightConfig(model_dim=16, dropout=0.0),
                           llm=LLMRecommenderConfig(hidden=16, intermediate=32, dropout=0.0))
     cuda_tables = ItemTables(exact=exact.cuda(), long=exact.cuda())

@@ -18,7 +18,7 @@ def _setup():
     valid = SimpleNamespace(histories=sequences[:20], targets=rng.integers(1, N_ITEMS + 1, size=20))
     exact = torch.randn(N_ITEMS + 1, ITEM_DIM, generator=torch.Generator().manual_seed(0))
     exact[0] = 0
-    hybrid = HybridConfig(n_interests=2, window=2, recent_n=4, long_len=12, out_dim=8, n_negatives=-1, dropout=0.0,
+    hybrid = HybridConfig(n_interests=2, window=2, recent_n=4, long_len=12, out_dim=8, n_negatives=-1, item_tower_dropout=0.0,
                           lightweight=LightweightConfig(model_dim=16, dropout=0.0),
                           llm=LLMRecommenderConfig(hidden=16, intermediate=32, dropout=0.0))
     return sequences, valid, ItemTables(exact=exact, long=exact), hybrid
