@@ -30,7 +30,7 @@ def interest_variants(model, tables: ItemTables, histories: list[np.ndarray], ba
     queries, lasts = [], []
     with torch.no_grad():
         for start in range(0, len(histories), batch):
-            inputs = model_inputs(histories[start:start + batch], cfg.long_len, cfg.recent_n)
+            inputs = model_inputs(histories[start:start + batch], cfg.long_len, cfg.recent_n, cfg.long_window)
             q, states = model.forward_train(*_tensors(model, inputs, tables, tables.exact.device))
             queries.append(q.numpy())
             lasts.append(states[:, -1:].numpy())

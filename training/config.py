@@ -40,8 +40,11 @@ class CodebookSettings:
 class HybridConfig:
     """Stage 2: lightweight recommender + LLM recommender + DMIL."""
 
-    long_len: int = 200  # long history fed to the lightweight recommender during training (max 1024)
+    long_len: int = 200  # items the lightweight recommender reads (codebook-decoded), 1..max_long_len
     max_long_len: int = 1024  # position table size of the lightweight recommender
+    long_window: str = "all"  # where the long window ends (features/history_window.py; serving reads it from the
+    #   export manifest): "all" = the last long_len items, the N recent ones included (repeated: the LLM gets them
+    #   exactly too); "older" = the long_len items before the recent_n recent ones (history[:-N][-long_len:])
     recent_n: int = 10  # N most recent items given exactly to the LLM recommender
     n_coarse: int = 4  # K_c coarse interests
     n_interests: int = 3  # K refined interests (interest queries)
