@@ -33,7 +33,8 @@ class TrainBatch(ModelInputs):
     target_mask: np.ndarray  # [B, W] bool
 
 
-def model_inputs(histories: list[np.ndarray], long_len: int, recent_n: int, long_window_mode: str = "all") -> ModelInputs:
+def model_inputs(histories: list[np.ndarray], long_len: int, recent_n: int,
+                 long_window_mode: str = "all") -> ModelInputs:
     """histories (item indices, oldest first) → long_ids [B, T] and recent_ids [B, recent_n], left-padded.
 
     The long window follows features.history_window.long_window (``long_window_mode`` "all": the last
