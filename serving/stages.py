@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from core.artifacts import COARSE_HEAD_ONNX, RunLayout, sha256_file
+from core.history_window import check_long_window, long_window
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class Artifacts:
         self.codebook = ResidualCodebook.load(lay.codebook) if Path(lay.codebook).exists() else None
         manifest = json.loads(lay.export_manifest.read_text())
         self.dims = manifest["dims"]
+        check_long_window(self.dims.get("long_window", "all"))  # a bad manifest fails at start, not per request
         self.versions = {"encoder": manifest.get("sha256", {}).get("encoder.onnx", "")[:12]
                          or sha256_file(lay.encoder_onnx)[:12]}
         return self
@@ -159,8 +161,10 @@ class FetchHistory(Stage):
 
 
 class Decode(Stage):
-    """Codes → codebook-decoded long history (the last long_len items); recent raw ids → exact embeddings of the
-    last recent_n known items. Histories are right-aligned, batch 1, so no padding is needed."""
+    """Codes → codebook-decoded long history; recent raw ids → exact embeddings of the last recent_n known items.
+    Right-aligned, batch 1, no padding. The long window is training's rule (core.history_window, the manifest's
+    long_len + long_window, "all" for older manifests); the stored codes end with the recent items, so "older"
+    drops the last len(recent) codes: exactly the items the LLM recommender receives."""
 
     name = "decode"
     inputs = ("codes", "recent_items")
@@ -171,24 +175,31 @@ class Decode(Stage):
 
     def run(self, inputs: dict) -> dict:
         art, dims = self.art, self.art.dims
+        d_item, long_len = int(dims["d_item"]), int(dims["long_len"])
+        mode = dims.get("long_window", "all")
         recent_idx = np.array([art.index_of[r] for r in inputs["recent_items"] if r in art.index_of], np.int64)
+        recent = recent_idx[-int(dims["recent_n"]):]
         codes = np.asarray(inputs["codes"])
         if codes.size == 0 and len(recent_idx) and art.item_codes is not None:
             codes = art.item_codes[recent_idx]
-        codes = codes[-int(dims["long_len"]):]
+        hist = None
         if len(codes) and art.codebook is not None:
-            hist = art.codebook.decode(codes).astype(np.float32)
-        elif len(recent_idx):  # no codebook in the run (ablation): exact embeddings
-            hist = np.asarray(art.item_embeddings[recent_idx], np.float32)
+            codes = codes[long_window(len(codes), long_len, len(recent), mode)]
+            if len(codes):
+                hist = art.codebook.decode(codes).astype(np.float32)
+        else:  # no codes, or no codebook in the run (ablation): exact embeddings of the known raw ids
+            older = recent_idx[long_window(len(recent_idx), long_len, len(recent), mode)]
+            if len(older):
+                hist = np.asarray(art.item_embeddings[older], np.float32)
+        if hist is None:  # an empty long window: one masked slot, which the encoder ignores
+            hist, hist_mask = np.zeros((1, d_item), np.float32), np.zeros((1, 1), np.float32)
         else:
-            hist = np.zeros((1, int(dims["d_item"])), np.float32)
-        hist_mask = np.ones((1, len(hist)), np.float32) if len(codes) or len(recent_idx) else np.zeros((1, 1), np.float32)
-        recent = recent_idx[-int(dims["recent_n"]):]
+            hist_mask = np.ones((1, len(hist)), np.float32)
         if len(recent):
             recent_emb = np.asarray(art.recent_embeddings[recent], np.float32)[None]
             recent_mask = np.ones((1, len(recent)), np.float32)
         else:
-            recent_emb = np.zeros((1, 1, int(dims["d_item"])), np.float32)
+            recent_emb = np.zeros((1, 1, d_item), np.float32)
             recent_mask = np.zeros((1, 1), np.float32)
         return {"history_emb": hist[None], "history_mask": hist_mask, "recent_emb": recent_emb,
                 "recent_mask": recent_mask, "seen": recent_idx}

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.history_window import long_window
+
 
 def left_pad(seqs: list[np.ndarray], length: int) -> np.ndarray:
     """Keep the last `length` items of each sequence, left-pad with 0 → [B, length] int64."""
@@ -31,10 +33,18 @@ class TrainBatch(ModelInputs):
     target_mask: np.ndarray  # [B, W] bool
 
 
-def model_inputs(histories: list[np.ndarray], long_len: int, recent_n: int) -> ModelInputs:
-    longest = max((len(h) for h in histories), default=1)
+def model_inputs(histories: list[np.ndarray], long_len: int, recent_n: int,
+                 long_window_mode: str = "all") -> ModelInputs:
+    """histories (item indices, oldest first) → long_ids [B, T] and recent_ids [B, recent_n], left-padded.
+
+    The long window follows core.history_window.long_window (``long_window_mode`` "all": the last
+    ``long_len`` items; "older": the ``long_len`` items before the ``recent_n`` recent ones), the same rule
+    serving's Decode applies to a user's stored codes.
+    """
+    longs = [h[long_window(len(h), long_len, recent_n, long_window_mode)] for h in histories]
+    longest = max((len(h) for h in longs), default=1)
     t = max(1, min(long_len, longest))  # no wider than needed: attention cost grows with T²
-    return ModelInputs(left_pad(histories, t), left_pad(histories, recent_n))
+    return ModelInputs(left_pad(longs, t), left_pad(histories, recent_n))
 
 
 def window_samples(
@@ -65,11 +75,12 @@ def window_samples(
 
 
 def train_batch(
-    sequences: list[np.ndarray], samples: list[tuple[int, int]], long_len: int, recent_n: int, window: int
+    sequences: list[np.ndarray], samples: list[tuple[int, int]], long_len: int, recent_n: int, window: int,
+    long_window_mode: str = "all",
 ) -> TrainBatch:
     inputs = [sequences[i][:cut] for i, cut in samples]
     targets = [sequences[i][cut:cut + window] for i, cut in samples]
-    base = model_inputs(inputs, long_len, recent_n)
+    base = model_inputs(inputs, long_len, recent_n, long_window_mode)
     target_ids = np.zeros((len(samples), window), dtype=np.int64)
     for row, tgt in enumerate(targets):
         target_ids[row, :len(tgt)] = tgt

@@ -72,7 +72,10 @@ class HybridConfig:
     """Stage 2: lightweight recommender + LLM recommender + DMIL. The two recommenders' own settings are
     nested sub-configs (``hybrid.lightweight.*``, ``hybrid.llm.*``), as Hugging Face nests a model's parts."""
 
-    long_len: int = 200  # long history fed to the lightweight recommender during training (≤ lightweight.max_len)
+    long_len: int = 200  # items the lightweight recommender reads (codebook-decoded), 1..lightweight.max_len
+    long_window: str = "all"  # where the long window ends (core/history_window.py; serving reads it from the
+    #   export manifest): "all" = the last long_len items, the N recent ones included (repeated: the LLM gets them
+    #   exactly too); "older" = the long_len items before the recent_n recent ones (history[:-N][-long_len:])
     recent_n: int = 10  # N most recent items given exactly to the LLM recommender
     n_interests: int = 3  # K refined interests (interest queries)
     window: int = 10  # W window-based targets

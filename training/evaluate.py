@@ -131,6 +131,7 @@ def topk_from_interests(
     targets: np.ndarray | None = None,
     batch_size: int = 256,
     drop_zero_interests: bool = True,
+    quotas: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Serving-equivalent top-``k`` for multi-interest users → ``int64 [U, k]`` (short rows padded with 0).
 
@@ -166,7 +167,7 @@ def topk_from_interests(
             if targets is not None:
                 h = h[h != targets[u]]
             mask = np.any(interests[u] != 0, axis=1) if drop_zero_interests else None
-            merged = merge_interest_candidates(ids[j], top[j], k, exclude=h, interest_mask=mask)
+            merged = merge_interest_candidates(ids[j], top[j], k, exclude=h, interest_mask=mask, quotas=quotas)
             out[u, : len(merged)] = merged.item_ids
     return out
 
@@ -178,9 +179,10 @@ def evaluate_interests(
     targets: np.ndarray,
     ks: Sequence[int] = DEFAULT_KS,
     batch_size: int = 256,
+    quotas: Sequence[int] | None = None,
 ) -> dict[str, float]:
     """Metrics for multi-interest retrieval ``interests [U, K, d]`` × ``item_vectors [n_items+1, d]``."""
-    topk = topk_from_interests(interests, item_vectors, histories, max(ks), targets, batch_size)
+    topk = topk_from_interests(interests, item_vectors, histories, max(ks), targets, batch_size, quotas=quotas)
     return evaluate_rankings(topk, targets, ks)
 
 

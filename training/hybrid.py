@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.history_window import check_long_window
 from training.config import HybridConfig
 from training.lightweight import LightweightEncoder
 from training.llm_recommender import LLMRecommender, ProjectionHead
@@ -50,6 +51,11 @@ class HybridRecommender(nn.Module):
         if config.anchor_last_item and config.next_item_weight <= 0:
             raise ValueError("hybrid: anchor_last_item=true needs next_item_weight > 0 (only the dense next-item loss "
                              "trains the newest recent state that it adds to every interest)")
+        check_long_window(config.long_window)
+        if not 1 <= config.long_len <= config.lightweight.max_len:
+            # beyond the position table, positions would be clamped and the oldest items alias one slot
+            raise ValueError(f"hybrid.long_len must be in 1..lightweight.max_len={config.lightweight.max_len}, "
+                             f"got {config.long_len}")
         self.config = config
         n_coarse = config.lightweight.n_coarse
         self.llm = LLMRecommender(

@@ -46,9 +46,13 @@ def predict_interests(model: HybridRecommender, tables: ItemTables, histories: l
     model.eval()
     device = tables.exact.device
     cfg = model.config
+    long_len = long_len or cfg.long_len
+    if long_len > cfg.lightweight.max_len:
+        raise ValueError(f"long_len {long_len} exceeds the model's position table "
+                         f"(lightweight.max_len={cfg.lightweight.max_len})")
     out = []
     for start in range(0, len(histories), batch):
-        inputs = model_inputs(histories[start:start + batch], long_len or cfg.long_len, cfg.recent_n)
+        inputs = model_inputs(histories[start:start + batch], long_len, cfg.recent_n, cfg.long_window)
         out.append(model(*_tensors(model, inputs, tables, device)).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, cfg.n_interests, cfg.out_dim), np.float32)
 
@@ -93,7 +97,8 @@ def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: 
         losses, shares, inter = [], [], []
         for start in bar:
             chosen = [samples[i] for i in order[start:start + train.batch_size]]
-            batch = train_batch(train_sequences, chosen, hybrid.long_len, hybrid.recent_n, hybrid.window)
+            batch = train_batch(train_sequences, chosen, hybrid.long_len, hybrid.recent_n, hybrid.window,
+                                hybrid.long_window)
             recent_ids = torch.from_numpy(batch.recent_ids).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 interests, recent_vecs = model.forward_train(*_tensors(model, batch, tables, device))

@@ -87,11 +87,13 @@ def test_full_bench_runs_everything_once_then_resumes(bench_env):
     # seeds before ablations, so an interrupted bench still has the comparison rows
     assert runs == [("full-seed0", 0), ("full-seed1", 1), ("hymirec-long200-seed0", 0),
                     ("hymirec-no-codebook-seed0", 0), ("hymirec-no-lightweight-seed0", 0), ("hymirec-k3-seed0", 0),
-                    ("hymirec-paper-seed0", 0), ("hymirec-no-llm-seed0", 0), ("hymirec-ids-from-scratch-seed0", 0)]
+                    ("hymirec-paper-seed0", 0), ("hymirec-no-llm-seed0", 0), ("hymirec-ids-from-scratch-seed0", 0),
+                    ("hymirec-multi-seed0", 0)]
     by_run = {Path(c.run_dir).name: c for c in fakes.train_calls}
     for cfg in fakes.train_calls:  # the one budget rule, passed to our trainers
         assert (cfg.train.epochs, cfg.train.sasrec_epochs, cfg.train.max_train_seconds) == (3, 3, 120.0)
-        long_len = 200 if cfg.run_dir.endswith("long200-seed0") else 50  # the one variant outside the rule
+        # the two variants outside the rule
+        long_len = {"hymirec-long200-seed0": 200, "hymirec-multi-seed0": 1024}.get(Path(cfg.run_dir).name, 50)
         assert (cfg.hybrid.out_dim, cfg.item_encoder.id_embedding_dim, cfg.hybrid.long_len) == (64, 64, long_len)
     assert by_run["hymirec-no-llm-seed0"].hybrid.use_llm is False and by_run["full-seed0"].hybrid.use_llm is True
     assert by_run["hymirec-no-codebook-seed0"].hybrid.use_codebook is False
@@ -100,6 +102,8 @@ def test_full_bench_runs_everything_once_then_resumes(bench_env):
     assert by_run["full-seed0"].hybrid.n_interests == 1 and by_run["hymirec-k3-seed0"].hybrid.n_interests == 3
     paper = by_run["hymirec-paper-seed0"].hybrid  # the DMIL-only training the bench preset replaced
     assert (paper.n_interests, paper.next_item_weight, paper.n_negatives, paper.anchor_last_item) == (3, 0.0, 2048, False)
+    multi = by_run["hymirec-multi-seed0"].hybrid  # each interest its own query output, DMIL clustering on
+    assert (multi.n_interests, multi.window, multi.anchor_last_item, multi.long_window) == (3, 10, False, "older")
     assert not by_run["hymirec-k3-seed0"].train_sasrec and by_run["full-seed0"].train_sasrec
     # ablations differ from the full run only in stage 2: they reuse its stage-1 item embeddings
     assert by_run["hymirec-k3-seed0"].stage1_from == by_run["full-seed0"].run_dir
@@ -111,7 +115,7 @@ def test_full_bench_runs_everything_once_then_resumes(bench_env):
 
     out = settings.out
     files = sorted(p.name for p in (out / "tiny" / "results").glob("*.json"))
-    assert len(files) == 15 and "popularity-seed0.json" in files and "popularity-seed1.json" not in files
+    assert len(files) == 16 and "popularity-seed0.json" in files and "popularity-seed1.json" not in files
     rows = {r["method"]: r for r in payload["rows"]}
     assert rows["hymirec"]["n_seeds"] == 2 and rows["hymirec"]["std"]["Recall@10"] > 0
     assert rows["hymirec"]["mean"]["train_seconds"] == pytest.approx(np.mean([10 + 1 + 0.5 + 3, 11 + 1 + 0.5 + 3]))

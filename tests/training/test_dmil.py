@@ -112,3 +112,35 @@ def test_next_item_loss_targets_the_following_item_and_skips_padding():
     other_pad[0, 0] = catalogue[5]
     assert torch.allclose(next_item_loss(good, recent_ids, first_target, catalogue, scale),
                           next_item_loss(other_pad, recent_ids, first_target, catalogue, scale))
+
+
+def test_window_of_10_with_3_queries_clusters_and_matches_each_query_to_its_nearest_cluster():
+    """W = 10 > K = 3 (the paper's setting; the bench's W = 3 never clusters): k-means returns K non-empty groups
+    that are the planted clusters, and the Hungarian matching maps them one-to-one onto the queries, each
+    cluster to the query that points at it, also when padding leaves fewer (but still > K) targets."""
+    rng = np.random.default_rng(0)
+    k, w, d, b = 3, 10, 16, 16
+    planted = np.zeros((b, w), np.int64)
+    targets = np.zeros((b, w, d))
+    interests = np.zeros((b, k, d))
+    query_of_cluster = np.zeros((b, k), np.int64)
+    mask = np.ones((b, w), bool)
+    mask[1::2, -2:] = False  # every other sample: 8 valid targets
+    for i in range(b):
+        axes = unit(rng.normal(size=(k, d)))  # well-separated (random directions in 16-d) clusters
+        planted[i] = rng.permutation(np.repeat(np.arange(k), [4, 3, 3]))
+        targets[i] = unit(axes[planted[i]] + 0.05 * rng.normal(size=(w, d)))
+        query_of_cluster[i] = rng.permutation(k)  # query q points at cluster c when query_of_cluster[c] == q
+        interests[i, query_of_cluster[i]] = unit(axes + 0.3 * rng.normal(size=(k, d)))
+        valid = np.flatnonzero(mask[i])
+        labels = cosine_kmeans(targets[i, valid], k, rng=rng)
+        assert sorted(np.bincount(labels, minlength=k) > 0) == [True] * k  # K non-empty groups
+        # the groups are the planted clusters (same group ⇔ same cluster)
+        same_group = labels[:, None] == labels[None, :]
+        assert (same_group == (planted[i, valid][:, None] == planted[i, valid][None, :])).all()
+    assignment = match_targets_to_queries(interests, targets, mask, rng)
+    for i in range(b):
+        valid = mask[i]
+        assert (assignment[i, valid] == query_of_cluster[i][planted[i, valid]]).all()
+        assert sorted(set(assignment[i, valid].tolist())) == [0, 1, 2]  # a permutation: every query gets a cluster
+        assert (assignment[i, ~valid] == -1).all()

@@ -308,10 +308,15 @@ def _load_hybrid(layout):
 
 
 def export_hybrid(model, export_dir: str | os.PathLike, *, recent_n: int, long_len: int, n_cases: int = 100,
-                  atol: float = 1e-4) -> dict:
+                  atol: float = 1e-4, long_window: str | None = None) -> dict:
     """Export encoder.onnx, llm.onnx and coarse_head.onnx of a HybridRecommender into `export_dir` and write
-    `manifest.json` (names, shapes, dims, parity, sha256). Returns the manifest."""
+    `manifest.json` (names, shapes, dims, parity, sha256). Returns the manifest.
+
+    dims carries what serving's Decode needs to build the inputs the model was trained on: recent_n, long_len
+    and long_window (core/history_window.py: whether the long window repeats the recent items; None = the
+    model's own ``config.long_window``, the rule it was trained with)."""
     from core.artifacts import sha256_file, write_json_atomic
+    from core.history_window import check_long_window
 
     export_dir = Path(export_dir)
     if model.lightweight is None:
@@ -335,7 +340,8 @@ def export_hybrid(model, export_dir: str | os.PathLike, *, recent_n: int, long_l
     manifest = {
         "format": 1,
         "dims": {"d_item": d_item, "d_llm": d_llm, "d_out": d_out, "n_coarse": k_c, "n_interests": k,
-                 "recent_n": int(recent_n), "long_len": int(long_len), "max_long_len": int(lw.config.max_len)},
+                 "recent_n": int(recent_n), "long_len": int(long_len), "max_long_len": int(lw.config.max_len),
+                 "long_window": check_long_window(long_window or getattr(model.config, "long_window", "all"))},
         "models": {
             "encoder": {"file": ENCODER_ONNX, "inputs": list(ENCODER_INPUTS), "outputs": list(ENCODER_OUTPUTS)},
             "llm": {"file": LLM_ONNX, "inputs": list(LLM_INPUTS), "outputs": list(LLM_OUTPUTS)},
@@ -359,7 +365,8 @@ def export_run(run_dir: str | os.PathLike, n_cases: int = 100, atol: float = 1e-
             raise ExportError(f"run directory {layout.root} has no {Path(required).name}: train first")
     model = _load_hybrid(layout)
     return export_hybrid(model, layout.export_dir, recent_n=model.config.recent_n,
-                         long_len=model.config.long_len, n_cases=n_cases, atol=atol)
+                         long_len=model.config.long_len, n_cases=n_cases, atol=atol,
+                         long_window=model.config.long_window)
 
 
 def read_manifest(export_dir: str | os.PathLike) -> dict:
