@@ -15,6 +15,8 @@ import json
 import os
 import sys
 
+from hymirec.quiet import quiet_dependency_warnings
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -71,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     sys.stdout.reconfigure(line_buffering=True)  # progress lines show up promptly in logs, too
+    quiet_dependency_warnings()
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "stream":  # the streaming layer owns its whole argument parser
         from features.stream_cli import main as stream_main

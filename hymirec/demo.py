@@ -15,6 +15,8 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from hymirec.quiet import quiet_dependency_warnings  # noqa: E402  (after the environment it must see)
+
 
 def demo_config(run_dir: str, dataset: str):
     from training.config import RunConfig
@@ -43,6 +45,7 @@ def print_table(title: str, rows: list[tuple[str, dict]]) -> None:
 
 def main() -> int:
     sys.stdout.reconfigure(line_buffering=True)
+    quiet_dependency_warnings()
     from training.train import run_training
 
     run_dir = os.environ.get("HYMIREC_DEMO_RUN_DIR", "runs/demo")

@@ -71,9 +71,12 @@ def export_step(run_dir: str, dataset: str) -> None:
     from training.export.triton_repo import build_run_repo
 
     print("== 3. export: ONNX lightweight encoder + LLM recommender (parity-checked), Triton repository")
-    report = export_run(run_dir, n_cases=100)
-    print(json.dumps(report, indent=1, default=str)[:1500])
-    print(json.dumps(build_run_repo(run_dir), default=str))
+    manifest = export_run(run_dir, n_cases=100)
+    for name, parity in manifest["parity"].items():
+        print(f"{name}.onnx: {parity['n_cases']} parity cases, max |onnx - torch| {parity['max_abs_diff']:.1e} "
+              f"(tolerance {parity['atol']:.0e})")
+    repo = build_run_repo(run_dir)
+    print(f"Triton model repository {repo['repo']}: model '{repo['model']}' versions {repo['versions']}")
 
 
 def serve_step(run_dir: str, dataset: str) -> None:
