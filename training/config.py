@@ -49,7 +49,14 @@ class HybridConfig:
     light_dim: int = 64
     light_layers: int = 2
     light_heads: int = 2
-    llm_path: str | None = None  # local pretrained HF causal-LM directory; None = small local config
+    llm_path: str | None = None  # local pretrained HF causal-LM directory, or "smollm2" (SmolLM2-135M, converted by
+    #   tools/setup.sh into .models/smollm2-135m; training/pretrained_llm.py); None = small local Qwen2 config
+    llm_keep_layers: int = 0  # with llm_path: keep only the first n decoder layers (0 = all; small n for CPU runs)
+    llm_init: str = "pretrained"  # with llm_path: "pretrained" weights, or "random" = same config, fresh weights
+    llm_finetune: str = "full"  # what of the backbone trains: "full" | "lora" (peft, attention q/k/v/o) | "frozen"
+    llm_lora_rank: int = 8
+    llm_lr: float = 0.0  # learning rate of the backbone's trainable weights; 0 = train.lr (a pretrained backbone
+    #   fully fine-tuned at the 1e-3 that suits the fresh layers would lose what it learnt)
     llm_hidden: int = 128
     llm_layers: int = 2
     llm_heads: int = 4

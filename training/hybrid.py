@@ -57,6 +57,8 @@ class HybridRecommender(nn.Module):
             heads=config.llm_heads, kv_heads=config.llm_kv_heads, intermediate=config.llm_intermediate,
             max_positions=max(512, config.n_coarse + config.recent_n + config.n_interests + 8),
             dropout=config.dropout, input_dropout=config.input_dropout, anchor_last_item=config.anchor_last_item,
+            keep_layers=config.llm_keep_layers, init=config.llm_init, finetune=config.llm_finetune,
+            lora_rank=config.llm_lora_rank,
         ))
         llm_width = self.llm.config.hidden  # the pretrained backbone decides when llm_path is given
         self.lightweight = LightweightEncoder(LightweightConfig(
@@ -81,6 +83,13 @@ class HybridRecommender(nn.Module):
             nn.init.zeros_(self.recent_id_up.weight)
         elif self.recent_id is not None:
             nn.init.zeros_(self.recent_id.weight)
+
+    def optimizer_groups(self, lr: float, llm_lr: float) -> list[dict]:
+        """AdamW parameter groups (``hybrid.llm_lr``): the LLM backbone's weights at ``llm_lr``, all others at ``lr``."""
+        backbone = list(self.llm.backbone.parameters())
+        inside = {id(p) for p in backbone}
+        return [{"params": [p for p in self.parameters() if id(p) not in inside], "lr": lr},
+                {"params": backbone, "lr": llm_lr}]
 
     @torch.no_grad()
     def init_ids_from(self, weights: torch.Tensor) -> list[str]:

@@ -4,7 +4,9 @@ Input sequence (all embeddings, no words):
     [e_{t-N+1} .. e_t]  ⊕  [coarse_1 .. coarse_Kc]  ⊕  [q_1 .. q_K]
 The last-layer states at the K interest-query positions go through a projection head and L2
 normalisation: those are the K refined interests. Default backbone: a small Qwen2 config built
-locally (random init, trained here); `llm_path` loads any local pretrained HF directory instead.
+locally (random init, trained here); `llm_path` loads a local pretrained HF folder instead, or the alias
+"smollm2" (SmolLM2-135M converted by set-up; training/pretrained_llm.py), truncated, re-initialised and/or
+LoRA-tuned as asked (training/llm_backbone.py).
 """
 from __future__ import annotations
 
@@ -30,16 +32,26 @@ class LLMRecommenderConfig:
     dropout: float = 0.1
     input_dropout: float = 0.0  # dropout on the recent-item input embeddings (training only)
     anchor_last_item: bool = False  # served interest_k = normalise(head(query_k) + head(state after the newest item))
+    keep_layers: int = 0  # llm_path only: keep the first n decoder layers (0 = all)
+    init: str = "pretrained"  # llm_path only: "pretrained" weights or "random" (same shape, fresh weights)
+    finetune: str = "full"  # "full" | "lora" | "frozen": what of the backbone trains (training/llm_backbone.py)
+    lora_rank: int = 8
 
 
 def build_backbone(config: LLMRecommenderConfig) -> nn.Module:
-    """A Qwen2 decoder (no LM head). Local files only: nothing is fetched from a hub."""
+    """A decoder stack (no LM head): the small Qwen2 config, or the pretrained model of `llm_path`.
+    Local files only: nothing is fetched from a hub."""
     from transformers import AutoModel, Qwen2Config
 
     if config.llm_path:
-        model = AutoModel.from_pretrained(config.llm_path, local_files_only=True)
+        from training.llm_backbone import load_pretrained_backbone
+
+        model = load_pretrained_backbone(config.llm_path, config.keep_layers, config.init)
         config.hidden = int(model.config.hidden_size)
         return model
+    if config.keep_layers or config.init != "pretrained":
+        raise ValueError("hybrid.llm_keep_layers and hybrid.llm_init apply to a pretrained hybrid.llm_path; the "
+                         "default backbone is always randomly initialised and sized by hybrid.llm_layers")
     backbone_config = Qwen2Config(
         hidden_size=config.hidden,
         num_hidden_layers=config.layers,
@@ -82,7 +94,10 @@ class LLMRecommender(nn.Module):
 
     def __init__(self, config: LLMRecommenderConfig):
         super().__init__()
-        self.backbone = build_backbone(config)  # sets config.hidden when loading a pretrained model
+        from training.llm_backbone import apply_finetune
+
+        # build_backbone sets config.hidden when loading a pretrained model
+        self.backbone = apply_finetune(build_backbone(config), config.finetune, config.lora_rank)
         self.config = config
         self.recent_in = nn.Sequential(nn.Linear(config.item_dim, config.hidden), nn.LayerNorm(config.hidden))
         self.input_drop = nn.Dropout(config.input_dropout)
