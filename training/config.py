@@ -49,7 +49,8 @@ class LLMRecommenderConfig:
     """The LLM recommender's backbone settings (``hybrid.llm.*``). What the rest of the model decides — K, the
     input width d_item, the retrieval width d_out, the serving anchor — is passed to :class:`LLMRecommender`."""
 
-    path: str | None = None  # local pretrained HF directory; None = the small Qwen2 below, trained from scratch
+    path: str | None = None  # local pretrained HF directory, or "smollm2" (SmolLM2-135M, converted by tools/setup.sh
+    #   into .models/smollm2-135m; training/pretrained_llm.py); None = the small Qwen2 below, trained from scratch
     hidden: int = 128  # ignored when ``path`` is given (the pretrained model's width wins)
     layers: int = 2
     heads: int = 4
@@ -58,6 +59,12 @@ class LLMRecommenderConfig:
     dropout: float = 0.1  # attention dropout of the backbone, and the projection head's
     input_dropout: float = 0.0  # dropout on the recent-item input embeddings (training only; the Qwen2 backbone
     #   has attention dropout only); not measured yet: every BENCHMARKS.md row ran with 0
+    keep_layers: int = 0  # with path: keep only the first n decoder layers (0 = all; small n for CPU runs)
+    init: str = "pretrained"  # with path: "pretrained" weights, or "random" = the same config with fresh weights
+    finetune: str = "full"  # what of the backbone trains: "full" | "lora" (peft, attention q/k/v/o) | "frozen"
+    lora_rank: int = 8
+    lr: float = 0.0  # learning rate of the backbone's trainable weights; 0 = train.lr (a pretrained backbone fully
+    #   fine-tuned at the 1e-3 that suits the fresh layers would lose what it learnt)
 
 
 def _training_codebook() -> CodebookConfig:

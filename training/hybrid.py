@@ -82,6 +82,13 @@ class HybridRecommender(nn.Module):
         elif self.recent_id is not None:
             nn.init.zeros_(self.recent_id.weight)
 
+    def optimizer_groups(self, lr: float, llm_lr: float) -> list[dict]:
+        """AdamW parameter groups (``hybrid.llm.lr``): the LLM backbone's weights at ``llm_lr``, all others at ``lr``."""
+        backbone = list(self.llm.backbone.parameters())
+        inside = {id(p) for p in backbone}
+        return [{"params": [p for p in self.parameters() if id(p) not in inside], "lr": lr},
+                {"params": backbone, "lr": llm_lr}]
+
     @torch.no_grad()
     def init_ids_from(self, weights: torch.Tensor) -> list[str]:
         """Copy a trained id embedding table [n_items+1, d] (SASRec's) into every id table d wide:

@@ -4,7 +4,9 @@ Input sequence (all embeddings, no words):
     [e_{t-N+1} .. e_t]  ⊕  [coarse_1 .. coarse_Kc]  ⊕  [q_1 .. q_K]
 The last-layer states at the K interest-query positions go through a projection head and L2
 normalisation: those are the K refined interests. Default backbone: a small Qwen2 config built
-locally (random init, trained here); `hybrid.llm.path` loads any local pretrained HF directory instead.
+locally (random init, trained here); `hybrid.llm.path` loads a local pretrained HF folder instead, or the
+alias "smollm2" (SmolLM2-135M converted by set-up; training/pretrained_llm.py), truncated, re-initialised and/or
+LoRA-tuned as asked (training/llm_backbone.py).
 """
 from __future__ import annotations
 
@@ -16,12 +18,18 @@ from training.config import LLMRecommenderConfig  # defined beside the run confi
 
 
 def build_backbone(config: LLMRecommenderConfig, max_positions: int) -> tuple[nn.Module, int]:
-    """A Qwen2 decoder (no LM head) and its width. Local files only: nothing is fetched from a hub."""
+    """A decoder stack (no LM head) and its width: the small Qwen2 config, or the pretrained model of
+    ``config.path``. Local files only: nothing is fetched from a hub."""
     from transformers import AutoModel, Qwen2Config
 
     if config.path:
-        model = AutoModel.from_pretrained(config.path, local_files_only=True)
+        from training.llm_backbone import load_pretrained_backbone
+
+        model = load_pretrained_backbone(config.path, config.keep_layers, config.init)
         return model, int(model.config.hidden_size)
+    if config.keep_layers or config.init != "pretrained":
+        raise ValueError("hybrid.llm.keep_layers and hybrid.llm.init apply to a pretrained hybrid.llm.path; the "
+                         "default backbone is always randomly initialised and sized by hybrid.llm.layers")
     backbone_config = Qwen2Config(
         hidden_size=config.hidden,
         num_hidden_layers=config.layers,
@@ -70,7 +78,10 @@ class LLMRecommender(nn.Module):
         self.max_positions = max_positions
         # served interest_k = normalise(head(query_k) + head(state after the newest item)) when anchored
         self.anchor_last_item = anchor_last_item
-        self.backbone, self.hidden = build_backbone(config, max_positions)  # d_llm
+        from training.llm_backbone import apply_finetune
+
+        backbone, self.hidden = build_backbone(config, max_positions)  # d_llm
+        self.backbone = apply_finetune(backbone, config.finetune, config.lora_rank)
         self.recent_in = nn.Sequential(nn.Linear(item_dim, self.hidden), nn.LayerNorm(self.hidden))
         self.input_drop = nn.Dropout(config.input_dropout)
         self.interest_queries = nn.Parameter(torch.randn(n_interests, self.hidden) * 0.02)

@@ -74,7 +74,8 @@ def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: 
     all_ids = torch.arange(n_items + 1, device=device)
     full_softmax = hybrid.n_negatives < 0 or hybrid.n_negatives >= n_items
     dense = hybrid.next_item_weight > 0
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    params = model.optimizer_groups(train.lr, hybrid.llm.lr) if hybrid.llm.lr > 0 else model.parameters()
+    optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
     if not 0.0 <= train.ema_decay < 1.0:
         raise ValueError(f"train.ema_decay must be in [0, 1), got {train.ema_decay}")
     # The averaged copy is what gets validated and kept: it moves less from step to step than the raw
