@@ -120,7 +120,10 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01
     samples_per_user: int = -1  # random window cuts per user and epoch (+ the final one); -1 = one per window
-    patience: int = 3  # early stopping on validation NDCG@10
+    patience: int = 3  # early stopping on the protocol's validation metric (NDCG@10; window: Recall@50)
+    protocol: str = "leave_one_out"  # "leave_one_out" | "window" (training/protocols.py): how the run is split,
+    #   validated and tested; "window" holds out each user's last eval_window items as a set (several interests)
+    eval_window: int = 10  # window protocol: W targets per user for test, and W before them for validation
     seed: int = 0
     device: str = "auto"  # auto = cuda when available (bf16 autocast there)
     eval_batch: int = 256

@@ -48,7 +48,7 @@ import numpy as np
 from training.evaluate import _to_numpy, topk_from_interests
 from training.interest_labels import ItemInterestLabels, as_label_matrix
 
-WINDOW_KS: tuple[int, ...] = (20, 50, 100)
+WINDOW_KS: tuple[int, ...] = (10, 20, 50, 100)
 
 
 def _target_matrix(target_sets: Sequence[np.ndarray], n_users: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,7 @@ from training.config import HybridConfig, TrainConfig
 from training.dmil import dmil_loss, match_targets_to_queries, next_item_loss
 from training.evaluate import evaluate_interests, subsample_eval
 from training.hybrid import HybridRecommender
+from training.protocols import interest_window_metrics, is_window, subsample, valid_metric
 
 
 def pick_device(name: str) -> torch.device:
@@ -58,9 +59,15 @@ def predict_interests(model: HybridRecommender, tables: ItemTables, histories: l
 
 
 def evaluate_hybrid(model, tables, eval_set, batch: int = 256, max_users: int | None = None) -> dict:
+    """Validation metrics under the eval set's protocol (training/protocols.py): leave-one-out next-item metrics,
+    or window set metrics (max merge) for a window set."""
+    vectors = model.item_vectors(tables.exact).float().cpu().numpy()
+    if is_window(eval_set):
+        part = subsample(eval_set, max_users)
+        interests = predict_interests(model, tables, part.histories, batch)
+        return interest_window_metrics(interests, vectors, part, batch_size=batch)[0]
     histories, targets = subsample_eval(eval_set.histories, eval_set.targets, max_users)
     interests = predict_interests(model, tables, histories, batch)
-    vectors = model.item_vectors(tables.exact).float().cpu().numpy()
     return evaluate_interests(interests, vectors, histories, targets)
 
 
@@ -86,6 +93,7 @@ def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: 
     scored = ema.module if ema is not None else model
     use_bf16 = device.type == "cuda"
     best, best_state, bad_epochs, history = -1.0, None, 0, []
+    key = valid_metric(valid_set)  # what early stopping follows: NDCG@10 (leave-one-out) or Recall@50 (window)
     budget_start = time.perf_counter()
     for epoch in range(train.epochs):
         model.train()
@@ -139,19 +147,22 @@ def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: 
                   "query_share": np.mean(shares, axis=0).round(3).tolist(),
                   "inter_query_cos": float(np.mean(inter)), "valid": metrics}
         history.append(record)
-        log(f"[hybrid] epoch {epoch + 1}: loss {record['loss']:.4f} valid NDCG@10 {metrics['NDCG@10']:.4f} "
-            f"R@10 {metrics['Recall@10']:.4f} query share {record['query_share']} "
+        other = "Recall@10" if key == "NDCG@10" else "NDCG@50"
+        log(f"[hybrid] epoch {epoch + 1}: loss {record['loss']:.4f} valid {key} {metrics[key]:.4f} "
+            f"{other} {metrics[other]:.4f} query share {record['query_share']} "
             f"inter-query cos {record['inter_query_cos']:.3f} ({record['seconds']:.0f}s)")
-        if metrics["NDCG@10"] > best:
-            best, best_state, bad_epochs = metrics["NDCG@10"], copy.deepcopy(scored.state_dict()), 0
+        if metrics[key] > best:
+            best, best_state, bad_epochs = metrics[key], copy.deepcopy(scored.state_dict()), 0
         else:
             bad_epochs += 1
             if bad_epochs >= train.patience:
-                log(f"[hybrid] early stop after epoch {epoch + 1} (best valid NDCG@10 {best:.4f})")
+                log(f"[hybrid] early stop after epoch {epoch + 1} (best valid {key} {best:.4f})")
                 break
         if train.max_train_seconds is not None and time.perf_counter() - budget_start > train.max_train_seconds:
             log(f"[hybrid] time budget of {train.max_train_seconds:.0f}s reached after epoch {epoch + 1}")
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    return {"epochs": history, "best_valid_ndcg10": best}
+    # best_valid_ndcg10: the leave-one-out name every reader of metrics.json knows; best_valid: any protocol's
+    return {"epochs": history, "valid_metric": key, "best_valid": best,
+            "best_valid_ndcg10": best if key == "NDCG@10" else None}

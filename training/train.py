@@ -85,11 +85,15 @@ def hybrid_test(model, tables, eval_set, batch: int = 256, k: int = TOPK_LISTS) 
     """HyMiRec on a test set: interests once, then the evaluator's metrics (= ``evaluate_hybrid``), the
     top-``k`` lists under the protocol's rule and the inference seconds (interests + item vectors + top-k)."""
     from training.evaluate import evaluate_interests, topk_from_interests
+    from training.protocols import interest_window_metrics, is_window
     from training.stage2 import predict_interests
 
     t0 = time.perf_counter()
     interests = predict_interests(model, tables, eval_set.histories, batch)
     vectors = model.item_vectors(tables.exact).float().cpu().numpy()
+    if is_window(eval_set):  # set metrics of the max-merge lists; window_report adds labels and the quota merge
+        metrics, topk = interest_window_metrics(interests, vectors, eval_set, batch_size=batch)
+        return metrics, topk[:, :k], time.perf_counter() - t0
     topk = topk_from_interests(interests, vectors, eval_set.histories, k, batch_size=batch)
     seconds = time.perf_counter() - t0
     metrics = evaluate_interests(interests, vectors, eval_set.histories, eval_set.targets, batch_size=batch)
@@ -177,7 +181,8 @@ class RunState:
 
 def start_run(config: RunConfig, progress: bool = True, log=print, data=None) -> RunState:
     """Load the data and split it (leave-one-out); nothing is trained yet."""
-    from training.data import dataset_summary, leave_one_out
+    from training.data import dataset_summary
+    from training.protocols import make_split
     from training.stage2 import pick_device
 
     if config.hybrid.id_init == "sasrec" and not config.train_sasrec and not (
@@ -191,21 +196,31 @@ def start_run(config: RunConfig, progress: bool = True, log=print, data=None) ->
     data = data if data is not None else load_run_data(config.dataset, config.train.seed)
     summary = dataset_summary(data)
     log(f"[data] {data.name}: {summary}")
-    metrics: dict = {"dataset": summary, "device": str(device), "config": config.to_dict()}
-    return RunState(config, data, leave_one_out(data), layout, device, progress, log, metrics, started)
+    metrics: dict = {"dataset": summary, "device": str(device), "config": config.to_dict(),
+                     "protocol": config.train.protocol}
+    split = make_split(data, config.train.protocol, config.train.eval_window)
+    return RunState(config, data, split, layout, device, progress, log, metrics, started)
 
 
 def train_baselines(state: RunState) -> None:
     """Popularity, and SASRec (also stage 1 when the dataset has no text); their test top-K lists."""
     from training.evaluate import evaluate_rankings, popularity_topk
+    from training.protocols import list_window_metrics, masked_histories, next_item_view, sasrec_window_test
     from training.sasrec import SASRecConfig, train_sasrec
 
     config, split, layout, data, m = state.config, state.split, state.layout, state.data, state.metrics
-    m["popularity"] = {
-        name: evaluate_rankings(popularity_topk(split.train, data.n_items, part.histories, 50), part.targets)
-        for name, part in (("valid", split.valid), ("test", split.test))}
+    window = config.train.protocol == "window"
+    if window:  # set metrics of the same lists (history masked except the targets); coverage after the codebook
+        m["popularity"] = {name: list_window_metrics(
+            popularity_topk(split.train, data.n_items, masked_histories(part), TOPK_LISTS), part)
+            for name, part in (("valid", split.valid), ("test", split.test))}
+    else:
+        m["popularity"] = {
+            name: evaluate_rankings(popularity_topk(split.train, data.n_items, part.histories, 50), part.targets)
+            for name, part in (("valid", split.valid), ("test", split.test))}
     t0 = time.perf_counter()
-    np.save(layout.topk_test_popularity, popularity_topk(split.train, data.n_items, split.test.histories, TOPK_LISTS))
+    np.save(layout.topk_test_popularity, popularity_topk(split.train, data.n_items, masked_histories(split.test),
+                                                         TOPK_LISTS))
     m["popularity"]["inference_ms_per_user"] = 1000 * (time.perf_counter() - t0) / max(1, len(split.test))
     np.save(layout.test_users, split.test.users.astype(np.int64))
     state.log(f"[popularity] test {m['popularity']['test']}")
@@ -217,10 +232,13 @@ def train_baselines(state: RunState) -> None:
     sas_cfg = SASRecConfig(dim=config.item_encoder.id_embedding_dim if not data.has_text else 64,
                            epochs=config.train.sasrec_epochs, lr=config.train.sasrec_lr,
                            seed=config.train.seed, max_train_seconds=config.train.max_train_seconds)
-    state.sasrec, sas_hist = train_sasrec(split.train, data.n_items, split.valid, sas_cfg, state.device,
-                                          state.progress, state.log, config.train.max_eval_users)
+    state.sasrec, sas_hist = train_sasrec(split.train, data.n_items, next_item_view(split.valid), sas_cfg,
+                                          state.device, state.progress, state.log, config.train.max_eval_users)
     train_seconds = time.perf_counter() - t0
-    test, topk, infer_seconds = sasrec_test(state.sasrec, split.test)
+    if window:
+        test, topk, infer_seconds = sasrec_window_test(state.sasrec, split.test)
+    else:
+        test, topk, infer_seconds = sasrec_test(state.sasrec, split.test)
     np.save(layout.topk_test_sasrec, topk)
     m["sasrec"] = {"valid_best_ndcg10": sas_hist["best_valid_ndcg10"], "test": test,
                    "train_seconds": train_seconds, "epochs": len(sas_hist["epochs"]),
@@ -263,6 +281,7 @@ def fit_run_codebook(state: RunState) -> None:
 def train_stage2(state: RunState) -> None:
     """The hybrid recommender (lightweight + LLM recommender, DMIL) on the frozen items; its test lists."""
     from training.hybrid import HybridRecommender
+    from training.protocols import window_report
     from training.stage2 import ItemTables, train_hybrid
 
     config, split, device = state.config, state.split, state.device
@@ -280,9 +299,12 @@ def train_stage2(state: RunState) -> None:
     np.save(state.layout.topk_test_hymirec, topk)
     per_user_ms = 1000 * infer_seconds / max(1, len(split.test.targets))
     state.metrics["hymirec"] = {"valid_best_ndcg10": history["best_valid_ndcg10"], "test": test,
+                                "valid_metric": history["valid_metric"], "valid_best": history["best_valid"],
                                 "train_seconds": train_seconds, "inference_ms_per_user": per_user_ms,
                                 "epochs": len(history["epochs"]), "history": history["epochs"]}
     state.model = model
+    if config.train.protocol == "window":
+        window_report(state, tables)
     state.log(f"[hymirec] test {test}")
 
 

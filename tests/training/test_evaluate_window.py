@@ -129,7 +129,7 @@ def test_at_equal_recall_interpolates_hand_computed() -> None:
          "Coverage@20": 0.5, "Coverage@50": 0.7, "Coverage@100": 0.8}
     b = {"Recall@20": 0.1, "Recall@50": 0.3, "Recall@100": 0.5,
          "Coverage@20": 0.6, "Coverage@50": 0.8, "Coverage@100": 0.9}
-    rows = at_equal_recall(a, b)
+    rows = at_equal_recall(a, b, ks=(20, 50, 100))
     # A@20 recall 0.2: halfway between B@20 (0.1, cov 0.6) and B@50 (0.3, cov 0.8) → cov 0.7 at K' = 35.
     # A@50 recall 0.4: halfway between B@50 and B@100 → cov 0.85 at K' = 75. A@100 recall 0.6 > B's max → None.
     assert [r["K"] for r in rows] == [20, 50, 100]
@@ -137,7 +137,7 @@ def test_at_equal_recall_interpolates_hand_computed() -> None:
     assert rows[1]["b"] == pytest.approx(0.85) and rows[1]["b_K"] == pytest.approx(75.0)
     assert rows[2]["b"] is None and rows[2]["recall"] == 0.6
     with pytest.raises(ValueError, match="lacks ILD@20"):
-        at_equal_recall(a, b, measure="ILD")
+        at_equal_recall(a, b, ks=(20, 50, 100), measure="ILD")
 
 
 # --------------------------------------------------------------------------- the entry point (serving merge)
