@@ -130,6 +130,8 @@ class TrainConfig:
     max_eval_users: int | None = None  # cap validation users per epoch (speed); test always uses all
     sasrec_epochs: int = 30
     sasrec_lr: float = 1e-3
+    sasrec_patience: int = 5  # our SASRec's early stopping (the ledger's runs used 5; set it equal to patience
+    #   for one rule across the run's models, as bench/mechanisms.py does)
     max_train_seconds: float | None = None  # time budget per trained model, checked at epoch ends (None = none)
     ema_decay: float = 0.0  # stage 2: validate, keep and export an exponential moving average of the weights
     #   (updated after every optimiser step) instead of the raw weights; 0 = off. Measured on ML-100K at 0.99:

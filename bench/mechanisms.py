@@ -1,0 +1,227 @@
+"""Do HyMiRec's own mechanisms earn their place? Several interests, the long coded history, codes vs exact
+embeddings, measured on one dataset under both protocols, in one run of variants that differ in one setting each.
+
+    python -m bench.mechanisms prepare --dataset ../shared/data/ml-1m --out runs/mech      # stage 1 (CPU is fine)
+    python -m bench.mechanisms run     --dataset ../shared/data/ml-1m --out runs/mech [--parallel 8]
+    python -m bench.mechanisms report  --out runs/mech --record bench/records/mechanisms-ml-1m.json
+
+``prepare`` trains stage 1 (the content encoder on item text, via training.train's named steps) once per protocol,
+since each protocol's training split differs. ``run`` then trains, per protocol, a base run (our SASRec + HyMiRec
+K = 1) on that stage 1, and every variant as stage 2 alone on the base run (its stage 1 and SASRec item table), in
+parallel processes. ``report`` turns the runs' metrics.json into a record for the results page (bench/records/),
+with the acceptance comparisons of issue 25 computed from the same numbers.
+
+Every variant sits on the quality bench's preset (bench/methods.py: BENCH_PRESET, dim 64, SASRec ids) with the
+long history of the paper (1,024 items older than the recent 50, from codebook codes), one patience rule (10) for
+every model, no wall-clock cap unless --budget is given (then the same cap for every model: say so when reporting).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.methods import BENCH_PRESET, DIM, MULTI_INTEREST
+
+LONG = ["hybrid.long_len=1024", "hybrid.long_window=older"]
+ONE_RULE = ["train.patience=10", "train.sasrec_patience=10", "train.epochs=200", "train.sasrec_epochs=200",
+            f"hybrid.out_dim={DIM}", f"item_encoder.id_embedding_dim={DIM}", "hybrid.recent_n=50"]
+# K = 1 with the multi-interest training (W = 10 windows, DMIL + dense loss, no anchor): differs from k3 in K only
+K1_SAME_TRAINING = [o for o in MULTI_INTEREST if not o.startswith("hybrid.n_interests")] + ["hybrid.n_interests=1"]
+VARIANTS: dict[str, list[str]] = {
+    "k1": K1_SAME_TRAINING,
+    "k3": list(MULTI_INTEREST),
+    "k3-recent-only": list(MULTI_INTEREST) + ["hybrid.use_lightweight=false"],
+    "k3-exact": list(MULTI_INTEREST) + ["hybrid.use_codebook=false"],
+    "preset": LONG,  # the leave-one-out bench's own configuration (K = 1, anchored), with the long history
+}
+PROTOCOL_VARIANTS = {"window": ["k1", "k3", "k3-recent-only", "k3-exact"],
+                     "leave_one_out": ["preset", "k1", "k3", "k3-recent-only"]}
+BASE = {"window": "k1", "leave_one_out": "preset"}  # the variant each protocol's base run trains
+
+
+def base_overrides(protocol: str, budget: float | None) -> list[str]:
+    return (list(BENCH_PRESET) + ONE_RULE + LONG + [f"train.protocol={protocol}"]
+            + ([f"train.max_train_seconds={budget}"] if budget else []))
+
+
+def run_config(dataset: str, run_dir: Path, protocol: str, variant: str, budget: float | None, extra=()):
+    from training.config import RunConfig
+
+    cfg = RunConfig(dataset=str(Path(dataset).resolve()), run_dir=str(run_dir))
+    return cfg.override(base_overrides(protocol, budget) + VARIANTS[variant] + list(extra))
+
+
+def prepare(dataset: str, out: Path, smoke: bool = False) -> None:
+    """Stage 1 per protocol into OUT/stage1-<protocol>: item_embeddings.npy + the config/metrics reuse checks."""
+    from core.artifacts import RunLayout, write_json_atomic
+    from training.train import start_run, train_stage1
+
+    for protocol in PROTOCOL_VARIANTS:
+        layout = RunLayout.at(out / f"stage1-{protocol}")
+        extra = ["item_encoder.finetune_steps=2"] if smoke else []
+        state = start_run(run_config(dataset, layout.root, protocol, BASE[protocol], None, extra))
+        train_stage1(state)
+        import numpy as np
+
+        np.save(layout.item_embeddings, state.item_emb)
+        write_json_atomic(layout.config, state.config.to_dict())
+        write_json_atomic(layout.metrics, {"item_representation": state.metrics["item_representation"]})
+        print(f"[mechanisms] stage 1 ({protocol}) → {layout.root}", flush=True)
+
+
+def _point_stage1_at(stage1: Path, dataset: str) -> None:
+    """A carried stage-1 folder names the dataset where it was made; name this machine's path (same files)."""
+    path = stage1 / "config.json"
+    config = json.loads(path.read_text())
+    config["dataset"] = str(Path(dataset).resolve())
+    path.write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
+def _launch(dataset: str, out: Path, protocol: str, variant: str, stage1_from: Path, train_sasrec: bool,
+            budget: float | None, extra: list[str]) -> tuple[str, subprocess.Popen]:
+    run_dir = out / protocol / variant
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = run_config(dataset, run_dir, protocol, variant, budget,
+                     extra + [f"stage1_from={stage1_from}", f"train_sasrec={'true' if train_sasrec else 'false'}"])
+    (run_dir / "run_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    log = open(run_dir / "train.log", "w")
+    cmd = [sys.executable, "-m", "hymirec.cli", "train", "--quiet", "--config", str(run_dir / "run_config.json"),
+           "--dataset", cfg.dataset, "--run-dir", str(run_dir)]
+    return f"{protocol}/{variant}", subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _wait(procs: list[tuple[str, subprocess.Popen]]) -> dict[str, int]:
+    codes = {}
+    for name, proc in procs:
+        codes[name] = proc.wait()
+        print(f"[mechanisms] {name}: exit {codes[name]}", flush=True)
+    return codes
+
+
+def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only: list[str] | None = None) -> dict:
+    """Base runs (our SASRec + the base variant) for both protocols at once, then every other variant at once."""
+    extra = ["train.epochs=1", "train.sasrec_epochs=1", "train.max_eval_users=50",
+             "item_encoder.finetune_steps=2"] if smoke else []  # the smoke stage 1 (prepare --smoke)
+    protocols = [p for p in PROTOCOL_VARIANTS if not only or p in only]
+    started = time.perf_counter()
+    for protocol in protocols:
+        _point_stage1_at(out / f"stage1-{protocol}", dataset)
+    codes = _wait([_launch(dataset, out, p, BASE[p], out / f"stage1-{p}", True, budget, extra) for p in protocols])
+    rest = [(p, v) for p in protocols for v in PROTOCOL_VARIANTS[p] if v != BASE[p] and codes[f"{p}/{BASE[p]}"] == 0]
+    codes.update(_wait([_launch(dataset, out, p, v, out / p / BASE[p], False, budget, extra) for p, v in rest]))
+    print(f"[mechanisms] {len(codes)} runs in {time.perf_counter() - started:.0f} s", flush=True)
+    return codes
+
+
+WINDOW_COLUMNS = ("Recall@20", "Recall@50", "Recall@100", "NDCG@50", "Coverage@10", "Coverage@50", "ILD@50")
+
+
+def _metrics(out: Path, protocol: str, variant: str) -> dict | None:
+    path = out / protocol / variant / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _rel(a: float | None, b: float | None) -> str:
+    return f"{100 * (a / b - 1):+.1f} %" if a is not None and b else "–"
+
+
+def report(out: Path, dataset_name: str, command: str, machine: str) -> dict:
+    """The record (bench/records format) of one `run`: a row per method and merge, the comparisons below it."""
+    rows, got = [], {}
+    for protocol, variants in PROTOCOL_VARIANTS.items():
+        for variant in variants:
+            m = _metrics(out, protocol, variant)
+            if m is None:
+                continue
+            got[(protocol, variant)] = m
+            methods = [("HyMiRec " + variant, m["hymirec"]["test"], m["hymirec"])]
+            if protocol == "window" and variant != "k1":
+                methods.append(("HyMiRec " + variant + " (quota merge)", m["hymirec"]["test_quota"], m["hymirec"]))
+            if variant == BASE[protocol]:
+                methods = [("Popularity", m["popularity"]["test"], {})] + (
+                    [("SASRec (ours)", m["sasrec"]["test"], m["sasrec"])] if "sasrec" in m else []) + methods
+            for label, test, info in methods:
+                cells = ([f"{test[c]:.4f}" if c in test else "–" for c in WINDOW_COLUMNS] if protocol == "window"
+                         else [f"{test.get('NDCG@10', float('nan')):.4f}", f"{test.get('Recall@10', float('nan')):.4f}",
+                               f"{test.get('NDCG@50', float('nan')):.4f}"])
+                rows.append([protocol, label] + cells + [str(info.get("epochs", "–"))])
+    w = {v: got[("window", v)]["hymirec"] for v in PROTOCOL_VARIANTS["window"] if ("window", v) in got}
+    loo = {v: got[("leave_one_out", v)] for v in PROTOCOL_VARIANTS["leave_one_out"] if ("leave_one_out", v) in got}
+
+    def wv(v, merge, key):
+        return w[v][merge].get(key) if v in w else None
+
+    def lv(v, key="NDCG@10"):
+        return loo[v]["hymirec"]["test"].get(key) if v in loo else None
+
+    sasrec_loo = loo.get(BASE["leave_one_out"], {}).get("sasrec", {}).get("test", {}).get("NDCG@10")
+    checks = [
+        ("K=3 vs K=1, window Recall@50 (max merge; quota merge)",
+         f"{_rel(wv('k3', 'test', 'Recall@50'), wv('k1', 'test', 'Recall@50'))}; "
+         f"{_rel(wv('k3', 'test_quota', 'Recall@50'), wv('k1', 'test', 'Recall@50'))}", "≥ +5 %"),
+        ("K=3 vs K=1, window Coverage@50 (max merge; quota merge)",
+         f"{_rel(wv('k3', 'test', 'Coverage@50'), wv('k1', 'test', 'Coverage@50'))}; "
+         f"{_rel(wv('k3', 'test_quota', 'Coverage@50'), wv('k1', 'test', 'Coverage@50'))}", "≥ +5 %"),
+        ("K=3 vs K=1, leave-one-out NDCG@10", _rel(lv("k3"), lv("k1")), "≥ −2 %"),
+        ("long coded history (1,024 older items) vs recent only, window Recall@50 (K=3)",
+         _rel(wv("k3", "test", "Recall@50"), wv("k3-recent-only", "test", "Recall@50")), "> 0"),
+        ("long coded history vs recent only, leave-one-out NDCG@10 (K=3)", _rel(lv("k3"), lv("k3-recent-only")), "> 0"),
+        ("codes (12 B/item) vs exact embeddings (1,536 B/item), window Recall@50 (K=3)",
+         _rel(wv("k3", "test", "Recall@50"), wv("k3-exact", "test", "Recall@50")), "within ±1 %"),
+        ("HyMiRec (preset + long history) vs our SASRec, leave-one-out NDCG@10",
+         _rel(lv("preset"), sasrec_loo), "≥ +10 %"),
+    ]
+    columns = ["protocol", "method"] + list(WINDOW_COLUMNS) + ["epochs"]
+    return {
+        "area": f"Mechanisms: several interests, long coded history, codes vs exact ({dataset_name})",
+        "measured_at": time.strftime("%Y-%m-%d", time.gmtime()),
+        "machine": machine, "command": command,
+        "setup": ("Variants differ in one setting each, on one stage 1 per protocol; the bench preset (dim 64, SASRec "
+                  "ids, exact softmax) with 1,024 older items from codes and 50 recent; patience 10 for every model. "
+                  "Window protocol: last 10 items of each user are the test set, the 10 before validate; coverage "
+                  "labels: " + json.dumps(sorted({m.get('interest_labels', {}).get('source', '?')
+                                                   for (p, _), m in got.items() if p == 'window'})) + ". "
+                  "Leave-one-out rows: NDCG@10, Recall@10, NDCG@50 in the first three metric columns."),
+        "columns": columns,
+        "rows": rows,
+        "reading": "; ".join(f"{name}: {value} (goal {goal})" for name, value, goal in checks),
+        "checks": [{"comparison": n, "measured": v, "goal": g} for n, v, g in checks],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.mechanisms", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=("prepare", "run", "report"))
+    parser.add_argument("--dataset", default="../shared/data/ml-1m")
+    parser.add_argument("--out", default="runs/mechanisms")
+    parser.add_argument("--budget", type=float, default=None, help="seconds of training per model (default: none)")
+    parser.add_argument("--only", action="append", help="protocol(s) to run (default: both)")
+    parser.add_argument("--smoke", action="store_true", help="1 epoch, 50 validation users: checks the wiring only")
+    parser.add_argument("--record", help="report: write the record here (bench/records/...)")
+    parser.add_argument("--machine", default="development machine kind (2 CPU cores, 24 GiB, no GPU)")
+    parser.add_argument("--command", default="python -m bench.mechanisms run", help="report: the command to cite")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.step == "prepare":
+        prepare(args.dataset, out, args.smoke)
+    elif args.step == "run":
+        codes = run(args.dataset, out, args.budget, args.smoke, args.only)
+        return 0 if all(c == 0 for c in codes.values()) else 1
+    else:
+        record = report(out, Path(args.dataset).name, args.command, args.machine)
+        text = json.dumps(record, indent=2, ensure_ascii=False)
+        if args.record:
+            Path(args.record).write_text(text + "\n")
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""The mechanisms benchmark: its variants differ in the one setting they name, and its report computes the
+comparisons from the runs' own metrics."""
+from __future__ import annotations
+
+import json
+
+from bench.mechanisms import report, run_config
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for key in a:
+        if isinstance(a[key], dict):
+            out |= _diff(a[key], b[key], prefix + key + ".")
+        elif a[key] != b[key]:
+            out.add(prefix + key)
+    return out
+
+
+def test_variants_differ_in_the_one_setting_they_name(tmp_path):
+    def cfg(variant, protocol="window"):
+        c = run_config("synthetic", tmp_path / "r", protocol, variant, None).to_dict()
+        return c
+
+    assert _diff(cfg("k1"), cfg("k3")) == {"hybrid.n_interests"}
+    assert _diff(cfg("k3"), cfg("k3-recent-only")) == {"hybrid.use_lightweight"}
+    assert _diff(cfg("k3"), cfg("k3-exact")) == {"hybrid.use_codebook"}
+    base = cfg("k3")
+    assert base["hybrid"]["long_len"] == 1024 and base["hybrid"]["long_window"] == "older"
+    assert base["train"]["patience"] == base["train"]["sasrec_patience"] == 10  # one rule for every model
+    assert _diff(cfg("k3"), cfg("k3", "leave_one_out")) == {"train.protocol"}
+
+
+def _write(tmp_path, protocol, variant, test, quota=None, extra=None):
+    run = tmp_path / protocol / variant
+    run.mkdir(parents=True)
+    hymirec = {"test": test, "epochs": 4, **({"test_quota": quota} if quota else {})}
+    labels = {"interest_labels": {"source": "planted"}} if protocol == "window" else {}
+    (run / "metrics.json").write_text(json.dumps({"hymirec": hymirec, "popularity": {"test": test}, **labels,
+                                                  **(extra or {})}))
+
+
+def test_report_compares_the_runs_it_finds(tmp_path):
+    w = lambda r, c: {"Recall@50": r, "Coverage@50": c}  # noqa: E731
+    _write(tmp_path, "window", "k1", w(0.20, 0.50))
+    _write(tmp_path, "window", "k3", w(0.22, 0.60), quota=w(0.24, 0.70))
+    _write(tmp_path, "window", "k3-exact", w(0.22, 0.60), quota=w(0.24, 0.70))
+    _write(tmp_path, "leave_one_out", "k1", {"NDCG@10": 0.100})
+    _write(tmp_path, "leave_one_out", "k3", {"NDCG@10": 0.099})
+    _write(tmp_path, "leave_one_out", "preset", {"NDCG@10": 0.12}, extra={"sasrec": {"test": {"NDCG@10": 0.10}}})
+    record = report(tmp_path, "toy", "cmd", "machine")
+    checks = {c["comparison"].split(",")[0] + c["comparison"].split(",")[1]: c["measured"] for c in record["checks"]}
+    assert checks["K=3 vs K=1 window Recall@50 (max merge; quota merge)"] == "+10.0 %; +20.0 %"
+    assert checks["K=3 vs K=1 window Coverage@50 (max merge; quota merge)"] == "+20.0 %; +40.0 %"
+    assert checks["K=3 vs K=1 leave-one-out NDCG@10"] == "-1.0 %"
+    assert any(c["measured"] == "+20.0 %" and "SASRec" in c["comparison"] for c in record["checks"])
+    assert any(c["measured"] == "–" and "recent only" in c["comparison"] for c in record["checks"])  # not run
+    assert '["planted"]' in record["setup"]
+    assert [r[1] for r in record["rows"] if r[0] == "window"][:2] == ["Popularity", "HyMiRec k1"]
