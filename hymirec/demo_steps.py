@@ -83,23 +83,58 @@ def serve_step(run_dir: str, dataset: str) -> None:
     from dataclasses import replace
 
     from core.artifacts import RunLayout
-    from serving.app import format_result, recommend_once
+    from serving.app import recommend_once
     from serving.config import ServingConfig
     from serving.index import build_run_index
     from serving.triton_server import TritonServer
 
     print("== 4. serving: Milvus Lite index, tritonserver, Feast read → ONNX encoder → Triton LLM → one ANN search")
     layout = RunLayout.at(run_dir)
-    print(json.dumps(build_run_index(run_dir), default=str))
+    index = build_run_index(run_dir)
+    print(f"Milvus collection {index.collection} (alias {index.alias}): {index.n_items} item vectors, dim {index.dim}")
     server = TritonServer(layout.triton_repo / "local", ["llm"]).start()
+    labels = _interest_labels(run_dir, dataset)
     try:
         print(f"tritonserver ready in {server.ready_seconds:.1f}s at {server.grpc_url}")
+        # the quota merge: each of the K interests is guaranteed k // K of the k slots (ServingConfig.merge)
         config = replace(ServingConfig.from_env(), artifact_dir=layout.root, triton_url=server.grpc_url,
-                         feast_repo=str(store_config_file(run_dir)))
+                         feast_repo=str(store_config_file(run_dir)), merge="quota")
         for user in _demo_users(run_dir):
-            print(format_result(recommend_once(user, 10, True, config)))
+            print(format_with_interests(recommend_once(user, 10, True, config), labels))
     finally:
         server.stop()
+
+
+def _interest_labels(run_dir: str, dataset: str) -> dict:
+    """raw item id → its interest labels (synthetic: the planted topic; MovieLens: genres), and each user's
+    interests in their last 10 items."""
+    import numpy as np
+
+    from core.artifacts import RunLayout
+    from training.interest_labels import item_interest_labels
+    from training.train import load_run_data
+
+    data = load_run_data(dataset)
+    labels = item_interest_labels(data, codebook=np.load(RunLayout.at(run_dir).item_codes))
+    of_item = {raw: [labels.names[j] for j in np.flatnonzero(labels.matrix[i])] for i, raw in enumerate(data.item_ids)}
+    recent = {user: sorted({n for i in seq[-10:] for n in of_item[data.item_ids[i]]})
+              for user, seq in zip(data.user_ids, data.sequences)}
+    return {"item": of_item, "recent": recent, "source": labels.source}
+
+
+def format_with_interests(result: dict, labels: dict) -> str:
+    """One served list, each item with the model interest that retrieved it and its labels (topic / genres)."""
+    wanted = labels["recent"].get(result["user_id"], [])
+    shown = sorted({n for item in result["items"] for n in labels["item"].get(item, [])})
+    lines = [f"user {result['user_id']}  mode={result['mode']}  {result['latency_ms'].get('total', 0):.1f} ms  "
+             f"interests in the last 10 items: {', '.join(wanted)}; the list covers "
+             f"{len(set(wanted) & set(shown))} of those {len(wanted)}"]
+    for rank, (item, score, interest, title) in enumerate(
+            zip(result["items"], result["scores"], result["interests"], result["titles"]), 1):
+        source = "popular" if interest < 0 else f"interest {interest}"
+        lines.append(f"  {rank:>3}. {item:<8} {score:+.4f}  [{source}]  {title[:40]:<40}  "
+                     f"{', '.join(labels['item'].get(item, []))}")
+    return "\n".join(lines)
 
 
 def _demo_users(run_dir: str) -> list[str]:

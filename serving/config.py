@@ -21,6 +21,9 @@ class ServingConfigError(ValueError):
     pass
 
 
+MERGES = ("max", "quota")
+
+
 @dataclass(frozen=True)
 class ServingConfig:
     artifact_dir: Path = Path("runs/latest")
@@ -36,6 +39,8 @@ class ServingConfig:
     default_k: int = 10
     max_k: int = 1000
     quotas: tuple[int, ...] | None = None  # optional per-interest minimum slots (diversity)
+    merge: str = "max"  # "max": one list by max-over-interests score; "quota": every interest is guaranteed
+    #   k // K of the k slots (the window evaluation's quota merge, which lets K interests show; HYMIREC_MERGE)
     candidates_per_interest: int = 0  # 0 → k + #seen + 10 per interest
     breaker_cooldown_s: float = 1.0  # after a failure, skip the failing service for this long
     ort_threads: int = 1
@@ -55,6 +60,8 @@ class ServingConfig:
             raise ServingConfigError("need 1 <= default_k <= max_k")
         if self.triton_timeout_s <= 0 or self.milvus_timeout_s <= 0:
             raise ServingConfigError("timeouts must be > 0")
+        if self.merge not in MERGES:
+            raise ServingConfigError(f"merge must be one of {MERGES}, got {self.merge!r}")
         return self
 
     @classmethod
@@ -70,6 +77,8 @@ class ServingConfig:
             kw["milvus_uri"] = env["HYMIREC_MILVUS_URI"]
         if env.get("HYMIREC_FEAST_REPO"):
             kw["feast_repo"] = env["HYMIREC_FEAST_REPO"]
+        if env.get("HYMIREC_MERGE"):
+            kw["merge"] = env["HYMIREC_MERGE"].strip().lower()
         if env.get("HYMIREC_HOST"):
             kw["host"] = env["HYMIREC_HOST"]
         if env.get("HYMIREC_PORT"):

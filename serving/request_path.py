@@ -40,7 +40,7 @@ class RecommendPipeline:
                              config.breaker_cooldown_s)
         self.search = Search(index or ItemIndex(config.milvus, config.milvus_alias,
                                                 timeout_s=config.milvus_timeout_s), config.breaker_cooldown_s)
-        self.merge = Merge(config.quotas)
+        self.merge = Merge(config.quotas, config.merge)
         self.popular = Popular(self.artifacts)
         self.started = False
         self._lock = threading.Lock()
