@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,7 +18,9 @@ from training.config import HybridConfig, LightweightConfig, LLMRecommenderConfi
 from training.hybrid import HybridRecommender
 from training.llm_backbone import load_pretrained_backbone
 from training.pretrained_llm import PretrainedLLMMissing, default_llm_dir, is_converted, resolve_llm_path
-from training.stage2 import ItemTables, train_hybrid
+from training.stage2 import train_hybrid
+
+from tests.training.toy_stage2 import random_stage2_data
 
 N_ITEMS, ITEM_DIM = 30, 16
 BACKBONE = "llm.backbone."
@@ -46,12 +47,7 @@ def _config(**llm_overrides) -> HybridConfig:
 
 
 def _data():
-    rng = np.random.default_rng(0)
-    sequences = [rng.integers(1, N_ITEMS + 1, size=int(rng.integers(6, 12))) for _ in range(12)]
-    valid = SimpleNamespace(histories=sequences[:6], targets=rng.integers(1, N_ITEMS + 1, size=6))
-    exact = torch.randn(N_ITEMS + 1, ITEM_DIM, generator=torch.Generator().manual_seed(0))
-    exact[0] = 0
-    return sequences, valid, ItemTables(exact=exact, long=exact)
+    return random_stage2_data(n_users=12, n_items=N_ITEMS, item_dim=ITEM_DIM, lengths=(6, 12), n_valid=6)
 
 
 def test_the_alias_loads_smollm2_pretrained_weights_offline(converted):

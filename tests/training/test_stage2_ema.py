@@ -1,27 +1,25 @@
 """Stage 2's weight averaging (train.ema_decay): the averaged weights are the ones validated and kept."""
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
 
 from training.config import HybridConfig, LightweightConfig, LLMRecommenderConfig, TrainConfig
 from training.hybrid import HybridRecommender
-from training.stage2 import ItemTables, evaluate_hybrid, train_hybrid
+from training.stage2 import evaluate_hybrid, train_hybrid
+
+from tests.training.toy_stage2 import random_stage2_data
 
 N_ITEMS, ITEM_DIM = 30, 8
 
 
 def _setup():
-    rng = np.random.default_rng(0)
-    sequences = [rng.integers(1, N_ITEMS + 1, size=int(rng.integers(6, 15))) for _ in range(40)]
-    valid = SimpleNamespace(histories=sequences[:20], targets=rng.integers(1, N_ITEMS + 1, size=20))
-    exact = torch.randn(N_ITEMS + 1, ITEM_DIM, generator=torch.Generator().manual_seed(0))
-    exact[0] = 0
-    hybrid = HybridConfig(n_interests=2, window=2, recent_n=4, long_len=12, out_dim=8, n_negatives=-1, item_tower_dropout=0.0,
+    sequences, valid, tables = random_stage2_data(n_users=40, n_items=N_ITEMS, item_dim=ITEM_DIM, lengths=(6, 15),
+                                                  n_valid=20)
+    hybrid = HybridConfig(n_interests=2, window=2, recent_n=4, long_len=12, out_dim=8, n_negatives=-1,
+                          item_tower_dropout=0.0,
                           lightweight=LightweightConfig(model_dim=16, dropout=0.0),
                           llm=LLMRecommenderConfig(hidden=16, intermediate=32, dropout=0.0))
-    return sequences, valid, ItemTables(exact=exact, long=exact), hybrid
+    return sequences, valid, tables, hybrid
 
 
 def _train(ema_decay: float):
