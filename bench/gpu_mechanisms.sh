@@ -9,22 +9,24 @@
 # fits one device lease. OUT gets the record (bench/records format), every run's metrics.json and log, a GPU trace.
 set -euo pipefail
 out=${1:?usage: bench/gpu_mechanisms.sh OUT [BUDGET_S]} budget=${2:-90}
-data=${DATA:-.gpu-data/ml-1m} mech=${MECH:-.gpu-data/mech}
+data=${DATA:-.gpu-data/ml-1m} mech=${MECH:-.gpu-data/mech} py=${PY:-python3}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 mkdir -p "$out"
 machine="one NVIDIA H200 (lent machine, 16 CPU cores)"
 if command -v nvidia-smi >/dev/null; then
-    python3 -c 'import torch, sys; print("python", sys.version.split()[0], "torch", torch.__version__, torch.cuda.get_device_name(0))'
+    "$py" -c 'import torch, sys; print("python", sys.version.split()[0], "torch", torch.__version__, torch.cuda.get_device_name(0))'
     nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv -lms 2000 > "$out/gpu_trace.csv" &
     trap 'kill %1 2>/dev/null || true' EXIT
 else
     machine="development machine kind (2 CPU cores, no GPU)"
 fi
 started=$(date +%s)
-python3 -m bench.mechanisms run --dataset "$data" --out "$mech" --budget "$budget" ${SMOKE:+--smoke} || true
+# bounded, so that whatever finished is still packed and reported within one device call
+timeout "${RUN_LIMIT:-470}" "$py" -m bench.mechanisms run --dataset "$data" --out "$mech" --budget "$budget" ${SMOKE:+--smoke} || true
 echo "[gpu_mechanisms] runs took $(( $(date +%s) - started )) s"
-python3 -m bench.mechanisms report --dataset "$data" --out "$mech" --machine "$machine" \
+# the runs themselves first: the record can be made again from them anywhere (`report`)
+tar czf "$out/runs.tgz" "$mech"/*/*/metrics.json "$mech"/*/*/train.log "$mech"/*/*/run_config.json || true
+"$py" -m bench.mechanisms report --dataset "$data" --out "$mech" --machine "$machine" \
     --command "bench/gpu_mechanisms.sh \$OUT $budget  (after: python -m bench.mechanisms prepare --dataset $data --out $mech)" \
     --record "$out/mechanisms-$(basename "$data").json" > /dev/null
-tar czf "$out/runs.tgz" "$mech"/*/*/metrics.json "$mech"/*/*/train.log "$mech"/*/*/run_config.json
 echo "[gpu_mechanisms] record: $out/mechanisms-$(basename "$data").json"

@@ -29,7 +29,7 @@ def test_quality_section_picks_the_strongest_peer_and_compares_ablations_on_thei
     text = quality_section(records)
     row = next(line for line in text.splitlines() if line.startswith("| D |"))
     # mean 0.11, sample std of (0.10, 0.12) = 0.0141; strongest peer B (0.05); 0.11 / 0.05 = 2.20
-    assert row == "| D | 0.1100 ± 0.0141 | 0.0900 | B: 0.0500 | 2.20× | 0, 1 |"
+    assert row == "| D | 0.1100 ± 0.0141 | 0.0900 | B: 0.0500 | 2.20× | 0, 1 |"  # header: ids from our SASRec
     # the ablation ran seed 0 only: compared with the full run's seed 0 (0.10), not the mean: +10.0 %
     assert "| K=3 | +10.0 % |" in text
 

@@ -1,5 +1,4 @@
 """Stage 2's weight averaging (train.ema_decay): the averaged weights are the ones validated and kept."""
-import numpy as np
 import pytest
 import torch
 
