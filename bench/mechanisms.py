@@ -2,8 +2,9 @@
 embeddings, measured on one dataset under both protocols, in one run of variants that differ in one setting each.
 
     python -m bench.mechanisms prepare --dataset ../shared/data/ml-1m --out runs/mech      # stage 1 (CPU is fine)
-    python -m bench.mechanisms run     --dataset ../shared/data/ml-1m --out runs/mech [--parallel 8]
+    python -m bench.mechanisms run     --dataset ../shared/data/ml-1m --out runs/mech [--budget S]
     python -m bench.mechanisms report  --out runs/mech --record bench/records/mechanisms-ml-1m.json
+    (--suite llm: the LLM backbone instead: SmolLM2's first 4 layers pretrained vs random vs the default Qwen2)
 
 ``prepare`` trains stage 1 (the content encoder on item text, via training.train's named steps) once per protocol,
 since each protocol's training split differs. ``run`` then trains, per protocol, a base run (our SASRec + HyMiRec
@@ -38,9 +39,19 @@ VARIANTS: dict[str, list[str]] = {
     "k3-recent-only": list(MULTI_INTEREST) + ["hybrid.use_lightweight=false"],
     "k3-exact": list(MULTI_INTEREST) + ["hybrid.use_codebook=false"],
     "preset": LONG,  # the leave-one-out bench's own configuration (K = 1, anchored), with the long history
+    # The LLM recommender's backbone: SmolLM2-135M's first 4 of 30 layers (CPU-sized; width 576) pretrained, the same
+    # shape freshly initialised, against the preset's default (a 2-layer, 128-wide Qwen2 trained from scratch).
+    # The backbone learns at 1e-4 (the layers around it at the preset's rate), so fine-tuning keeps what it knows.
+    "smollm2-4": LONG + ["hybrid.llm.path=smollm2", "hybrid.llm.keep_layers=4", "hybrid.llm.lr=0.0001"],
+    "smollm2-4-random": LONG + ["hybrid.llm.path=smollm2", "hybrid.llm.keep_layers=4", "hybrid.llm.lr=0.0001",
+                                "hybrid.llm.init=random"],
 }
-PROTOCOL_VARIANTS = {"window": ["k1", "k3", "k3-recent-only", "k3-exact"],
-                     "leave_one_out": ["preset", "k1", "k3", "k3-recent-only"]}
+SUITES = {
+    "mechanisms": {"window": ["k1", "k3", "k3-recent-only", "k3-exact"],
+                   "leave_one_out": ["preset", "k1", "k3", "k3-recent-only"]},
+    "llm": {"leave_one_out": ["preset", "smollm2-4", "smollm2-4-random"]},
+}
+PROTOCOL_VARIANTS = SUITES["mechanisms"]
 BASE = {"window": "k1", "leave_one_out": "preset"}  # the variant each protocol's base run trains
 
 
@@ -56,12 +67,12 @@ def run_config(dataset: str, run_dir: Path, protocol: str, variant: str, budget:
     return cfg.override(base_overrides(protocol, budget) + VARIANTS[variant] + list(extra))
 
 
-def prepare(dataset: str, out: Path, smoke: bool = False) -> None:
+def prepare(dataset: str, out: Path, smoke: bool = False, suite: str = "mechanisms") -> None:
     """Stage 1 per protocol into OUT/stage1-<protocol>: item_embeddings.npy + the config/metrics reuse checks."""
     from core.artifacts import RunLayout, write_json_atomic
     from training.train import start_run, train_stage1
 
-    for protocol in PROTOCOL_VARIANTS:
+    for protocol in SUITES[suite]:
         layout = RunLayout.at(out / f"stage1-{protocol}")
         extra = ["item_encoder.finetune_steps=2"] if smoke else []
         state = start_run(run_config(dataset, layout.root, protocol, BASE[protocol], None, extra))
@@ -103,16 +114,18 @@ def _wait(procs: list[tuple[str, subprocess.Popen]]) -> dict[str, int]:
     return codes
 
 
-def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only: list[str] | None = None) -> dict:
+def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only: list[str] | None = None,
+        suite: str = "mechanisms") -> dict:
     """Base runs (our SASRec + the base variant) for both protocols at once, then every other variant at once."""
+    plan = SUITES[suite]
     extra = ["train.epochs=1", "train.sasrec_epochs=1", "train.max_eval_users=50",
              "item_encoder.finetune_steps=2"] if smoke else []  # the smoke stage 1 (prepare --smoke)
-    protocols = [p for p in PROTOCOL_VARIANTS if not only or p in only]
+    protocols = [p for p in plan if not only or p in only]
     started = time.perf_counter()
     for protocol in protocols:
         _point_stage1_at(out / f"stage1-{protocol}", dataset)
     codes = _wait([_launch(dataset, out, p, BASE[p], out / f"stage1-{p}", True, budget, extra) for p in protocols])
-    rest = [(p, v) for p in protocols for v in PROTOCOL_VARIANTS[p] if v != BASE[p] and codes[f"{p}/{BASE[p]}"] == 0]
+    rest = [(p, v) for p in protocols for v in plan[p] if v != BASE[p] and codes[f"{p}/{BASE[p]}"] == 0]
     codes.update(_wait([_launch(dataset, out, p, v, out / p / BASE[p], False, budget, extra) for p, v in rest]))
     print(f"[mechanisms] {len(codes)} runs in {time.perf_counter() - started:.0f} s", flush=True)
     return codes
@@ -133,7 +146,8 @@ def _rel(a: float | None, b: float | None) -> str:
 def report(out: Path, dataset_name: str, command: str, machine: str) -> dict:
     """The record (bench/records format) of one `run`: a row per method and merge, the comparisons below it."""
     rows, got = [], {}
-    for protocol, variants in PROTOCOL_VARIANTS.items():
+    plan = {p: list(dict.fromkeys(v for suite in SUITES.values() for v in suite.get(p, []))) for p in BASE}
+    for protocol, variants in plan.items():
         for variant in variants:
             m = _metrics(out, protocol, variant)
             if m is None:
@@ -150,8 +164,8 @@ def report(out: Path, dataset_name: str, command: str, machine: str) -> dict:
                          else [f"{test.get('NDCG@10', float('nan')):.4f}", f"{test.get('Recall@10', float('nan')):.4f}",
                                f"{test.get('NDCG@50', float('nan')):.4f}"])
                 rows.append([protocol, label] + cells + [str(info.get("epochs", "–"))])
-    w = {v: got[("window", v)]["hymirec"] for v in PROTOCOL_VARIANTS["window"] if ("window", v) in got}
-    loo = {v: got[("leave_one_out", v)] for v in PROTOCOL_VARIANTS["leave_one_out"] if ("leave_one_out", v) in got}
+    w = {v: got[("window", v)]["hymirec"] for v in plan["window"] if ("window", v) in got}
+    loo = {v: got[("leave_one_out", v)] for v in plan["leave_one_out"] if ("leave_one_out", v) in got}
 
     def wv(v, merge, key):
         return w[v][merge].get(key) if v in w else None
@@ -175,7 +189,12 @@ def report(out: Path, dataset_name: str, command: str, machine: str) -> dict:
          _rel(wv("k3", "test", "Recall@50"), wv("k3-exact", "test", "Recall@50")), "within ±1 %"),
         ("HyMiRec (preset + long history) vs our SASRec, leave-one-out NDCG@10",
          _rel(lv("preset"), sasrec_loo), "≥ +10 %"),
+        ("SmolLM2 (4 layers) pretrained vs the same shape random, leave-one-out NDCG@10",
+         _rel(lv("smollm2-4"), lv("smollm2-4-random")), "measured"),
+        ("SmolLM2 (4 layers) pretrained vs the default 2 × 128 Qwen2, leave-one-out NDCG@10",
+         _rel(lv("smollm2-4"), lv("preset")), "measured"),
     ]
+    checks = [c for c in checks if c[1].strip("–; ")]  # only what this run measured
     columns = ["protocol", "method"] + list(WINDOW_COLUMNS) + ["epochs"]
     return {
         "area": f"Mechanisms: several interests, long coded history, codes vs exact ({dataset_name})",
@@ -201,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="../shared/data/ml-1m")
     parser.add_argument("--out", default="runs/mechanisms")
     parser.add_argument("--budget", type=float, default=None, help="seconds of training per model (default: none)")
-    parser.add_argument("--only", action="append", help="protocol(s) to run (default: both)")
+    parser.add_argument("--only", action="append", help="protocol(s) to run (default: the suite's)")
+    parser.add_argument("--suite", choices=sorted(SUITES), default="mechanisms",
+                        help="mechanisms: K, long history, codes; llm: the LLM backbone (SmolLM2 vs default)")
     parser.add_argument("--smoke", action="store_true", help="1 epoch, 50 validation users: checks the wiring only")
     parser.add_argument("--record", help="report: write the record here (bench/records/...)")
     parser.add_argument("--machine", default="development machine kind (2 CPU cores, 24 GiB, no GPU)")
@@ -210,9 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.step == "prepare":
-        prepare(args.dataset, out, args.smoke)
+        prepare(args.dataset, out, args.smoke, args.suite)
     elif args.step == "run":
-        codes = run(args.dataset, out, args.budget, args.smoke, args.only)
+        codes = run(args.dataset, out, args.budget, args.smoke, args.only, args.suite)
         return 0 if all(c == 0 for c in codes.values()) else 1
     else:
         record = report(out, Path(args.dataset).name, args.command, args.machine)
