@@ -139,7 +139,7 @@ def parse_int(token: str, path: Path, line: int, what: str) -> int:
         raise DataFormatError(path, line, f"{what} {token!r} is not an integer") from None
 
 
-class ItemIndex:
+class ItemVocabulary:
     """Builds the raw id → dense index map (1..n) while loading.
 
     Indices are assigned at :meth:`finalize`: numerically sorted when every raw id is an integer
@@ -180,7 +180,7 @@ def build_data(
     user_ids: list[str],
     codes: list[list[int]],
     times: list[list[float]] | None,
-    index: ItemIndex,
+    index: ItemVocabulary,
     raw_texts: dict[str, str] | None,
     raw_tags: dict[str, tuple[str, ...]] | None = None,
 ) -> InteractionData:

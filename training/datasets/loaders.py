@@ -14,7 +14,7 @@ from pathlib import Path
 from training.datasets.base import (
     DataFormatError,
     InteractionData,
-    ItemIndex,
+    ItemVocabulary,
     build_data,
     parse_int,
     read_lines,
@@ -109,7 +109,7 @@ def load_recbole(inter: Path, item: Path | None = None) -> InteractionData:
     names, _, rows = _read_atomic(inter, ("user_id", "item_id"))
     ui, ii = names.index("user_id"), names.index("item_id")
     ti = names.index("timestamp") if "timestamp" in names else None
-    index = ItemIndex()
+    index = ItemVocabulary()
     users: dict[str, int] = {}
     codes: list[list[int]] = []
     times: list[list[float]] = []
@@ -163,7 +163,7 @@ def load_unisrec(stem_path: Path) -> InteractionData:
             order = float(f[tsi]) if tsi is not None else len(hist)
             rows_of[u].append(((split_no, order, no), path, no, hist, target))
     seqs = [_chain_unisrec_rows(raw, rows) for raw, rows in zip(users, rows_of)]
-    index = ItemIndex()
+    index = ItemVocabulary()
     codes = [[index.add(i) for i in s] for s in seqs]
     item_file = stem_path.with_name(f"{stem_path.name}.item")
     texts, tags = read_item_file(item_file) if item_file.exists() else (None, None)
@@ -213,7 +213,7 @@ def load_text(path: Path) -> InteractionData:
     if not parsed:
         raise DataFormatError(path, 0, "file is empty")
     pairs = all(len(t) == 2 for _, t in parsed)
-    index = ItemIndex()
+    index = ItemVocabulary()
     users: dict[str, int] = {}
     first_line: dict[str, int] = {}
     codes: list[list[int]] = []
