@@ -85,6 +85,29 @@ def prepare(dataset: str, out: Path, smoke: bool = False, suite: str = "mechanis
         print(f"[mechanisms] stage 1 ({protocol}) → {layout.root}", flush=True)
 
 
+def subsample_users(dataset: str, out: Path, n_users: int, seed: int = 0) -> str:
+    """A RecBole atomic dataset cut to ``n_users`` random users (every interaction of each kept): the CPU-sized
+    version of a large set, with its long histories intact. Written to OUT/data/<name>-u<N>/; returns that path."""
+    import numpy as np
+
+    src = Path(dataset)
+    inter = next(src.glob("*.inter"), None) if src.is_dir() else None
+    if inter is None:
+        raise ValueError(f"--max-users needs a RecBole atomic folder (<name>.inter), got {dataset}")
+    lines = inter.read_text().splitlines()
+    users = sorted({line.split("\t", 1)[0] for line in lines[1:]})
+    keep = set(np.random.default_rng(seed).choice(users, size=min(n_users, len(users)), replace=False).tolist())
+    dst = out / "data" / f"{src.name}-u{n_users}"
+    dst.mkdir(parents=True, exist_ok=True)
+    name = inter.name.removesuffix(".inter")
+    (dst / f"{name}.inter").write_text("\n".join([lines[0]] + [line for line in lines[1:]
+                                                              if line.split("\t", 1)[0] in keep]) + "\n")
+    for item_file in src.glob("*.item"):
+        (dst / item_file.name).write_bytes(item_file.read_bytes())
+    print(f"[mechanisms] {len(keep)} of {len(users)} users of {src} → {dst}", flush=True)
+    return str(dst)
+
+
 def _point_stage1_at(stage1: Path, dataset: str) -> None:
     """A carried stage-1 folder names the dataset where it was made; name this machine's path (same files)."""
     path = stage1 / "config.json"
@@ -115,11 +138,13 @@ def _wait(procs: list[tuple[str, subprocess.Popen]]) -> dict[str, int]:
 
 
 def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only: list[str] | None = None,
-        suite: str = "mechanisms") -> dict:
+        suite: str = "mechanisms", epochs: int | None = None) -> dict:
     """Base runs (our SASRec + the base variant) for both protocols at once, then every other variant at once."""
     plan = SUITES[suite]
     extra = ["train.epochs=1", "train.sasrec_epochs=1", "train.max_eval_users=50",
              "item_encoder.finetune_steps=2"] if smoke else []  # the smoke stage 1 (prepare --smoke)
+    if epochs and not smoke:  # the same epoch cap for every variant: a CPU-sized run that stays comparable
+        extra += [f"train.epochs={epochs}", f"train.sasrec_epochs={max(epochs, 30)}"]
     protocols = [p for p in plan if not only or p in only]
     started = time.perf_counter()
     for protocol in protocols:
@@ -224,19 +249,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suite", choices=sorted(SUITES), default="mechanisms",
                         help="mechanisms: K, long history, codes; llm: the LLM backbone (SmolLM2 vs default)")
     parser.add_argument("--smoke", action="store_true", help="1 epoch, 50 validation users: checks the wiring only")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="run: cap stage 2 at E epochs and SASRec at max(E, 30), the same for every variant")
+    parser.add_argument("--max-users", type=int, default=None,
+                        help="prepare/run: a random subsample of this many users (all their items), in OUT/data/")
     parser.add_argument("--record", help="report: write the record here (bench/records/...)")
     parser.add_argument("--machine", default="development machine kind (2 CPU cores, 24 GiB, no GPU)")
     parser.add_argument("--command", default="python -m bench.mechanisms run", help="report: the command to cite")
     args = parser.parse_args(argv)
     out = Path(args.out)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.max_users and args.step in ("prepare", "run"):
+        args.dataset = (subsample_users(args.dataset, out, args.max_users) if args.step == "prepare"
+                        else str(out / "data" / f"{Path(args.dataset).name}-u{args.max_users}"))
     if args.step == "prepare":
         prepare(args.dataset, out, args.smoke, args.suite)
     elif args.step == "run":
-        codes = run(args.dataset, out, args.budget, args.smoke, args.only, args.suite)
+        codes = run(args.dataset, out, args.budget, args.smoke, args.only, args.suite, args.epochs)
         return 0 if all(c == 0 for c in codes.values()) else 1
     else:
-        record = report(out, Path(args.dataset).name, args.command, args.machine)
+        name = Path(args.dataset).name + (f", {args.max_users:,} random users" if args.max_users else "")
+        record = report(out, name, args.command, args.machine)
         text = json.dumps(record, indent=2, ensure_ascii=False)
         if args.record:
             Path(args.record).write_text(text + "\n")

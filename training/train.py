@@ -180,7 +180,7 @@ class RunState:
 
 
 def start_run(config: RunConfig, progress: bool = True, log=print, data=None) -> RunState:
-    """Load the data and split it (leave-one-out); nothing is trained yet."""
+    """Load the data and split it by ``train.protocol`` (training/protocols.py); nothing is trained yet."""
     from training.data import dataset_summary
     from training.protocols import make_split
     from training.stage2 import pick_device
