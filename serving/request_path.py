@@ -15,7 +15,8 @@ import numpy as np
 from serving.config import ServingConfig
 from serving.history import HistoryUnavailable, StoreHistorySource
 from serving.index import ItemIndex
-from serving.stages import (Artifacts, CoarseQueries, Decode, Encode, FetchHistory, Merge,
+from serving.run_artifacts import Artifacts
+from serving.stages import (CoarseQueries, Decode, Encode, FetchHistory, Merge,
                             Popular, Refine, Search, StageUnavailable)
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from core.history_window import long_window
-from serving.stages import Artifacts, Decode
+from serving.run_artifacts import Artifacts
+from serving.stages import Decode
 from training.batches import model_inputs, train_batch
 from features.codebook import CodebookConfig
 from training.config import HybridConfig, LightweightConfig, LLMRecommenderConfig
