@@ -207,6 +207,9 @@ def report(out: Path, dataset_name: str, command: str, machine: str) -> dict:
     configs = [m["config"] for m in got.values() if "config" in m]
     long_len = ", ".join(sorted({f"{c['hybrid']['long_len']:,}" for c in configs})) or "?"
     epochs = ", ".join(sorted({str(c["train"]["epochs"]) for c in configs})) or "?"
+    capped = sum(m["hymirec"].get("epochs") == m["config"]["train"]["epochs"] for m in got.values() if "config" in m)
+    capped_note = (f" {capped} of {len(got)} HyMiRec runs stopped at the epoch cap, not by early stopping: first "
+                   "measurements, not converged results." if capped else "")
     checks = [
         ("K=3 vs K=1, window Recall@50 (max merge; quota merge)",
          f"{_rel(wv('k3', 'test', 'Recall@50'), wv('k1', 'test', 'Recall@50'))}; "
@@ -237,7 +240,7 @@ def report(out: Path, dataset_name: str, command: str, machine: str) -> dict:
         "machine": machine, "command": command,
         "setup": ("Variants differ in one setting each, on one stage 1 per protocol; the bench preset (dim 64, SASRec "
                   f"ids, exact softmax) with {long_len} older items from codes and 50 recent; patience 10 for every "
-                  f"model, stage 2 capped at {epochs} epochs (SASRec at 30). "
+                  f"model, stage 2 capped at {epochs} epochs (SASRec at 30).{capped_note} "
                   "Window protocol: last 10 items of each user are the test set, the 10 before validate; coverage "
                   "labels: " + json.dumps(sorted({m.get('interest_labels', {}).get('source', '?')
                                                    for (p, _), m in got.items() if p == 'window'})) + "; "
