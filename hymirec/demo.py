@@ -33,13 +33,13 @@ def print_table(title: str, rows: list[tuple[str, dict]]) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    table.add_column("model")
+    table.add_column("model", no_wrap=True)
     keys = ["Recall@20", "Recall@50", "NDCG@50", "Coverage@10", "Coverage@50", "ILD@50"]
     for key in keys:
         table.add_column(key, justify="right")
     for name, metrics in rows:
         table.add_row(name, *(f"{metrics[k]:.4f}" if k in metrics else "–" for k in keys))
-    Console().print(table)
+    Console(width=120).print(table)  # logs and CI are no terminal: keep the columns whole
 
 
 def main() -> int:
@@ -55,8 +55,8 @@ def main() -> int:
     if "sasrec" in metrics:
         rows.append(("SASRec", metrics["sasrec"]["test"]))
     k = metrics["config"]["hybrid"]["n_interests"]
-    rows.append((f"HyMiRec, K={k}, max merge", metrics["hymirec"]["test"]))
-    rows.append((f"HyMiRec, K={k}, quota merge", metrics["hymirec"]["test_quota"]))
+    rows.append((f"HyMiRec K={k} max merge", metrics["hymirec"]["test"]))
+    rows.append((f"HyMiRec K={k} quota merge", metrics["hymirec"]["test_quota"]))
     print_table(f"test metrics ({dataset}, window protocol: each user's last 10 items; full ranking)", rows)
     quota = metrics["hymirec"]["test_quota"]
     print(f"interests ({metrics['interest_labels']['source']} labels): a test window holds "
