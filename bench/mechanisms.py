@@ -173,7 +173,12 @@ def _rel(a: float | None, b: float | None) -> str:
     return f"{100 * (a / b - 1):+.1f} %" if a is not None and b else "–"
 
 
-def report(out: Path, dataset_name: str, command: str, machine: str) -> dict:
+TITLES = {"mechanisms": "several interests, long coded history, codes vs exact",
+          "quick": "several interests, long coded history, codes vs exact",
+          "llm": "the LLM recommender's backbone (SmolLM2 pretrained vs random vs default)"}
+
+
+def report(out: Path, dataset_name: str, command: str, machine: str, suite: str = "mechanisms") -> dict:
     """The record (bench/records format) of one `run`: a row per method and merge, the comparisons below it."""
     rows, got = [], {}
     plan = {p: list(dict.fromkeys(v for suite in SUITES.values() for v in suite.get(p, []))) for p in BASE}
@@ -235,7 +240,7 @@ def report(out: Path, dataset_name: str, command: str, machine: str) -> dict:
                                          for c in WINDOW_COLUMNS] + [f"LOO {c.replace('NDCG', 'N').replace('Recall', 'R')}"
                                                                      for c in LOO_COLUMNS] + ["epochs"])
     return {
-        "area": f"Mechanisms: several interests, long coded history, codes vs exact ({dataset_name})",
+        "area": f"Mechanisms: {TITLES[suite]} ({dataset_name})",
         "measured_at": time.strftime("%Y-%m-%d", time.gmtime()),
         "machine": machine, "command": command,
         "setup": ("Variants differ in one setting each, on one stage 1 per protocol; the bench preset (dim 64, SASRec "
@@ -286,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if all(c == 0 for c in codes.values()) else 1
     else:
         name = Path(args.dataset).name + (f", {args.max_users:,} random users" if args.max_users else "")
-        record = report(out, name, args.command, args.machine)
+        record = report(out, name, args.command, args.machine, args.suite)
         text = json.dumps(record, indent=2, ensure_ascii=False)
         if args.record:
             Path(args.record).write_text(text + "\n")
