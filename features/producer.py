@@ -15,12 +15,15 @@ import pandas as pd
 
 from core.schemas import EventType, InteractionEvent, encode_event
 
+from .kafka_import import import_kafka
+
 log = logging.getLogger("hymirec.producer")
 
 
 def make_producer(bootstrap: str, **overrides: Any):
     """KafkaProducer tuned for ordered, durable event publishing (acks=all, one in-flight request per
     connection, so a retry can never reorder a user's events)."""
+    import_kafka()
     from kafka import KafkaProducer
     config = dict(bootstrap_servers=bootstrap, acks="all", linger_ms=10, batch_size=256 * 1024,
                   max_in_flight_requests_per_connection=1, retries=10, bootstrap_timeout_ms=10000)
@@ -31,6 +34,7 @@ def make_producer(bootstrap: str, **overrides: Any):
 def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int = 4, replication: int = 1,
                   timeout_s: float = 10.0) -> list[str]:
     """Create the topics that do not exist yet (and wait until they have leaders); returns the ones created."""
+    import_kafka()
     from kafka.admin import KafkaAdminClient
     from kafka.errors import TopicAlreadyExistsError
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="hymirec-admin",

@@ -38,6 +38,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .item_codes import ItemCodeMapper, StreamConfigError
+from .kafka_import import import_kafka
 from core.schemas import MAX_EVENT_BYTES, BadEvent, parse_event
 from .store.base import OnlineStore, StateEvent, StoreError, UserState, apply_events
 from .stream_metrics import StreamMetrics
@@ -140,6 +141,7 @@ class StreamProcessor:
 
     # ---- kafka clients ------------------------------------------------------------------------------------
     def _make_clients(self) -> None:
+        import_kafka()
         from kafka import KafkaConsumer, KafkaProducer
         from kafka.errors import KafkaError
         c = self.cfg

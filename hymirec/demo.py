@@ -70,7 +70,6 @@ def main() -> int:
     from hymirec.demo_steps import STEPS
 
     for step in STEPS:
-        quiet_dependency_warnings()  # again: libraries imported by the previous step may have reset the filters
         step(run_dir, dataset)
     print_summary(run_dir)
     return 0
