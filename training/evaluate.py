@@ -214,10 +214,18 @@ def merge_metric_batches(parts: Sequence[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+def eval_subset(n_users: int, max_users: int | None, seed: int = 0) -> np.ndarray | None:
+    """Indices of at most ``max_users`` of ``n_users`` evaluation users, a fixed random subset (per-epoch
+    validation speed); None when every user is kept."""
+    if max_users is None or n_users <= max_users:
+        return None
+    return np.random.default_rng(seed).choice(n_users, max_users, replace=False)
+
+
 def subsample_eval(histories: Sequence[np.ndarray], targets: np.ndarray, max_users: int | None,
                    seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
-    """At most ``max_users`` (history, target) pairs, a fixed random subset (per-epoch validation speed)."""
-    if max_users is None or len(histories) <= max_users:
+    """At most ``max_users`` (history, target) pairs, a fixed random subset (:func:`eval_subset`)."""
+    keep = eval_subset(len(histories), max_users, seed)
+    if keep is None:
         return list(histories), targets
-    keep = np.random.default_rng(seed).choice(len(histories), max_users, replace=False)
     return [histories[i] for i in keep], targets[keep]

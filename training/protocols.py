@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from training.datasets.window import WindowSet
-from training.evaluate import topk_from_interests
+from training.evaluate import eval_subset, topk_from_interests
 from training.evaluate_window import WINDOW_KS, history_without_targets, window_metrics_from_topk
 
 PROTOCOLS = ("leave_one_out", "window")
@@ -57,10 +57,11 @@ def next_item_view(eval_set):
 
 
 def subsample(eval_set, max_users: int | None, seed: int = 0):
-    """At most ``max_users`` users of a window set, a fixed random subset (per-epoch validation speed)."""
-    if max_users is None or len(eval_set) <= max_users:
+    """At most ``max_users`` users of a window set: the same subset rule as leave-one-out validation."""
+    keep = eval_subset(len(eval_set), max_users, seed)
+    if keep is None:
         return eval_set
-    keep = np.sort(np.random.default_rng(seed).choice(len(eval_set), max_users, replace=False))
+    keep = np.sort(keep)
     return WindowSet(eval_set.users[keep], [eval_set.histories[i] for i in keep], [eval_set.targets[i] for i in keep])
 
 
@@ -125,25 +126,41 @@ def sasrec_window_test(model, eval_set: WindowSet, k: int = 100, chunk: int = 10
     return list_window_metrics(topk, eval_set), topk, seconds
 
 
-def window_report(state, tables) -> None:
-    """Window protocol, after stage 2: every method's test lists scored again with the interest labels
-    (training/interest_labels.py: planted topics, item-file categories such as genres, else first-layer codebook
-    codes) and ILD over the stage-1 item embeddings (one table for every method); HyMiRec with both merges."""
+def window_labels(state):
+    """The interest labels of a window-protocol run (training/interest_labels.py: planted topics, item-file
+    categories such as genres, else first-layer codebook codes), recorded in its metrics."""
     from training.interest_labels import item_interest_labels
+
+    labels = item_interest_labels(state.data, codebook=state.codes)
+    state.metrics["interest_labels"] = {"source": labels.source, "labels": len(labels.names)}
+    return labels
+
+
+def hybrid_window_test(model, tables, eval_set: WindowSet, labels, ild_vectors: np.ndarray,
+                       batch: int = 256) -> tuple[dict, dict, np.ndarray, float]:
+    """HyMiRec on a window test set: interests once, then (max-merge metrics, quota-merge metrics, the max-merge
+    top-100 lists, inference seconds of interests + item vectors + the max-merge lists)."""
+    import time
+
     from training.stage2 import predict_interests
 
+    t0 = time.perf_counter()
+    interests = predict_interests(model, tables, eval_set.histories, batch)
+    vectors = model.item_vectors(tables.exact).float().cpu().numpy()
+    metrics, topk = interest_window_metrics(interests, vectors, eval_set, labels, ild_vectors, "max", batch_size=batch)
+    seconds = time.perf_counter() - t0
+    quota = interest_window_metrics(interests, vectors, eval_set, labels, ild_vectors, "quota", batch_size=batch)[0]
+    return metrics, quota, topk, seconds
+
+
+def rescore_baselines(state, labels) -> None:
+    """Window protocol, once the labels exist (after the codebook): popularity's and SASRec's test lists scored
+    again with interest coverage, and ILD over the stage-1 item embeddings (one table for every method)."""
     test, layout, m = state.split.test, state.layout, state.metrics
-    labels = item_interest_labels(state.data, codebook=state.codes)
-    ild = state.item_emb
-    m["interest_labels"] = {"source": labels.source, "labels": len(labels.names)}
     for method, path in (("popularity", layout.topk_test_popularity), ("sasrec", layout.topk_test_sasrec)):
         if method in m and path.is_file():
-            m[method]["test"] = list_window_metrics(np.load(path), test, labels.matrix, ild)
-    interests = predict_interests(state.model, tables, test.histories, state.config.train.eval_batch)
-    vectors = state.model.item_vectors(tables.exact).float().cpu().numpy()
-    for merge, key in (("max", "test"), ("quota", "test_quota")):
-        m["hymirec"][key] = interest_window_metrics(interests, vectors, test, labels.matrix, ild, merge)[0]
-    state.log(f"[window] labels: {labels.source}; HyMiRec max merge Recall@50 {m['hymirec']['test']['Recall@50']:.4f} "
-              f"Coverage@50 {m['hymirec']['test'].get('Coverage@50', float('nan')):.4f}; quota merge Recall@50 "
-              f"{m['hymirec']['test_quota']['Recall@50']:.4f} Coverage@50 "
-              f"{m['hymirec']['test_quota'].get('Coverage@50', float('nan')):.4f}")
+            m[method]["test"] = list_window_metrics(np.load(path), test, labels.matrix, state.item_emb)
+    h = m["hymirec"]
+    state.log(f"[window] labels: {labels.source}; HyMiRec max merge Recall@50 {h['test']['Recall@50']:.4f} "
+              f"Coverage@50 {h['test'].get('Coverage@50', float('nan')):.4f}; quota merge Recall@50 "
+              f"{h['test_quota']['Recall@50']:.4f} Coverage@50 {h['test_quota'].get('Coverage@50', float('nan')):.4f}")

@@ -85,15 +85,11 @@ def hybrid_test(model, tables, eval_set, batch: int = 256, k: int = TOPK_LISTS) 
     """HyMiRec on a test set: interests once, then the evaluator's metrics (= ``evaluate_hybrid``), the
     top-``k`` lists under the protocol's rule and the inference seconds (interests + item vectors + top-k)."""
     from training.evaluate import evaluate_interests, topk_from_interests
-    from training.protocols import interest_window_metrics, is_window
     from training.stage2 import predict_interests
 
     t0 = time.perf_counter()
     interests = predict_interests(model, tables, eval_set.histories, batch)
     vectors = model.item_vectors(tables.exact).float().cpu().numpy()
-    if is_window(eval_set):  # set metrics of the max-merge lists; window_report adds labels and the quota merge
-        metrics, topk = interest_window_metrics(interests, vectors, eval_set, batch_size=batch)
-        return metrics, topk[:, :k], time.perf_counter() - t0
     topk = topk_from_interests(interests, vectors, eval_set.histories, k, batch_size=batch)
     seconds = time.perf_counter() - t0
     metrics = evaluate_interests(interests, vectors, eval_set.histories, eval_set.targets, batch_size=batch)
@@ -282,7 +278,7 @@ def fit_run_codebook(state: RunState) -> None:
 def train_stage2(state: RunState) -> None:
     """The hybrid recommender (lightweight + LLM recommender, DMIL) on the frozen items; its test lists."""
     from training.hybrid import HybridRecommender
-    from training.protocols import window_report
+    from training.protocols import hybrid_window_test, rescore_baselines, window_labels
     from training.stage2 import ItemTables, train_hybrid
 
     config, split, device = state.config, state.split, state.device
@@ -296,7 +292,13 @@ def train_stage2(state: RunState) -> None:
     history = train_hybrid(model, tables, split.train, split.valid, config.hybrid, config.train, state.progress,
                            state.log)
     train_seconds = time.perf_counter() - t0
-    test, topk, infer_seconds = hybrid_test(model, tables, split.test, config.train.eval_batch)
+    window = config.train.protocol == "window"
+    if window:  # interests once, both merges, coverage against the interest labels
+        labels = window_labels(state)
+        test, quota, topk, infer_seconds = hybrid_window_test(model, tables, split.test, labels.matrix,
+                                                              state.item_emb, config.train.eval_batch)
+    else:
+        test, topk, infer_seconds = hybrid_test(model, tables, split.test, config.train.eval_batch)
     np.save(state.layout.topk_test_hymirec, topk)
     per_user_ms = 1000 * infer_seconds / max(1, len(split.test.targets))
     state.metrics["hymirec"] = {"valid_best_ndcg10": history["best_valid_ndcg10"], "test": test,
@@ -304,8 +306,9 @@ def train_stage2(state: RunState) -> None:
                                 "train_seconds": train_seconds, "inference_ms_per_user": per_user_ms,
                                 "epochs": len(history["epochs"]), "history": history["epochs"]}
     state.model = model
-    if config.train.protocol == "window":
-        window_report(state, tables)
+    if window:
+        state.metrics["hymirec"]["test_quota"] = quota
+        rescore_baselines(state, labels)
     state.log(f"[hymirec] test {test}")
 
 
