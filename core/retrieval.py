@@ -117,6 +117,14 @@ def merge_interest_candidates(
     return MergedCandidates(u_ids[chosen], u_scores[chosen], u_int[chosen])
 
 
+def equal_quotas(k: int, active: Sequence[bool]) -> list[int]:
+    """The quota merge's shares: every active interest is guaranteed ``k // #active`` of the ``k`` slots, an
+    inactive (padding) one none. Serving's Merge stage and the evaluator both take them from here."""
+    active = [bool(a) for a in active]
+    share = int(k) // max(1, sum(active))
+    return [share if a else 0 for a in active]
+
+
 def _quota_items(
     f_ids: np.ndarray, f_scores: np.ndarray, f_int: np.ndarray, quotas: list[int], keep: np.ndarray
 ) -> np.ndarray:

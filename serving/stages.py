@@ -343,15 +343,13 @@ class Merge(Stage):
         self.mode = mode  # "quota": every unmasked interest gets k // K guaranteed slots (ServingConfig.merge)
 
     def run(self, inputs: dict) -> dict:
-        from core.retrieval import merge_interest_candidates
+        from core.retrieval import equal_quotas, merge_interest_candidates
 
         ids = inputs["cand_ids"]
         quotas = list(self.quotas) if self.quotas and len(self.quotas) == ids.shape[0] else None
         if self.mode == "quota" and quotas is None:
             mask = inputs["interest_mask"]
-            active = [bool(m) for m in mask] if mask is not None else [True] * ids.shape[0]
-            share = int(inputs["k"]) // max(1, sum(active))
-            quotas = [share if a else 0 for a in active]
+            quotas = equal_quotas(inputs["k"], mask if mask is not None else [True] * ids.shape[0])
         if quotas is not None and sum(quotas) > inputs["k"]:
             quotas = None
         merged = merge_interest_candidates(ids, inputs["cand_scores"], int(inputs["k"]), exclude=inputs["exclude"],

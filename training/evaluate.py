@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from core.retrieval import merge_interest_candidates, topn_rows
+from core.retrieval import equal_quotas, merge_interest_candidates, topn_rows
 
 DEFAULT_KS: tuple[int, ...] = (10, 20, 50)
 
@@ -132,6 +132,7 @@ def topk_from_interests(
     batch_size: int = 256,
     drop_zero_interests: bool = True,
     quotas: Sequence[int] | None = None,
+    quota_merge: bool = False,
 ) -> np.ndarray:
     """Serving-equivalent top-``k`` for multi-interest users → ``int64 [U, k]`` (short rows padded with 0).
 
@@ -144,6 +145,8 @@ def topk_from_interests(
         interests: ``float [U, K, d]``.
         item_vectors: ``float [n_items+1, d]`` (row 0 = padding).
         histories: per user ``int64 [L_u]``.
+        quotas: fixed ``[K]`` guaranteed slots per interest; ``quota_merge``: serving's quota merge instead
+            (:func:`core.retrieval.equal_quotas` of each user's active interests).
     """
     interests = _to_numpy(interests).astype(np.float32, copy=False)
     item_vectors = _to_numpy(item_vectors).astype(np.float32, copy=False)
@@ -167,6 +170,8 @@ def topk_from_interests(
             if targets is not None:
                 h = h[h != targets[u]]
             mask = np.any(interests[u] != 0, axis=1) if drop_zero_interests else None
+            if quota_merge:  # serving's quota merge (HYMIREC_MERGE=quota): k // #active slots per interest
+                quotas = equal_quotas(k, mask if mask is not None else [True] * n_interests)
             merged = merge_interest_candidates(ids[j], top[j], k, exclude=h, interest_mask=mask, quotas=quotas)
             out[u, : len(merged)] = merged.item_ids
     return out

@@ -65,19 +65,14 @@ def subsample(eval_set, max_users: int | None, seed: int = 0):
     return WindowSet(eval_set.users[keep], [eval_set.histories[i] for i in keep], [eval_set.targets[i] for i in keep])
 
 
-def equal_quotas(n_interests: int, k: int) -> list[int]:
-    """The per-interest quota merge: every interest is guaranteed ``k // K`` of the top ``k``."""
-    return [k // n_interests] * n_interests
-
-
 def interest_window_metrics(interests: np.ndarray, item_vectors: np.ndarray, eval_set: WindowSet, labels=None,
                             ild_vectors: np.ndarray | None = None, merge: str = "max",
                             ks: Sequence[int] = WINDOW_KS, batch_size: int = 256) -> tuple[dict, np.ndarray]:
     """Window metrics of multi-interest users through the serving merge → (metrics, top-``max(ks)`` lists).
 
-    ``merge="max"``: one list of ``max(ks)`` items by max-over-interests score. ``merge="quota"``: for each cut-off
-    k its own merge with :func:`equal_quotas` (each interest guaranteed k // K slots of the top k), as serving
-    returns k items; the returned lists are the ``max(ks)`` one.
+    ``merge="max"``: one list of ``max(ks)`` items by max-over-interests score. ``merge="quota"``: for each
+    cut-off k its own merge with :func:`core.retrieval.equal_quotas` (each interest guaranteed k // K slots of the
+    top k), as serving returns k items; the returned lists are the ``max(ks)`` one.
     """
     masked = history_without_targets(eval_set.histories, eval_set.targets)
     n_interests = interests.shape[1]
@@ -89,8 +84,7 @@ def interest_window_metrics(interests: np.ndarray, item_vectors: np.ndarray, eva
     metrics: dict = {}
     topk = None
     for k in ks:
-        topk = topk_from_interests(interests, item_vectors, masked, k, None, batch_size,
-                                   quotas=equal_quotas(n_interests, k))
+        topk = topk_from_interests(interests, item_vectors, masked, k, None, batch_size, quota_merge=True)
         part = window_metrics_from_topk(topk, eval_set.targets, labels, ild_vectors, [k])
         metrics.update(part)
     return metrics, topk
