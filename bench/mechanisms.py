@@ -51,7 +51,6 @@ SUITES = {
                    "leave_one_out": ["preset", "k1", "k3", "k3-recent-only"]},
     "llm": {"leave_one_out": ["preset", "smollm2-4", "smollm2-4-random"]},
 }
-PROTOCOL_VARIANTS = SUITES["mechanisms"]
 # --quick: the comparisons issue 25 asks for, on a CPU budget (no long-vs-recent row under leave-one-out)
 SUITES["quick"] = {"window": SUITES["mechanisms"]["window"], "leave_one_out": ["preset", "k1", "k3"]}
 BASE = {"window": "k1", "leave_one_out": "preset"}  # the variant each protocol's base run trains
@@ -181,7 +180,7 @@ TITLES = {"mechanisms": "several interests, long coded history, codes vs exact",
 def report(out: Path, dataset_name: str, command: str, machine: str, suite: str = "mechanisms") -> dict:
     """The record (bench/records format) of one `run`: a row per method and merge, the comparisons below it."""
     rows, got = [], {}
-    plan = {p: list(dict.fromkeys(v for suite in SUITES.values() for v in suite.get(p, []))) for p in BASE}
+    plan = {p: list(dict.fromkeys(v for variants in SUITES.values() for v in variants.get(p, []))) for p in BASE}
     for protocol, variants in plan.items():
         for variant in variants:
             m = _metrics(out, protocol, variant)
