@@ -86,6 +86,13 @@ class HybridConfig:
     recent_n: int = 10  # N most recent items given exactly to the LLM recommender
     n_interests: int = 3  # K refined interests (interest queries)
     window: int = 10  # W window-based targets
+    interest_routing: str = "balanced"  # which query each window target trains (training/dmil.py): "balanced" =
+    #   cosine k-means groups matched one-to-one to the queries (the paper's DMIL); "nearest" = each target to the
+    #   query that scores it highest (ComiRec's argmax routing: a query may get none of a sample's targets)
+    max_merge_weight: float = 0.0  # weight of an extra InfoNCE on the served max-merge score (every item scored by
+    #   its best interest; training/dmil.py max_merge_loss) beside DMIL's per-query loss; 0 = DMIL only (the paper)
+    holistic_interest: bool = False  # K > 1: the first query is trained on every window target (what K = 1's single
+    #   query learns) and only the other K - 1 are routed; served like the others (its own output, not an anchor)
     out_dim: int = 64  # retrieval space (item vectors and interests)
     item_tower_dropout: float = 0.1  # the item tower's projection head
     temperature: float = 0.07  # initial; learnable, clamped to [0.01, 1]

@@ -69,6 +69,31 @@ def match_targets_to_queries(
     return assignment
 
 
+def nearest_query_assignment(interests: np.ndarray, targets: np.ndarray, target_mask: np.ndarray) -> np.ndarray:
+    """Each valid target to the query that scores it highest (ComiRec's argmax routing, no balancing).
+
+    interests [B, K, d], targets [B, W, d] (L2-normalised), target_mask [B, W] → assignment [B, W] (-1 = padding).
+    Unlike the balanced matching, a query may get no target of a sample, so one interest can specialise on
+    a user's dominant taste while the others take what the dominant one scores worst.
+    """
+    assignment = np.einsum("bkd,bwd->bwk", interests, targets).argmax(-1)
+    return np.where(target_mask, assignment, -1).astype(np.int64)
+
+
+ROUTINGS = ("balanced", "nearest")
+
+
+def route_targets(interests: np.ndarray, targets: np.ndarray, target_mask: np.ndarray, routing: str,
+                  rng: np.random.Generator | None = None) -> np.ndarray:
+    """Which query each window target trains (``hybrid.interest_routing``): "balanced" = cosine k-means groups
+    matched one-to-one to the queries (the paper's DMIL), "nearest" = each target to its best-scoring query."""
+    if routing == "balanced":
+        return match_targets_to_queries(interests, targets, target_mask, rng)
+    if routing == "nearest":
+        return nearest_query_assignment(interests, targets, target_mask)
+    raise ValueError(f"hybrid.interest_routing must be one of {ROUTINGS}, got {routing!r}")
+
+
 @dataclass
 class DMILStats:
     loss: float
@@ -93,31 +118,19 @@ def dmil_loss(
     interests [B, K, d], target_vecs [B, W, d], target_ids [B, W], target_mask [B, W] bool,
     assignment [B, W] (query per target), negative_vecs [M, d], negative_ids [M]. Interests are
     L2-normalised; item vectors too, or scaled by learned per-item norms (HybridConfig.item_norm).
-    Negatives are the sampled items plus the targets of the *other* samples in the batch; a candidate is masked when it is the target's own item, one of the same sample's targets
-    (those are positives of other queries), or cosine(target, candidate) > threshold.
+    Negatives are the sampled items plus the targets of the *other* samples in the batch; a candidate is masked
+    when it is the target's own item, one of the same sample's targets (those are positives of other queries),
+    or cosine(target, candidate) > threshold.
     """
-    b, w, d = target_vecs.shape
     k = interests.shape[1]
     valid = target_mask.reshape(-1)
-    flat_targets = target_vecs.reshape(-1, d)[valid]  # [P, d]
-    flat_ids = target_ids.reshape(-1)[valid]
-    sample_of = torch.arange(b, device=interests.device).repeat_interleave(w)[valid]
+    flat_targets, flat_ids, sample_of = _flat_targets(target_vecs, target_ids, target_mask)
     query = interests[sample_of, assignment.reshape(-1)[valid]]  # [P, d]
-
-    scale = logit_scale.clamp(0, float(np.log(100.0))).exp()
+    cand_vecs, cand_ids, cand_sample = _candidates(negative_vecs, negative_ids, flat_targets, flat_ids, sample_of)
     positive = (query * flat_targets).sum(-1, keepdim=True)  # [P, 1]
-    cand_vecs = torch.cat([negative_vecs, flat_targets], 0)  # [M + P, d]
-    cand_ids = torch.cat([negative_ids, flat_ids], 0)
-    cand_sample = torch.cat([torch.full_like(negative_ids, -1), sample_of], 0)
     negative = query @ cand_vecs.T  # [P, M + P]
-    with torch.no_grad():
-        masked = (cand_ids[None] == flat_ids[:, None]) | (cand_sample[None] == sample_of[:, None])
-        # cosine, also when the item tower gives items learned norms (HybridConfig.item_norm)
-        masked |= (F.normalize(flat_targets, dim=-1) @ F.normalize(cand_vecs, dim=-1).T) > false_negative_threshold
-    # Mask *after* scaling: scale × (−inf) would give the temperature a NaN gradient.
-    logits = scale * torch.cat([positive, negative], 1)
-    logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(masked, float("-inf"))], 1)
-    loss = F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
+    loss, scale = _masked_infonce(positive, negative, flat_targets, flat_ids, sample_of, cand_vecs, cand_ids,
+                                  cand_sample, logit_scale, false_negative_threshold)
 
     with torch.no_grad():
         counts = torch.bincount(assignment.reshape(-1)[valid], minlength=k).float()
@@ -129,6 +142,58 @@ def dmil_loss(
         else:
             inter = 1.0
     return loss, DMILStats(float(loss.detach()), share, inter, float(1.0 / scale.detach()))
+
+
+def max_merge_loss(
+    interests: torch.Tensor, target_vecs: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor,
+    negative_vecs: torch.Tensor, negative_ids: torch.Tensor, logit_scale: torch.Tensor,
+    false_negative_threshold: float = 0.98,
+) -> torch.Tensor:
+    """InfoNCE on the score that retrieval ranks by: every candidate (target or negative) scored by its *best*
+    interest, max_k cos(u_k, item) — the served max merge (``hybrid.max_merge_weight``).
+
+    Shapes as :func:`dmil_loss` (no assignment). DMIL trains each query on its own group against every other
+    item, so nothing there teaches how the K scores compare when merged; this loss does: a negative that one
+    interest scores high costs as much as it costs in the merged ranking. Gradients reach, per candidate, the
+    interest that scores it highest.
+    """
+    flat_targets, flat_ids, sample_of = _flat_targets(target_vecs, target_ids, target_mask)
+    cand_vecs, cand_ids, cand_sample = _candidates(negative_vecs, negative_ids, flat_targets, flat_ids, sample_of)
+    positive = torch.einsum("pkd,pd->pk", interests[sample_of], flat_targets).amax(1, keepdim=True)  # [P, 1]
+    negative = (interests @ cand_vecs.T).amax(1)[sample_of]  # per sample [B, M + P], then per target [P, M + P]
+    return _masked_infonce(positive, negative, flat_targets, flat_ids, sample_of, cand_vecs, cand_ids, cand_sample,
+                           logit_scale, false_negative_threshold)[0]
+
+
+def _flat_targets(target_vecs, target_ids, target_mask):
+    """The valid window targets flattened: vectors [P, d], ids [P], and the sample each came from [P]."""
+    b, w, d = target_vecs.shape
+    valid = target_mask.reshape(-1)
+    sample_of = torch.arange(b, device=target_vecs.device).repeat_interleave(w)[valid]
+    return target_vecs.reshape(-1, d)[valid], target_ids.reshape(-1)[valid], sample_of
+
+
+def _candidates(negative_vecs, negative_ids, flat_targets, flat_ids, sample_of):
+    """Negatives = the sampled items + every target of the batch: vectors [M + P, d], ids, owning sample (-1)."""
+    return (torch.cat([negative_vecs, flat_targets], 0), torch.cat([negative_ids, flat_ids], 0),
+            torch.cat([torch.full_like(negative_ids, -1), sample_of], 0))
+
+
+def _masked_infonce(positive, negative, flat_targets, flat_ids, sample_of, cand_vecs, cand_ids, cand_sample,
+                    logit_scale, false_negative_threshold):
+    """Cross-entropy of positive [P, 1] against negative [P, M + P] scores, with a candidate masked when it is the
+    target's own item, one of the same sample's targets (positives of other queries), or cosine(target,
+    candidate) > threshold. → (loss, the logit scale used)."""
+    scale = logit_scale.clamp(0, float(np.log(100.0))).exp()
+    with torch.no_grad():
+        masked = (cand_ids[None] == flat_ids[:, None]) | (cand_sample[None] == sample_of[:, None])
+        # cosine, also when the item tower gives items learned norms (HybridConfig.item_norm)
+        masked |= (F.normalize(flat_targets, dim=-1) @ F.normalize(cand_vecs, dim=-1).T) > false_negative_threshold
+    # Mask *after* scaling: scale × (−inf) would give the temperature a NaN gradient.
+    logits = scale * torch.cat([positive, negative], 1)
+    logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(masked, float("-inf"))], 1)
+    loss = F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
+    return loss, scale
 
 
 def next_item_loss(recent_vecs: torch.Tensor, recent_ids: torch.Tensor, first_target: torch.Tensor,

@@ -14,6 +14,7 @@ from torch import nn
 
 from core.history_window import check_long_window
 from training.config import HybridConfig
+from training.dmil import ROUTINGS
 from training.lightweight import LightweightEncoder
 from training.llm_recommender import LLMRecommender, ProjectionHead
 
@@ -52,6 +53,11 @@ class HybridRecommender(nn.Module):
             raise ValueError("hybrid: anchor_last_item=true needs next_item_weight > 0 (only the dense next-item loss "
                              "trains the newest recent state that it adds to every interest)")
         check_long_window(config.long_window)
+        if config.interest_routing not in ROUTINGS:
+            raise ValueError(f"hybrid.interest_routing must be one of {ROUTINGS}, got {config.interest_routing!r}")
+        if config.holistic_interest and config.n_interests < 2:
+            raise ValueError("hybrid.holistic_interest=true needs n_interests >= 2 (with K = 1 the one query is "
+                             "already trained on every target)")
         if not 1 <= config.long_len <= config.lightweight.max_len:
             # beyond the position table, positions would be clamped and the oldest items alias one slot
             raise ValueError(f"hybrid.long_len must be in 1..lightweight.max_len={config.lightweight.max_len}, "

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from training.batches import ModelInputs, model_inputs, train_batch, window_samples
 from training.config import HybridConfig, TrainConfig
-from training.dmil import dmil_loss, match_targets_to_queries, next_item_loss
+from training.dmil import dmil_loss, max_merge_loss, next_item_loss, route_targets
 from training.evaluate import evaluate_interests, subsample_eval
 from training.hybrid import HybridRecommender
 from training.protocols import interest_window_metrics, is_window, subsample, valid_metric
@@ -123,12 +123,22 @@ def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: 
             else:
                 neg_ids = torch.from_numpy(rng.integers(1, n_items + 1, size=hybrid.n_negatives)).to(device)
                 neg_vecs = model.item_tower(tables.exact[neg_ids], neg_ids)
-            assignment = match_targets_to_queries(interests.detach().cpu().numpy(),
-                                                  F.normalize(target_vecs.detach(), dim=-1).cpu().numpy(),
-                                                  batch.target_mask, rng)
-            loss, stats = dmil_loss(interests, target_vecs, target_ids, torch.from_numpy(batch.target_mask).to(device),
-                                    torch.from_numpy(assignment).to(device), neg_vecs, neg_ids,
-                                    model.logit_scale, hybrid.false_negative_threshold)
+            target_mask = torch.from_numpy(batch.target_mask).to(device)
+            # holistic_interest: query 0 learns every target (as K = 1's query does); the rest are routed
+            routed = interests[:, 1:] if hybrid.holistic_interest else interests
+            assignment = route_targets(routed.detach().cpu().numpy(),
+                                       F.normalize(target_vecs.detach(), dim=-1).cpu().numpy(),
+                                       batch.target_mask, hybrid.interest_routing, rng)
+            loss, stats = dmil_loss(routed, target_vecs, target_ids, target_mask, torch.from_numpy(assignment).to(device),
+                                    neg_vecs, neg_ids, model.logit_scale, hybrid.false_negative_threshold)
+            if hybrid.max_merge_weight > 0:
+                loss = loss + hybrid.max_merge_weight * max_merge_loss(
+                    interests, target_vecs, target_ids, target_mask, neg_vecs, neg_ids, model.logit_scale,
+                    hybrid.false_negative_threshold)
+            if hybrid.holistic_interest:
+                loss = loss + dmil_loss(interests[:, :1], target_vecs, target_ids, target_mask,
+                                        torch.zeros_like(target_ids), neg_vecs, neg_ids, model.logit_scale,
+                                        hybrid.false_negative_threshold)[0]
             if dense and recent_vecs is not None:
                 loss = loss + hybrid.next_item_weight * next_item_loss(
                     recent_vecs.float(), recent_ids, target_ids[:, 0], catalogue, model.logit_scale)

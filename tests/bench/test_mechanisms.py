@@ -25,16 +25,19 @@ def test_variants_differ_in_the_one_setting_they_name(tmp_path):
     assert _diff(cfg("k1"), cfg("k3")) == {"hybrid.n_interests"}
     assert _diff(cfg("k3"), cfg("k3-recent-only")) == {"hybrid.use_lightweight"}
     assert _diff(cfg("k3"), cfg("k3-exact")) == {"hybrid.use_codebook"}
+    assert _diff(cfg("k3"), cfg("k3-nearest")) == {"hybrid.interest_routing"}
+    assert _diff(cfg("k3"), cfg("k3-holistic")) == {"hybrid.holistic_interest"}
+    assert _diff(cfg("k3"), cfg("k3-maxloss")) == {"hybrid.max_merge_weight"}
     base = cfg("k3")
     assert base["hybrid"]["long_len"] == 1024 and base["hybrid"]["long_window"] == "older"
     assert base["train"]["patience"] == base["train"]["sasrec_patience"] == 10  # one rule for every model
     assert _diff(cfg("k3"), cfg("k3", "leave_one_out")) == {"train.protocol"}
 
 
-def _write(tmp_path, protocol, variant, test, quota=None, extra=None):
+def _write(tmp_path, protocol, variant, test, quota=None, extra=None, valid=None):
     run = tmp_path / protocol / variant
     run.mkdir(parents=True)
-    hymirec = {"test": test, "epochs": 4, **({"test_quota": quota} if quota else {})}
+    hymirec = {"test": test, "epochs": 4, "valid_best": valid, **({"test_quota": quota} if quota else {})}
     labels = {"interest_labels": {"source": "planted"}} if protocol == "window" else {}
     (run / "metrics.json").write_text(json.dumps({"hymirec": hymirec, "popularity": {"test": test}, **labels,
                                                   **(extra or {})}))
@@ -57,3 +60,20 @@ def test_report_compares_the_runs_it_finds(tmp_path):
     assert not any("recent only" in c["comparison"] for c in record["checks"])  # not run here: not reported
     assert '["planted"]' in record["setup"]
     assert [r[1] for r in record["rows"] if r[0] == "window"][:2] == ["Popularity", "HyMiRec k1"]
+
+
+def test_report_picks_the_k3_training_on_validation_not_on_test(tmp_path):
+    w = lambda r, c: {"Recall@50": r, "Coverage@50": c}  # noqa: E731
+    _write(tmp_path, "window", "k1", w(0.20, 0.50), valid=0.30)
+    _write(tmp_path, "window", "k3", w(0.30, 0.60), quota=w(0.30, 0.60), valid=0.31)  # best on test
+    _write(tmp_path, "window", "k3-maxloss", w(0.21, 0.55), quota=w(0.22, 0.60), valid=0.33)  # best on validation
+    _write(tmp_path, "leave_one_out", "k1", {"NDCG@10": 0.100}, valid=0.09)
+    _write(tmp_path, "leave_one_out", "k3-maxloss", {"NDCG@10": 0.097}, valid=0.09)
+    record = report(tmp_path, "toy", "cmd", "machine", suite="interests")
+    chosen = {c["comparison"]: c["measured"] for c in record["checks"] if "chosen on validation" in c["comparison"]}
+    assert chosen == {
+        "K=3 chosen on validation (k3-maxloss) vs K=1, window Recall@50 (max; quota)": "+5.0 %; +10.0 %",
+        "K=3 chosen on validation (k3-maxloss) vs K=1, window Coverage@50 (max; quota)": "+10.0 %; +20.0 %",
+        "K=3 chosen on validation (k3-maxloss) vs K=1, leave-one-out NDCG@10": "-3.0 %"}
+    k1_row = next(r for r in record["rows"] if r[1] == "HyMiRec k1" and r[0] == "window")
+    assert k1_row[record["columns"].index("valid")] == "0.3000"  # every row carries its validation score

@@ -1,5 +1,6 @@
 """DMIL: grouping, Hungarian balance (every query gets a group), loss and masking."""
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -144,3 +145,43 @@ def test_window_of_10_with_3_queries_clusters_and_matches_each_query_to_its_near
         assert (assignment[i, valid] == query_of_cluster[i][planted[i, valid]]).all()
         assert sorted(set(assignment[i, valid].tolist())) == [0, 1, 2]  # a permutation: every query gets a cluster
         assert (assignment[i, ~valid] == -1).all()
+
+
+def test_nearest_routing_sends_each_target_to_its_best_query_without_balancing():
+    """ComiRec's argmax routing (hybrid.interest_routing=nearest): unlike the Hungarian matching above, a query
+    that is nearest to every target takes them all, and padding stays -1."""
+    from training.dmil import route_targets
+
+    rng = np.random.default_rng(0)
+    axes = unit(rng.normal(size=(3, 16)))
+    interests = axes[None].repeat(2, 0)  # query q points at axis q
+    planted = np.array([[0, 0, 2, 1], [1, 1, 1, 1]])
+    targets = unit(axes[planted] + 0.05 * rng.normal(size=(2, 4, 16)))
+    mask = np.array([[True, True, True, False], [True, True, True, True]])
+    assignment = route_targets(interests, targets, mask, "nearest")
+    assert assignment.tolist() == [[0, 0, 2, -1], [1, 1, 1, 1]]
+    assert sorted(set(route_targets(interests, targets, mask, "balanced", rng)[1].tolist())) == [0, 1, 2]
+    with pytest.raises(ValueError, match="interest_routing"):
+        route_targets(interests, targets, mask, "greedy")
+
+
+def test_max_merge_loss_scores_every_candidate_by_its_best_interest():
+    """With one interest it is DMIL's loss; a duplicated interest changes nothing (the max is the same); and an
+    interest that scores a negative high costs as much as it would in the merged ranking, which per-query DMIL
+    does not see when that interest is not the target's matched query."""
+    from training.dmil import max_merge_loss
+
+    interests, targets, ids, mask, _, negs, neg_ids = _loss_inputs()
+    scale = torch.tensor(float(np.log(1 / 0.07)))
+    one = interests[:, :1]
+    zeros = torch.zeros_like(ids)
+    assert torch.allclose(max_merge_loss(one, targets, ids, mask, negs, neg_ids, scale),
+                          dmil_loss(one, targets, ids, mask, zeros, negs, neg_ids, scale)[0])
+    assert torch.allclose(max_merge_loss(one.repeat(1, 2, 1), targets, ids, mask, negs, neg_ids, scale),
+                          max_merge_loss(one, targets, ids, mask, negs, neg_ids, scale))
+    # A second interest pointing exactly at a negative item: the merged score ranks that item first.
+    spoiler = torch.cat([one, negs[:1][None].repeat(2, 1, 1)], 1)
+    assert float(max_merge_loss(spoiler, targets, ids, mask, negs, neg_ids, scale)) > \
+        float(max_merge_loss(one, targets, ids, mask, negs, neg_ids, scale)) + 0.1
+    assert torch.allclose(dmil_loss(spoiler, targets, ids, mask, zeros, negs, neg_ids, scale)[0],
+                          dmil_loss(one, targets, ids, mask, zeros, negs, neg_ids, scale)[0])

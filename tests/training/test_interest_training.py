@@ -1,0 +1,50 @@
+"""How the window targets train the K interest queries (hybrid.interest_routing, holistic_interest,
+max_merge_weight): each option trains through stage 2, and bad settings are refused by name."""
+import dataclasses
+
+import pytest
+import torch
+
+from training.config import HybridConfig, LightweightConfig, LLMRecommenderConfig, TrainConfig
+from training.hybrid import HybridRecommender
+from training.stage2 import train_hybrid
+
+from tests.training.toy_stage2 import random_stage2_data
+
+N_ITEMS, ITEM_DIM = 30, 8
+
+
+def _hybrid(**changes) -> HybridConfig:
+    base = HybridConfig(n_interests=3, window=6, recent_n=4, long_len=12, out_dim=8, n_negatives=-1,
+                        item_tower_dropout=0.0, lightweight=LightweightConfig(model_dim=16, dropout=0.0),
+                        llm=LLMRecommenderConfig(hidden=16, intermediate=32, dropout=0.0))
+    return dataclasses.replace(base, **changes)
+
+
+def _train(hybrid: HybridConfig):
+    sequences, valid, tables = random_stage2_data(n_users=40, n_items=N_ITEMS, item_dim=ITEM_DIM, lengths=(8, 16),
+                                                  n_valid=20)
+    torch.manual_seed(0)
+    model = HybridRecommender(hybrid, ITEM_DIM, N_ITEMS)
+    before = model.llm.interest_queries.detach().clone()
+    history = train_hybrid(model, tables, sequences, valid, hybrid, TrainConfig(epochs=1, batch_size=8, lr=1e-2),
+                           progress=False, log=lambda *_: None)
+    return model, before, history["epochs"][0]
+
+
+@pytest.mark.parametrize("changes", [{"interest_routing": "nearest"}, {"holistic_interest": True},
+                                     {"max_merge_weight": 1.0}], ids=["nearest", "holistic", "max-merge"])
+def test_each_option_trains_every_query(changes):
+    model, before, epoch = _train(_hybrid(**changes))
+    assert torch.isfinite(torch.tensor(epoch["loss"]))
+    moved = (model.llm.interest_queries.detach() - before).norm(dim=-1)
+    assert (moved > 0).all(), moved  # every query got gradient (none starved by the routing)
+    if changes.get("holistic_interest"):  # the routed shares are over the other K - 1 queries only
+        assert len(epoch["query_share"]) == 2
+
+
+def test_bad_settings_are_refused_by_name():
+    with pytest.raises(ValueError, match="interest_routing"):
+        HybridRecommender(_hybrid(interest_routing="greedy"), ITEM_DIM, N_ITEMS)
+    with pytest.raises(ValueError, match="holistic_interest"):
+        HybridRecommender(_hybrid(holistic_interest=True, n_interests=1), ITEM_DIM, N_ITEMS)
