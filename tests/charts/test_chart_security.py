@@ -139,3 +139,19 @@ def test_every_workload_has_a_disruption_budget_that_allows_a_drain(render):
         assert selector(component).items() <= pods.items()
         # maxUnavailable >= 1: a one-replica Triton or stream can still be drained (minAvailable 1 would block).
         assert spec.get("maxUnavailable", 0) >= 1 and "minAvailable" not in spec
+
+
+# ------------------------------------------------------------------------------------------ Redis timeouts
+
+def test_redis_timeouts_reach_both_config_files(render):
+    import yaml
+
+    from features.store.config import StoreConfig
+    from features.store.feast_redis import connection_string
+
+    data = render.get("ConfigMap", f"{NAME}-feast")["data"]
+    store = yaml.safe_load(data["store.yaml"])
+    feast = yaml.safe_load(data["feature_store.yaml"])["online_store"]["connection_string"]
+    assert store["redis_url"] == feast and feast.endswith(",socket_timeout=2,socket_connect_timeout=2")
+    # The processor and serving keep the chart's timeouts instead of appending their defaults a second time.
+    assert connection_string(StoreConfig.from_mapping(store)) == feast

@@ -127,6 +127,9 @@ rollbacks and audits lie). Call with (dict "image" .Values.image "path" "image")
 {{- if $r.existingSecret }}
 {{- $parts = append $parts "password=${HYMIREC_REDIS_PASSWORD}" }}
 {{- end }}
+{{- /* redis-py options Feast passes through: a hung Redis fails a call instead of blocking the processor. */}}
+{{- $parts = append $parts (printf "socket_timeout=%v" $r.socketTimeoutSeconds) }}
+{{- $parts = append $parts (printf "socket_connect_timeout=%v" $r.connectTimeoutSeconds) }}
 {{- join "," $parts }}
 {{- end }}
 
