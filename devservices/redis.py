@@ -20,8 +20,9 @@ class RedisUnavailable(RuntimeError):
 
 
 class RedisServer:
-    def __init__(self, workdir: str | Path | None = None, start_timeout: float = 20.0):
+    def __init__(self, workdir: str | Path | None = None, start_timeout: float = 20.0, password: str | None = None):
         self._own_dir = workdir is None
+        self.password = password  # --requirepass: clients must AUTH (the secret-redaction tests use it)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="redis-"))
         self.port = free_port()
         self.url = f"127.0.0.1:{self.port}"
@@ -39,11 +40,15 @@ class RedisServer:
             raise RedisUnavailable("redis-server not found: run tools/setup.d/10-redis.sh (apt-get install redis-server)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
+        # The password goes in on stdin as a config file, not argv (argv shows in process listings).
+        args = [binary, "-", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+                "--dir", str(self.workdir), "--daemonize", "no", "--protected-mode", "yes",
+                "--logfile", str(self.log_path), "--loglevel", "warning"]
         self.proc = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir), "--daemonize", "no", "--protected-mode", "yes",
-             "--logfile", str(self.log_path), "--loglevel", "warning"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+            args,
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc.stdin.write(f"requirepass {self.password}\n".encode() if self.password else b"")
+        self.proc.stdin.close()
         try:
             wait_until(lambda: self.client().ping(), self.start_timeout, "redis-server",
                        alive=lambda: self.proc.poll() is None, log_tail=lambda: tail(str(self.log_path)),
@@ -56,7 +61,8 @@ class RedisServer:
 
     def client(self):
         import redis
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=2,
+                           socket_connect_timeout=2)
 
     def stop(self) -> None:
         stop_process(self.proc, timeout=10)

@@ -46,7 +46,7 @@ def encode_new_items(ctx) -> dict:
         if new:
             saved = json.loads((stage1 / "encoder.json").read_text())
             encoder = ContentItemEncoder(ItemEncoderConfig(**{**saved["item_encoder"], "backbone_path": saved["path"]}))
-            encoder.load_state_dict(torch.load(stage1 / "encoder.pt", map_location="cpu"))
+            encoder.load_state_dict(torch.load(stage1 / "encoder.pt", map_location="cpu", weights_only=True))
             emb = encoder.encode([t for _, t in new], progress=False).astype(np.float32)
             codes = codebook.encode(emb)
         else:

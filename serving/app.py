@@ -7,7 +7,8 @@
                    possibly degraded; 503 before start-up finished)
     GET  /metrics  Prometheus text format
 
-A valid request never gets a 5xx: a failing dependency degrades the answer (see serving/request_path.py). Invalid
+Every path but /live and /ready needs an API key when authentication is on, and all of them get the body-size
+and rate limits (serving/guard.py, configured in serving/config.py). A valid request never gets a 5xx: a failing dependency degrades the answer (see serving/request_path.py). Invalid
 requests get a 422 with one readable message per bad field.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from serving.config import ServingConfig
+from serving.guard import KeyRing, RateLimiter, RequestGuard
 from serving.request_path import MODES, REASONS, RecommendPipeline
 
 log = logging.getLogger(__name__)
@@ -49,12 +51,16 @@ class Metrics:
                                  registry=self.registry)
         self.stage = Histogram("hymirec_stage_seconds", "per-stage latency", ["stage"], buckets=buckets,
                                registry=self.registry)
+        self.rejected = Counter("hymirec_guard_rejected_total", "requests stopped before a route, by reason",
+                                ["reason"], registry=self.registry)
         self.up = Gauge("hymirec_dependency_up", "last /ready check per dependency", ["dependency"],
                         registry=self.registry)
         for mode in MODES:
             self.requests.labels(mode)
         for reason in REASONS:
             self.degraded.labels(reason)
+        for reason in ("unauthorized", "rate_limited", "too_large", "bad_request"):
+            self.rejected.labels(reason)
 
     def observe(self, result: dict) -> None:
         self.requests.labels(result["mode"]).inc()
@@ -85,6 +91,7 @@ def create_app(config: ServingConfig | None = None, pipeline: RecommendPipeline 
 
     app = FastAPI(title="HyMiRec recall", version="0.1.0", lifespan=lifespan)
     app.state.hymirec = state
+    add_guard(app, config, state["metrics"])
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -127,6 +134,20 @@ def create_app(config: ServingConfig | None = None, pipeline: RecommendPipeline 
         return state["pipeline"].describe()
 
     return app
+
+
+def add_guard(app: FastAPI, config: ServingConfig, metrics: Metrics) -> None:
+    """Keys are read here, so a missing or bad key file stops start-up with a message naming it."""
+    keys = None
+    if config.auth_enabled():
+        keys = KeyRing(config.api_keys_file, config.api_keys, config.api_keys_reload_s).load()
+        log.info("API key authentication on: %d keys", len(keys))
+    else:
+        log.warning("API key authentication is off (HYMIREC_AUTH=%s, host %s): anyone who reaches the port can "
+                    "call every endpoint", config.auth, config.host)
+    limiter = RateLimiter(config.rate_limit_rps, config.rate_limit_burst) if config.rate_limit_rps > 0 else None
+    app.add_middleware(RequestGuard, keys=keys, limiter=limiter, max_body_bytes=config.max_body_bytes,
+                       on_reject=lambda reason: metrics.rejected.labels(reason).inc())
 
 
 def serve(config: ServingConfig | None = None) -> None:

@@ -8,6 +8,17 @@ Environment variables (all optional):
     HYMIREC_FEAST_REPO     online-store config file (YAML/JSON, features.store.StoreConfig.from_file);
                            unset: features.store.StoreConfig.from_env()  (HYMIREC_STORE_TYPE, ...)
     HYMIREC_HOST / HYMIREC_PORT                                                 default 127.0.0.1 / 8080
+
+Request guard (serving/guard.py):
+
+    HYMIREC_AUTH           auto | required | off                                default auto
+                           auto: keys configured → required; no keys → off on a loopback host (`make demo`,
+                           `hymirec serve` on 127.0.0.1), refusal to start on any other host
+    HYMIREC_API_KEYS_FILE  file (one key per line) or directory (a mounted Secret: every file in it)
+    HYMIREC_API_KEYS       comma-separated keys (prefer the file: env values show up in process listings)
+    HYMIREC_MAX_BODY_BYTES larger bodies get a 413                              default 65536
+    HYMIREC_RATE_LIMIT_RPS requests/s per key (per client address without auth); 0 = no limit   default 0
+    HYMIREC_RATE_LIMIT_BURST  bucket size of that limit                        default 20
 """
 from __future__ import annotations
 
@@ -22,6 +33,8 @@ class ServingConfigError(ValueError):
 
 
 MERGES = ("max", "quota")
+AUTH_MODES = ("auto", "required", "off")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,13 @@ class ServingConfig:
     candidates_per_interest: int = 0  # 0 → k + #seen + 10 per interest
     breaker_cooldown_s: float = 1.0  # after a failure, skip the failing service for this long
     ort_threads: int = 1
+    auth: str = "auto"  # see the module docstring; resolved against the keys and the host by auth_enabled()
+    api_keys_file: str | None = None
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    api_keys_reload_s: float = 5.0  # how often the key file is checked for a rotation
+    max_body_bytes: int = 65536  # a recommend request is ~100 bytes; 64 KiB leaves room without inviting abuse
+    rate_limit_rps: float = 0.0
+    rate_limit_burst: int = 20
     extra: dict = field(default_factory=dict)
 
     @property
@@ -62,7 +82,31 @@ class ServingConfig:
             raise ServingConfigError("timeouts must be > 0")
         if self.merge not in MERGES:
             raise ServingConfigError(f"merge must be one of {MERGES}, got {self.merge!r}")
+        if self.auth not in AUTH_MODES:
+            raise ServingConfigError(f"auth must be one of {AUTH_MODES}, got {self.auth!r} (HYMIREC_AUTH)")
+        if self.max_body_bytes < 1:
+            raise ServingConfigError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
+        if self.rate_limit_rps < 0 or self.rate_limit_burst < 1:
+            raise ServingConfigError(f"need rate_limit_rps >= 0 and rate_limit_burst >= 1, got "
+                                     f"{self.rate_limit_rps} and {self.rate_limit_burst}")
         return self
+
+    @property
+    def keys_configured(self) -> bool:
+        return bool(self.api_keys_file or self.api_keys)
+
+    def auth_enabled(self) -> bool:
+        """Whether requests need a key; raises when keys are required but none are configured."""
+        if self.auth == "off":
+            return False
+        if self.keys_configured:
+            return True
+        if self.auth == "auto" and self.host in LOOPBACK_HOSTS:
+            return False
+        raise ServingConfigError(
+            f"no API keys configured but authentication is {'required' if self.auth == 'required' else 'needed'} "
+            f"(host {self.host}): set HYMIREC_API_KEYS_FILE (a file or mounted Secret, one key per line) or "
+            "HYMIREC_API_KEYS, or HYMIREC_AUTH=off to serve without authentication")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "ServingConfig":
@@ -82,11 +126,27 @@ class ServingConfig:
         if env.get("HYMIREC_HOST"):
             kw["host"] = env["HYMIREC_HOST"]
         if env.get("HYMIREC_PORT"):
-            try:
-                kw["port"] = int(env["HYMIREC_PORT"])
-            except ValueError:
-                raise ServingConfigError(f"HYMIREC_PORT must be an integer, got {env['HYMIREC_PORT']!r}") from None
+            kw["port"] = _number(env, "HYMIREC_PORT", int)
+        if env.get("HYMIREC_AUTH"):
+            kw["auth"] = env["HYMIREC_AUTH"].strip().lower()
+        if env.get("HYMIREC_API_KEYS_FILE"):
+            kw["api_keys_file"] = env["HYMIREC_API_KEYS_FILE"]
+        if env.get("HYMIREC_API_KEYS"):
+            kw["api_keys"] = tuple(k.strip() for k in env["HYMIREC_API_KEYS"].split(",") if k.strip())
+        for name, key, kind in (("HYMIREC_MAX_BODY_BYTES", "max_body_bytes", int),
+                                ("HYMIREC_RATE_LIMIT_RPS", "rate_limit_rps", float),
+                                ("HYMIREC_RATE_LIMIT_BURST", "rate_limit_burst", int)):
+            if env.get(name):
+                kw[key] = _number(env, name, kind)
         kw.update({k: v for k, v in overrides.items() if v is not None})
         if "artifact_dir" in kw:
             kw["artifact_dir"] = Path(kw["artifact_dir"])
         return cls(**kw).validate()
+
+
+def _number(env: Mapping[str, str], name: str, kind: type):
+    try:
+        return kind(env[name])
+    except ValueError:
+        raise ServingConfigError(f"{name} must be {'an integer' if kind is int else 'a number'}, "
+                                 f"got {env[name]!r}") from None

@@ -129,7 +129,8 @@ def init_ids_from_sasrec(model, config: RunConfig, sasrec=None, log=print) -> di
     if sasrec is not None:
         table = sasrec.item_emb.weight.detach()
     else:
-        table = torch.load(RunLayout.at(config.stage1_from).sasrec, map_location="cpu")["item_emb.weight"]
+        sasrec_file = RunLayout.at(config.stage1_from).sasrec
+        table = torch.load(sasrec_file, map_location="cpu", weights_only=True)["item_emb.weight"]
     device = next(model.parameters()).device
     tables_set = model.init_ids_from(table.float().to(device))
     log(f"[stage 2] {', '.join(tables_set)} start from SASRec's item embeddings ({source})")
@@ -358,7 +359,9 @@ def load_hybrid(run_dir: str, device: str = "cpu"):
     from training.config import HybridConfig, build_dataclass
     from training.hybrid import HybridRecommender
 
-    saved = torch.load(RunLayout.at(run_dir).model, map_location=device, weights_only=False)
+    # weights_only: model.pt comes from a shared volume and a full unpickle would run any code put in it; the
+    # record holds tensors and plain types only (state_dict, sizes, the hybrid config as a dict).
+    saved = torch.load(RunLayout.at(run_dir).model, map_location=device, weights_only=True)
     model = HybridRecommender(build_dataclass(HybridConfig, saved["hybrid"], "hybrid."), saved["item_dim"],
                               saved["n_items"])
     model.load_state_dict(saved["state_dict"])

@@ -49,12 +49,30 @@ class FeastOnlineStore(OnlineStore):
         self._views: dict[str, Any] = {}
         self._lock = threading.Lock()
 
+    @property
+    def where(self) -> str:
+        """The store as error messages name it (no secrets)."""
+        return self.config.type
+
+    def _failure(self, what: str, exc: BaseException) -> StoreError:
+        """A StoreError for a failed call, with every secret of the config scrubbed from the message. A cause
+        whose own text holds a secret is dropped, since a traceback would print it."""
+        raw = f"{type(exc).__name__}: {exc}"
+        safe = self.config.scrub(raw)
+        err = StoreError(f"{self.where} {what} failed: {safe}")
+        err.__cause__ = exc if safe == raw else None
+        err.__suppress_context__ = True
+        return err
+
     # ---- registry ---------------------------------------------------------------------------------------
     def apply(self) -> None:
         import importlib
         defs = importlib.import_module("features.feature_repo.definitions")
         with self._lock:
-            self.fs.apply(defs.ALL)
+            try:
+                self.fs.apply(defs.ALL)
+            except Exception as exc:
+                raise self._failure("apply of the feature definitions", exc)
             self._views.clear()
 
     def _view(self, name: str):
@@ -125,8 +143,7 @@ class FeastOnlineStore(OnlineStore):
             rows = self._provider.online_read(self.repo_config, self._view(USER_VIEW),
                                               [self._key("user_id", u) for u in user_ids], _USER_FEATURES)
         except Exception as exc:  # backend errors come in many classes (sqlite3, redis, ...)
-            raise StoreError(f"{self.config.type} read of {len(user_ids)} users failed: "
-                             f"{type(exc).__name__}: {exc}") from exc
+            raise self._failure(f"read of {len(user_ids)} users", exc)
         out = {}
         for uid, (_ts, values) in zip(user_ids, rows):
             state = self._user_from_values(uid, values)
@@ -143,8 +160,7 @@ class FeastOnlineStore(OnlineStore):
         try:
             self._provider.online_write_batch(self.repo_config, self._view(USER_VIEW), data, None)
         except Exception as exc:
-            raise StoreError(f"{self.config.type} write of {len(states)} users failed: "
-                             f"{type(exc).__name__}: {exc}") from exc
+            raise self._failure(f"write of {len(states)} users", exc)
 
     # ---- items --------------------------------------------------------------------------------------------
     def write_item_codes(self, item_ids: Sequence[str], codes: np.ndarray, codebook_id: str = "",
@@ -163,7 +179,7 @@ class FeastOnlineStore(OnlineStore):
             try:
                 self._provider.online_write_batch(self.repo_config, view, data, None)
             except Exception as exc:
-                raise StoreError(f"{self.config.type} write of item codes failed: {exc}") from exc
+                raise self._failure("write of item codes", exc)
 
     def read_item_codes(self, item_ids: Sequence[str]) -> dict[str, np.ndarray]:
         if not item_ids:
@@ -173,7 +189,7 @@ class FeastOnlineStore(OnlineStore):
             rows = self._provider.online_read(self.repo_config, self._view(ITEM_VIEW),
                                               [self._key("item_id", i) for i in item_ids], ["codes"])
         except Exception as exc:
-            raise StoreError(f"{self.config.type} read of item codes failed: {exc}") from exc
+            raise self._failure("read of item codes", exc)
         out = {}
         for iid, (ts, values) in zip(item_ids, rows):
             if values and values.get("codes") is not None and values["codes"].WhichOneof("val"):
@@ -181,8 +197,11 @@ class FeastOnlineStore(OnlineStore):
         return out
 
     def history_nbytes(self, user_id: str) -> int:
-        rows = self._provider.online_read(self.repo_config, self._view(USER_VIEW),
-                                          [self._key("user_id", user_id)], ["history_codes"])
+        try:
+            rows = self._provider.online_read(self.repo_config, self._view(USER_VIEW),
+                                              [self._key("user_id", user_id)], ["history_codes"])
+        except Exception as exc:
+            raise self._failure("read of a history size", exc)
         ts, values = rows[0]
         if not values or values.get("history_codes") is None or not values["history_codes"].WhichOneof("val"):
             return 0
@@ -191,5 +210,8 @@ class FeastOnlineStore(OnlineStore):
     def get_online_features(self, user_ids: Sequence[str], features: Sequence[str] | None = None) -> dict:
         """Feast's public read path (what a Feast-native serving client does); returns columns as lists."""
         feats = [f"{USER_VIEW}:{f}" for f in (features or ["history_codes", "code_layers", "recent_item_ids"])]
-        return self.fs.get_online_features(features=feats,
-                                           entity_rows=[{"user_id": u} for u in user_ids]).to_dict()
+        try:
+            return self.fs.get_online_features(features=feats,
+                                               entity_rows=[{"user_id": u} for u in user_ids]).to_dict()
+        except Exception as exc:
+            raise self._failure(f"feature read of {len(user_ids)} users", exc)

@@ -5,17 +5,23 @@ From the environment (:meth:`StoreConfig.from_env`)::
     HYMIREC_STORE_TYPE      sqlite | redis                     (default sqlite)
     HYMIREC_SQLITE_PATH     SQLite online store file           (default .cache/feast/online.db)
     HYMIREC_REDIS_URL       host:port[,db=N,password=...]      (default 127.0.0.1:6379)
+    HYMIREC_REDIS_SOCKET_TIMEOUT / HYMIREC_REDIS_CONNECT_TIMEOUT  seconds per Redis call / connect (default 2 / 2)
+    HYMIREC_REDIS_RETRIES   retries of a failed Redis call, short backoff (default 1)
     HYMIREC_FEAST_REGISTRY  Feast registry file                (default next to the SQLite file / .cache/feast)
     HYMIREC_MAX_HISTORY     codes kept per user                (default 1024)
     HYMIREC_RECENT_N        raw recent item ids kept per user  (default 50)
 
 or from a YAML/JSON file with the same keys in lower case without the prefix (``type: redis``,
 ``redis_url: ...``) via :meth:`StoreConfig.from_file`. Nothing here imports Feast.
+
+The Redis password (``password=`` in the Feast connection string, or ``redis://user:pass@host``) is never shown:
+``repr``, :meth:`StoreConfig.redacted_url` and :meth:`StoreConfig.scrub` (used on every store error) replace it.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,17 +29,36 @@ from typing import Any, Mapping
 from .base import OnlineStore
 
 STORE_TYPES = ("sqlite", "redis")
+_FLOATS = ("redis_socket_timeout_s", "redis_connect_timeout_s")
+_INTS = ("max_history", "recent_n", "redis_retries")
+# password=VALUE in Feast's "host:port,key=value,..." form (a value runs to the next comma), and user:pass@ in URLs.
+_PASSWORD_PARAM = re.compile(r"(?i)(password=)([^,]*)")
+_URL_PASSWORD = re.compile(r"(://[^:/@,]*:)([^@/,]*)(@)")
+
+
+def redis_secrets(url: str) -> list[str]:
+    """The password values in a Redis connection string (empty ones left out)."""
+    found = [m.group(2) for m in _PASSWORD_PARAM.finditer(url)] + [m.group(2) for m in _URL_PASSWORD.finditer(url)]
+    return [s for s in found if s]
+
+
+def redact_redis_url(url: str) -> str:
+    return _URL_PASSWORD.sub(r"\1***\3", _PASSWORD_PARAM.sub(r"\1***", url))
 
 
 class StoreConfigError(ValueError):
     """The store configuration is invalid (unknown type, bad value)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class StoreConfig:
     type: str = "sqlite"
     sqlite_path: str = ".cache/feast/online.db"
     redis_url: str = "127.0.0.1:6379"
+    # A hung Redis must fail the call (the processor retries, serving degrades) instead of blocking the loop.
+    redis_socket_timeout_s: float = 2.0
+    redis_connect_timeout_s: float = 2.0
+    redis_retries: int = 1  # retries of a failed call (redis-py's default of 3 with long backoff blocks for ~20 s)
     registry_path: str | None = None
     project: str = "hymirec"
     max_history: int = 1024
@@ -47,6 +72,9 @@ class StoreConfig:
             raise StoreConfigError("max_history and recent_n must be >= 1")
         if self.type == "redis" and not self.redis_url:
             raise StoreConfigError("redis store needs redis_url (HYMIREC_REDIS_URL=host:port)")
+        if self.redis_socket_timeout_s <= 0 or self.redis_connect_timeout_s <= 0 or self.redis_retries < 0:
+            raise StoreConfigError("redis_socket_timeout_s and redis_connect_timeout_s must be > 0 (seconds), "
+                                   "redis_retries >= 0")
         if not self.project.replace("_", "").isalnum():
             raise StoreConfigError(f"project {self.project!r} must be alphanumeric/underscore")
         return self
@@ -58,6 +86,19 @@ class StoreConfig:
         if self.type == "sqlite":
             return str(Path(self.sqlite_path).with_name(Path(self.sqlite_path).stem + "-registry.db"))
         return ".cache/feast/registry-redis.db"
+
+    def redacted_url(self) -> str:
+        return redact_redis_url(self.redis_url)
+
+    def scrub(self, text: str) -> str:
+        """`text` with every secret of this configuration replaced (for error messages and logs)."""
+        for secret in sorted(redis_secrets(self.redis_url), key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return redact_redis_url(text)
+
+    def __repr__(self) -> str:
+        shown = {**asdict(self), "redis_url": self.redacted_url()}
+        return "StoreConfig(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
     def with_(self, **changes: Any) -> "StoreConfig":
         return replace(self, **changes)
@@ -75,12 +116,14 @@ class StoreConfig:
         for key, value in data.items():
             if value is None:
                 continue
-            if key in ("max_history", "recent_n"):
+            if key in _INTS or key in _FLOATS:
+                kind = int if key in _INTS else float
                 try:
-                    value = int(value)
+                    value = kind(value)
                 except (TypeError, ValueError):
-                    raise StoreConfigError(f"{key} must be an integer, got {value!r}") from None
-            kwargs[key] = value if key in ("max_history", "recent_n") else str(value)
+                    raise StoreConfigError(f"{key} must be {'an integer' if kind is int else 'a number'}, "
+                                           f"got {value!r}") from None
+            kwargs[key] = value if key in _INTS or key in _FLOATS else str(value)
         return cls(**kwargs).validate()
 
     @classmethod
@@ -88,23 +131,27 @@ class StoreConfig:
         env = os.environ if env is None else env
         names = {"type": "HYMIREC_STORE_TYPE", "sqlite_path": "HYMIREC_SQLITE_PATH",
                  "redis_url": "HYMIREC_REDIS_URL", "registry_path": "HYMIREC_FEAST_REGISTRY",
-                 "max_history": "HYMIREC_MAX_HISTORY", "recent_n": "HYMIREC_RECENT_N"}
+                 "max_history": "HYMIREC_MAX_HISTORY", "recent_n": "HYMIREC_RECENT_N",
+                 "redis_socket_timeout_s": "HYMIREC_REDIS_SOCKET_TIMEOUT",
+                 "redis_connect_timeout_s": "HYMIREC_REDIS_CONNECT_TIMEOUT", "redis_retries": "HYMIREC_REDIS_RETRIES"}
         data = {k: env[v] for k, v in names.items() if env.get(v)}
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_mapping(data)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "StoreConfig":
-        # ${VAR} references (e.g. a Redis password from a Kubernetes Secret) are filled from the environment.
-        text = os.path.expandvars(Path(path).read_text())
-        if str(path).endswith(".json"):
-            data = json.loads(text)
-        else:
-            import yaml
-            data = yaml.safe_load(text) or {}
+        # ${VAR} references (e.g. a Redis password from a Kubernetes Secret) are filled from the environment
+        # after parsing, so a parse error quotes the file as written, never the expanded secret.
+        text = Path(path).read_text()
+        import yaml
+        try:
+            data = json.loads(text) if str(path).endswith(".json") else (yaml.safe_load(text) or {})
+        except (ValueError, yaml.YAMLError) as exc:
+            raise StoreConfigError(f"{path}: not valid {'JSON' if str(path).endswith('.json') else 'YAML'}: "
+                                   f"{exc}") from None
         if not isinstance(data, dict):
             raise StoreConfigError(f"{path}: expected a mapping")
-        return cls.from_mapping(data)
+        return cls.from_mapping({k: os.path.expandvars(v) if isinstance(v, str) else v for k, v in data.items()})
 
 
 def open_store(config: StoreConfig | None = None, apply: bool = True) -> OnlineStore:

@@ -14,6 +14,7 @@ if str(ROOT) not in sys.path:
 
 from devservices.stack import make_app_server, start_milvus_with_index  # noqa: E402
 from devservices.triton import triton_models, triton_server  # noqa: E402,F401  (fixtures)
+from tests.serving.guard_helpers import start_guarded_app, write_keys_dir  # noqa: E402
 
 logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # outage tests make it log every failed RPC
 
@@ -83,3 +84,13 @@ def http(app_server):
 
     with httpx.Client(base_url=app_server.url, timeout=30.0) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def guarded_server(serving_run, milvus, feast_store, tmp_path_factory):
+    server = start_guarded_app(serving_run, milvus, feast_store, write_keys_dir(tmp_path_factory.mktemp("keys")),
+                               max_body_bytes=4096)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -127,6 +127,9 @@ rollbacks and audits lie). Call with (dict "image" .Values.image "path" "image")
 {{- if $r.existingSecret }}
 {{- $parts = append $parts "password=${HYMIREC_REDIS_PASSWORD}" }}
 {{- end }}
+{{- /* redis-py options Feast passes through: a hung Redis fails a call instead of blocking the processor. */}}
+{{- $parts = append $parts (printf "socket_timeout=%v" $r.socketTimeoutSeconds) }}
+{{- $parts = append $parts (printf "socket_connect_timeout=%v" $r.connectTimeoutSeconds) }}
 {{- join "," $parts }}
 {{- end }}
 
@@ -275,6 +278,13 @@ failureThreshold: {{ .probe.failureThreshold }}
 {{- end }}
 {{- end }}
 {{- if .Values.serving.enabled }}
+{{- $auth := .Values.serving.auth }}
+{{- if not (has $auth.mode (list "required" "off")) }}
+{{- fail (printf "serving.auth.mode must be required or off, not %q" $auth.mode) }}
+{{- end }}
+{{- if and (eq $auth.mode "required") (not $auth.existingSecret) }}
+{{- fail "serving.auth.existingSecret must name the Secret with the API keys (one a line) while serving.auth.mode is required; set serving.auth.mode=off only behind something else that authenticates" }}
+{{- end }}
 {{- if not .Values.externalMilvus.uri }}
 {{- fail "externalMilvus.uri must be set" }}
 {{- end }}
@@ -284,4 +294,22 @@ failureThreshold: {{ .probe.failureThreshold }}
 {{- end }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/* The distinct ports of externalKafka.bootstrapServers (host:port,...; 9092 where a server names none), as a
+JSON list: the stream processor's Kafka egress. */}}
+{{- define "hymirec.kafkaPorts" -}}
+{{- $ports := list }}
+{{- range splitList "," .Values.externalKafka.bootstrapServers }}
+{{- $server := trim . }}
+{{- $port := 9092 }}
+{{- if contains ":" $server }}
+{{- $port = int (last (splitList ":" $server)) }}
+{{- end }}
+{{- if lt $port 1 }}
+{{- fail (printf "externalKafka.bootstrapServers: %q has no valid port" $server) }}
+{{- end }}
+{{- $ports = append $ports $port }}
+{{- end }}
+{{- toJson (uniq $ports) }}
 {{- end }}
