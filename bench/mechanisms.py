@@ -3,6 +3,7 @@ embeddings, measured on one dataset under both protocols, in one run of variants
 
     python -m bench.mechanisms prepare --dataset ../shared/data/ml-1m --out runs/mech      # stage 1 (CPU is fine)
     python -m bench.mechanisms run     --dataset ../shared/data/ml-1m --out runs/mech [--budget S]
+    python -m bench.mechanisms diagnose --out runs/mech       # each interest alone and their mean, per K = 3 run
     python -m bench.mechanisms report  --out runs/mech --record bench/records/mechanisms-ml-1m.json
     (--suite llm: the LLM backbone instead: SmolLM2's first 4 layers pretrained vs random vs the default Qwen2)
 
@@ -191,6 +192,12 @@ def _metrics(out: Path, protocol: str, variant: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _diagnostics(out: Path, protocol: str, variant: str) -> dict[str, dict]:
+    """What ``diagnose`` measured for a multi-interest run (bench/interest_diagnostics.py), if it ran."""
+    path = out / protocol / variant / "interest_diagnostics.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def _rel(a: float | None, b: float | None) -> str:
     return f"{100 * (a / b - 1):+.1f} %" if a is not None and b else "–"
 
@@ -203,7 +210,8 @@ TITLES = {"mechanisms": "several interests, long coded history, codes vs exact",
 
 def report(out: Path, dataset_name: str, command: str, machine: str, suite: str = "mechanisms") -> dict:
     """The record (bench/records format) of one `run`: a row per method and merge, the comparisons below it."""
-    rows, got = [], {}
+    got: dict = {}
+    by_label: dict[str, dict] = {}  # one row per method: its window and its leave-one-out results side by side
     plan = {p: list(dict.fromkeys(v for variants in SUITES.values() for v in variants.get(p, []))) for p in BASE}
     for protocol, variants in plan.items():
         for variant in variants:
@@ -214,16 +222,22 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
             methods = [("HyMiRec " + variant, m["hymirec"]["test"], m["hymirec"])]
             if protocol == "window" and variant != "k1":
                 methods.append(("HyMiRec " + variant + " (quota merge)", m["hymirec"]["test_quota"], m["hymirec"]))
+                methods += [(f"HyMiRec {variant} ({name})", test, {})
+                            for name, test in _diagnostics(out, protocol, variant).items()]
             if variant == BASE[protocol]:
                 methods = [("Popularity", m["popularity"]["test"], {})] + (
                     [("SASRec (ours)", m["sasrec"]["test"], m["sasrec"])] if "sasrec" in m else []) + methods
             for label, test, info in methods:
-                window_cols, loo_cols = (WINDOW_COLUMNS, ()) if protocol == "window" else ((), LOO_COLUMNS)
-                cells = ([f"{test[c]:.4f}" if c in window_cols and c in test else "–" for c in WINDOW_COLUMNS]
-                         + [f"{test[c]:.4f}" if c in loo_cols and c in test else "–" for c in LOO_COLUMNS])
-                valid = info.get("valid_best")
-                rows.append([protocol, label] + cells + [f"{valid:.4f}" if valid is not None else "–",
-                                                         str(info.get("epochs", "–"))])
+                by_label.setdefault(label, {})[protocol] = (test, info)
+    rows = []
+    for label, results in by_label.items():
+        w_test, w_info = results.get("window", ({}, {}))
+        l_test, l_info = results.get("leave_one_out", ({}, {}))
+        cells = ([f"{w_test[c]:.4f}" if c in w_test else "–" for c in WINDOW_COLUMNS]
+                 + [f"{l_test[c]:.4f}" if c in l_test else "–" for c in LOO_COLUMNS])
+        valid = " / ".join(f"{i['valid_best']:.4f}" if i.get("valid_best") is not None else "–" for i in (w_info, l_info))
+        epochs = " / ".join(str(i.get("epochs", "–")) for i in (w_info, l_info))
+        rows.append([label] + cells + [valid, epochs])
     w = {v: got[("window", v)]["hymirec"] for v in plan["window"] if ("window", v) in got}
     loo = {v: got[("leave_one_out", v)] for v in plan["leave_one_out"] if ("leave_one_out", v) in got}
 
@@ -272,9 +286,9 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
          _rel(lv("smollm2-4"), lv("preset")), "measured"),
     ]
     checks = [c for c in checks if c[1].strip("–; ")]  # only what this run measured
-    columns = (["protocol", "method"] + [c.replace("Recall", "R").replace("NDCG", "N").replace("Coverage", "Cov")
-                                         for c in WINDOW_COLUMNS] + [f"LOO {c.replace('NDCG', 'N').replace('Recall', 'R')}"
-                                                                     for c in LOO_COLUMNS] + ["valid", "epochs"])
+    columns = (["method"] + [c.replace("Recall", "R").replace("NDCG", "N").replace("Coverage", "Cov")
+                             for c in WINDOW_COLUMNS] + [f"LOO {c.replace('NDCG', 'N').replace('Recall', 'R')}"
+                                                         for c in LOO_COLUMNS] + ["valid (W / LOO)", "epochs (W / LOO)"])
     return {
         "area": f"Mechanisms: {TITLES[suite]} ({dataset_name})",
         "measured_at": time.strftime("%Y-%m-%d", time.gmtime()),
@@ -298,7 +312,7 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.mechanisms", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=("prepare", "run", "report"))
+    parser.add_argument("step", choices=("prepare", "run", "diagnose", "report"))
     parser.add_argument("--dataset", default="../shared/data/ml-1m")
     parser.add_argument("--out", default="runs/mechanisms")
     parser.add_argument("--budget", type=float, default=None, help="seconds of training per model (default: none)")
@@ -313,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-users", type=int, default=None,
                         help="prepare/run: a random subsample of this many users (all their items), in OUT/data/")
     parser.add_argument("--variant", action="append", dest="variants",
-                        help="run: only this variant (repeatable), on the base runs already in --out")
+                        help="run: only this variant (repeatable), on the base runs already in --out; diagnose: these runs")
     parser.add_argument("--record", help="report: write the record here (bench/records/...)")
     parser.add_argument("--machine", default="development machine kind (2 CPU cores, 24 GiB, no GPU)")
     parser.add_argument("--command", default="python -m bench.mechanisms run", help="report: the command to cite")
@@ -325,6 +339,10 @@ def main(argv: list[str] | None = None) -> int:
                         else str(out / "data" / f"{Path(args.dataset).name}-u{args.max_users}"))
     if args.step == "prepare":
         prepare(args.dataset, out, args.smoke, args.suite)
+    elif args.step == "diagnose":  # bench/interest_diagnostics.py: each interest alone, and their mean
+        from bench.interest_diagnostics import diagnose
+
+        diagnose(out, args.variants or [v for v in K3_CANDIDATES if (out / "window" / v / "metrics.json").is_file()])
     elif args.step == "run":
         codes = run(args.dataset, out, args.budget, args.smoke, args.only, args.suite, args.epochs, args.long_len,
                     args.variants)

@@ -59,7 +59,9 @@ def test_report_compares_the_runs_it_finds(tmp_path):
     assert any(c["measured"] == "+20.0 %" and "SASRec" in c["comparison"] for c in record["checks"])
     assert not any("recent only" in c["comparison"] for c in record["checks"])  # not run here: not reported
     assert '["planted"]' in record["setup"]
-    assert [r[1] for r in record["rows"] if r[0] == "window"][:2] == ["Popularity", "HyMiRec k1"]
+    assert [r[0] for r in record["rows"]][:2] == ["Popularity", "HyMiRec k1"]
+    k3 = next(r for r in record["rows"] if r[0] == "HyMiRec k3")  # one row: window and leave-one-out side by side
+    assert k3[record["columns"].index("R@50")] == "0.2200" and k3[record["columns"].index("LOO N@10")] == "0.0990"
 
 
 def test_report_picks_the_k3_training_on_validation_not_on_test(tmp_path):
@@ -75,5 +77,5 @@ def test_report_picks_the_k3_training_on_validation_not_on_test(tmp_path):
         "K=3 chosen on validation (k3-maxloss) vs K=1, window Recall@50 (max; quota)": "+5.0 %; +10.0 %",
         "K=3 chosen on validation (k3-maxloss) vs K=1, window Coverage@50 (max; quota)": "+10.0 %; +20.0 %",
         "K=3 chosen on validation (k3-maxloss) vs K=1, leave-one-out NDCG@10": "-3.0 %"}
-    k1_row = next(r for r in record["rows"] if r[1] == "HyMiRec k1" and r[0] == "window")
-    assert k1_row[record["columns"].index("valid")] == "0.3000"  # every row carries its validation score
+    k1_row = next(r for r in record["rows"] if r[0] == "HyMiRec k1")
+    assert k1_row[record["columns"].index("valid (W / LOO)")] == "0.3000 / 0.0900"  # every row: its validation

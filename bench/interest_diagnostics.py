@@ -1,0 +1,66 @@
+"""Why several interests do or do not pay: a trained multi-interest window run scored again with each interest
+alone and with their mean (one vector, what a K = 1 model could at best learn from the same queries), beside
+the served merges. If the mean beats the max merge, the interests are noisy copies of one taste rather than
+different tastes; if each interest alone is far below K = 1, each is trained on too little.
+
+    python -m bench.mechanisms diagnose --out runs/mech1m --variant k3 --variant k3-maxloss
+
+Writes <run>/interest_diagnostics.json ({"mean interest": metrics, "one interest alone, mean of K": metrics}), which
+``report`` adds as rows under the run's own.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.artifacts import RunLayout, write_json_atomic
+
+_AVERAGED = ("Recall@20", "Recall@50", "Recall@100", "NDCG@50", "Coverage@10", "Coverage@50", "ILD@50")
+
+
+def diagnose_run(run_dir: Path) -> dict[str, dict]:
+    """The run's test users through its own model, with its own labels and ILD vectors (as its metrics.json)."""
+    from features.codebook import ResidualCodebook
+    from training.config import RunConfig
+    from training.interest_labels import item_interest_labels
+    from training.protocols import interest_window_metrics, is_window
+    from training.stage2 import ItemTables, predict_interests
+    from training.train import decoded_item_table, load_hybrid, start_run
+
+    layout = RunLayout.at(run_dir)
+    config = RunConfig.load(layout.config)
+    state = start_run(config, progress=False, log=lambda *_: None)
+    if not is_window(state.split.test):
+        raise ValueError(f"{run_dir}: interest diagnostics need a window-protocol run (train.protocol=window)")
+    item_emb = np.load(layout.item_embeddings)
+    codes = np.load(layout.item_codes)
+    exact = torch.from_numpy(item_emb)
+    long = torch.from_numpy(decoded_item_table(ResidualCodebook.load(layout.codebook), codes)) \
+        if config.hybrid.use_codebook else exact
+    model = load_hybrid(str(run_dir))
+    test = state.split.test
+    interests = predict_interests(model, ItemTables(exact=exact, long=long), test.histories)
+    vectors = model.item_vectors(exact).float().numpy()
+    labels = item_interest_labels(state.data, codebook=codes).matrix
+
+    def score(chosen: np.ndarray) -> dict:
+        return interest_window_metrics(chosen, vectors, test, labels, item_emb)[0]
+
+    mean = interests.mean(1, keepdims=True)
+    mean /= np.maximum(np.linalg.norm(mean, axis=-1, keepdims=True), 1e-12)
+    singles = [score(interests[:, k:k + 1]) for k in range(interests.shape[1])]
+    # averaged over the K interests, not the best one: nothing here is picked on test numbers
+    alone = {key: float(np.mean([m[key] for m in singles])) for key in singles[0] if key in _AVERAGED}
+    return {"mean interest": score(mean), f"one interest alone, mean of {len(singles)}": alone}
+
+
+def diagnose(out: Path, variants: list[str], protocol: str = "window") -> None:
+    for variant in variants:
+        run_dir = out / protocol / variant
+        result = diagnose_run(run_dir)
+        write_json_atomic(run_dir / "interest_diagnostics.json", result)
+        print(f"[diagnose] {variant}: " + json.dumps({name: round(m["Recall@50"], 4) for name, m in result.items()}),
+              flush=True)
