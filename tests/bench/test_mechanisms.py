@@ -28,6 +28,7 @@ def test_variants_differ_in_the_one_setting_they_name(tmp_path):
     assert _diff(cfg("k3"), cfg("k3-nearest")) == {"hybrid.interest_routing"}
     assert _diff(cfg("k3"), cfg("k3-holistic")) == {"hybrid.holistic_interest"}
     assert _diff(cfg("k3"), cfg("k3-maxloss")) == {"hybrid.max_merge_weight"}
+    assert _diff(cfg("k3-maxloss"), cfg("k5-maxloss")) == {"hybrid.n_interests"}
     base = cfg("k3")
     assert base["hybrid"]["long_len"] == 1024 and base["hybrid"]["long_window"] == "older"
     assert base["train"]["patience"] == base["train"]["sasrec_patience"] == 10  # one rule for every model
@@ -74,8 +75,8 @@ def test_report_picks_the_k3_training_on_validation_not_on_test(tmp_path):
     record = report(tmp_path, "toy", "cmd", "machine", suite="interests")
     chosen = {c["comparison"]: c["measured"] for c in record["checks"] if "chosen on validation" in c["comparison"]}
     assert chosen == {
-        "K=3 chosen on validation (k3-maxloss) vs K=1, window Recall@50 (max; quota)": "+5.0 %; +10.0 %",
-        "K=3 chosen on validation (k3-maxloss) vs K=1, window Coverage@50 (max; quota)": "+10.0 %; +20.0 %",
-        "K=3 chosen on validation (k3-maxloss) vs K=1, leave-one-out NDCG@10": "-3.0 %"}
+        "K≥3 chosen on validation (k3-maxloss) vs K=1, window Recall@50 (max; quota)": "+5.0 %; +10.0 %",
+        "K≥3 chosen on validation (k3-maxloss) vs K=1, window Coverage@50 (max; quota)": "+10.0 %; +20.0 %",
+        "K≥3 chosen on validation (k3-maxloss) vs K=1, leave-one-out NDCG@10": "-3.0 %"}
     k1_row = next(r for r in record["rows"] if r[0] == "HyMiRec k1")
     assert k1_row[record["columns"].index("valid (W / LOO)")] == "0.3000 / 0.0900"  # every row: its validation
