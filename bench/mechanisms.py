@@ -186,6 +186,7 @@ def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only
 
 
 WINDOW_COLUMNS = ("Recall@20", "Recall@50", "Recall@100", "NDCG@50", "Coverage@10", "Coverage@50", "ILD@50")
+QUOTA_COLUMNS = ("Recall@50", "Coverage@50")  # of the quota merge (each interest k // K slots), K > 1 only
 LOO_COLUMNS = ("NDCG@10", "Recall@10")
 
 
@@ -221,9 +222,11 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
             if m is None:
                 continue
             got[(protocol, variant)] = m
-            methods = [("HyMiRec " + variant, m["hymirec"]["test"], m["hymirec"])]
-            if protocol == "window" and variant != "k1":
-                methods.append(("HyMiRec " + variant + " (quota merge)", m["hymirec"]["test_quota"], m["hymirec"]))
+            test = dict(m["hymirec"]["test"])
+            if protocol == "window" and variant != "k1":  # the quota merge's figures as columns of the same row
+                test.update({f"quota {key}": m["hymirec"]["test_quota"][key] for key in QUOTA_COLUMNS})
+            methods = [("HyMiRec " + variant, test, m["hymirec"])]
+            if protocol == "window":
                 methods += [(f"HyMiRec {variant} ({name})", test, {})
                             for name, test in _diagnostics(out, protocol, variant).items()]
             if variant == BASE[protocol]:
@@ -236,8 +239,11 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
         w_test, w_info = results.get("window", ({}, {}))
         l_test, l_info = results.get("leave_one_out", ({}, {}))
         cells = ([f"{w_test[c]:.4f}" if c in w_test else "–" for c in WINDOW_COLUMNS]
+                 + [f"{w_test['quota ' + c]:.4f}" if "quota " + c in w_test else "–" for c in QUOTA_COLUMNS]
                  + [f"{l_test[c]:.4f}" if c in l_test else "–" for c in LOO_COLUMNS])
-        valid = " / ".join(f"{i['valid_best']:.4f}" if i.get("valid_best") is not None else "–" for i in (w_info, l_info))
+        # the validation score early stopping followed (our SASRec: next-item NDCG@10, which is the LOO metric)
+        valid_scores = (w_info.get("valid_best"), l_info.get("valid_best", l_info.get("valid_best_ndcg10")))
+        valid = " / ".join(f"{v:.4f}" if v is not None else "–" for v in valid_scores)
         epochs = " / ".join(str(i.get("epochs", "–")) for i in (w_info, l_info))
         rows.append([label] + cells + [valid, epochs])
     w = {v: got[("window", v)]["hymirec"] for v in plan["window"] if ("window", v) in got}
@@ -289,7 +295,9 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
     ]
     checks = [c for c in checks if c[1].strip("–; ")]  # only what this run measured
     columns = (["method"] + [c.replace("Recall", "R").replace("NDCG", "N").replace("Coverage", "Cov")
-                             for c in WINDOW_COLUMNS] + [f"LOO {c.replace('NDCG', 'N').replace('Recall', 'R')}"
+                             for c in WINDOW_COLUMNS]
+               + [f"quota {c.replace('Recall', 'R').replace('Coverage', 'Cov')}" for c in QUOTA_COLUMNS]
+               + [f"LOO {c.replace('NDCG', 'N').replace('Recall', 'R')}"
                                                          for c in LOO_COLUMNS] + ["valid (W / LOO)", "epochs (W / LOO)"])
     return {
         "area": f"Mechanisms: {TITLES[suite]} ({dataset_name})",
