@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/mechanisms.py on a lent GPU machine: bench/gpu_mechanisms.sh OUT [BUDGET_S]
+# bench/mechanisms.py on a lent GPU machine: [SUITE=interests] bench/gpu_mechanisms.sh OUT [BUDGET_S]
 #
 # The machine is bare and offline: .gpu-data/ (git-ignored, carried) holds the dataset and the stage-1 folders made
 # here first with `python -m bench.mechanisms prepare --dataset .gpu-data/ml-1m --out .gpu-data/mech` (the content
@@ -22,11 +22,12 @@ else
 fi
 started=$(date +%s)
 # bounded, so that whatever finished is still packed and reported within one device call
-timeout "${RUN_LIMIT:-470}" "$py" -m bench.mechanisms run --dataset "$data" --out "$mech" --budget "$budget" ${SMOKE:+--smoke} || true
+timeout "${RUN_LIMIT:-470}" "$py" -m bench.mechanisms run --suite "${SUITE:-mechanisms}" --dataset "$data" --out "$mech" \
+    --budget "$budget" ${SMOKE:+--smoke} || true
 echo "[gpu_mechanisms] runs took $(( $(date +%s) - started )) s"
 # the runs themselves first: the record can be made again from them anywhere (`report`)
 tar czf "$out/runs.tgz" "$mech"/*/*/metrics.json "$mech"/*/*/train.log "$mech"/*/*/run_config.json || true
-"$py" -m bench.mechanisms report --dataset "$data" --out "$mech" --machine "$machine" \
+"$py" -m bench.mechanisms report --suite "${SUITE:-mechanisms}" --dataset "$data" --out "$mech" --machine "$machine" \
     --command "bench/gpu_mechanisms.sh \$OUT $budget  (after: python -m bench.mechanisms prepare --dataset $data --out $mech)" \
     --record "$out/mechanisms-$(basename "$data").json" > /dev/null
 echo "[gpu_mechanisms] record: $out/mechanisms-$(basename "$data").json"
