@@ -242,7 +242,7 @@ exec:
   command:
     - python
     - -c
-    - "import urllib.request; urllib.request.urlopen('http://127.0.0.1:{{ .port }}/metrics', timeout=3).read(1)"
+    - "import urllib.request; urllib.request.urlopen('http://127.0.0.1:{{ .port }}{{ .path }}', timeout=3).read(1)"
 periodSeconds: {{ .probe.periodSeconds }}
 timeoutSeconds: {{ .probe.timeoutSeconds }}
 failureThreshold: {{ .probe.failureThreshold }}
