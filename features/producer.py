@@ -1,5 +1,9 @@
 """Publishing interaction events: a small producer helper, topic creation, and the dataset replay.
 
+Topics are never created implicitly (the broker's auto-creation is off too): :func:`create_topics`, which
+``hymirec stream create-topics`` runs, makes the events topic and its DLQ with the given partitions and
+replication factor, and :func:`replay` refuses a topic that does not exist.
+
 :func:`replay` publishes a dataset's interactions in time order (ties keep the dataset's per-user order), key =
 user id, value = the versioned JSON event of core.schemas. It is what ``hymirec stream replay`` runs, and what
 the demo and the benchmarks use.
@@ -15,6 +19,7 @@ import pandas as pd
 
 from core.schemas import EventType, InteractionEvent, encode_event
 
+from .item_codes import StreamConfigError
 from .kafka_import import import_kafka
 
 log = logging.getLogger("hymirec.producer")
@@ -33,10 +38,13 @@ def make_producer(bootstrap: str, **overrides: Any):
 
 def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int = 4, replication: int = 1,
                   timeout_s: float = 10.0) -> list[str]:
-    """Create the topics that do not exist yet (and wait until they have leaders); returns the ones created."""
+    """Create the topics that do not exist yet (and wait until they have leaders); returns the ones created.
+    Topics that exist are left as they are (their partition count is not changed)."""
     import_kafka()
     from kafka.admin import KafkaAdminClient
-    from kafka.errors import TopicAlreadyExistsError
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+    if partitions < 1 or replication < 1:
+        raise StreamConfigError(f"partitions and replication factor must be >= 1, got {partitions}, {replication}")
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="hymirec-admin",
                              bootstrap_timeout_ms=int(timeout_s * 1000))
     try:
@@ -48,7 +56,37 @@ def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int = 4, re
                                      for t in missing}, timeout_ms=int(timeout_s * 1000), wait_for_metadata=True)
             except TopicAlreadyExistsError:  # created concurrently by another client
                 pass
+            except KafkaError as exc:  # e.g. a replication factor above the number of brokers
+                raise StreamConfigError(f"cannot create topics {missing} on {bootstrap} ({partitions} partitions, "
+                                        f"replication factor {replication}): {type(exc).__name__}: {exc}") from exc
         return missing
+    finally:
+        admin.close()
+
+
+def create_topics(bootstrap: str, topic: str = "interactions", partitions: int = 4, replication: int = 1,
+                  dlq_topic: str | None = None, timeout_s: float = 10.0) -> dict:
+    """What ``hymirec stream create-topics`` runs: the events topic and its DLQ (``<topic>.dlq``). The broker
+    does not create topics on first use (auto-creation is off), so this runs before the first replay or
+    processor. Returns {"created": [...], "existing": [...], "partitions", "replication_factor"}."""
+    names = [topic, dlq_topic or f"{topic}.dlq"]
+    created = ensure_topics(bootstrap, names, partitions=partitions, replication=replication, timeout_s=timeout_s)
+    return {"created": created, "existing": [t for t in names if t not in created], "partitions": partitions,
+            "replication_factor": replication}
+
+
+def require_topic(bootstrap: str, topic: str, timeout_s: float = 10.0) -> None:
+    """StreamConfigError unless ``topic`` exists: with auto-creation off, a producer would otherwise block for
+    its max_block_ms on the first send and then fail with a timeout that does not say why."""
+    import_kafka()
+    from kafka.admin import KafkaAdminClient
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="hymirec-admin",
+                             bootstrap_timeout_ms=int(timeout_s * 1000))
+    try:
+        if topic not in set(admin.list_topics()):
+            raise StreamConfigError(f"topic {topic!r} does not exist on {bootstrap}: create it with "
+                                    f"`hymirec stream create-topics --bootstrap {bootstrap} --topic {topic}` "
+                                    "(auto-creation is off)")
     finally:
         admin.close()
 
@@ -112,10 +150,11 @@ def dataset_frame(dataset: Any) -> pd.DataFrame:
 
 
 def replay(dataset: Any, bootstrap: str, topic: str = "interactions", limit: int | None = None,
-           rate: float | None = None, partitions: int = 4, producer: Any = None) -> dict:
-    """Publish a dataset's interactions in time order. Returns {"events", "users", "seconds", "events_per_s"}."""
+           rate: float | None = None, producer: Any = None) -> dict:
+    """Publish a dataset's interactions in time order to an existing topic (see :func:`create_topics`).
+    Returns {"events", "users", "seconds", "events_per_s"}."""
     frame = dataset_frame(dataset)
-    ensure_topics(bootstrap, [topic], partitions=partitions)
+    require_topic(bootstrap, topic)
     own = producer is None
     producer = producer or make_producer(bootstrap)
     events = frame_events(frame)

@@ -11,7 +11,8 @@
 #                                                     format and exec the broker in the foreground (used by the
 #                                                     pytest fixture, which owns the process)
 # Defaults: --port 19092, --controller-port port+1, --dir <repo>/.cache/kafka. Loopback only, no auth.
-# Tuned for a small machine: 4 partitions per topic, group.initial.rebalance.delay.ms=0, replication 1, -Xmx512m.
+# No topic auto-creation (create them with `hymirec stream create-topics`). Tuned for a small machine:
+# 4 partitions per topic, group.initial.rebalance.delay.ms=0, replication 1, -Xmx512m.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -55,7 +56,11 @@ listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=$DIR/data
 num.partitions=$PARTITIONS
 default.replication.factor=1
-auto.create.topics.enable=true
+# Topics are created explicitly (hymirec stream create-topics, with partitions and replication): a typo in a
+# topic name must fail, not create an empty topic that nothing reads.
+auto.create.topics.enable=false
+# The multi-consumer test kills members and expects their partitions moved within seconds (broker default 6 s).
+group.min.session.timeout.ms=1000
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=4
 transaction.state.log.replication.factor=1
