@@ -80,7 +80,11 @@ PROPS
 format_storage() {
     if [ ! -f "$DIR/data/meta.properties" ]; then
         local cid
-        cid="$(python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())')"
+        # An id starting with "-" would be read as an option by the storage tool (Kafka's own Uuid.randomUuid
+        # redraws those too).
+        cid="$(python3 -c 'import base64,uuid
+while (c := base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()).startswith("-"): pass
+print(c)')"
         "$JAVA" "${JVM_OPTS[@]}" -cp "$LIB/*" kafka.tools.StorageTool format -t "$cid" \
             -c "$DIR/server.properties" --ignore-formatted >"$DIR/format.log" 2>&1 \
             || { cat "$DIR/format.log" >&2; exit 1; }
