@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from core.schemas import MAX_EVENT_BYTES
 
 from .item_codes import StreamConfigError
+from .kafka_security import KafkaSecurity
 from .stream_health import DEFAULT_STALL_S
 
 DEFAULT_TOPIC = "interactions"
@@ -45,6 +46,7 @@ class StreamConfig:
     create_topics: bool = False
     partitions: int = 4                    # used only when create_topics is on
     replication: int = 1
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)  # TLS / SASL (features/kafka_security.py)
 
     @property
     def dlq(self) -> str:
@@ -57,6 +59,7 @@ class StreamConfig:
             raise StreamConfigError("topic must be set and differ from the DLQ topic")
         if self.store_retry_s < 0 or self.retry_backoff_s <= 0 or self.liveness_stall_s <= 0:
             raise StreamConfigError("store_retry_s must be >= 0, retry_backoff_s and liveness_stall_s > 0")
+        self.security.validate()
         if self.max_poll_records < 1:
             raise StreamConfigError("max_poll_records must be >= 1")
         if not 0 < self.heartbeat_interval_ms < self.session_timeout_ms <= self.max_poll_interval_ms:

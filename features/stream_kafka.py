@@ -7,6 +7,7 @@ from typing import Any
 
 from .item_codes import StreamConfigError
 from .kafka_import import import_kafka
+from .kafka_security import connect_error, remember_broker_failures
 
 
 def make_clients(c: Any, consumer: Any = None, producer: Any = None) -> tuple[Any, Any]:
@@ -15,29 +16,31 @@ def make_clients(c: Any, consumer: Any = None, producer: Any = None) -> tuple[An
     import_kafka()
     from kafka import KafkaConsumer, KafkaProducer
     from kafka.errors import KafkaError
-    try:
-        if c.create_topics:
-            from .producer import ensure_topics
-            ensure_topics(c.bootstrap, [c.topic, c.dlq], partitions=c.partitions, replication=c.replication,
-                          timeout_s=c.bootstrap_timeout_s)
-        if producer is None:
-            producer = KafkaProducer(
-                bootstrap_servers=c.bootstrap, client_id=f"{c.client_id}-dlq", acks="all", linger_ms=5,
-                retries=5, bootstrap_timeout_ms=int(c.bootstrap_timeout_s * 1000))
-        if consumer is None:
-            kw = dict(
-                bootstrap_servers=c.bootstrap, group_id=c.group_id, client_id=c.client_id,
-                enable_auto_commit=False, auto_offset_reset="earliest",
-                max_poll_records=c.max_poll_records, session_timeout_ms=c.session_timeout_ms,
-                heartbeat_interval_ms=c.heartbeat_interval_ms, max_poll_interval_ms=c.max_poll_interval_ms,
-                fetch_max_wait_ms=100, bootstrap_timeout_ms=int(c.bootstrap_timeout_s * 1000))
-            if c.group_instance_id:
-                kw["group_instance_id"] = c.group_instance_id
-            consumer = KafkaConsumer(**kw)
-            wait_for_topics(consumer, [c.topic, c.dlq], c.bootstrap, c.bootstrap_timeout_s)
-            consumer.subscribe([c.topic])
-    except KafkaError as exc:
-        raise StreamConfigError(f"cannot connect to Kafka at {c.bootstrap}: {type(exc).__name__}: {exc}") from exc
+    sec = c.security.client_kwargs()
+    with remember_broker_failures():
+        try:
+            if c.create_topics:
+                from .producer import ensure_topics
+                ensure_topics(c.bootstrap, [c.topic, c.dlq], partitions=c.partitions, replication=c.replication,
+                              timeout_s=c.bootstrap_timeout_s, security=c.security)
+            if producer is None:
+                producer = KafkaProducer(
+                    bootstrap_servers=c.bootstrap, client_id=f"{c.client_id}-dlq", acks="all", linger_ms=5,
+                    retries=5, bootstrap_timeout_ms=int(c.bootstrap_timeout_s * 1000), **sec)
+            if consumer is None:
+                kw = dict(
+                    bootstrap_servers=c.bootstrap, group_id=c.group_id, client_id=c.client_id,
+                    enable_auto_commit=False, auto_offset_reset="earliest",
+                    max_poll_records=c.max_poll_records, session_timeout_ms=c.session_timeout_ms,
+                    heartbeat_interval_ms=c.heartbeat_interval_ms, max_poll_interval_ms=c.max_poll_interval_ms,
+                    fetch_max_wait_ms=100, bootstrap_timeout_ms=int(c.bootstrap_timeout_s * 1000), **sec)
+                if c.group_instance_id:
+                    kw["group_instance_id"] = c.group_instance_id
+                consumer = KafkaConsumer(**kw)
+                wait_for_topics(consumer, [c.topic, c.dlq], c.bootstrap, c.bootstrap_timeout_s)
+                consumer.subscribe([c.topic])
+        except KafkaError as exc:
+            raise connect_error(c.bootstrap, c.security, exc) from None
     return consumer, producer
 
 

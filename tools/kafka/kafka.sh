@@ -7,9 +7,10 @@
 #                                                     print the bootstrap address (127.0.0.1:P)
 #   tools/kafka/kafka.sh stop  [--dir D]              stop the broker started with that dir (SIGTERM, then SIGKILL)
 #   tools/kafka/kafka.sh status [--dir D]             running or not
-#   tools/kafka/kafka.sh run   [--port P] [--controller-port C] [--dir D]
+#   tools/kafka/kafka.sh run   [--port P] [--controller-port C] [--dir D] [--extra-config F]
 #                                                     format and exec the broker in the foreground (used by the
-#                                                     pytest fixture, which owns the process)
+#                                                     pytest fixture, which owns the process); F's properties are
+#                                                     appended (a later key wins: e.g. a SASL_SSL listener)
 # Defaults: --port 19092, --controller-port port+1, --dir <repo>/.cache/kafka. Loopback only, no auth.
 # No topic auto-creation (create them with `hymirec stream create-topics`). Tuned for a small machine:
 # 4 partitions per topic, group.initial.rebalance.delay.ms=0, replication 1, -Xmx512m.
@@ -18,13 +19,14 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 LIB="$HERE/target/lib"
 CMD="${1:-}"; shift || true
-PORT=19092; CPORT=""; DIR="$ROOT/.cache/kafka"; PARTITIONS=4
+PORT=19092; CPORT=""; DIR="$ROOT/.cache/kafka"; PARTITIONS=4; EXTRA=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --port) PORT="$2"; shift 2 ;;
         --controller-port) CPORT="$2"; shift 2 ;;
         --dir) DIR="$2"; shift 2 ;;
         --partitions) PARTITIONS="$2"; shift 2 ;;
+        --extra-config) EXTRA="$2"; shift 2 ;;
         *) echo "kafka.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -75,6 +77,7 @@ num.recovery.threads.per.data.dir=1
 log.retention.hours=24
 log.segment.bytes=67108864
 PROPS
+    if [ -n "$EXTRA" ]; then cat "$EXTRA" >> "$DIR/server.properties"; fi
 }
 
 format_storage() {
