@@ -253,6 +253,9 @@ failureThreshold: {{ .probe.failureThreshold }}
 {{- if or .Values.serving.enabled .Values.stream.enabled }}
 {{- $_ := include "hymirec.image" (dict "image" .Values.image "path" "image") }}
 {{- end }}
+{{- if not (has .Values.externalKafka.security.protocol (list "PLAINTEXT" "SSL" "SASL_PLAINTEXT" "SASL_SSL")) }}
+{{- fail (printf "externalKafka.security.protocol must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, not %q" .Values.externalKafka.security.protocol) }}
+{{- end }}
 {{- if .Values.triton.enabled }}
 {{- $_ := include "hymirec.image" (dict "image" .Values.triton.image "path" "triton.image") }}
 {{- if eq .Values.triton.modelRepository.source "initContainer" }}
