@@ -59,7 +59,7 @@ class StreamConfig:
             raise StreamConfigError("topic must be set and differ from the DLQ topic")
         if self.store_retry_s < 0 or self.retry_backoff_s <= 0 or self.liveness_stall_s <= 0:
             raise StreamConfigError("store_retry_s must be >= 0, retry_backoff_s and liveness_stall_s > 0")
-        self.security.validate()
+        self.security = self.security.validate()  # fills in the default SASL mechanism
         if self.max_poll_records < 1:
             raise StreamConfigError("max_poll_records must be >= 1")
         if not 0 < self.heartbeat_interval_ms < self.session_timeout_ms <= self.max_poll_interval_ms:

@@ -139,3 +139,6 @@ def test_security_settings_are_checked_and_never_show_the_password(tmp_path):
     assert sec.sasl_mechanism == "SCRAM-SHA-512" and "pa55-w0rd" not in repr(sec) + sec.describe()
     assert sec.client_kwargs()["sasl_plain_password"] == "pa55-w0rd"
     assert sec.scrub("auth pa55-w0rd failed") == "auth *** failed"
+    from features.stream import StreamConfig
+    cfg = StreamConfig(security=KafkaSecurity(protocol="SASL_SSL", username="u", password="p")).validate()
+    assert cfg.security.client_kwargs()["sasl_mechanism"] == "SCRAM-SHA-512"
