@@ -4,6 +4,10 @@ storage formatted with the Kafka storage tool, started by tools/kafka/kafka.sh o
     with KafkaBroker(workdir) as broker:
         broker.bootstrap          # "127.0.0.1:PORT"
         broker.create_topic("t", partitions=4)
+
+With ``tls_pem`` (a PEM file holding the broker's private key, its certificate and the CA chain) the broker also
+listens with SASL_SSL (SCRAM-SHA-256/512) on ``secure_bootstrap``; users are added with :meth:`add_scram_user`
+over the plaintext listener, which the fixture keeps for its own admin calls.
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ class KafkaUnavailable(RuntimeError):
 
 
 class KafkaBroker:
-    def __init__(self, workdir: str | Path | None = None, partitions: int = 4, start_timeout: float = 90.0):
+    def __init__(self, workdir: str | Path | None = None, partitions: int = 4, start_timeout: float = 90.0,
+                 tls_pem: str | Path | None = None):
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="kafka-"))
         self.partitions = partitions
@@ -34,6 +39,9 @@ class KafkaBroker:
         while self.controller_port == self.port:
             self.controller_port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
+        self.tls_pem = Path(tls_pem) if tls_pem else None
+        self.secure_port = free_port() if tls_pem else None
+        self.secure_bootstrap = f"127.0.0.1:{self.secure_port}" if tls_pem else None
         self.proc: subprocess.Popen | None = None
         self.startup_seconds: float | None = None
 
@@ -50,9 +58,10 @@ class KafkaBroker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         log = open(self.log_path, "wb")
+        extra = ["--extra-config", str(self._write_sasl_ssl_config())] if self.tls_pem else []
         self.proc = subprocess.Popen(
             ["bash", str(KAFKA_SH), "run", "--port", str(self.port), "--controller-port", str(self.controller_port),
-             "--dir", str(self.workdir), "--partitions", str(self.partitions)],
+             "--dir", str(self.workdir), "--partitions", str(self.partitions), *extra],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         try:
@@ -65,6 +74,33 @@ class KafkaBroker:
             raise
         self.startup_seconds = time.monotonic() - t0
         return self
+
+    def _write_sasl_ssl_config(self) -> Path:
+        p, c, s = self.port, self.controller_port, self.secure_port
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        path = self.workdir / "sasl_ssl.properties"
+        path.write_text("\n".join([
+            f"listeners=PLAINTEXT://127.0.0.1:{p},CONTROLLER://127.0.0.1:{c},SASL_SSL://127.0.0.1:{s}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{p},SASL_SSL://127.0.0.1:{s}",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL",
+            "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512",
+            f"listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config={scram}",
+            f"listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config={scram}",
+            "listener.name.sasl_ssl.ssl.keystore.type=PEM",
+            f"listener.name.sasl_ssl.ssl.keystore.location={self.tls_pem}",
+            "",
+        ]))
+        return path
+
+    def add_scram_user(self, user: str, password: str, mechanism: str = "SCRAM-SHA-512") -> None:
+        """Create or update a SCRAM user (stored by the KRaft controller; effective within a second)."""
+        from kafka.admin import ScramMechanism, UserScramCredentialUpsertion
+        mech = ScramMechanism[mechanism.replace("-", "_")]
+        admin = self.admin()
+        try:
+            admin.alter_user_scram_credentials([UserScramCredentialUpsertion(user, mech, password)])
+        finally:
+            admin.close()
 
     def _metadata_ok(self) -> bool:
         from kafka.admin import KafkaAdminClient

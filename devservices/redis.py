@@ -1,4 +1,6 @@
-"""A real redis-server (Debian package) for tests: free loopback port, no persistence, stopped and removed after.
+"""A real redis-server (Debian package) for tests: free loopback port, stopped and removed after. No persistence
+unless ``persist=True`` (append-only file, fsync on every write), which the outage tests need: they stop the
+server and start it again on the same port and data with :meth:`RedisServer.restart`.
 
     with RedisServer() as r:
         r.url        # "127.0.0.1:PORT" (Feast connection_string)
@@ -20,8 +22,10 @@ class RedisUnavailable(RuntimeError):
 
 
 class RedisServer:
-    def __init__(self, workdir: str | Path | None = None, start_timeout: float = 20.0, password: str | None = None):
+    def __init__(self, workdir: str | Path | None = None, start_timeout: float = 20.0, password: str | None = None,
+                 persist: bool = False):
         self._own_dir = workdir is None
+        self.persist = persist
         self.password = password  # --requirepass: clients must AUTH (the secret-redaction tests use it)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="redis-"))
         self.port = free_port()
@@ -41,7 +45,9 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         # The password goes in on stdin as a config file, not argv (argv shows in process listings).
-        args = [binary, "-", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+        # appendfsync always: a write acknowledged before a stop is on disk, so a restart loses nothing
+        durability = ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else ["--appendonly", "no"]
+        args = [binary, "-", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", *durability,
                 "--dir", str(self.workdir), "--daemonize", "no", "--protected-mode", "yes",
                 "--logfile", str(self.log_path), "--loglevel", "warning"]
         self.proc = subprocess.Popen(
@@ -63,6 +69,17 @@ class RedisServer:
         import redis
         return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=2,
                            socket_connect_timeout=2)
+
+    def restart(self, down_s: float = 0.0, kill: bool = False) -> None:
+        """Stop the server (SIGTERM, or SIGKILL with ``kill``), stay down ``down_s`` seconds, start it again on the
+        same port and directory (the data survives only with ``persist=True``)."""
+        if kill and self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        stop_process(self.proc, timeout=10)
+        self.proc = None
+        time.sleep(down_s)
+        self.start()
 
     def stop(self) -> None:
         stop_process(self.proc, timeout=10)

@@ -1,5 +1,9 @@
 """Publishing interaction events: a small producer helper, topic creation, and the dataset replay.
 
+Topics are never created implicitly (the broker's auto-creation is off too): :func:`create_topics`, which
+``hymirec stream create-topics`` runs, makes the events topic and its DLQ with the given partitions and
+replication factor, and :func:`replay` refuses a topic that does not exist.
+
 :func:`replay` publishes a dataset's interactions in time order (ties keep the dataset's per-user order), key =
 user id, value = the versioned JSON event of core.schemas. It is what ``hymirec stream replay`` runs, and what
 the demo and the benchmarks use.
@@ -15,30 +19,50 @@ import pandas as pd
 
 from core.schemas import EventType, InteractionEvent, encode_event
 
+from .item_codes import StreamConfigError
 from .kafka_import import import_kafka
+from .kafka_security import KafkaSecurity, connect_error, remember_broker_failures, security_kwargs
 
 log = logging.getLogger("hymirec.producer")
 
 
-def make_producer(bootstrap: str, **overrides: Any):
+def make_producer(bootstrap: str, security: KafkaSecurity | None = None, **overrides: Any):
     """KafkaProducer tuned for ordered, durable event publishing (acks=all, one in-flight request per
     connection, so a retry can never reorder a user's events)."""
     import_kafka()
     from kafka import KafkaProducer
+    from kafka.errors import KafkaError
     config = dict(bootstrap_servers=bootstrap, acks="all", linger_ms=10, batch_size=256 * 1024,
-                  max_in_flight_requests_per_connection=1, retries=10, bootstrap_timeout_ms=10000)
+                  max_in_flight_requests_per_connection=1, retries=10, bootstrap_timeout_ms=10000,
+                  **security_kwargs(security))
     config.update(overrides)
-    return KafkaProducer(**config)
+    try:
+        with remember_broker_failures():
+            return KafkaProducer(**config)
+    except KafkaError as exc:
+        raise connect_error(bootstrap, security or KafkaSecurity(), exc) from None
+
+
+def _admin(bootstrap: str, timeout_s: float, security: KafkaSecurity | None):
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
+    try:
+        with remember_broker_failures():
+            return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="hymirec-admin",
+                                    bootstrap_timeout_ms=int(timeout_s * 1000), **security_kwargs(security))
+    except KafkaError as exc:
+        raise connect_error(bootstrap, security or KafkaSecurity(), exc) from None
 
 
 def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int = 4, replication: int = 1,
-                  timeout_s: float = 10.0) -> list[str]:
-    """Create the topics that do not exist yet (and wait until they have leaders); returns the ones created."""
+                  timeout_s: float = 10.0, security: KafkaSecurity | None = None) -> list[str]:
+    """Create the topics that do not exist yet (and wait until they have leaders); returns the ones created.
+    Topics that exist are left as they are (their partition count is not changed)."""
     import_kafka()
-    from kafka.admin import KafkaAdminClient
-    from kafka.errors import TopicAlreadyExistsError
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="hymirec-admin",
-                             bootstrap_timeout_ms=int(timeout_s * 1000))
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+    if partitions < 1 or replication < 1:
+        raise StreamConfigError(f"partitions and replication factor must be >= 1, got {partitions}, {replication}")
+    admin = _admin(bootstrap, timeout_s, security)
     try:
         existing = set(admin.list_topics())
         missing = [t for t in dict.fromkeys(topics) if t not in existing]
@@ -48,7 +72,37 @@ def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int = 4, re
                                      for t in missing}, timeout_ms=int(timeout_s * 1000), wait_for_metadata=True)
             except TopicAlreadyExistsError:  # created concurrently by another client
                 pass
+            except KafkaError as exc:  # e.g. a replication factor above the number of brokers
+                raise StreamConfigError(f"cannot create topics {missing} on {bootstrap} ({partitions} partitions, "
+                                        f"replication factor {replication}): {type(exc).__name__}: {exc}") from exc
         return missing
+    finally:
+        admin.close()
+
+
+def create_topics(bootstrap: str, topic: str = "interactions", partitions: int = 4, replication: int = 1,
+                  dlq_topic: str | None = None, timeout_s: float = 10.0,
+                  security: KafkaSecurity | None = None) -> dict:
+    """What ``hymirec stream create-topics`` runs: the events topic and its DLQ (``<topic>.dlq``). The broker
+    does not create topics on first use (auto-creation is off), so this runs before the first replay or
+    processor. Returns {"created": [...], "existing": [...], "partitions", "replication_factor"}."""
+    names = [topic, dlq_topic or f"{topic}.dlq"]
+    created = ensure_topics(bootstrap, names, partitions=partitions, replication=replication, timeout_s=timeout_s,
+                            security=security)
+    return {"created": created, "existing": [t for t in names if t not in created], "partitions": partitions,
+            "replication_factor": replication}
+
+
+def require_topic(bootstrap: str, topic: str, timeout_s: float = 10.0, security: KafkaSecurity | None = None) -> None:
+    """StreamConfigError unless ``topic`` exists: with auto-creation off, a producer would otherwise block for
+    its max_block_ms on the first send and then fail with a timeout that does not say why."""
+    import_kafka()
+    admin = _admin(bootstrap, timeout_s, security)
+    try:
+        if topic not in set(admin.list_topics()):
+            raise StreamConfigError(f"topic {topic!r} does not exist on {bootstrap}: create it with "
+                                    f"`hymirec stream create-topics --bootstrap {bootstrap} --topic {topic}` "
+                                    "(auto-creation is off)")
     finally:
         admin.close()
 
@@ -112,12 +166,13 @@ def dataset_frame(dataset: Any) -> pd.DataFrame:
 
 
 def replay(dataset: Any, bootstrap: str, topic: str = "interactions", limit: int | None = None,
-           rate: float | None = None, partitions: int = 4, producer: Any = None) -> dict:
-    """Publish a dataset's interactions in time order. Returns {"events", "users", "seconds", "events_per_s"}."""
+           rate: float | None = None, producer: Any = None, security: KafkaSecurity | None = None) -> dict:
+    """Publish a dataset's interactions in time order to an existing topic (see :func:`create_topics`).
+    Returns {"events", "users", "seconds", "events_per_s"}."""
     frame = dataset_frame(dataset)
-    ensure_topics(bootstrap, [topic], partitions=partitions)
+    require_topic(bootstrap, topic, security=security)
     own = producer is None
-    producer = producer or make_producer(bootstrap)
+    producer = producer or make_producer(bootstrap, security)
     events = frame_events(frame)
     if limit is not None:
         events = itertools.islice(events, limit)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import faulthandler
 import logging
 import signal
-import socket
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -37,80 +36,18 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .item_codes import ItemCodeMapper, StreamConfigError
-from .kafka_import import import_kafka
-from core.schemas import MAX_EVENT_BYTES, BadEvent, parse_event
+from core.schemas import BadEvent, parse_event
+
+from .item_codes import ItemCodeMapper, StreamConfigError  # noqa: F401  (re-exported)
 from .store.base import OnlineStore, StateEvent, StoreError, UserState, apply_events
+from .stream_config import DEFAULT_BOOTSTRAP, DEFAULT_TOPIC, StreamConfig, probe_bootstrap  # noqa: F401
+from .stream_health import Liveness
 from .stream_metrics import StreamMetrics
 
 log = logging.getLogger("hymirec.stream")
 
-DEFAULT_TOPIC = "interactions"
-DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
-
-
 class DLQError(RuntimeError):
     """The DLQ topic did not acknowledge a dead letter: the batch is not committed (exit code 1)."""
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# the processor
-
-
-@dataclass
-class StreamConfig:
-    bootstrap: str = DEFAULT_BOOTSTRAP
-    topic: str = DEFAULT_TOPIC
-    dlq_topic: str | None = None           # default: <topic>.dlq
-    group_id: str = "hymirec-stream"
-    group_instance_id: str | None = None   # static membership: a restarted process takes its partitions back at once
-    client_id: str = "hymirec-stream"
-    max_poll_records: int = 500
-    poll_timeout_ms: int = 200
-    max_event_bytes: int = MAX_EVENT_BYTES
-    check_key: bool = True
-    session_timeout_ms: int = 10000
-    heartbeat_interval_ms: int = 3000
-    max_poll_interval_ms: int = 300000
-    bootstrap_timeout_s: float = 10.0
-    write_retries: int = 3
-    retry_backoff_s: float = 0.5
-    dlq_flush_timeout_s: float = 30.0
-    idle_exit_s: float | None = None       # exit once caught up and idle this long (replays, tests, benchmarks)
-    max_runtime_s: float | None = None
-    metrics_port: int | None = None
-    create_topics: bool = True
-    partitions: int = 4                    # used only when the processor creates missing topics
-
-    @property
-    def dlq(self) -> str:
-        return self.dlq_topic or f"{self.topic}.dlq"
-
-    def validate(self) -> "StreamConfig":
-        if not self.bootstrap or any(":" not in b for b in self.bootstrap.split(",")):
-            raise StreamConfigError(f"bootstrap must be host:port[,host:port...], got {self.bootstrap!r}")
-        if not self.topic or self.topic == self.dlq:
-            raise StreamConfigError("topic must be set and differ from the DLQ topic")
-        if self.max_poll_records < 1:
-            raise StreamConfigError("max_poll_records must be >= 1")
-        if not 0 < self.heartbeat_interval_ms < self.session_timeout_ms <= self.max_poll_interval_ms:
-            raise StreamConfigError(
-                "need 0 < heartbeat_interval_ms < session_timeout_ms <= max_poll_interval_ms, got "
-                f"{self.heartbeat_interval_ms}, {self.session_timeout_ms}, {self.max_poll_interval_ms}")
-        return self
-
-
-def probe_bootstrap(bootstrap: str, timeout_s: float = 3.0) -> str:
-    """Return the first bootstrap address that accepts a TCP connection, else raise StreamConfigError."""
-    errors = []
-    for addr in bootstrap.split(","):
-        host, _, port = addr.strip().rpartition(":")
-        try:
-            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
-                return addr.strip()
-        except (OSError, ValueError) as exc:
-            errors.append(f"{addr}: {exc}")
-    raise StreamConfigError(f"no Kafka broker reachable at {bootstrap} ({'; '.join(errors)})")
 
 
 @dataclass
@@ -132,52 +69,17 @@ class StreamProcessor:
         self.store = store
         self.mapper = mapper
         self.metrics = metrics or StreamMetrics()
+        self.liveness = Liveness(self.cfg.liveness_stall_s)
         self.max_history = getattr(getattr(store, "config", None), "max_history", 1024)
         self.recent_n = getattr(getattr(store, "config", None), "recent_n", 50)
         self._stop = False
         self._consumer = consumer
         self._producer = dlq_producer
+        self._health_server: Any = None
         self.totals = BatchResult()
-
-    # ---- kafka clients ------------------------------------------------------------------------------------
-    def _make_clients(self) -> None:
-        import_kafka()
-        from kafka import KafkaConsumer, KafkaProducer
-        from kafka.errors import KafkaError
-        c = self.cfg
-        try:
-            if c.create_topics:
-                from .producer import ensure_topics
-                ensure_topics(c.bootstrap, [c.topic, c.dlq], partitions=c.partitions,
-                              timeout_s=c.bootstrap_timeout_s)
-            if self._producer is None:
-                self._producer = KafkaProducer(
-                    bootstrap_servers=c.bootstrap, client_id=f"{c.client_id}-dlq", acks="all", linger_ms=5,
-                    retries=5, bootstrap_timeout_ms=int(c.bootstrap_timeout_s * 1000))
-            if self._consumer is None:
-                kw = dict(
-                    bootstrap_servers=c.bootstrap, group_id=c.group_id, client_id=c.client_id,
-                    enable_auto_commit=False, auto_offset_reset="earliest",
-                    max_poll_records=c.max_poll_records, session_timeout_ms=c.session_timeout_ms,
-                    heartbeat_interval_ms=c.heartbeat_interval_ms, max_poll_interval_ms=c.max_poll_interval_ms,
-                    fetch_max_wait_ms=100, bootstrap_timeout_ms=int(c.bootstrap_timeout_s * 1000))
-                if c.group_instance_id:
-                    kw["group_instance_id"] = c.group_instance_id
-                self._consumer = KafkaConsumer(**kw)
-                self._wait_for_topic_metadata()
-                self._consumer.subscribe([c.topic])
-        except KafkaError as exc:
-            raise StreamConfigError(f"cannot connect to Kafka at {c.bootstrap}: {type(exc).__name__}: {exc}") from exc
-
-    def _wait_for_topic_metadata(self) -> None:
-        # Without the topic's partitions in the consumer's metadata, the group leader can compute an empty
-        # assignment ("No partition metadata for topic") and the consumer idles until the next metadata refresh.
-        deadline = time.monotonic() + self.cfg.bootstrap_timeout_s
-        while not self._consumer.partitions_for_topic(self.cfg.topic):
-            if time.monotonic() > deadline:
-                raise StreamConfigError(f"topic {self.cfg.topic!r} has no partitions on {self.cfg.bootstrap} "
-                                        "(create it, or leave create_topics on)")
-            time.sleep(0.1)
+        # Test seam: called between the read-apply and the store write of a batch. The fencing and liveness
+        # tests stall a consumer there (past max.poll.interval.ms) to play a consumer that lost its partitions.
+        self.before_write: Callable[[], None] | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
     def request_stop(self, *_: Any) -> None:
@@ -192,9 +94,11 @@ class StreamProcessor:
 
     def run(self) -> BatchResult:
         """Consume until stopped (signal, ``idle_exit_s``, ``max_runtime_s``); returns the totals."""
-        self._make_clients()
+        from .stream_kafka import make_clients
+        self._consumer, self._producer = make_clients(self.cfg, self._consumer, self._producer)
         if self.cfg.metrics_port:
-            self.metrics.serve(self.cfg.metrics_port)
+            from .stream_health import serve
+            self._health_server = serve(self.cfg.metrics_port, self.metrics, self.liveness)
         start = time.monotonic()
         idle_since: float | None = None
         announced = False
@@ -208,15 +112,18 @@ class StreamProcessor:
                     print("stream: assigned", flush=True)
                 if batch:
                     idle_since = None
+                    self.liveness.batch_started()
                     self.process(batch)
+                    self.liveness.batch_done()
+                    self.liveness.set_lag(self._update_lag())
                 else:
+                    self.liveness.idle(self._update_lag())
                     now = time.monotonic()
                     idle_since = idle_since or now
                     if (self.cfg.idle_exit_s is not None and announced
                             and now - idle_since >= self.cfg.idle_exit_s and self._caught_up()):
                         log.info("caught up and idle for %.1fs: stopping", now - idle_since)
                         break
-                self._update_lag()
                 if self.cfg.max_runtime_s is not None and time.monotonic() - start >= self.cfg.max_runtime_s:
                     break
         finally:
@@ -224,6 +131,10 @@ class StreamProcessor:
         return self.totals
 
     def close(self) -> None:
+        if self._health_server is not None:
+            self._health_server.shutdown()
+            self._health_server.server_close()
+            self._health_server = None
         if self._consumer is not None:
             try:
                 self._consumer.close(autocommit=False)
@@ -245,7 +156,9 @@ class StreamProcessor:
         ends = self._consumer.end_offsets(parts)
         return all(self._consumer.position(tp) >= ends.get(tp, 0) for tp in parts)
 
-    def _update_lag(self) -> None:
+    def _update_lag(self) -> int:
+        """Set the lag gauges of the assigned partitions; returns their total (0 when none is assigned)."""
+        total = 0
         for tp in self._consumer.assignment():
             hw = self._consumer.highwater(tp)
             if hw is None:
@@ -256,6 +169,8 @@ class StreamProcessor:
                 continue
             if pos is not None:
                 self.metrics.set_lag(tp.partition, max(hw - pos, 0))
+                total += max(hw - pos, 0)
+        return total
 
     # ---- one batch ----------------------------------------------------------------------------------------
     def _send_dlq(self, rec: Any, exc: BadEvent):
@@ -271,14 +186,59 @@ class StreamProcessor:
         return self._producer.send(self.cfg.dlq, key=rec.key, value=rec.value, headers=headers)
 
     def _with_retry(self, what: str, fn: Callable[[], Any]) -> Any:
-        for attempt in range(self.cfg.write_retries + 1):
+        """fn() until it stops raising StoreError, with capped exponential backoff, for up to store_retry_s."""
+        start, attempt = time.monotonic(), 0
+        while True:
             try:
-                return fn()
-            except StoreError as exc:
-                if attempt == self.cfg.write_retries:
+                out = fn()
+            except StoreError as exc:  # its message is scrubbed of secrets by the store
+                attempt += 1
+                spent = time.monotonic() - start
+                if spent >= self.cfg.store_retry_s:
+                    log.error("%s failed %d times in %.1f s, giving up (exit 1); this batch is not committed and "
+                              "will be re-read: %s", what, attempt, spent, exc)
                     raise
-                log.warning("%s failed (attempt %d): %s", what, attempt + 1, exc)
-                time.sleep(self.cfg.retry_backoff_s * (2 ** attempt))
+                delay = min(self.cfg.retry_backoff_s * 2 ** (attempt - 1), self.cfg.retry_backoff_max_s)
+                log.warning("%s failed (attempt %d, %.1f s so far, giving up after %g s): %s; retrying in %.1f s, "
+                            "offsets not committed", what, attempt, spent, self.cfg.store_retry_s, exc, delay)
+                self.metrics.store_retries.inc()
+                time.sleep(delay)
+                continue
+            if attempt:
+                log.warning("%s succeeded after %d failed attempts (%.1f s)", what, attempt,
+                            time.monotonic() - start)
+            return out
+
+    def _apply_and_write(self, per_user: dict[str, list[StateEvent]], last_offset: dict[int, int]) -> dict:
+        """Read the users' rows, apply the events, write the changed rows fenced by the partitions' offsets.
+        Retried as a whole: after a failed call whose write landed anyway, the re-read finds the events applied."""
+        states = self.store.read_users(list(per_user))
+        parts: dict[int, tuple[int, list[UserState]]] = {}
+        outcome = {"applied": {}, "skipped": defaultdict(int), "written": 0, "fenced": 0}
+        part_of: dict[str, int] = {}
+        for uid, events in per_user.items():
+            st = states.get(uid) or UserState(uid, codes=np.zeros((0, self.mapper.n_layers), np.uint16))
+            new_st, n_applied, skipped = apply_events(st, events, self.max_history, self.recent_n)
+            # key = user id, so a user's events come from one partition (the fence is taken per partition)
+            part_of[uid] = max(e.partition for e in events)
+            outcome["applied"][uid] = (n_applied, skipped)
+            if new_st is not st:
+                parts.setdefault(part_of[uid], (last_offset[part_of[uid]], []))[1].append(new_st)
+        if self.before_write is not None:
+            self.before_write()
+        refused = self.store.write_users_fenced(self.cfg.topic, parts) if parts else set()
+        for p in sorted(refused):
+            log.warning("partition %d: the store holds a later offset than this batch's %d: another consumer owns "
+                        "the partition now; %d rows not written", p, parts[p][0], len(parts[p][1]))
+        outcome["written"] = sum(len(rows) for p, (_, rows) in parts.items() if p not in refused)
+        for uid, (n_applied, skipped) in list(outcome["applied"].items()):
+            if part_of[uid] in refused:
+                outcome["fenced"] += len(per_user[uid])
+                del outcome["applied"][uid]
+                continue
+            for k, v in skipped.items():
+                outcome["skipped"][k] += v
+        return outcome
 
     def process(self, batch: Mapping[Any, Sequence[Any]]) -> BatchResult:
         """Validate, map, write and commit one poll result {TopicPartition: [ConsumerRecord]}."""
@@ -320,24 +280,20 @@ class StreamProcessor:
             self.metrics.encoded.inc(len(new_items))
 
         tw = time.perf_counter()
-        changed: list[UserState] = []
         applied_users: list[str] = []
         if per_user:
-            states = self._with_retry("store read", lambda: self.store.read_users(list(per_user)))
-            for uid, events in per_user.items():
-                st = states.get(uid) or UserState(uid, codes=np.zeros((0, self.mapper.n_layers), np.uint16))
-                new_st, n_applied, skipped = apply_events(st, events, self.max_history, self.recent_n)
+            last_offset = {tp.partition: max(r.offset for r in records) for tp, records in batch.items() if records}
+            out = self._with_retry("store read-modify-write", lambda: self._apply_and_write(per_user, last_offset))
+            for uid, (n_applied, _) in out["applied"].items():
                 res.applied += n_applied
-                for k, v in skipped.items():
-                    res.skipped[k] += v
-                if new_st is not st:
-                    changed.append(new_st)
                 if n_applied:
                     applied_users.append(uid)
-            if changed:
-                self._with_retry("store write", lambda: self.store.write_users(changed))
+            for k, v in out["skipped"].items():
+                res.skipped[k] = res.skipped.get(k, 0) + v
+            if out["fenced"]:
+                res.skipped["fenced"] = out["fenced"]
+            res.users_written = out["written"]
         res.write_seconds = time.perf_counter() - tw
-        res.users_written = len(changed)
         written_at = time.time()
 
         if futures:
@@ -350,6 +306,8 @@ class StreamProcessor:
                                    f"{type(err).__name__}: {err}") from err
                 res.dlq[exc.reason] += 1
 
+        # Fenced partitions are committed too: every event at or before the stored offset is in the store. From a
+        # consumer that lost the partition the commit is refused below anyway.
         offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
                    for tp, records in batch.items() if records}
         try:

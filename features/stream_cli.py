@@ -1,4 +1,5 @@
-"""Entry points of the stream layer: ``hymirec stream run | replay | show`` and ``python -m features.stream_cli``.
+"""Entry points of the stream layer: ``hymirec stream run | replay | show | create-topics`` and
+``python -m features.stream_cli``.
 
 Exit codes: 0 done, 1 runtime failure (store or DLQ unavailable after retries), 2 bad configuration (unknown store
 type, no broker reachable, unreadable item-codes table). Nothing is written when the configuration is bad.
@@ -18,6 +19,7 @@ from .item_codes import ItemCodeMapper, StreamConfigError
 from .store.base import StoreError
 from .store.config import StoreConfig, StoreConfigError
 from .stream import DEFAULT_BOOTSTRAP, DEFAULT_TOPIC, BatchResult, DLQError, StreamConfig, StreamProcessor, probe_bootstrap
+from .stream_health import DEFAULT_STALL_S
 
 log = logging.getLogger("hymirec.stream")
 
@@ -75,6 +77,21 @@ def _store_config(args: argparse.Namespace) -> StoreConfig:
     return StoreConfig.from_env(type=args.store, sqlite_path=args.sqlite_path, redis_url=args.redis_url)
 
 
+def _add_kafka_security_args(p: argparse.ArgumentParser) -> None:
+    # The SASL user and password come from HYMIREC_KAFKA_USERNAME / HYMIREC_KAFKA_PASSWORD only (a Secret in the
+    # chart): a --password flag would show in process listings.
+    p.add_argument("--security-protocol", help="PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL "
+                                               "[HYMIREC_KAFKA_SECURITY_PROTOCOL]")
+    p.add_argument("--sasl-mechanism", help="SCRAM-SHA-512 | SCRAM-SHA-256 | PLAIN [HYMIREC_KAFKA_SASL_MECHANISM]")
+    p.add_argument("--ssl-cafile", help="CA certificate (PEM) of the brokers [HYMIREC_KAFKA_SSL_CAFILE]")
+
+
+def _security(args: argparse.Namespace):
+    from .kafka_security import KafkaSecurity
+    return KafkaSecurity.from_env(protocol=args.security_protocol and args.security_protocol.upper(),
+                                  sasl_mechanism=args.sasl_mechanism, ssl_cafile=args.ssl_cafile)
+
+
 def _add_store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", help="online store type: sqlite (default) or redis [HYMIREC_STORE_TYPE]")
     p.add_argument("--sqlite-path", help="SQLite online store file [HYMIREC_SQLITE_PATH]")
@@ -102,11 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--heartbeat-ms", type=int, default=3000)
     run.add_argument("--max-poll-interval-ms", type=int, default=300000,
                      help="also the rebalance timeout: how long a rebalance waits for a silent member")
-    run.add_argument("--metrics-port", type=int, default=None)
+    run.add_argument("--metrics-port", type=int, default=None, help="serve /metrics, /live, /ready on this port")
+    run.add_argument("--liveness-stall-s", type=float, default=DEFAULT_STALL_S,
+                     help="/live fails after this many seconds without progress while the lag is > 0")
+    run.add_argument("--store-retry-s", type=float, default=60.0,
+                     help="retry a failed store call (with backoff) this long before exiting 1")
     run.add_argument("--idle-exit", type=float, default=None, help="exit when caught up and idle this long (s)")
     run.add_argument("--max-runtime", type=float, default=None)
     run.add_argument("--no-key-check", action="store_true", help="do not require key == user_id")
     _add_store_args(run)
+    _add_kafka_security_args(run)
 
     rep = sub.add_parser("replay", help="publish a dataset's interactions in time order")
     rep.add_argument("--dataset", required=True, help="dataset name or path (training.data.load_dataset)")
@@ -114,7 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--topic", default=env_topic)
     rep.add_argument("--limit", type=int, default=None)
     rep.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
-    rep.add_argument("--partitions", type=int, default=4)
+    _add_kafka_security_args(rep)
+
+    top = sub.add_parser("create-topics", help="create the events topic and its DLQ (auto-creation is off)")
+    top.add_argument("--bootstrap", default=env_boot)
+    top.add_argument("--topic", default=env_topic)
+    top.add_argument("--dlq-topic", default=None, help="default <topic>.dlq")
+    top.add_argument("--partitions", type=int, default=4,
+                     help="partitions per topic: the most consumers that can share the work (default 4)")
+    top.add_argument("--replication-factor", type=int, default=1,
+                     help="copies of each partition (1 on a single broker; 3 in production)")
+    _add_kafka_security_args(top)
 
     show = sub.add_parser("show", help="print a user's stored history")
     show.add_argument("--user", required=True)
@@ -137,7 +169,8 @@ def main(argv: Sequence[str] | None = None, load_dataset: Callable[[str], Any] |
                                heartbeat_interval_ms=args.heartbeat_ms,
                                max_poll_interval_ms=args.max_poll_interval_ms, metrics_port=args.metrics_port,
                                idle_exit_s=args.idle_exit, max_runtime_s=args.max_runtime,
-                               check_key=not args.no_key_check)
+                               check_key=not args.no_key_check, liveness_stall_s=args.liveness_stall_s,
+                               store_retry_s=args.store_retry_s, security=_security(args))
             totals = run_processor(cfg, _store_config(args), args.item_codes, args.codebook,
                                    args.new_item_embeddings)
             print(json.dumps({"events_in": totals.events_in, "applied": totals.applied,
@@ -147,9 +180,15 @@ def main(argv: Sequence[str] | None = None, load_dataset: Callable[[str], Any] |
             if load_dataset is None:
                 raise StreamConfigError("replay needs a dataset loader: run it as `hymirec stream replay`")
             probe_bootstrap(args.bootstrap)
+            security = _security(args)
             out = replay(load_dataset(args.dataset), args.bootstrap, topic=args.topic, limit=args.limit, rate=args.rate,
-                         partitions=args.partitions)
+                         security=security)
             print(json.dumps(out), flush=True)
+        elif args.command == "create-topics":
+            from .producer import create_topics
+            probe_bootstrap(args.bootstrap)
+            print(json.dumps(create_topics(args.bootstrap, args.topic, args.partitions, args.replication_factor,
+                                           args.dlq_topic, security=_security(args))), flush=True)
         elif args.command == "show":
             from .store.config import open_store
             store = open_store(_store_config(args))

@@ -2,7 +2,8 @@
 
     hymirec_stream_events_in_total                    messages polled from the topic
     hymirec_stream_events_applied_total               events appended to a user's history
-    hymirec_stream_events_skipped_total{reason}       already_applied (replay / restart) | duplicate
+    hymirec_stream_events_skipped_total{reason}       already_applied (replay / restart) | duplicate | fenced (the
+                                                      store holds a later offset: another consumer owns the partition)
     hymirec_stream_events_dlq_total{reason}           messages sent to the DLQ, by reason (core.schemas.DLQ_REASONS)
     hymirec_stream_items_encoded_total                unknown items encoded on the fly from their embedding
     hymirec_stream_batches_total                      batches written and committed
@@ -11,6 +12,7 @@
     hymirec_stream_record_to_store_seconds            histogram: Kafka record timestamp → user row written
     hymirec_stream_consumer_lag{partition}            high watermark − position, per assigned partition
     hymirec_stream_commit_failures_total              offset commits refused (rebalance): records are re-read, then skipped
+    hymirec_stream_store_retries_total                failed store calls retried (Redis down or restarting)
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from prometheus_client import values as _prom_values
 
 from core.schemas import DLQ_REASONS
 
-SKIP_REASONS = ("already_applied", "duplicate")
+SKIP_REASONS = ("already_applied", "duplicate", "fenced")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -64,6 +66,7 @@ class StreamMetrics:
         self.encoded = Counter(f"{p}_items_encoded", "unknown items encoded on the fly", registry=r)
         self.batches = Counter(f"{p}_batches", "batches written and committed", registry=r)
         self.commit_failures = Counter(f"{p}_commit_failures", "offset commits refused", registry=r)
+        self.store_retries = Counter(f"{p}_store_retries", "failed store calls retried", registry=r)
         self.write_seconds = Histogram(f"{p}_batch_write_seconds", "store read-modify-write per batch",
                                        buckets=_LATENCY_BUCKETS, registry=r)
         self.batch_seconds = Histogram(f"{p}_batch_seconds", "whole batch", buckets=_LATENCY_BUCKETS, registry=r)
@@ -95,6 +98,7 @@ class StreamMetrics:
             "encoded": int(self._value(f"{p}_items_encoded_total")),
             "batches": int(self._value(f"{p}_batches_total")),
             "commit_failures": int(self._value(f"{p}_commit_failures_total")),
+            "store_retries": int(self._value(f"{p}_store_retries_total")),
             "lag": lag,
         }
 

@@ -23,7 +23,7 @@ def store_config_file(run_dir: str) -> Path:
 
 def stream_step(run_dir: str, dataset: str) -> None:
     """Start Kafka, replay the dataset's interactions, run the processor until caught up, show a user."""
-    from features.producer import replay
+    from features.producer import create_topics, replay
     from features.store import StoreConfig, open_store
     from features.item_codes import load_item_codes, write_item_codes
     from features.stream import StreamConfig
@@ -47,6 +47,9 @@ def stream_step(run_dir: str, dataset: str) -> None:
             print(f"item codes of {len(ids)} items written to the online store")
         finally:
             store.close()
+        # = hymirec stream create-topics: the broker does not create topics on first use
+        topics = create_topics(bootstrap, "interactions", partitions=4, replication=1)
+        print(f"topics {topics['created'] + topics['existing']} ({topics['partitions']} partitions)")
         published = replay(load_dataset(dataset), bootstrap, topic="interactions")
         print(f"replayed {json.dumps(published)}")
         totals = run_processor(StreamConfig(bootstrap=bootstrap, topic="interactions", idle_exit_s=3.0),

@@ -151,14 +151,22 @@ class FeastOnlineStore(OnlineStore):
                 out[uid] = state
         return out
 
+    def _user_rows(self, states: Sequence[UserState]) -> list[tuple]:
+        """Rows in the shape of Feast's online_write_batch: (entity key, values, event time, created time)."""
+        now = datetime.now(timezone.utc)
+        return [(self._key("user_id", st.user_id), self._user_values(st), _ts_from_ms(st.last_event_time_ms), now)
+                for st in states]
+
+    @staticmethod
+    def _fence_decision(parts: dict, stored: dict[int, int]) -> set[int]:
+        """Partitions whose batch offset is not beyond the stored one (see OnlineStore.write_users_fenced)."""
+        return {p for p, (offset, _) in parts.items() if p in stored and offset <= stored[p]}
+
     def write_users(self, states: Sequence[UserState]) -> None:
         if not states:
             return
-        now = datetime.now(timezone.utc)
-        data = [(self._key("user_id", st.user_id), self._user_values(st), _ts_from_ms(st.last_event_time_ms), now)
-                for st in states]
         try:
-            self._provider.online_write_batch(self.repo_config, self._view(USER_VIEW), data, None)
+            self._provider.online_write_batch(self.repo_config, self._view(USER_VIEW), self._user_rows(states), None)
         except Exception as exc:
             raise self._failure(f"write of {len(states)} users", exc)
 

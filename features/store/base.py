@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -160,6 +160,21 @@ class OnlineStore(ABC):
     @abstractmethod
     def write_users(self, states: Sequence[UserState]) -> None:
         """Write whole user rows; each user's row is replaced atomically."""
+
+    @abstractmethod
+    def write_users_fenced(self, topic: str, parts: Mapping[int, tuple[int, Sequence[UserState]]]) -> set[int]:
+        """Compare-and-set write for the stream processor: ``parts`` maps partition → (the batch's last offset of
+        that partition, the rows changed by its events). In one transaction, a partition whose stored offset (for
+        ``topic``) is >= the batch's is refused (its rows are not written); the others' rows are written and their
+        stored offsets set. Returns the refused partitions.
+
+        Why: a consumer that lost its partitions (paused past max.poll.interval.ms) still holds rows it read
+        before its successor wrote newer ones; its late write must not replace them. Every event at or before the
+        stored offset is already in the store, so a refused batch loses nothing."""
+
+    @abstractmethod
+    def read_fence(self, topic: str) -> dict[int, int]:
+        """{partition: last offset written} of ``topic`` (what :meth:`write_users_fenced` compares with)."""
 
     @abstractmethod
     def write_item_codes(self, item_ids: Sequence[str], codes: np.ndarray) -> None:

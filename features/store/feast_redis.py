@@ -9,9 +9,13 @@ the client is built here with that policy and handed to Feast. A call then fails
 (retries + 1) × socket timeout + backoff. Error messages show the URL with the password replaced by ***."""
 from __future__ import annotations
 
-from ._feast import FeastOnlineStore
-from .base import StoreError
+from typing import Mapping, Sequence
+
+from ._feast import USER_VIEW, FeastOnlineStore
+from .base import StoreError, UserState
 from .config import StoreConfig
+
+_WATCH_RETRIES = 20  # WATCH conflicts need a concurrent writer of the same partition: a handful at most
 
 
 def connection_string(config: StoreConfig) -> str:
@@ -47,6 +51,73 @@ class FeastRedisStore(FeastOnlineStore):
         nodes, kwargs = store._parse_connection_string(self.repo_config.online_store.connection_string)
         kwargs.setdefault("retry", Retry(ExponentialBackoff(cap=0.5, base=0.05), self.config.redis_retries))
         store._client = Redis(host=nodes[0]["host"], port=nodes[0]["port"], **kwargs)
+
+    # ---- compare-and-set on the per-partition offset ---------------------------------------------------------
+    def _fence_key(self, topic: str, partition: int) -> str:
+        return f"hymirec:fence:{self.repo_config.project}:{topic}:{int(partition)}"
+
+    def read_fence(self, topic: str) -> dict[int, int]:
+        client = self._client()
+        prefix = self._fence_key(topic, 0)[:-1]
+        try:
+            keys = sorted(client.scan_iter(match=prefix + "*", count=1000))
+            values = client.mget(keys) if keys else []
+        except Exception as exc:
+            raise self._failure("read of the partition offsets", exc)
+        return {int(k.decode()[len(prefix):]): int(v) for k, v in zip(keys, values) if v is not None}
+
+    def write_users_fenced(self, topic: str, parts: Mapping[int, tuple[int, Sequence[UserState]]]) -> set[int]:
+        """WATCH the partitions' offset keys, read them, then MULTI: the rows of the accepted partitions (the same
+        HSETs as Feast's skip_dedup write path, so Feast reads them back) and their new offsets; EXEC fails if
+        another writer changed an offset in between, and the decision is taken again on the new values."""
+        from redis import WatchError
+        parts = dict(parts)
+        if not parts:
+            return set()
+        keys = {p: self._fence_key(topic, p) for p in parts}
+        hsets = {p: self._hsets(states) for p, (_, states) in parts.items()}
+        try:
+            client = self._client()
+            for _ in range(_WATCH_RETRIES):
+                with client.pipeline(transaction=True) as pipe:
+                    try:
+                        pipe.watch(*keys.values())
+                        values = pipe.mget(list(keys.values()))
+                        stored = {p: int(v) for p, v in zip(keys, values) if v is not None}
+                        refused = self._fence_decision(parts, stored)
+                        pipe.multi()
+                        for p, (offset, _) in parts.items():
+                            if p in refused:
+                                continue
+                            for key, mapping in hsets[p]:
+                                pipe.hset(key, mapping=mapping)
+                            pipe.set(keys[p], int(offset))
+                        pipe.execute()
+                        return refused
+                    except WatchError:
+                        continue
+        except Exception as exc:
+            raise self._failure(f"fenced write of {sum(len(s) for _, s in parts.values())} users", exc)
+        raise StoreError(f"{self.where}: fenced write of topic {topic!r} kept conflicting with another writer "
+                         f"({_WATCH_RETRIES} attempts)")
+
+    def _hsets(self, states: Sequence[UserState]) -> list[tuple[bytes, dict]]:
+        """(redis key, hash fields) per row, built exactly as feast.infra.online_stores.redis writes them."""
+        from feast import utils
+        from feast.infra.online_stores.redis import _mmh3, _redis_key, _versioned_fv_name
+        from google.protobuf.timestamp_pb2 import Timestamp
+        view_name = _versioned_fv_name(self._view(USER_VIEW), self.repo_config)
+        out = []
+        for entity_key, values, event_ts, _ in self._user_rows(states):
+            ts = Timestamp()
+            ts.FromDatetime(utils.make_tzaware(event_ts))
+            fields = {f"_ts:{view_name}": ts.SerializeToString()}
+            for name, val in values.items():
+                fields[_mmh3(f"{view_name}:{name}")] = val.SerializeToString()
+            out.append((_redis_key(self.repo_config.project, entity_key,
+                                   entity_key_serialization_version=self.repo_config.entity_key_serialization_version),
+                        fields))
+        return out
 
     @property
     def where(self) -> str:

@@ -1,10 +1,19 @@
-"""Feast online store on SQLite (embedded; the default). One file, no server."""
+"""Feast online store on SQLite (embedded; the default). One file, no server.
+
+The per-partition offsets of :meth:`write_users_fenced` live in a table of the same file (``hymirec_fence``), so
+the offset check, the offset update and Feast's row upsert are one SQLite transaction (BEGIN IMMEDIATE takes the
+write lock first: two processes writing the same file decide one after the other)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping, Sequence
 
-from ._feast import FeastOnlineStore
+from ._feast import USER_VIEW, FeastOnlineStore
+from .base import UserState
 from .config import StoreConfig
+
+_FENCE_DDL = ("CREATE TABLE IF NOT EXISTS hymirec_fence (project TEXT NOT NULL, topic TEXT NOT NULL, "
+              "partition INTEGER NOT NULL, last_offset INTEGER NOT NULL, PRIMARY KEY (project, topic, partition))")
 
 
 class FeastSqliteStore(FeastOnlineStore):
@@ -15,6 +24,56 @@ class FeastSqliteStore(FeastOnlineStore):
         path.parent.mkdir(parents=True, exist_ok=True)
         super().__init__(config, {"type": "sqlite", "path": str(path)})
         self.path = path
+
+    def _conn(self):
+        return self._provider.online_store._get_conn(self.repo_config)
+
+    def read_fence(self, topic: str) -> dict[int, int]:
+        try:
+            conn = self._conn()
+            conn.execute(_FENCE_DDL)
+            rows = conn.execute("SELECT partition, last_offset FROM hymirec_fence WHERE project = ? AND topic = ?",
+                                (self.repo_config.project, topic)).fetchall()
+        except Exception as exc:
+            raise self._failure("read of the partition offsets", exc)
+        return {int(p): int(o) for p, o in rows}
+
+    def write_users_fenced(self, topic: str, parts: Mapping[int, tuple[int, Sequence[UserState]]]) -> set[int]:
+        parts = dict(parts)
+        if not parts:
+            return set()
+        project = self.repo_config.project
+        view = self._view(USER_VIEW)  # before the lock: a first call may apply the definitions, which takes it
+        with self._lock:
+            try:
+                conn = self._conn()
+                conn.execute(_FENCE_DDL)
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    stored = dict(conn.execute(
+                        "SELECT partition, last_offset FROM hymirec_fence WHERE project = ? AND topic = ?",
+                        (project, topic)).fetchall())
+                    refused = self._fence_decision(parts, stored)
+                    rows: list[UserState] = []
+                    for p, (offset, states) in parts.items():
+                        if p in refused:
+                            continue
+                        conn.execute("INSERT INTO hymirec_fence VALUES (?, ?, ?, ?) ON CONFLICT (project, topic, "
+                                     "partition) DO UPDATE SET last_offset = excluded.last_offset",
+                                     (project, topic, int(p), int(offset)))
+                        rows.extend(states)
+                    if rows:
+                        # Feast's upsert runs in `with conn:`, which commits the open transaction: the offsets
+                        # above and the rows land together (or, on an error, are rolled back together).
+                        self._provider.online_write_batch(self.repo_config, view, self._user_rows(rows), None)
+                    else:
+                        conn.commit()
+                except BaseException:
+                    conn.rollback()
+                    raise
+            except Exception as exc:
+                raise self._failure(f"fenced write of {sum(len(s) for _, s in parts.values())} users", exc)
+        return refused
 
     def close(self) -> None:
         store = getattr(self._provider, "online_store", None)

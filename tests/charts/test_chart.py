@@ -215,8 +215,10 @@ def test_stream_env_and_probes(render_and_values):
     assert flag("--bootstrap") == "$(HYMIREC_KAFKA_BOOTSTRAP)" and flag("--store-config") == "$(HYMIREC_FEAST_REPO)"
     metrics = named_port(c, "metrics")
     assert int(flag("--metrics-port")) == metrics == int(env["HYMIREC_STREAM_METRICS_PORT"])
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert f"http://127.0.0.1:{metrics}/metrics" in " ".join(c[probe]["exec"]["command"])
+    # liveness asks the consume loop (/live), not just the HTTP thread (/metrics answers while the loop is wedged)
+    for probe, path in (("startupProbe", "/ready"), ("livenessProbe", "/live"), ("readinessProbe", "/ready")):
+        assert f"'http://127.0.0.1:{metrics}{path}'" in " ".join(c[probe]["exec"]["command"]), probe
+    assert float(flag("--liveness-stall-s")) == values.get("stream", {}).get("livenessStallSeconds", 120)
 
 
 def test_stream_replicas_within_partitions(render_and_values):

@@ -155,3 +155,37 @@ def test_redis_timeouts_reach_both_config_files(render):
     assert store["redis_url"] == feast and feast.endswith(",socket_timeout=2,socket_connect_timeout=2")
     # The processor and serving keep the chart's timeouts instead of appending their defaults a second time.
     assert connection_string(StoreConfig.from_mapping(store)) == feast
+
+
+# ------------------------------------------------------------------------------------------ Kafka link security
+
+def test_kafka_sasl_ssl_reaches_the_stream_processor_from_secrets(helm):
+    """SASL_SSL: mechanism and protocol as values, user and password only as secretKeyRefs, the CA from a
+    Secret mounted read-only; the env names are the ones features.kafka_security reads."""
+    from features.kafka_security import ENV
+    out = helm.template(set_values=["externalKafka.security.protocol=SASL_SSL",
+                                    "externalKafka.security.existingSecret=kafka-user",
+                                    "externalKafka.security.caSecret=kafka-ca"])
+    c = container(out, STREAM, "stream")
+    env = {e["name"]: e for e in c["env"]}
+    assert env[ENV["protocol"]]["value"] == "SASL_SSL" and env[ENV["sasl_mechanism"]]["value"] == "SCRAM-SHA-512"
+    for key, secret_key in (("username", "username"), ("password", "password")):
+        assert env[ENV[key]] == {"name": ENV[key], "valueFrom": {"secretKeyRef": {"name": "kafka-user",
+                                                                                  "key": secret_key}}}
+    assert env[ENV["ssl_cafile"]]["value"] == "/etc/hymirec/kafka-ca/ca.crt"
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "kafka-ca")
+    assert mount == {"name": "kafka-ca", "mountPath": "/etc/hymirec/kafka-ca", "readOnly": True}
+    volumes = out.get("Deployment", STREAM)["spec"]["template"]["spec"]["volumes"]
+    assert next(v for v in volumes if v["name"] == "kafka-ca")["secret"]["secretName"] == "kafka-ca"
+
+
+def test_kafka_security_defaults_and_errors(helm, render):
+    from features.kafka_security import ENV
+    c = container(render, STREAM, "stream")
+    names = {e["name"] for e in c["env"]}
+    assert env_of(c)[ENV["protocol"]] == "PLAINTEXT" and ENV["password"] not in names
+    assert not any(m["name"] == "kafka-ca" for m in c["volumeMounts"])
+    err = helm.template_error(set_values=["externalKafka.security.protocol=SASL_SSL"])
+    assert "externalKafka.security.existingSecret must name the Secret" in err
+    err = helm.template_error(set_values=["externalKafka.security.protocol=TLS"])
+    assert "externalKafka.security.protocol must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL" in err

@@ -33,8 +33,13 @@ class Produced:
     bad: list[tuple[str, int, int]] = field(default_factory=list)  # (expected reason, partition, offset)
 
 
-def new_topic(broker: KafkaBroker, prefix: str = "ev") -> str:
-    return broker.create_topic(f"{prefix}-{uuid.uuid4().hex[:8]}")
+def new_topic(broker: KafkaBroker, prefix: str = "ev", partitions: int | None = None) -> str:
+    """A fresh topic and its DLQ, made as `hymirec stream create-topics` makes them (the broker does not
+    auto-create topics)."""
+    from features.producer import create_topics
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    create_topics(broker.bootstrap, name, partitions=partitions or broker.partitions)
+    return name
 
 
 def produce(broker: KafkaBroker, topic: str, events, producer=None) -> list[Sent]:

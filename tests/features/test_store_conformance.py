@@ -108,6 +108,43 @@ def test_read_modify_write_cycle(store):
     assert final.recent_items == [f"i{k % 7}" for k in range(22, 30)]
 
 
+def test_fenced_write_refuses_an_offset_not_beyond_the_stored_one(store):
+    """Compare-and-set on the per-partition offset: per partition, a write whose offset is <= the stored one is
+    refused and changes nothing; the other partitions of the same call are written."""
+    first = {0: (99, [_state("a", n=3, seed=1)]), 1: (50, [_state("b", n=3, seed=2)])}
+    assert store.write_users_fenced("t", first) == set()
+    assert store.read_fence("t") == {0: 99, 1: 50}
+    newer_a, stale_b = _state("a", n=6, seed=3), _state("b", n=1, seed=4)
+    refused = store.write_users_fenced("t", {0: (150, [newer_a]), 1: (50, [stale_b])})
+    assert refused == {1}
+    got = store.read_users(["a", "b"])
+    assert got["a"] == newer_a and got["b"] == first[1][1][0]  # b keeps the row written with offset 50
+    assert store.write_users_fenced("t", {0: (120, [_state("a", n=2, seed=5)])}) == {0}
+    assert store.read_users(["a"])["a"] == newer_a
+    assert store.read_fence("t") == {0: 150, 1: 50}
+    assert store.read_fence("other-topic") == {}  # offsets are per topic
+    assert store.write_users_fenced("other-topic", {1: (0, [_state("c")])}) == set()
+    # rows written by the fenced path are read back unchanged by Feast's own read path
+    cols = store.get_online_features(["a"], ["history_len", "n_applied"])
+    assert cols["history_len"] == [6] and cols["n_applied"] == [newer_a.n_applied]
+
+
+def test_fenced_write_from_two_store_clients(store_kind, store_factory, tmp_path):
+    """Two processors = two store clients on the same backend: the one that comes second with an older offset
+    is refused (the SQLite file is shared; the Redis clients share the Feast project)."""
+    one = store_factory(store_kind, sub="one")
+    if store_kind == "sqlite":
+        other = store_factory("sqlite", sub="one")
+    else:
+        from features.store import open_store
+        other = open_store(StoreConfig(**{**one.config.as_dict(), "registry_path": str(tmp_path / "reg2.db")}))
+    assert one.write_users_fenced("t", {2: (500, [_state("x", n=4)])}) == set()
+    assert other.write_users_fenced("t", {2: (400, [_state("x", n=1)])}) == {2}
+    assert other.read_users(["x"])["x"] == _state("x", n=4)
+    if store_kind == "redis":
+        other.close()
+
+
 # ---- pure parts (no backend) -------------------------------------------------------------------------------
 def test_pack_unpack():
     codes = np.random.default_rng(0).integers(0, 65536, size=(17, 3)).astype(np.uint16)

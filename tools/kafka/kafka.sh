@@ -7,23 +7,26 @@
 #                                                     print the bootstrap address (127.0.0.1:P)
 #   tools/kafka/kafka.sh stop  [--dir D]              stop the broker started with that dir (SIGTERM, then SIGKILL)
 #   tools/kafka/kafka.sh status [--dir D]             running or not
-#   tools/kafka/kafka.sh run   [--port P] [--controller-port C] [--dir D]
+#   tools/kafka/kafka.sh run   [--port P] [--controller-port C] [--dir D] [--extra-config F]
 #                                                     format and exec the broker in the foreground (used by the
-#                                                     pytest fixture, which owns the process)
+#                                                     pytest fixture, which owns the process); F's properties are
+#                                                     appended (a later key wins: e.g. a SASL_SSL listener)
 # Defaults: --port 19092, --controller-port port+1, --dir <repo>/.cache/kafka. Loopback only, no auth.
-# Tuned for a small machine: 4 partitions per topic, group.initial.rebalance.delay.ms=0, replication 1, -Xmx512m.
+# No topic auto-creation (create them with `hymirec stream create-topics`). Tuned for a small machine:
+# 4 partitions per topic, group.initial.rebalance.delay.ms=0, replication 1, -Xmx512m.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 LIB="$HERE/target/lib"
 CMD="${1:-}"; shift || true
-PORT=19092; CPORT=""; DIR="$ROOT/.cache/kafka"; PARTITIONS=4
+PORT=19092; CPORT=""; DIR="$ROOT/.cache/kafka"; PARTITIONS=4; EXTRA=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --port) PORT="$2"; shift 2 ;;
         --controller-port) CPORT="$2"; shift 2 ;;
         --dir) DIR="$2"; shift 2 ;;
         --partitions) PARTITIONS="$2"; shift 2 ;;
+        --extra-config) EXTRA="$2"; shift 2 ;;
         *) echo "kafka.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -55,7 +58,11 @@ listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=$DIR/data
 num.partitions=$PARTITIONS
 default.replication.factor=1
-auto.create.topics.enable=true
+# Topics are created explicitly (hymirec stream create-topics, with partitions and replication): a typo in a
+# topic name must fail, not create an empty topic that nothing reads.
+auto.create.topics.enable=false
+# The multi-consumer test kills members and expects their partitions moved within seconds (broker default 6 s).
+group.min.session.timeout.ms=1000
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=4
 transaction.state.log.replication.factor=1
@@ -70,12 +77,17 @@ num.recovery.threads.per.data.dir=1
 log.retention.hours=24
 log.segment.bytes=67108864
 PROPS
+    if [ -n "$EXTRA" ]; then cat "$EXTRA" >> "$DIR/server.properties"; fi
 }
 
 format_storage() {
     if [ ! -f "$DIR/data/meta.properties" ]; then
         local cid
-        cid="$(python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())')"
+        # An id starting with "-" would be read as an option by the storage tool (Kafka's own Uuid.randomUuid
+        # redraws those too).
+        cid="$(python3 -c 'import base64,uuid
+while (c := base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()).startswith("-"): pass
+print(c)')"
         "$JAVA" "${JVM_OPTS[@]}" -cp "$LIB/*" kafka.tools.StorageTool format -t "$cid" \
             -c "$DIR/server.properties" --ignore-formatted >"$DIR/format.log" 2>&1 \
             || { cat "$DIR/format.log" >&2; exit 1; }

@@ -242,7 +242,7 @@ exec:
   command:
     - python
     - -c
-    - "import urllib.request; urllib.request.urlopen('http://127.0.0.1:{{ .port }}/metrics', timeout=3).read(1)"
+    - "import urllib.request; urllib.request.urlopen('http://127.0.0.1:{{ .port }}{{ .path }}', timeout=3).read(1)"
 periodSeconds: {{ .probe.periodSeconds }}
 timeoutSeconds: {{ .probe.timeoutSeconds }}
 failureThreshold: {{ .probe.failureThreshold }}
@@ -252,6 +252,9 @@ failureThreshold: {{ .probe.failureThreshold }}
 {{- define "hymirec.validate" -}}
 {{- if or .Values.serving.enabled .Values.stream.enabled }}
 {{- $_ := include "hymirec.image" (dict "image" .Values.image "path" "image") }}
+{{- end }}
+{{- if not (has .Values.externalKafka.security.protocol (list "PLAINTEXT" "SSL" "SASL_PLAINTEXT" "SASL_SSL")) }}
+{{- fail (printf "externalKafka.security.protocol must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, not %q" .Values.externalKafka.security.protocol) }}
 {{- end }}
 {{- if .Values.triton.enabled }}
 {{- $_ := include "hymirec.image" (dict "image" .Values.triton.image "path" "triton.image") }}
