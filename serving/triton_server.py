@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from serving.triton_access import (CONTROL_HEADER, CONTROL_KEY_ENV, TritonError,  # noqa: F401  (re-exported)
-                                   control_key_from_env, grpc_headers, refused, restricted_flags)
+from serving.triton_access import TritonError, control_key_from_env, grpc_headers, refused, restricted_flags
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SERVED_FILE = "served.json"
