@@ -1,6 +1,7 @@
 """A real redis-server (Debian package) for tests: free loopback port, stopped and removed after. No persistence
 unless ``persist=True`` (append-only file, fsync on every write), which the outage tests need: they stop the
-server and start it again on the same port and data with :meth:`RedisServer.restart`.
+server and start it again on the same port and data with :meth:`RedisServer.restart`. ``tls=(cert, key, ca)``
+(PEM files; cert and key may be one file) serves TLS only: the plain port is closed (``--port 0``).
 
     with RedisServer() as r:
         r.url        # "127.0.0.1:PORT" (Feast connection_string)
@@ -23,7 +24,8 @@ class RedisUnavailable(RuntimeError):
 
 class RedisServer:
     def __init__(self, workdir: str | Path | None = None, start_timeout: float = 20.0, password: str | None = None,
-                 persist: bool = False):
+                 persist: bool = False, tls: tuple[str | Path, str | Path, str | Path] | None = None):
+        self.tls = tuple(str(p) for p in tls) if tls else None
         self._own_dir = workdir is None
         self.persist = persist
         self.password = password  # --requirepass: clients must AUTH (the secret-redaction tests use it)
@@ -47,7 +49,10 @@ class RedisServer:
         # The password goes in on stdin as a config file, not argv (argv shows in process listings).
         # appendfsync always: a write acknowledged before a stop is on disk, so a restart loses nothing
         durability = ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else ["--appendonly", "no"]
-        args = [binary, "-", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", *durability,
+        ports = (["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", self.tls[0], "--tls-key-file",
+                  self.tls[1], "--tls-ca-cert-file", self.tls[2], "--tls-auth-clients", "no"]
+                 if self.tls else ["--port", str(self.port)])
+        args = [binary, "-", "--bind", "127.0.0.1", *ports, "--save", "", *durability,
                 "--dir", str(self.workdir), "--daemonize", "no", "--protected-mode", "yes",
                 "--logfile", str(self.log_path), "--loglevel", "warning"]
         self.proc = subprocess.Popen(
@@ -67,8 +72,10 @@ class RedisServer:
 
     def client(self):
         import redis
+        # The readiness ping trusts the CA but not the host name: a test may serve a certificate for another host.
+        tls = {"ssl": True, "ssl_ca_certs": self.tls[2], "ssl_check_hostname": False} if self.tls else {}
         return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=2,
-                           socket_connect_timeout=2)
+                           socket_connect_timeout=2, **tls)
 
     def restart(self, down_s: float = 0.0, kill: bool = False) -> None:
         """Stop the server (SIGTERM, or SIGKILL with ``kill``), stay down ``down_s`` seconds, start it again on the

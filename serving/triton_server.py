@@ -4,6 +4,8 @@ The server runs from `.venv-triton` (numpy<2; see tools/setup.d/30-triton.sh and
   * LD_LIBRARY_PATH = <the interpreter's own lib dir>:<site-packages>/nvidia_pytriton.libs
   * PATH starts with .venv-triton/bin, so the Python backend stub runs models under numpy 1.26 + onnxruntime
   * loopback only, free ports, --model-control-mode=explicit, metrics off.
+  * with a control key (HYMIREC_TRITON_CONTROL_KEY) the model-repository API is restricted to it
+    (serving/triton_access.py); every control call here sends it, inference needs none.
 
 Rollout (`rollout(repo, model, new_version)`) loads version N+1 *next to* N (one reload with
 `version_policy: specific [N, N+1]`), waits until N+1 is READY, then reloads with `[N+1]` only, which unloads N.
@@ -25,12 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from serving.triton_access import TritonError, control_key_from_env, grpc_headers, refused, restricted_flags
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SERVED_FILE = "served.json"
-
-
-class TritonError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -83,11 +83,17 @@ def _read_pbtxt_json(repo: Path, model: str) -> dict:
 class TritonControl:
     """Model control against a running server (explicit mode) through its gRPC endpoint."""
 
-    def __init__(self, grpc_url: str, repo: str | os.PathLike | None = None, timeout_s: float = 120.0):
+    def __init__(self, grpc_url: str, repo: str | os.PathLike | None = None, timeout_s: float = 120.0,
+                 control_key: str | None = None):
         self.grpc_url = grpc_url
         self.repo = Path(repo) if repo is not None else None
         self.timeout_s = timeout_s
+        # Sent on every model-repository call (serving/triton_access.py); a server started without a key ignores it.
+        self._headers = grpc_headers(control_key or control_key_from_env())
         self._client = None
+
+    def _refused(self, what: str, exc: Exception) -> TritonError:
+        return refused(what, self.grpc_url, self._headers is not None, exc)
 
     @property
     def client(self):
@@ -106,7 +112,10 @@ class TritonControl:
 
     # -- state
     def ready_versions(self, model: str) -> list[int]:
-        index = self.client.get_model_repository_index(as_json=True).get("models", [])
+        try:
+            index = self.client.get_model_repository_index(headers=self._headers, as_json=True).get("models", [])
+        except Exception as exc:  # noqa: BLE001
+            raise self._refused("reading the model repository index", exc) from None
         return sorted(int(m["version"]) for m in index
                       if m.get("name") == model and m.get("state") == "READY" and m.get("version"))
 
@@ -145,14 +154,17 @@ class TritonControl:
             cfg["version_policy"] = {"specific": {"versions": [int(v) for v in sorted(set(versions))]}}
             config = json.dumps(cfg)
         try:
-            self.client.load_model(model, config=config)
+            self.client.load_model(model, headers=self._headers, config=config)
         except Exception as exc:  # noqa: BLE001
-            raise TritonError(f"loading {model} (versions {versions}) failed: {exc}") from exc
+            raise self._refused(f"loading {model} (versions {versions})", exc) from None
         for v in versions or [None]:
             self._wait_ready(model, v)
 
     def unload(self, model: str) -> None:
-        self.client.unload_model(model)
+        try:
+            self.client.unload_model(model, headers=self._headers)
+        except Exception as exc:  # noqa: BLE001
+            raise self._refused(f"unloading {model}", exc) from None
 
     def _wait_ready(self, model: str, version: int | None) -> None:
         deadline = time.monotonic() + self.timeout_s
@@ -198,7 +210,8 @@ class TritonControl:
 
 
 def rollout(repo: str | os.PathLike, model: str, new_version: int, url: str) -> dict:
-    """Load `new_version` of `model` on the server at `url` (gRPC host:port) before unloading the old one."""
+    """Load `new_version` of `model` on the server at `url` (gRPC host:port) before unloading the old one
+    (sending HYMIREC_TRITON_CONTROL_KEY when set)."""
     control = TritonControl(url, repo)
     try:
         return control.rollout(model, new_version)
@@ -220,8 +233,10 @@ class TritonServer:
 
     def __init__(self, repo: str | os.PathLike, models: Iterable[str] = (), *, http_port: int | None = None,
                  grpc_port: int | None = None, log_path: str | os.PathLike | None = None,
-                 install: TritonInstall | None = None, startup_timeout_s: float = 120.0):
+                 install: TritonInstall | None = None, startup_timeout_s: float = 120.0,
+                 control_key: str | None = None):
         self.repo = Path(repo).resolve()
+        self.control_key = control_key or control_key_from_env()
         self.models = list(models)
         self.http_port, self.grpc_port = http_port, grpc_port
         self.log_path = Path(log_path) if log_path else None
@@ -243,7 +258,7 @@ class TritonServer:
     @property
     def control(self) -> TritonControl:
         if self._control is None:
-            self._control = TritonControl(self.grpc_url, self.repo)
+            self._control = TritonControl(self.grpc_url, self.repo, control_key=self.control_key)
         return self._control
 
     def command(self) -> list[str]:
@@ -253,7 +268,7 @@ class TritonServer:
                "--grpc-address=127.0.0.1", f"--grpc-port={self.grpc_port}",
                "--allow-metrics=false", "--allow-sagemaker=false", "--allow-vertex-ai=false",
                "--exit-on-error=false", "--log-verbose=0"]
-        return cmd
+        return cmd + restricted_flags(self.control_key)
 
     def start(self) -> "TritonServer":
         if self.proc is not None and self.proc.poll() is None:

@@ -7,6 +7,8 @@ From the environment (:meth:`StoreConfig.from_env`)::
     HYMIREC_REDIS_URL       host:port[,db=N,password=...]      (default 127.0.0.1:6379)
     HYMIREC_REDIS_SOCKET_TIMEOUT / HYMIREC_REDIS_CONNECT_TIMEOUT  seconds per Redis call / connect (default 2 / 2)
     HYMIREC_REDIS_RETRIES   retries of a failed Redis call, short backoff (default 1)
+    HYMIREC_REDIS_TLS       true: TLS to Redis, server certificate and host name verified (a rediss:// URL too)
+    HYMIREC_REDIS_CA_FILE   CA certificate (PEM) that signed the Redis server's (default: the system's CAs)
     HYMIREC_FEAST_REGISTRY  Feast registry file                (default next to the SQLite file / .cache/feast)
     HYMIREC_MAX_HISTORY     codes kept per user                (default 1024)
     HYMIREC_RECENT_N        raw recent item ids kept per user  (default 50)
@@ -31,6 +33,8 @@ from .base import OnlineStore
 STORE_TYPES = ("sqlite", "redis")
 _FLOATS = ("redis_socket_timeout_s", "redis_connect_timeout_s")
 _INTS = ("max_history", "recent_n", "redis_retries")
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}
+_TLS_SCHEME = "rediss://"
 # password=VALUE in Feast's "host:port,key=value,..." form (a value runs to the next comma), and user:pass@ in URLs.
 _PASSWORD_PARAM = re.compile(r"(?i)(password=)([^,]*)")
 _URL_PASSWORD = re.compile(r"(://[^:/@,]*:)([^@/,]*)(@)")
@@ -59,6 +63,8 @@ class StoreConfig:
     redis_socket_timeout_s: float = 2.0
     redis_connect_timeout_s: float = 2.0
     redis_retries: int = 1  # retries of a failed call (redis-py's default of 3 with long backoff blocks for ~20 s)
+    redis_tls: bool = False
+    redis_ca_file: str | None = None
     registry_path: str | None = None
     project: str = "hymirec"
     max_history: int = 1024
@@ -75,9 +81,30 @@ class StoreConfig:
         if self.redis_socket_timeout_s <= 0 or self.redis_connect_timeout_s <= 0 or self.redis_retries < 0:
             raise StoreConfigError("redis_socket_timeout_s and redis_connect_timeout_s must be > 0 (seconds), "
                                    "redis_retries >= 0")
+        self._validate_tls()
         if not self.project.replace("_", "").isalnum():
             raise StoreConfigError(f"project {self.project!r} must be alphanumeric/underscore")
         return self
+
+    @property
+    def tls(self) -> bool:
+        # ssl=true written in Feast's connection string (the chart's externalRedis.ssl) counts as well.
+        return (self.redis_tls or self.redis_url.startswith(_TLS_SCHEME)
+                or re.search(r"(?i),ssl=true(,|$)", self.redis_url) is not None)
+
+    def _validate_tls(self) -> None:
+        if self.redis_url.startswith(_TLS_SCHEME) and "@" in self.redis_url:
+            raise StoreConfigError("redis_url: write rediss://host:port,password=... (credentials before '@' are "
+                                   "not read)")
+        if self.redis_ca_file is None:
+            return
+        if not self.tls:
+            raise StoreConfigError("redis_ca_file is set but TLS is off: set redis_tls (HYMIREC_REDIS_TLS=true) "
+                                   "or use a rediss:// URL")
+        if "," in self.redis_ca_file:  # Feast's connection string is split on commas
+            raise StoreConfigError(f"redis_ca_file {self.redis_ca_file!r}: the path may not contain a comma")
+        if not Path(self.redis_ca_file).is_file():
+            raise StoreConfigError(f"Redis CA file {self.redis_ca_file} does not exist")
 
     @property
     def registry(self) -> str:
@@ -116,6 +143,11 @@ class StoreConfig:
         for key, value in data.items():
             if value is None:
                 continue
+            if key == "redis_tls":
+                if isinstance(value, str) and value.strip().lower() not in _BOOLS:
+                    raise StoreConfigError(f"redis_tls must be true or false, got {value!r}")
+                kwargs[key] = _BOOLS[value.strip().lower()] if isinstance(value, str) else bool(value)
+                continue
             if key in _INTS or key in _FLOATS:
                 kind = int if key in _INTS else float
                 try:
@@ -133,7 +165,8 @@ class StoreConfig:
                  "redis_url": "HYMIREC_REDIS_URL", "registry_path": "HYMIREC_FEAST_REGISTRY",
                  "max_history": "HYMIREC_MAX_HISTORY", "recent_n": "HYMIREC_RECENT_N",
                  "redis_socket_timeout_s": "HYMIREC_REDIS_SOCKET_TIMEOUT",
-                 "redis_connect_timeout_s": "HYMIREC_REDIS_CONNECT_TIMEOUT", "redis_retries": "HYMIREC_REDIS_RETRIES"}
+                 "redis_connect_timeout_s": "HYMIREC_REDIS_CONNECT_TIMEOUT", "redis_retries": "HYMIREC_REDIS_RETRIES",
+                 "redis_tls": "HYMIREC_REDIS_TLS", "redis_ca_file": "HYMIREC_REDIS_CA_FILE"}
         data = {k: env[v] for k, v in names.items() if env.get(v)}
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_mapping(data)

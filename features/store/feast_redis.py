@@ -19,8 +19,17 @@ _WATCH_RETRIES = 20  # WATCH conflicts need a concurrent writer of the same part
 
 
 def connection_string(config: StoreConfig) -> str:
-    """Feast's "host:port,key=value" string with the timeouts added (Feast hands the keys to redis.Redis)."""
+    """Feast's "host:port,key=value" string with the timeouts and TLS settings added (Feast hands the keys to
+    redis.Redis). TLS verifies the server's certificate against redis_ca_file (else the system's CAs) and its host
+    name, so a man in the middle with any other certificate is refused."""
     url = config.redis_url
+    if url.startswith("rediss://"):  # Feast's format has no scheme: rediss:// is our spelling of ssl=true
+        url = url[len("rediss://"):]
+    if config.tls:
+        tls = {"ssl": "true", "ssl_cert_reqs": "required", "ssl_check_hostname": "true"}
+        if config.redis_ca_file:
+            tls["ssl_ca_certs"] = config.redis_ca_file
+        url += "".join(f",{k}={v}" for k, v in tls.items() if f"{k}=" not in url)
     for key, value in (("socket_timeout", config.redis_socket_timeout_s),
                        ("socket_connect_timeout", config.redis_connect_timeout_s)):
         if f"{key}=" not in url:
@@ -121,7 +130,7 @@ class FeastRedisStore(FeastOnlineStore):
 
     @property
     def where(self) -> str:
-        return f"redis at {self.config.redacted_url()}"
+        return f"redis at {self.config.redacted_url()}" + (" (TLS)" if self.config.tls else "")
 
     def ping(self) -> None:
         try:

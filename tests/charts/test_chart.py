@@ -329,7 +329,9 @@ def test_feast_config_loads_in_feast(render, monkeypatch, tmp_path):
 def test_production_redis_uses_tls_and_a_secret(production_render):
     text = production_render.get("ConfigMap", f"{NAME}-feast")["data"]["feature_store.yaml"]
     conn = __import__("yaml").safe_load(text)["online_store"]["connection_string"]
-    assert conn == ("redis-master.redis.svc.cluster.local:6379,ssl=true,password=${HYMIREC_REDIS_PASSWORD},"
+    # ssl=true with verification spelled out, so Feast tooling verifies exactly as serving and stream do.
+    assert conn == ("redis-master.redis.svc.cluster.local:6379,ssl=true,ssl_cert_reqs=required,"
+                    "ssl_check_hostname=true,password=${HYMIREC_REDIS_PASSWORD},"
                     "socket_timeout=2,socket_connect_timeout=2")
     for name, cname in ((SERVING, "serving"), (STREAM, "stream")):
         ref = env_of(container(production_render, name, cname))["HYMIREC_REDIS_PASSWORD"]

@@ -189,3 +189,53 @@ def test_kafka_security_defaults_and_errors(helm, render):
     assert "externalKafka.security.existingSecret must name the Secret" in err
     err = helm.template_error(set_values=["externalKafka.security.protocol=TLS"])
     assert "externalKafka.security.protocol must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL" in err
+
+
+# ------------------------------------------------------------------------------------------ Triton control key
+
+def test_triton_control_api_needs_the_key_only_triton_gets(render):
+    """Triton's restricted-API flags take the key from the Secret via $(VAR) (never in the manifest) and are the
+    flags serving.triton_access starts the real tritonserver with in tests/serving/test_triton_control_key.py."""
+    from serving.triton_access import CONTROL_KEY_ENV, restricted_flags
+
+    triton = container(render, TRITON, "triton")
+    ref = next(e for e in triton["env"] if e["name"] == CONTROL_KEY_ENV)
+    assert ref["valueFrom"] == {"secretKeyRef": {"name": "hymirec-triton-control", "key": "control-key"}}
+    flags = [a for a in triton["args"] if "restricted" in a]
+    assert flags == restricted_flags(f"$({CONTROL_KEY_ENV})")
+    for deployment, name in ((SERVING, "serving"), (STREAM, "stream")):
+        assert CONTROL_KEY_ENV not in env_of(container(render, deployment, name))  # inference needs no key
+
+
+def test_triton_control_key_can_be_left_to_the_network_policy(helm):
+    triton = container(helm.template(set_values=["triton.controlKey.existingSecret="]), TRITON, "triton")
+    assert not [a for a in triton["args"] if "restricted" in a]
+    assert "HYMIREC_TRITON_CONTROL_KEY" not in env_of(triton)
+    err = helm.template_error(set_values=["triton.controlKey.key="])
+    assert "triton.controlKey.key must name the key" in err
+
+
+# ------------------------------------------------------------------------------------------ Redis TLS
+
+def test_redis_tls_with_a_ca_from_a_secret(helm):
+    """externalRedis.ssl + caSecret: both config files verify the server against the mounted CA, and
+    StoreConfig reads that as verified TLS (the store tests run it against redis-server --tls-port)."""
+    import yaml
+
+    from features.store.config import StoreConfig
+    from features.store.feast_redis import connection_string
+
+    render = helm.template(set_values=["externalRedis.ssl=true", "externalRedis.caSecret=redis-ca"])
+    data = render.get("ConfigMap", f"{NAME}-feast")["data"]
+    store = yaml.safe_load(data["store.yaml"])
+    assert store["redis_url"].startswith("redis-master:6379,ssl=true,ssl_cert_reqs=required,ssl_check_hostname=true,"
+                                         "ssl_ca_certs=/etc/hymirec/redis-ca/ca.crt,")
+    assert yaml.safe_load(data["feature_store.yaml"])["online_store"]["connection_string"] == store["redis_url"]
+    cfg = StoreConfig.from_mapping(store)
+    assert cfg.tls and connection_string(cfg) == store["redis_url"]  # nothing added a second time
+    for deployment, name in ((SERVING, "serving"), (STREAM, "stream")):
+        c = container(render, deployment, name)
+        assert {"name": "redis-ca", "mountPath": "/etc/hymirec/redis-ca", "readOnly": True} in c["volumeMounts"]
+        volumes = render.get("Deployment", deployment)["spec"]["template"]["spec"]["volumes"]
+        assert {"name": "redis-ca", "secret": {"secretName": "redis-ca", "defaultMode": 0o444}} in volumes
+    assert "a CA without TLS protects nothing" in helm.template_error(set_values=["externalRedis.caSecret=x"])

@@ -122,6 +122,14 @@ def store_snapshot(store, users) -> dict:
     return {u: states[u].as_dict() for u in users if u in states}
 
 
+def lost_and_doubled(store, golden: dict) -> tuple[int, int]:
+    """Events missing from the store and events applied twice, counted per user against the golden state."""
+    got = store_snapshot(store, golden)
+    lost = sum(max(g["n_applied"] - got.get(u, {}).get("n_applied", 0), 0) for u, g in golden.items())
+    doubled = sum(max(got.get(u, {}).get("n_applied", 0) - g["n_applied"], 0) for u, g in golden.items())
+    return lost, doubled
+
+
 def assert_store_equals_golden(store, golden: dict) -> None:
     got = store_snapshot(store, golden)
     missing = sorted(set(golden) - set(got))

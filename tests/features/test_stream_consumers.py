@@ -19,8 +19,8 @@ import time
 import pytest
 
 from features.stream_cli import run_cli
-from stream_support import (assert_store_equals_golden, golden_state, new_topic, produce, random_events,
-                            store_snapshot)
+from bench.reliability import report_figures
+from stream_support import assert_store_equals_golden, golden_state, lost_and_doubled, new_topic, produce, random_events
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -41,13 +41,6 @@ def _wait(check, timeout: float, what: str) -> None:
     while not check():
         assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
         time.sleep(0.1)
-
-
-def _lost_and_doubled(store, golden) -> tuple[int, int]:
-    got = store_snapshot(store, golden)
-    lost = sum(max(g["n_applied"] - got.get(u, {}).get("n_applied", 0), 0) for u, g in golden.items())
-    doubled = sum(max(got.get(u, {}).get("n_applied", 0) - g["n_applied"], 0) for u, g in golden.items())
-    return lost, doubled
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
@@ -97,7 +90,7 @@ def test_a_consumer_that_lost_its_partitions_cannot_overwrite(kind, kafka_broker
         tb.join(30)
     ids, codes = item_table
     golden = golden_state(sent, dict(zip(ids, codes)))
-    assert _lost_and_doubled(store_a, golden) == (0, 0)
+    assert lost_and_doubled(store_a, golden) == (0, 0)
     assert_store_equals_golden(store_a, golden)
     store_b.close()
 
@@ -187,9 +180,12 @@ def test_three_processors_survive_kill_9_rebalances(kafka_broker, redis_server, 
     try:
         ids, codes = item_table
         golden = golden_state(sent, dict(zip(ids, codes)))
-        lost, doubled = _lost_and_doubled(store, golden)
+        lost, doubled = lost_and_doubled(store, golden)
         print(f"3 consumers x {kills} kill -9 ({mid_stream} mid-stream), {len(sent)} events, lost {lost}, "
               f"applied twice {doubled}, {time.monotonic() - t0:.0f} s")
+        # bench/reliability.py's record (before the assertions: it refuses to write one for a failed run)
+        report_figures("consumers", consumers=len(procs), partitions=6, kills=kills, mid_stream=mid_stream,
+                       events=len(sent), lost=lost, doubled=doubled, seconds=time.monotonic() - t0)
         assert (lost, doubled) == (0, 0)
         assert_store_equals_golden(store, golden)
     finally:

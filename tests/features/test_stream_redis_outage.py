@@ -11,8 +11,9 @@ import time
 
 import pytest
 
+from bench.reliability import report_figures
 from devservices.redis import RedisServer
-from stream_support import assert_store_equals_golden, golden_state, new_topic, produce, random_events
+from stream_support import assert_store_equals_golden, golden_state, lost_and_doubled, new_topic, produce, random_events
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -39,6 +40,7 @@ def test_redis_restarts_mid_stream_lose_and_double_nothing(kafka_broker, tmp_pat
     topic = new_topic(kafka_broker, "outage")
     group = f"{topic}-g"
     events, users = random_events(14_000, 500, seed=61, duplicates=0.01)
+    t0 = time.monotonic()
     with RedisServer(tmp_path / "redis", persist=True) as redis:
         store = _store(tmp_path, redis)
         sent = produce(kafka_broker, topic, events[:2_000])
@@ -74,7 +76,12 @@ def test_redis_restarts_mid_stream_lose_and_double_nothing(kafka_broker, tmp_pat
         snap = proc.metrics.snapshot()
         assert snap["store_retries"] >= len(OUTAGES), snap  # every outage was met by retries, none was skipped
         ids, codes = item_table
-        assert_store_equals_golden(store, golden_state(sent, dict(zip(ids, codes))))  # 0 lost, 0 doubled
+        golden = golden_state(sent, dict(zip(ids, codes)))
+        lost, doubled = lost_and_doubled(store, golden)
+        report_figures("redis_outages", outages=survived, signals=[how for how, _ in OUTAGES], events=len(sent),
+                       lost=lost, doubled=doubled, store_retries=snap["store_retries"],
+                       seconds=time.monotonic() - t0)
+        assert_store_equals_golden(store, golden)  # 0 lost, 0 doubled
         store.close()
     retries = [r.getMessage() for r in caplog.records if "failed (attempt" in r.getMessage()]
     recovered = [r.getMessage() for r in caplog.records if "succeeded after" in r.getMessage()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.reliability import report_figures
 from tests.serving.guard_helpers import API_KEYS
 
 pytestmark = pytest.mark.services
@@ -98,7 +100,12 @@ def test_fuzz_never_5xx_never_internals(client):
         text = _without_echo(r.text, body)
         assert ROOT not in text and not LEAKS.search(text), text[:500]
 
-    one()
+    t0 = time.monotonic()
+    try:
+        one()
+    finally:  # bench/reliability.py's figures, a 5xx included (the record is refused for a failed run)
+        report_figures("fuzz", requests=sum(seen.values()), status_5xx=sum(n for s, n in seen.items() if s >= 500),
+                       statuses=dict(sorted(seen.items())), seconds=time.monotonic() - t0)
     print(f"fuzz: {sum(seen.values())} requests, status counts {dict(sorted(seen.items()))}")
     # The run reached both sides of the guard: served answers and rejections.
     assert seen.get(200) and seen.get(401) and seen.get(422), seen

@@ -122,7 +122,13 @@ rollbacks and audits lie). Call with (dict "image" .Values.image "path" "image")
 {{- $parts = append $parts (printf "%s:%d" $r.host (int $r.port)) }}
 {{- end }}
 {{- if $r.ssl }}
-{{- $parts = append $parts "ssl=true" }}
+{{- /* Verified TLS: the server's certificate against caSecret's CA (else the image's CAs) and its host name. */}}
+{{- $parts = append $parts "ssl=true,ssl_cert_reqs=required,ssl_check_hostname=true" }}
+{{- with $r.caSecret }}
+{{- $parts = append $parts (printf "ssl_ca_certs=/etc/hymirec/redis-ca/%s" $r.caKey) }}
+{{- end }}
+{{- else if $r.caSecret }}
+{{- fail "externalRedis.caSecret is set but externalRedis.ssl is false: a CA without TLS protects nothing" }}
 {{- end }}
 {{- if $r.existingSecret }}
 {{- $parts = append $parts "password=${HYMIREC_REDIS_PASSWORD}" }}
@@ -210,6 +216,12 @@ rollbacks and audits lie). Call with (dict "image" .Values.image "path" "image")
 {{- else }}
   emptyDir: {}
 {{- end }}
+{{- if and .Values.externalRedis.ssl .Values.externalRedis.caSecret }}
+- name: redis-ca
+  secret:
+    secretName: {{ .Values.externalRedis.caSecret }}
+    defaultMode: 0444
+{{- end }}
 {{- end }}
 
 {{- define "hymirec.commonVolumeMounts" -}}
@@ -221,6 +233,11 @@ rollbacks and audits lie). Call with (dict "image" .Values.image "path" "image")
 - name: artifacts
   mountPath: {{ .Values.artifacts.mountPath }}
   readOnly: true
+{{- if and .Values.externalRedis.ssl .Values.externalRedis.caSecret }}
+- name: redis-ca
+  mountPath: /etc/hymirec/redis-ca
+  readOnly: true
+{{- end }}
 {{- end }}
 
 {{/* An httpGet probe. Call with (dict "probe" .Values.serving.probes.liveness "port" "http"). */}}
