@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench bench-quality bench-quality-report bench-page clean
+.PHONY: setup demo test bench bench-quality bench-quality-report bench-page bench-reliability clean
 
 setup:
 	@tools/setup.sh
@@ -32,6 +32,12 @@ bench-quality-report: setup
 	$(PY) -m hymirec.cli bench quality --plan bench/plans/quality.toml --report-only --out runs/ledger-report
 	cp runs/ledger-report/results.md bench/results/quality_table.md
 	cp runs/ledger-report/recall_at_k.png bench/results/quality_recall_at_k.png
+	$(PY) -m hymirec.cli bench page
+
+# The reliability figures (many consumers × kill -9, Redis outages, serving fuzz; ~2 min): the tests that assert
+# them write them, bench/reliability.py turns them into bench/records/reliability.json.
+bench-reliability: setup
+	$(PY) -m bench.reliability --record bench/records/reliability.json
 	$(PY) -m hymirec.cli bench page
 
 # BENCHMARKS.md from the committed records (bench/ledger, bench/records); tests fail when it is stale.
