@@ -5,6 +5,7 @@ Environment variables (all optional):
     HYMIREC_ARTIFACT_DIR   run directory (core.artifacts.RunLayout)        default runs/latest
     HYMIREC_TRITON_URL     Triton gRPC host:port; "" or "off" disables Triton   default 127.0.0.1:8001
     HYMIREC_MILVUS_URI     Milvus Lite path or server URI                      default <artifact_dir>/milvus.db
+    HYMIREC_MILVUS_TOKEN   Milvus token (user:password or API key), passed to MilvusClient   default none
     HYMIREC_FEAST_REPO     online-store config file (YAML/JSON, features.store.StoreConfig.from_file);
                            unset: features.store.StoreConfig.from_env()  (HYMIREC_STORE_TYPE, ...)
     HYMIREC_HOST / HYMIREC_PORT                                                 default 127.0.0.1 / 8080
@@ -45,6 +46,7 @@ class ServingConfig:
     triton_timeout_s: float = 1.0
     milvus_uri: str | None = None  # None → <artifact_dir>/milvus.db
     milvus_alias: str = "hymirec_items"
+    milvus_token: str = field(default="", repr=False)  # a credential: kept out of logged configs
     milvus_timeout_s: float = 2.0
     feast_repo: str | None = None
     host: str = "127.0.0.1"
@@ -119,6 +121,8 @@ class ServingConfig:
             kw["triton_url"] = None if url.lower() in ("", "off", "none") else url.removeprefix("grpc://")
         if env.get("HYMIREC_MILVUS_URI"):
             kw["milvus_uri"] = env["HYMIREC_MILVUS_URI"]
+        if env.get("HYMIREC_MILVUS_TOKEN"):
+            kw["milvus_token"] = env["HYMIREC_MILVUS_TOKEN"].strip()
         if env.get("HYMIREC_FEAST_REPO"):
             kw["feast_repo"] = env["HYMIREC_FEAST_REPO"]
         if env.get("HYMIREC_MERGE"):

@@ -7,11 +7,14 @@ old or the new index, never a half-built one. Older versions beyond `keep` are d
 
 URI: a Milvus Lite path (embedded, default; note that Milvus Lite makes a *directory* at that path and only
 one process may open it) or a server URI `http://host:19530` (production, or `milvus-lite server` here).
+Token: a server with authentication needs one (user:password or API key); the chart passes it as
+HYMIREC_MILVUS_TOKEN, which is the default here so that serving and the pipeline's index tasks both send it.
 Searches use strong consistency and one call for all K interests (nq = K).
 """
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -24,6 +27,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 PK, VEC = "id", "vec"
+TOKEN_ENV = "HYMIREC_MILVUS_TOKEN"
 
 
 class IndexUnavailable(RuntimeError):
@@ -49,7 +53,7 @@ class ItemIndex:
 
     def __init__(self, uri: str, alias: str = "hymirec_items", *, index_type: str = "HNSW",
                  index_params: dict | None = None, search_params: dict | None = None, metric: str = "IP",
-                 token: str = "", timeout_s: float = 5.0, keep: int = 2):
+                 token: str | None = None, timeout_s: float = 5.0, keep: int = 2):
         self.uri = str(uri)
         self.alias = alias
         self.index_type = index_type
@@ -57,7 +61,9 @@ class ItemIndex:
                                  ({"M": 16, "efConstruction": 128} if index_type == "HNSW" else {}))
         self.search_params = dict(search_params or {})
         self.metric = metric
-        self.token = token
+        # None: HYMIREC_MILVUS_TOKEN (the chart's Secret), so callers that only know a URI (the retrain DAG's
+        # index tasks, build_run_index) authenticate too; "" sends no token.
+        self.token = os.environ.get(TOKEN_ENV, "").strip() if token is None else token
         self.timeout_s = float(timeout_s)
         self.keep = int(keep)
         self._client = None

@@ -39,7 +39,7 @@ class RecommendPipeline:
         self.coarse = CoarseQueries(layout.coarse_head_onnx, 0, config.ort_threads)
         self.refine = Refine(config.triton_url, config.triton_model, config.triton_timeout_s,
                              config.breaker_cooldown_s)
-        self.search = Search(index or ItemIndex(config.milvus, config.milvus_alias,
+        self.search = Search(index or ItemIndex(config.milvus, config.milvus_alias, token=config.milvus_token,
                                                 timeout_s=config.milvus_timeout_s), config.breaker_cooldown_s)
         self.merge = Merge(config.quotas, config.merge)
         self.popular = Popular(self.artifacts)

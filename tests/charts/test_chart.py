@@ -214,7 +214,8 @@ def test_stream_env_and_probes(render_and_values):
     assert flag("--topic") == "$(HYMIREC_KAFKA_TOPIC)" and flag("--dlq-topic") == "$(HYMIREC_KAFKA_DLQ_TOPIC)"
     assert flag("--bootstrap") == "$(HYMIREC_KAFKA_BOOTSTRAP)" and flag("--store-config") == "$(HYMIREC_FEAST_REPO)"
     metrics = named_port(c, "metrics")
-    assert int(flag("--metrics-port")) == metrics == int(env["HYMIREC_STREAM_METRICS_PORT"])
+    assert flag("--metrics-port") == "$(HYMIREC_STREAM_METRICS_PORT)"
+    assert metrics == int(env["HYMIREC_STREAM_METRICS_PORT"])
     # liveness asks the consume loop (/live), not just the HTTP thread (/metrics answers while the loop is wedged)
     for probe, path in (("startupProbe", "/ready"), ("livenessProbe", "/live"), ("readinessProbe", "/ready")):
         assert f"'http://127.0.0.1:{metrics}{path}'" in " ".join(c[probe]["exec"]["command"]), probe
@@ -268,7 +269,8 @@ def test_triton_model_repository_from_volume(render):
     c = container(render, TRITON, "triton")
     repo_flag = next(a for a in c["args"] if a.startswith("--model-repository="))
     mount = next(m for m in c["volumeMounts"] if m["mountPath"] == repo_flag.split("=", 1)[1])
-    assert mount["readOnly"] is True and mount["subPath"] == "triton"
+    # one target's repository (CPU "local" by default): <artifact root>/triton/<target> holds llm/config.pbtxt
+    assert mount["readOnly"] is True and mount["subPath"] in ("triton/local", "triton/production")
     volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
     assert volume["persistentVolumeClaim"]["readOnly"] is True
 

@@ -104,6 +104,22 @@ rollbacks and audits lie). Call with (dict "image" .Values.image "path" "image")
 {{- end }}
 {{- end }}
 
+{{/* The Triton repository target (training/export/triton_repo.py TARGETS): triton.modelRepository.target, or
+production (GPU instance groups) when triton.gpus > 0 and local (CPU instance groups) otherwise. */}}
+{{- define "hymirec.tritonTarget" -}}
+{{- $target := .Values.triton.modelRepository.target }}
+{{- if not $target }}
+{{- $target = ternary "production" "local" (gt (int .Values.triton.gpus) 0) }}
+{{- end }}
+{{- if not (has $target (list "local" "production")) }}
+{{- fail (printf "triton.modelRepository.target must be local, production or empty, not %q" $target) }}
+{{- end }}
+{{- if and (eq $target "production") (le (int .Values.triton.gpus) 0) }}
+{{- fail "triton.modelRepository.target=production declares GPU instances (KIND_GPU): set triton.gpus > 0, or use target local (CPU)" }}
+{{- end }}
+{{- $target }}
+{{- end }}
+
 {{- define "hymirec.artifactsClaimName" -}}
 {{- if .Values.artifacts.persistence.existingClaim }}
 {{- .Values.artifacts.persistence.existingClaim }}
@@ -280,6 +296,7 @@ failureThreshold: {{ .probe.failureThreshold }}
 {{- else if ne .Values.triton.modelRepository.source "pvc" }}
 {{- fail (printf "triton.modelRepository.source must be pvc or initContainer, not %q" .Values.triton.modelRepository.source) }}
 {{- end }}
+{{- $_ := include "hymirec.tritonTarget" . }}
 {{- if not (has .Values.triton.modelControlMode (list "explicit" "none" "poll")) }}
 {{- fail (printf "triton.modelControlMode must be explicit, none or poll, not %q" .Values.triton.modelControlMode) }}
 {{- end }}
