@@ -17,7 +17,8 @@ Params read here (the DAG's declared ones, plus optional run-conf keys):
                      environment when HYMIREC_STORE_TYPE is set, else item codes are not pushed (reported)
   milvus_uri / milvus_alias          Milvus URI ("" = <artifact_root>/milvus.db, Milvus Lite); alias hymirec_items
   triton_url / triton_target         gRPC host:port of a Triton server in explicit model-control mode ("" = none:
-                     promote only writes the registry); target "production" (onnxruntime) or "local" (python)
+                     promote only writes the registry); target "local" (python backend, CPU; the default, as
+                     in the chart) or "production" (onnxruntime backend, GPU)
   export_parity_cases                ONNX parity cases per model (default 100)
   item_source        hymirec_codebook_refresh: new items (a RecBole .item file or a dataset)
   recompute          recompute instead of reusing recorded step results
@@ -320,7 +321,8 @@ def promote(ctx, run: dict, evaluation: dict, export: dict, index: dict) -> dict
     """Make the candidate production: Triton loads the new version before unloading the old one (when a server
     is configured), the registry records it (one entry per interval + content hash) and ``current`` is swapped."""
     root = _root(ctx)
-    target = ctx["params"].get("triton_target") or os.environ.get("HYMIREC_TRITON_TARGET") or "production"
+    # CPU ("local") unless told otherwise, as the chart mounts triton/local unless triton.gpus > 0
+    target = ctx["params"].get("triton_target") or os.environ.get("HYMIREC_TRITON_TARGET") or "local"
     triton = {"skipped": "no triton_url configured"}
     if ctx["params"].get("triton_url"):
         from serving.triton_server import rollout
