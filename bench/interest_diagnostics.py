@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from core.artifacts import RunLayout, write_json_atomic
 
@@ -25,10 +24,9 @@ def diagnose_run(run_dir: Path) -> dict[str, dict]:
     """The run's test users through its own model, with its own labels and ILD vectors (as its metrics.json)."""
     from features.codebook import ResidualCodebook
     from training.config import RunConfig
-    from training.interest_labels import item_interest_labels
-    from training.protocols import interest_window_metrics, is_window
-    from training.stage2 import ItemTables, predict_interests
-    from training.train import decoded_item_table, load_hybrid, start_run
+    from training.protocols import interest_window_metrics, is_window, window_labels
+    from training.stage2 import predict_interests
+    from training.train import hybrid_item_tables, load_hybrid, start_run
 
     layout = RunLayout.at(run_dir)
     config = RunConfig.load(layout.config)
@@ -36,15 +34,14 @@ def diagnose_run(run_dir: Path) -> dict[str, dict]:
     if not is_window(state.split.test):
         raise ValueError(f"{run_dir}: interest diagnostics need a window-protocol run (train.protocol=window)")
     item_emb = np.load(layout.item_embeddings)
-    codes = np.load(layout.item_codes)
-    exact = torch.from_numpy(item_emb)
-    long = torch.from_numpy(decoded_item_table(ResidualCodebook.load(layout.codebook), codes)) \
-        if config.hybrid.use_codebook else exact
+    state.codes = np.load(layout.item_codes)
+    tables = hybrid_item_tables(item_emb, ResidualCodebook.load(layout.codebook), state.codes,
+                                config.hybrid.use_codebook)
     model = load_hybrid(str(run_dir))
     test = state.split.test
-    interests = predict_interests(model, ItemTables(exact=exact, long=long), test.histories)
-    vectors = model.item_vectors(exact).float().numpy()
-    labels = item_interest_labels(state.data, codebook=codes).matrix
+    interests = predict_interests(model, tables, test.histories)
+    vectors = model.item_vectors(tables.exact).float().numpy()
+    labels = window_labels(state).matrix  # the labels the run itself was scored with
 
     def score(chosen: np.ndarray) -> dict:
         return interest_window_metrics(chosen, vectors, test, labels, item_emb)[0]

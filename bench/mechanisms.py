@@ -208,7 +208,7 @@ def _rel(a: float | None, b: float | None) -> str:
 TITLES = {"mechanisms": "several interests, long coded history, codes vs exact",
           "quick": "several interests, long coded history, codes vs exact",
           "llm": "the LLM recommender's backbone (SmolLM2 pretrained vs random vs default)",
-          "interests": "how the window targets train K = 3 interests (balanced DMIL, nearest, holistic, max-merge loss)"}
+          "interests": "how the window targets train K ≥ 3 interests (balanced DMIL, nearest, holistic, max-merge loss)"}
 
 
 def report(out: Path, dataset_name: str, command: str, machine: str, suite: str = "mechanisms") -> dict:

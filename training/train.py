@@ -57,6 +57,16 @@ def decoded_item_table(codebook, codes: np.ndarray) -> np.ndarray:
     return np.concatenate([np.zeros((1, decoded.shape[1]), np.float32), decoded])
 
 
+def hybrid_item_tables(item_emb: np.ndarray, codebook, codes: np.ndarray, use_codebook: bool, device="cpu"):
+    """Stage 2's item tables: the exact stage-1 embeddings, and what the long history sees (decoded from the
+    codes, or the exact ones for the no-codebook ablation). Training and bench/interest_diagnostics.py share it."""
+    from training.stage2 import ItemTables
+
+    exact = torch.from_numpy(item_emb).to(device)
+    long = torch.from_numpy(decoded_item_table(codebook, codes)).to(device) if use_codebook else exact
+    return ItemTables(exact=exact, long=long)
+
+
 TOPK_LISTS = 100  # length of the test top-K lists written to the run directory
 
 
@@ -280,13 +290,12 @@ def train_stage2(state: RunState) -> None:
     """The hybrid recommender (lightweight + LLM recommender, DMIL) on the frozen items; its test lists."""
     from training.hybrid import HybridRecommender
     from training.protocols import hybrid_window_test, rescore_baselines, window_labels
-    from training.stage2 import ItemTables, train_hybrid
+    from training.stage2 import train_hybrid
 
     config, split, device = state.config, state.split, state.device
     t0 = time.perf_counter()
-    state.exact = exact = torch.from_numpy(state.item_emb).to(device)
-    decoded = torch.from_numpy(decoded_item_table(state.codebook, state.codes)).to(device)
-    tables = ItemTables(exact=exact, long=decoded if config.hybrid.use_codebook else exact)
+    tables = hybrid_item_tables(state.item_emb, state.codebook, state.codes, config.hybrid.use_codebook, device)
+    state.exact = tables.exact
     model = HybridRecommender(config.hybrid, state.item_emb.shape[1], state.data.n_items).to(device)
     if config.hybrid.id_init == "sasrec":
         state.metrics["id_init"] = init_ids_from_sasrec(model, config, state.sasrec, state.log)
