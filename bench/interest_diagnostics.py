@@ -20,12 +20,11 @@ from core.artifacts import RunLayout, write_json_atomic
 _AVERAGED = ("Recall@20", "Recall@50", "Recall@100", "NDCG@50", "Coverage@10", "Coverage@50", "ILD@50")
 
 
-def diagnose_run(run_dir: Path) -> dict[str, dict]:
-    """The run's test users through its own model, with its own labels and ILD vectors (as its metrics.json)."""
+def _load(run_dir: Path):
+    """The run's state, item tables and model, as its training left them."""
     from features.codebook import ResidualCodebook
     from training.config import RunConfig
-    from training.protocols import interest_window_metrics, is_window, window_labels
-    from training.stage2 import predict_interests
+    from training.protocols import is_window
     from training.train import hybrid_item_tables, load_hybrid, start_run
 
     layout = RunLayout.at(run_dir)
@@ -37,7 +36,24 @@ def diagnose_run(run_dir: Path) -> dict[str, dict]:
     state.codes = np.load(layout.item_codes)
     tables = hybrid_item_tables(item_emb, ResidualCodebook.load(layout.codebook), state.codes,
                                 config.hybrid.use_codebook)
-    model = load_hybrid(str(run_dir))
+    return state, item_emb, tables, load_hybrid(str(run_dir))
+
+
+def run_interests(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The run's item vectors [n+1, d] (what its index holds) and its test users' interests [U, K, d]."""
+    from training.stage2 import predict_interests
+
+    state, _, tables, model = _load(run_dir)
+    interests = predict_interests(model, tables, state.split.test.histories)
+    return model.item_vectors(tables.exact).float().numpy(), np.asarray(interests, np.float32)
+
+
+def diagnose_run(run_dir: Path) -> dict[str, dict]:
+    """The run's test users through its own model, with its own labels and ILD vectors (as its metrics.json)."""
+    from training.protocols import interest_window_metrics, window_labels
+    from training.stage2 import predict_interests
+
+    state, item_emb, tables, model = _load(run_dir)
     test = state.split.test
     interests = predict_interests(model, tables, test.histories)
     vectors = model.item_vectors(tables.exact).float().numpy()

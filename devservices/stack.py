@@ -1,5 +1,5 @@
-"""Start the serving stack pieces for tests and the benchmark: Milvus Lite server with the run's item index,
-and the app on uvicorn (in a thread) wired to given Triton / Milvus / store endpoints."""
+"""Start the serving stack pieces for tests and the benchmark: the Milvus standalone server with the run's item
+index, and the app on uvicorn (in a thread) wired to given Triton / Milvus / store endpoints."""
 from __future__ import annotations
 
 
@@ -8,9 +8,9 @@ def start_milvus_with_index(serving_run, data_dir, index_type: str = "FLAT"):
     import numpy as np
 
     from serving.index import ItemIndex
-    from devservices.milvus import MilvusLiteServer
+    from devservices.milvus_standalone import MilvusStandalone
 
-    server = MilvusLiteServer(data_dir).start()
+    server = MilvusStandalone(data_dir).start()
     index = ItemIndex(server.uri, index_type=index_type).start(load=False)
     try:
         index.build(np.load(serving_run["layout"].item_vectors))

@@ -6,6 +6,10 @@ Environment variables (all optional):
     HYMIREC_TRITON_URL     Triton gRPC host:port; "" or "off" disables Triton   default 127.0.0.1:8001
     HYMIREC_MILVUS_URI     Milvus Lite path or server URI                      default <artifact_dir>/milvus.db
     HYMIREC_MILVUS_TOKEN   Milvus token (user:password or API key), passed to MilvusClient   default none
+    HYMIREC_MILVUS_EF      HNSW search breadth (raised to the candidate count when that is larger)  default 64
+    HYMIREC_MILVUS_CONSISTENCY  Bounded | Session | Eventually | Strong (Strong waits for a time tick:
+                           200-400 ms per search on a Milvus server; releases swap collections, so
+                           serving never needs it)                              default Bounded
     HYMIREC_FEAST_REPO     online-store config file (YAML/JSON, features.store.StoreConfig.from_file);
                            unset: features.store.StoreConfig.from_env()  (HYMIREC_STORE_TYPE, ...)
     HYMIREC_HOST / HYMIREC_PORT                                                 default 127.0.0.1 / 8080
@@ -35,6 +39,7 @@ class ServingConfigError(ValueError):
 
 MERGES = ("max", "quota")
 AUTH_MODES = ("auto", "required", "off")
+CONSISTENCY_LEVELS = ("Bounded", "Session", "Eventually", "Strong")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -48,6 +53,8 @@ class ServingConfig:
     milvus_alias: str = "hymirec_items"
     milvus_token: str = field(default="", repr=False)  # a credential: kept out of logged configs
     milvus_timeout_s: float = 2.0
+    milvus_ef: int = 64  # recall@60 >= 0.95 at this ef on a trained run's vectors and at 100k items (bench/ann_recall.py)
+    milvus_consistency: str = "Bounded"
     feast_repo: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080
@@ -82,6 +89,11 @@ class ServingConfig:
             raise ServingConfigError("need 1 <= default_k <= max_k")
         if self.triton_timeout_s <= 0 or self.milvus_timeout_s <= 0:
             raise ServingConfigError("timeouts must be > 0")
+        if self.milvus_consistency not in CONSISTENCY_LEVELS:
+            raise ServingConfigError(f"milvus_consistency must be one of {CONSISTENCY_LEVELS}, got "
+                                     f"{self.milvus_consistency!r} (HYMIREC_MILVUS_CONSISTENCY)")
+        if self.milvus_ef < 1:
+            raise ServingConfigError(f"milvus_ef must be >= 1, got {self.milvus_ef} (HYMIREC_MILVUS_EF)")
         if self.merge not in MERGES:
             raise ServingConfigError(f"merge must be one of {MERGES}, got {self.merge!r}")
         if self.auth not in AUTH_MODES:
@@ -123,6 +135,10 @@ class ServingConfig:
             kw["milvus_uri"] = env["HYMIREC_MILVUS_URI"]
         if env.get("HYMIREC_MILVUS_TOKEN"):
             kw["milvus_token"] = env["HYMIREC_MILVUS_TOKEN"].strip()
+        if env.get("HYMIREC_MILVUS_CONSISTENCY"):
+            kw["milvus_consistency"] = env["HYMIREC_MILVUS_CONSISTENCY"].strip().capitalize()
+        if env.get("HYMIREC_MILVUS_EF"):
+            kw["milvus_ef"] = _number(env, "HYMIREC_MILVUS_EF", int)
         if env.get("HYMIREC_FEAST_REPO"):
             kw["feast_repo"] = env["HYMIREC_FEAST_REPO"]
         if env.get("HYMIREC_MERGE"):

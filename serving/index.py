@@ -9,7 +9,9 @@ URI: a Milvus Lite path (embedded, default; note that Milvus Lite makes a *direc
 one process may open it) or a server URI `http://host:19530` (production, or `milvus-lite server` here).
 Token: a server with authentication needs one (user:password or API key); the chart passes it as
 HYMIREC_MILVUS_TOKEN, which is the default here so that serving and the pipeline's index tasks both send it.
-Searches use strong consistency and one call for all K interests (nq = K).
+Searches read with Bounded consistency (a release changes the collection behind the alias, never rows of a served
+collection, so a search needs no time-tick wait: Strong costs 200-400 ms per search on a Milvus server) and one
+call for all K interests (nq = K). `build()` checks its row count with Strong consistency, once.
 """
 from __future__ import annotations
 
@@ -20,7 +22,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -53,7 +54,7 @@ class ItemIndex:
 
     def __init__(self, uri: str, alias: str = "hymirec_items", *, index_type: str = "HNSW",
                  index_params: dict | None = None, search_params: dict | None = None, metric: str = "IP",
-                 token: str | None = None, timeout_s: float = 5.0, keep: int = 2):
+                 token: str | None = None, timeout_s: float = 5.0, keep: int = 2, consistency: str = "Bounded"):
         self.uri = str(uri)
         self.alias = alias
         self.index_type = index_type
@@ -66,6 +67,7 @@ class ItemIndex:
         self.token = os.environ.get(TOKEN_ENV, "").strip() if token is None else token
         self.timeout_s = float(timeout_s)
         self.keep = int(keep)
+        self.consistency = consistency
         self._client = None
         self._lock = threading.Lock()
         self._collection: str | None = None
@@ -210,10 +212,12 @@ class ItemIndex:
         params = dict(self.search_params)
         if self._served_type == "HNSW":
             params["ef"] = max(int(params.get("ef", 64)), limit)  # HNSW needs ef >= top-k
+        else:
+            params.pop("ef", None)  # an HNSW knob; other index types have their own
         try:
             hits = self.client.search(self.alias, data=queries, limit=limit, output_fields=[PK],
                                       search_params={"metric_type": self.metric, "params": params},
-                                      consistency_level="Strong", timeout=self.timeout_s)
+                                      consistency_level=self.consistency, timeout=self.timeout_s)
         except Exception as exc:  # noqa: BLE001
             raise IndexUnavailable(f"Milvus search failed: {exc}") from exc
         ids = np.zeros((len(queries), limit), np.int64)
@@ -249,7 +253,8 @@ def build_run_index(run_dir: str, uri: str | None = None, alias: str = "hymirec_
                        **kwargs)
 
 
-def drop_all(uri: str, alias: str, names: Sequence[str] | None = None) -> None:  # pragma: no cover - admin helper
+def drop_all(uri: str, alias: str) -> None:
+    """Drop the alias and every version of it (tests start from an empty server with it)."""
     index = ItemIndex(uri, alias).start(load=False)
     try:
         try:

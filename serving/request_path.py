@@ -40,7 +40,9 @@ class RecommendPipeline:
         self.refine = Refine(config.triton_url, config.triton_model, config.triton_timeout_s,
                              config.breaker_cooldown_s)
         self.search = Search(index or ItemIndex(config.milvus, config.milvus_alias, token=config.milvus_token,
-                                                timeout_s=config.milvus_timeout_s), config.breaker_cooldown_s)
+                                                timeout_s=config.milvus_timeout_s,
+                                                search_params={"ef": config.milvus_ef},
+                                                consistency=config.milvus_consistency), config.breaker_cooldown_s)
         self.merge = Merge(config.quotas, config.merge)
         self.popular = Popular(self.artifacts)
         self.started = False

@@ -1,21 +1,46 @@
-"""Milvus Lite item index: versioned collections, atomic alias swap, one search for K queries."""
+"""The item index against both Milvus backends (one conformance suite): the Milvus standalone server the project
+starts (the default for serving, tests and benchmarks) and Milvus Lite (a local file, the zero-setup option).
+Versioned collections, atomic alias swap, one search for K queries."""
 from __future__ import annotations
 
 import logging
+import socket
+import subprocess
 
 import numpy as np
+import pytest
 
 logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
 
-def test_versioned_collections_alias_swap_and_search(tmp_path):
+@pytest.fixture(scope="module")
+def standalone(tmp_path_factory):
+    from devservices.milvus_standalone import MilvusStandalone
+
+    server = MilvusStandalone(tmp_path_factory.mktemp("milvus-standalone")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["standalone", "lite"])
+def milvus_uri(request, tmp_path):
+    if request.param == "lite":
+        return str(tmp_path / "milvus.db")
+    uri = request.getfixturevalue("standalone").uri
+    from serving.index import drop_all
+
+    drop_all(uri, "hymirec_items")  # each test starts from an empty server
+    return uri
+
+
+def test_versioned_collections_alias_swap_and_search(milvus_uri):
     from serving.index import ItemIndex
 
     rng = np.random.default_rng(0)
     v = rng.standard_normal((1501, 16)).astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     v[0] = 0
-    uri = str(tmp_path / "milvus.db")
+    uri = milvus_uri
     index = ItemIndex(uri, keep=2).start()
     try:
         assert index.version is None  # nothing built yet
@@ -33,6 +58,43 @@ def test_versioned_collections_alias_swap_and_search(tmp_path):
     try:
         assert reopened.version == "hymirec_items_v3"
         assert reopened.search(v[9:10], 1)[0][0, 0] == 9
+    finally:
+        reopened.close()
+
+
+def test_standalone_is_reachable_on_loopback_only(standalone):
+    """Milvus 2.3 binds every interface; the server runs in its own network namespace, so on this host only the
+    loopback relay listens, and none of Milvus' own ports (proxy 19530, etcd 2379) answers on a non-loopback address."""
+    listening = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout.splitlines()
+    ours = [line for line in listening if f":{standalone.port} " in line]
+    assert ours and all("127.0.0.1:" in line for line in ours), ours
+    addresses = [a for a in subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
+                 if ":" not in a and not a.startswith("127.")]
+    for address in addresses:
+        for port in (standalone.port, 19530, 2379):
+            with socket.socket() as s:
+                s.settimeout(0.5)
+                assert s.connect_ex((address, port)) != 0, f"{address}:{port} answers"
+
+
+def test_standalone_survives_a_kill_with_its_index(standalone):
+    """kill -9 and start again on the same data: the alias and its collection come back, searchable."""
+    from serving.index import ItemIndex, drop_all
+
+    drop_all(standalone.uri, "hymirec_items")
+    v = np.random.default_rng(1).standard_normal((301, 8)).astype(np.float32)
+    index = ItemIndex(standalone.uri, index_type="FLAT").start(load=False)
+    try:
+        index.build(v)
+    finally:
+        index.close()
+    standalone.kill()
+    standalone.start()
+    reopened = ItemIndex(standalone.uri, timeout_s=30.0).start()
+    try:
+        assert reopened.version == "hymirec_items_v1"
+        exact = np.argsort(-(v[1:] @ v[42]))[:5] + 1
+        assert list(reopened.search(v[42:43], 5)[0][0]) == list(exact)
     finally:
         reopened.close()
 
