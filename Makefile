@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench bench-quality bench-quality-report bench-page bench-reliability clean
+.PHONY: setup demo test bench bench-quality bench-quality-report bench-page bench-reliability bench-serving clean
 
 setup:
 	@tools/setup.sh
@@ -38,6 +38,13 @@ bench-quality-report: setup
 # them write them, bench/reliability.py turns them into bench/records/reliability.json.
 bench-reliability: setup
 	$(PY) -m bench.reliability --record bench/records/reliability.json
+	$(PY) -m hymirec.cli bench page
+
+# Serving latency, throughput and ANN recall over 100k and 1M items (real tritonserver, Milvus standalone server,
+# the app under uvicorn; ~15 min), recall also on a trained run's real vectors when ANN_RUN names one.
+ANN_RUN ?= runs/mech1m/window/k3-maxloss
+bench-serving: setup
+	$(PY) bench/serving.py --items 100000 1000000 --requests 500 $(if $(wildcard $(ANN_RUN)/model.pt),--ann-run $(ANN_RUN)) --record bench/records/serving.json
 	$(PY) -m hymirec.cli bench page
 
 # BENCHMARKS.md from the committed records (bench/ledger, bench/records); tests fail when it is stale.

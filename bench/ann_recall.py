@@ -72,6 +72,29 @@ def trained_run_queries(run_dir: Path, max_users: int | None = None) -> tuple[np
     return vectors, np.ascontiguousarray(interests.reshape(u * kk, d), np.float32), kk
 
 
+def run_recall(run_dir: Path, work: Path, k: int, efs: list[int], max_users: int | None) -> dict:
+    """Build the run's item index in a fresh Milvus standalone server and measure recall@k per ef."""
+    import logging
+    import shutil
+
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+    from devservices.milvus_standalone import MilvusStandalone
+    from serving.index import ItemIndex
+
+    shutil.rmtree(work / "milvus", ignore_errors=True)
+    vectors, queries, kk = trained_run_queries(run_dir, max_users)
+    server = MilvusStandalone(work / "milvus").start()
+    try:
+        index = ItemIndex(server.uri).start(load=False)
+        built = index.build(vectors)
+        index.close()
+        rows = measure_index(server.uri, vectors, queries, k, efs, group=kk)
+    finally:
+        server.stop()
+    return {"run": str(run_dir), "n_items": built.n_items, "dim": built.dim, "index": "HNSW M=16 efConstruction=128",
+            "queries": len(queries), "interests_per_user": kk, "rows": rows}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="a trained window-protocol run directory")
@@ -81,30 +104,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="runs/ann-recall/result.json")
     args = parser.parse_args(argv)
 
-    import logging
-    import shutil
-
-    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
-    from devservices.milvus_standalone import MilvusStandalone
-    from serving.index import ItemIndex
-
     out = Path(args.out)
-    work = out.parent / "milvus"
-    shutil.rmtree(work, ignore_errors=True)
-    vectors, queries, kk = trained_run_queries(Path(args.run), args.max_users)
-    server = MilvusStandalone(work).start()
-    try:
-        index = ItemIndex(server.uri).start(load=False)
-        built = index.build(vectors)
-        index.close()
-        rows = measure_index(server.uri, vectors, queries, args.k, args.ef, group=kk)
-    finally:
-        server.stop()
-    result = {"run": str(args.run), "n_items": built.n_items, "dim": built.dim, "index": "HNSW M=16 efConstruction=128",
-              "queries": len(queries), "interests_per_user": kk, "rows": rows}
+    result = run_recall(Path(args.run), out.parent, args.k, args.ef, args.max_users)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    for r in rows:
+    for r in result["rows"]:
         print(f"ef {r['ef']:4d}: recall@{r['k']} {r['recall']:.4f}  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms")
     print(f"wrote {out}")
     return 0

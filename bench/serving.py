@@ -4,20 +4,25 @@
 
     .venv/bin/python bench/serving.py                      # 100k items, writes runs/bench-serving/
     .venv/bin/python bench/serving.py --items 100000 --requests 400 --out runs/bench-serving/result.json
+    make bench-serving                                     # 100k and 1M items, then the results page (record)
 
 What runs (all real, all on loopback): a synthetic run directory built with the project's model classes and
-exporters (random weights: latency does not depend on them), the Feast SQLite online store, Milvus Lite as a
-server process (FLAT index, IP), tritonserver with the LLM under the Python backend (CPU), and the app under uvicorn
-in its own process (HYMIREC_* env config, as `hymirec serve` runs it). The load generator uses httpx threads.
+exporters (random weights: latency does not depend on them), the Feast SQLite online store, the Milvus standalone
+server (devservices/milvus_standalone.py; HNSW M=16, efConstruction=128, search ef = serving's default, Bounded
+consistency), tritonserver with the LLM under the Python backend (CPU), and the app under uvicorn in its own
+process (HYMIREC_* env config, as `hymirec serve` runs it). The load generator uses httpx threads.
 
 Component comparisons:
   * lightweight encoder: ONNX Runtime vs PyTorch eager, batch 1 and 32 (T = long_len)
   * LLM recommender: Triton gRPC round trip vs in-process ONNX Runtime (batch 1)
   * Milvus: one search with nq = K vs K searches with nq = 1
+  * ANN recall@60 of the index against exact search, per HNSW ef (queries: 300 of the index's own item vectors,
+    3 per search; bench/ann_recall.py measures it on a trained run's real vectors and users' interests)
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -92,7 +97,6 @@ def run_load(url: str, users: list[str], concurrency: int, n_requests: int, k: i
 
 
 def component_benchmarks(run: dict, triton_url: str, milvus_uri: str, n: int = 200) -> dict:
-    import onnxruntime as ort
     import torch
     import tritonclient.grpc as grpcclient
 
@@ -169,46 +173,87 @@ def markdown(result: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--items", type=int, nargs="+", default=[100_000], help="index sizes, one full run each")
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--requests", type=int, default=400, help="requests per concurrency level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--workdir", default=str(ROOT / "runs" / "bench-serving"))
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--out", default=None, help="all results as JSON (default <workdir>/result.json)")
+    parser.add_argument("--ann-run", default=None,
+                        help="a trained window run: ANN recall on its real item vectors and users' interests")
+    parser.add_argument("--record", default=None, help="write the results page record (bench/records/serving.json)")
     args = parser.parse_args(argv)
-
-    import shutil
 
     import logging
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
-    from serving.triton_server import TritonServer, free_port
-    from devservices.milvus import MilvusLiteServer
+    results = {"sizes": [run_one(n, args, Path(args.workdir) / f"{n}") for n in args.items]}
+    if args.ann_run:
+        from bench.ann_recall import run_recall
+
+        results["ann_trained_run"] = run_recall(Path(args.ann_run), Path(args.workdir) / "ann-recall", k=60,
+                                                efs=[60, 128], max_users=500)
+    out = Path(args.out) if args.out else Path(args.workdir) / "result.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"[bench] wrote {out}")
+    if args.record:
+        from bench.serving_record import write_record
+
+        command = "python bench/serving.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        write_record(results, Path(args.record), command)
+        print(f"[bench] wrote {args.record}")
+    return 0
+
+
+def run_one(n_items: int, args, work: Path) -> dict:
+    """The whole stack over an index of n_items: load at each concurrency, then the component comparisons."""
+    import shutil
+
+    from serving.triton_server import TritonServer
+    from devservices.milvus_standalone import MilvusStandalone
     from devservices.serving_run import make_serving_run, open_test_store, user_states
     from training.export.triton_repo import add_version, llm_spec
 
-    work = Path(args.workdir)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     t0 = time.perf_counter()
-    run = make_serving_run(work / "run", n_items=args.items, n_users=args.users, codebook_size=64)
-    print(f"[bench] run with {args.items} items built in {run['seconds']:.1f}s", flush=True)
+    run = make_serving_run(work / "run", n_items=n_items, n_users=args.users, codebook_size=64)
+    print(f"[bench] run with {n_items} items built in {run['seconds']:.1f}s", flush=True)
     d = run["manifest"]["dims"]
     repo = run["layout"].triton_repo / "local"
     add_version(repo, run["layout"].llm_onnx, llm_spec(d["n_coarse"], d["d_llm"], d["d_item"], d["n_interests"], d["d_out"]))
     store, store_cfg = open_test_store(work / "feast")
     store.write_users(user_states(run))
     store.close()
-    triton = TritonServer(repo, ["llm"], log_path=work / "triton.log").start()
-    print(f"[bench] tritonserver ready in {triton.ready_seconds:.2f}s", flush=True)
-    milvus = MilvusLiteServer(work / "milvus", log_path=work / "milvus.log").start()
+    with contextlib.ExitStack() as services:  # every server stopped, whatever fails
+        triton = TritonServer(repo, ["llm"], log_path=work / "triton.log").start()
+        services.callback(triton.stop)
+        print(f"[bench] tritonserver ready in {triton.ready_seconds:.2f}s", flush=True)
+        milvus = MilvusStandalone(work / "milvus").start()
+        services.callback(milvus.stop)
+        result = measure_stack(run, args, store_cfg, triton, milvus)
+    result["total_s"] = time.perf_counter() - t0
+    print(markdown(result))
+    return result
+
+
+def measure_stack(run: dict, args, store_cfg: str, triton, milvus) -> dict:
+    from bench.ann_recall import measure_index
+    from serving.triton_server import free_port
+    from serving.config import ServingConfig
     from serving.index import ItemIndex
 
+    vectors = np.load(run["layout"].item_vectors)
     index = ItemIndex(milvus.uri).start(load=False)
-    built = index.build(np.load(run["layout"].item_vectors))
+    built = index.build(vectors)
     index.close()
     print(f"[bench] Milvus index {built.collection}: {built.n_items} items in {built.seconds:.1f}s", flush=True)
+    picks = np.random.default_rng(1).choice(np.arange(1, len(vectors)), 300, replace=False)
+    ann = measure_index(milvus.uri, vectors, vectors[picks], 60, sorted({60, ServingConfig.milvus_ef}))
+    for row in ann:
+        print(f"[bench] ANN ef {row['ef']}: recall@60 {row['recall']:.4f}, p50 {row['p50_ms']:.2f} ms", flush=True)
     port = free_port()
     env = dict(os.environ, HYMIREC_ARTIFACT_DIR=str(run["layout"].root), HYMIREC_TRITON_URL=triton.grpc_url,
                HYMIREC_MILVUS_URI=milvus.uri, HYMIREC_FEAST_REPO=store_cfg, OMP_NUM_THREADS="1",
@@ -217,7 +262,10 @@ def main(argv=None) -> int:
                             "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
                            env=env, cwd=str(ROOT), start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    result: dict = {"n_items": args.items, "k": args.k, "cpu_count": os.cpu_count(), "load": []}
+    n_items = len(vectors) - 1
+    result: dict = {"n_items": n_items, "k": args.k, "cpu_count": os.cpu_count(), "load": [], "ann": ann,
+                    "index_build_s": built.seconds, "milvus": "standalone 2.3.5, HNSW M=16 efConstruction=128, "
+                    f"ef {ServingConfig.milvus_ef}, {ServingConfig.milvus_consistency} consistency"}
     try:
         import httpx
 
@@ -241,19 +289,9 @@ def main(argv=None) -> int:
     finally:
         app.terminate()
         app.wait(30)
-    try:
-        result["components"] = component_benchmarks(run, triton.grpc_url, milvus.uri)
-    finally:
-        triton.stop()
-        milvus.stop()
+    result["components"] = component_benchmarks(run, triton.grpc_url, milvus.uri)
     result["triton_ready_s"] = triton.ready_seconds
-    result["total_s"] = time.perf_counter() - t0
-    out = Path(args.out) if args.out else work / "result.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(markdown(result))
-    print(f"[bench] wrote {out} ({result['total_s']:.0f}s)")
-    return 0
+    return result
 
 
 if __name__ == "__main__":

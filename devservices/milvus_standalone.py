@@ -136,8 +136,10 @@ class MilvusStandalone:
         env = {**os.environ, "DEPLOY_MODE": "STANDALONE", "MILVUS_RUN_DIR": str(self.data_dir / "run"),
                "LD_LIBRARY_PATH": f"{bin_dir}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
         # Inside a fresh network namespace: bring lo up, relay the Unix socket to the proxy, exec the server.
+        # `nodelay` on both TCP ends: without it Nagle meets delayed ACKs and ~2 % of searches wait 40 ms
+        # (measured: p99 44 ms through the relays vs 7.8 ms direct; 7.3 ms with nodelay).
         inner = (f'"{tools["ip"]}" link set lo up && '
-                 f'"{tools["socat"]}" UNIX-LISTEN:"{self.socket_path}",fork,mode=600 TCP:127.0.0.1:{INNER_PORT} & '
+                 f'"{tools["socat"]}" UNIX-LISTEN:"{self.socket_path}",fork,mode=600 TCP:127.0.0.1:{INNER_PORT},nodelay & '
                  f'exec "{bin_dir / "milvus"}" run standalone')
         unshare = [tools["unshare"], "--net"] if os.geteuid() == 0 else [tools["unshare"], "--map-root-user", "--net"]
         log = open(self.log_path, "ab")
@@ -145,7 +147,7 @@ class MilvusStandalone:
             self.proc = subprocess.Popen([*unshare, "sh", "-c", inner], cwd=self.data_dir, env=env, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
             # Host side: loopback TCP → the Unix socket (one socat child per connection; gRPC keeps one open).
-            self.relay = subprocess.Popen([tools["socat"], f"TCP-LISTEN:{self.port},bind=127.0.0.1,reuseaddr,fork",
+            self.relay = subprocess.Popen([tools["socat"], f"TCP-LISTEN:{self.port},bind=127.0.0.1,reuseaddr,fork,nodelay",
                                            f"UNIX-CONNECT:{self.socket_path}"], stdout=log, stderr=subprocess.STDOUT,
                                           start_new_session=True)
         finally:

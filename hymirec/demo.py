@@ -7,7 +7,7 @@ Steps, each printed as it runs:
      interests each method's list covers
   2. streaming: replay the interactions through Kafka and the stream processor into the Feast online store
   3. export: ONNX encoder + LLM (parity-checked) and a Triton model repository
-  4. serving: Milvus Lite index, tritonserver, the serving pipeline → recommendations for a few users
+  4. serving: Milvus standalone index, tritonserver, the serving pipeline → recommendations for a few users
 """
 from __future__ import annotations
 
@@ -83,8 +83,10 @@ def print_summary(run_dir: str) -> None:
     print(f"""
 == done: every service the demo started has been stopped
 ran:       training (popularity, SASRec, HyMiRec) → Kafka → stream processor → Feast online store (SQLite)
-           → ONNX export (parity-checked) + Triton repository → Milvus Lite index → tritonserver → /recommend
-artifacts: {run_dir}/ (config.json, metrics.json, model.pt, item_codes.npy, codebook.npz, export/, milvus.db,
+           → ONNX export (parity-checked) + Triton repository → Milvus index (standalone server) → tritonserver
+           → /recommend
+artifacts: {run_dir}/ (config.json, metrics.json, model.pt, item_codes.npy, codebook.npz, export/, milvus.db
+           (Milvus Lite copy of the index for the commands below),
            store.yaml = the online store; layout: core/artifacts.py)
 query it:  .venv/bin/hymirec recommend --run-dir {run_dir} --store-config {run_dir}/store.yaml --triton-url off --user u0
            (--triton-url off: the coarse interests without the LLM; start tritonserver on {run_dir}/export/triton/local

@@ -2,7 +2,7 @@
 
 Each step uses the real component: a Kafka broker (tools/kafka/kafka.sh), the Feast SQLite online store,
 ONNX export with its parity check, a Triton model repository served by the real tritonserver, and a
-Milvus Lite item index. Everything listens on loopback and is stopped at the end.
+Milvus standalone server with the item index. Everything listens on loopback and is stopped at the end.
 """
 from __future__ import annotations
 
@@ -90,22 +90,33 @@ def serve_step(run_dir: str, dataset: str) -> None:
     from serving.config import ServingConfig
     from serving.index import build_run_index
     from serving.triton_server import TritonServer
+    from devservices.milvus_standalone import MilvusStandalone
 
-    print("== 4. serving: Milvus Lite index, tritonserver, Feast read → ONNX encoder → Triton LLM → one ANN search")
+    print("== 4. serving: Milvus index, tritonserver, Feast read → ONNX encoder → Triton LLM → one ANN search")
     layout = RunLayout.at(run_dir)
-    index = build_run_index(run_dir)
-    print(f"Milvus collection {index.collection} (alias {index.alias}): {index.n_items} item vectors, dim {index.dim}")
-    server = TritonServer(layout.triton_repo / "local", ["llm"]).start()
-    labels = _interest_labels(run_dir, dataset)
+    # The served index lives in the real Milvus standalone server (as in production; loopback only, stopped at
+    # the end). The Milvus Lite file <run_dir>/milvus.db gets the same vectors for the `query it` commands below,
+    # which need no running server.
+    milvus = MilvusStandalone(layout.root / "milvus-server").start()
+    server = None
     try:
+        index = build_run_index(run_dir, milvus.uri)
+        print(f"Milvus {milvus.uri} (standalone 2.3.5, started in {milvus.startup_seconds:.1f}s): collection "
+              f"{index.collection} (alias {index.alias}), {index.n_items} item vectors, dim {index.dim}, "
+              f"built in {index.seconds:.1f}s")
+        build_run_index(run_dir)
+        server = TritonServer(layout.triton_repo / "local", ["llm"]).start()
+        labels = _interest_labels(run_dir, dataset)
         print(f"tritonserver ready in {server.ready_seconds:.1f}s at {server.grpc_url}")
         # the quota merge: each of the K interests is guaranteed k // K of the k slots (ServingConfig.merge)
         config = replace(ServingConfig.from_env(), artifact_dir=layout.root, triton_url=server.grpc_url,
-                         feast_repo=str(store_config_file(run_dir)), merge="quota")
+                         milvus_uri=milvus.uri, feast_repo=str(store_config_file(run_dir)), merge="quota")
         for user in _demo_users(run_dir):
             print(format_with_interests(recommend_once(user, 10, True, config), labels))
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
+        milvus.stop()
 
 
 def _interest_labels(run_dir: str, dataset: str) -> dict:
