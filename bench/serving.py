@@ -27,7 +27,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -52,37 +51,46 @@ def timeit(fn, n: int, warmup: int = 5) -> list[float]:
     return out
 
 
-def run_load(url: str, users: list[str], concurrency: int, n_requests: int, k: int) -> dict:
+def _client_process(url: str, users: list[str], k: int, ready, go, results) -> None:
+    """One client: its own process and connection (8 clients are 8 processes, so the load generator's GIL does not
+    queue requests the way 8 threads in one process would), warmed up, then released together with the others."""
     import httpx
 
-    lock = threading.Lock()
-    records: list[tuple[float, dict | None, int]] = []
-    counter = iter(range(n_requests))
-
-    def worker():
-        with httpx.Client(base_url=url, timeout=30.0) as client:
-            while True:
-                with lock:
-                    i = next(counter, None)
-                if i is None:
-                    return
-                t = time.perf_counter()
-                r = client.post("/recommend", json={"user_id": users[i % len(users)], "k": k})
-                ms = (time.perf_counter() - t) * 1000.0
-                with lock:
-                    records.append((ms, r.json() if r.status_code == 200 else None, r.status_code))
-
-    # warm-up
+    records = []
     with httpx.Client(base_url=url, timeout=30.0) as client:
-        for u in users[:20]:
+        for u in users[:5]:
             client.post("/recommend", json={"user_id": u, "k": k})
+        ready.release()
+        go.wait()
+        for u in users:
+            t = time.perf_counter()
+            r = client.post("/recommend", json={"user_id": u, "k": k})
+            ms = (time.perf_counter() - t) * 1000.0
+            body = r.json() if r.status_code == 200 else None
+            records.append((ms, {"mode": body["mode"], "latency_ms": body["latency_ms"]} if body else None,
+                            r.status_code))
+    results.put(records)
+
+
+def run_load(url: str, users: list[str], concurrency: int, n_requests: int, k: int) -> dict:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # the parent holds gRPC channels and torch threads: never fork it
+    ready, go, results = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
+    share = [[users[i % len(users)] for i in range(c, n_requests, concurrency)] for c in range(concurrency)]
+    procs = [ctx.Process(target=_client_process, args=(url, part, k, ready, go, results), daemon=True)
+             for part in share]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        if not ready.acquire(timeout=120):
+            raise RuntimeError("a load-generator process did not start")
     started = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    go.set()
+    records = [r for _ in procs for r in results.get(timeout=600)]
     wall = time.perf_counter() - started
+    for p in procs:
+        p.join(10)
     bodies = [b for _, b, _ in records if b]
     stages = sorted({s for b in bodies for s in b["latency_ms"]})
     out = {"concurrency": concurrency, "requests": len(records), "throughput_rps": len(records) / wall,
@@ -178,6 +186,8 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=400, help="requests per concurrency level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--app-workers", type=int, default=1, help="uvicorn worker processes for the app")
+    parser.add_argument("--triton-instances", type=int, default=1, help="instance_group count of the LLM model")
     parser.add_argument("--workdir", default=str(ROOT / "runs" / "bench-serving"))
     parser.add_argument("--out", default=None, help="all results as JSON (default <workdir>/result.json)")
     parser.add_argument("--ann-run", default=None,
@@ -223,7 +233,8 @@ def run_one(n_items: int, args, work: Path) -> dict:
     print(f"[bench] run with {n_items} items built in {run['seconds']:.1f}s", flush=True)
     d = run["manifest"]["dims"]
     repo = run["layout"].triton_repo / "local"
-    add_version(repo, run["layout"].llm_onnx, llm_spec(d["n_coarse"], d["d_llm"], d["d_item"], d["n_interests"], d["d_out"]))
+    add_version(repo, run["layout"].llm_onnx, llm_spec(d["n_coarse"], d["d_llm"], d["d_item"], d["n_interests"], d["d_out"],
+                                                          instance_count=args.triton_instances))
     store, store_cfg = open_test_store(work / "feast")
     store.write_users(user_states(run))
     store.close()
@@ -259,11 +270,13 @@ def measure_stack(run: dict, args, store_cfg: str, triton, milvus) -> dict:
                HYMIREC_MILVUS_URI=milvus.uri, HYMIREC_FEAST_REPO=store_cfg, OMP_NUM_THREADS="1",
                PYTHONPATH=str(ROOT))
     app = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "serving.app:create_app", "--host",
-                            "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
+                            "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
+                            "--workers", str(args.app_workers)],
                            env=env, cwd=str(ROOT), start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     n_items = len(vectors) - 1
     result: dict = {"n_items": n_items, "k": args.k, "cpu_count": os.cpu_count(), "load": [], "ann": ann,
+                    "app_workers": args.app_workers, "triton_instances": args.triton_instances,
                     "index_build_s": built.seconds, "milvus": "standalone 2.3.5, HNSW M=16 efConstruction=128, "
                     f"ef {ServingConfig.milvus_ef}, {ServingConfig.milvus_consistency} consistency"}
     try:

@@ -3,7 +3,7 @@ RocksMQ and local storage), started by the project like Kafka and Redis.
 
 Why this and not Milvus Lite 3.x: Lite 3 walks every row in Python on each search (~55 ms at 100k rows, GIL-bound,
 so concurrent searches serialise); this server answers the same search in a few ms with real HNSW and real aliases,
-and it is the same server (and client code path) production runs. See docs/milvus.md for the measurements.
+and it is the same server (and client code path) production runs. See docs/serving-performance.md for the measurements.
 
 Loopback only. Milvus 2.3 binds its gRPC ports on every interface and has no listen-address setting, so the server
 runs in its own network namespace (`unshare -n`, only `lo` inside) and is reached through socat relays:

@@ -40,3 +40,22 @@ def test_config_from_env():
     assert str(cfg.artifact_dir) == "/x/run" and cfg.triton_url is None and cfg.port == 8080
     assert cfg.milvus == "http://127.0.0.1:19530" and cfg.feast_repo == "/x/s.yaml"
     assert ServingConfig.from_env({"HYMIREC_ARTIFACT_DIR": "/y"}).milvus == "/y/milvus.db"
+
+
+def test_milvus_search_settings_from_env():
+    """Bounded consistency and ef 128 by default (chosen by bench/serving.py's recall and latency); both settable,
+    and a bad value is refused with the variable's name."""
+    import pytest
+
+    from serving.config import ServingConfig, ServingConfigError
+
+    default = ServingConfig.from_env({})
+    assert (default.milvus_consistency, default.milvus_ef) == ("Bounded", 128)
+    cfg = ServingConfig.from_env({"HYMIREC_MILVUS_CONSISTENCY": "session", "HYMIREC_MILVUS_EF": "256"})
+    assert (cfg.milvus_consistency, cfg.milvus_ef) == ("Session", 256)
+    with pytest.raises(ServingConfigError, match="HYMIREC_MILVUS_CONSISTENCY"):
+        ServingConfig.from_env({"HYMIREC_MILVUS_CONSISTENCY": "eventual-ish"})
+    with pytest.raises(ServingConfigError, match="HYMIREC_MILVUS_EF"):
+        ServingConfig.from_env({"HYMIREC_MILVUS_EF": "0"})
+    with pytest.raises(ServingConfigError, match="HYMIREC_MILVUS_EF"):
+        ServingConfig.from_env({"HYMIREC_MILVUS_EF": "many"})
