@@ -7,7 +7,9 @@ the fly from their embedding (when one is available) with the codebook.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -16,6 +18,8 @@ import numpy as np
 from core.artifacts import RunLayout
 
 from .store.base import OnlineStore
+
+log = logging.getLogger(__name__)
 
 
 class StreamConfigError(ValueError):
@@ -85,12 +89,20 @@ EmbeddingSource = Mapping[str, np.ndarray] | Callable[[Sequence[str]], Mapping[s
 
 
 class ItemCodeMapper:
-    """item id → codes [L]. Items missing from the table are encoded with ``codebook.encode`` when
-    ``embeddings`` has a vector for them (a mapping, or a function from ids to {id: vector}); the new codes are
-    cached and handed to the processor (:meth:`pop_new`) to be written to the ``item_codes`` view."""
+    """item id → codes [L]. An item missing from the table is looked up, in order:
+
+    1. in ``published`` (a function ids → {id: codes}; the stream processor passes the online store's item-codes
+       view, where the codebook-refresh DAG publishes new items' codes between retrains), so a new item's events
+       are applied without restarting the processor;
+    2. encoded with ``codebook.encode`` when ``embeddings`` has a vector for it (a mapping, or a function from ids
+       to {id: vector}); those new codes are handed to the processor (:meth:`pop_new`) to be written to the store.
+
+    An id found nowhere is asked again only after ``recheck_s`` (a flood of events for an unknown id costs one
+    store read per ``recheck_s``, and a newly published item is picked up within that time)."""
 
     def __init__(self, item_ids: Sequence[str], codes: np.ndarray, codebook: Any = None,
-                 embeddings: EmbeddingSource | None = None):
+                 embeddings: EmbeddingSource | None = None,
+                 published: Callable[[list[str]], Mapping[str, np.ndarray]] | None = None, recheck_s: float = 10.0):
         codes = np.asarray(codes, dtype=np.uint16)
         if codes.ndim != 2 or len(item_ids) != codes.shape[0]:
             raise ValueError(f"codes must be [{len(item_ids)}, L], got {codes.shape}")
@@ -98,7 +110,11 @@ class ItemCodeMapper:
         self._codes: dict[str, np.ndarray] = {str(i): codes[k] for k, i in enumerate(item_ids)}
         self.codebook = codebook
         self.embeddings = embeddings
+        self.published = published
+        self.recheck_s = float(recheck_s)
         self._new: dict[str, np.ndarray] = {}
+        self._unknown_until: dict[str, float] = {}  # id -> monotonic time before which it is not asked again
+        self.picked_up = 0  # items found in `published` (a metric for the processor)
 
     @classmethod
     def from_path(cls, path: str | os.PathLike, codebook: Any = None,
@@ -118,9 +134,35 @@ class ItemCodeMapper:
             found = {i: self.embeddings[i] for i in ids if i in self.embeddings}
         return {i: np.asarray(v, dtype=np.float32) for i, v in found.items() if v is not None}
 
+    def _from_published(self, missing: list[str]) -> None:
+        """Codes the refresh DAG published for ids the table lacks (store errors propagate: the processor retries
+        the batch rather than sending its events to the DLQ)."""
+        now = time.monotonic()
+        ask = [i for i in missing if self._unknown_until.get(i, 0.0) <= now]
+        if self.published is None or not ask:
+            return
+        found = self.published(ask) or {}
+        for i, row in found.items():
+            row = np.asarray(row)
+            if row.shape != (self.n_layers,):
+                log.warning("published codes for item %r have shape %s, table has L=%d: ignored", i[:64],
+                            row.shape, self.n_layers)
+                continue
+            self._codes[str(i)] = row.astype(np.uint16)
+            self._unknown_until.pop(str(i), None)
+            self.picked_up += 1
+        for i in ask:
+            if i not in self._codes:
+                self._unknown_until[i] = now + self.recheck_s
+        if len(self._unknown_until) > 100_000:  # garbage ids must not grow memory without bound
+            self._unknown_until = {i: t for i, t in self._unknown_until.items() if t > now}
+
     def lookup(self, item_ids: Iterable[str]) -> dict[str, np.ndarray]:
         wanted = set(item_ids)
         missing = [i for i in wanted if i not in self._codes]
+        if missing:
+            self._from_published(missing)
+            missing = [i for i in missing if i not in self._codes]
         if missing:
             emb = self._embeddings_for(missing)
             if emb:

@@ -68,6 +68,10 @@ class StreamProcessor:
         self.cfg = config.validate()
         self.store = store
         self.mapper = mapper
+        if self.cfg.published_codes and mapper.published is None:
+            # new items the codebook-refresh DAG publishes to the store between retrains are applied at once
+            mapper.published = store.read_item_codes
+            mapper.recheck_s = self.cfg.unknown_recheck_s
         self.metrics = metrics or StreamMetrics()
         self.liveness = Liveness(self.cfg.liveness_stall_s)
         self.max_history = getattr(getattr(store, "config", None), "max_history", 1024)
@@ -256,7 +260,8 @@ class StreamProcessor:
                                                    self.cfg.check_key)))
                 except BadEvent as exc:
                     dead.append((rec, exc))
-        codes = self.mapper.lookup(ev.item_id for _, ev in valid)
+        item_ids = [ev.item_id for _, ev in valid]
+        codes = self._with_retry("item codes read", lambda: self.mapper.lookup(item_ids))
         per_user: dict[str, list[StateEvent]] = defaultdict(list)
         ts_by_user: dict[str, list[int]] = defaultdict(list)
         for rec, ev in valid:

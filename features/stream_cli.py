@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="/live fails after this many seconds without progress while the lag is > 0")
     run.add_argument("--store-retry-s", type=float, default=60.0,
                      help="retry a failed store call (with backoff) this long before exiting 1")
+    run.add_argument("--unknown-recheck-s", type=float, default=10.0,
+                     help="an item found neither in --item-codes nor among the codes the refresh DAG published to "
+                          "the store is looked up again after this many seconds")
     run.add_argument("--idle-exit", type=float, default=None, help="exit when caught up and idle this long (s)")
     run.add_argument("--max-runtime", type=float, default=None)
     run.add_argument("--no-key-check", action="store_true", help="do not require key == user_id")
@@ -170,7 +173,8 @@ def main(argv: Sequence[str] | None = None, load_dataset: Callable[[str], Any] |
                                max_poll_interval_ms=args.max_poll_interval_ms, metrics_port=args.metrics_port,
                                idle_exit_s=args.idle_exit, max_runtime_s=args.max_runtime,
                                check_key=not args.no_key_check, liveness_stall_s=args.liveness_stall_s,
-                               store_retry_s=args.store_retry_s, security=_security(args))
+                               store_retry_s=args.store_retry_s, unknown_recheck_s=args.unknown_recheck_s,
+                               security=_security(args))
             totals = run_processor(cfg, _store_config(args), args.item_codes, args.codebook,
                                    args.new_item_embeddings)
             print(json.dumps({"events_in": totals.events_in, "applied": totals.applied,

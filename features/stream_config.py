@@ -47,6 +47,11 @@ class StreamConfig:
     partitions: int = 4                    # used only when create_topics is on
     replication: int = 1
     security: KafkaSecurity = field(default_factory=KafkaSecurity)  # TLS / SASL (features/kafka_security.py)
+    # Items missing from the processor's item-codes table are looked up in the store's item-codes view, where the
+    # codebook-refresh DAG publishes new items between retrains; an id found nowhere is asked again after
+    # unknown_recheck_s (its events go to the DLQ as unknown_item meanwhile).
+    published_codes: bool = True
+    unknown_recheck_s: float = 10.0
 
     @property
     def dlq(self) -> str:
@@ -59,6 +64,8 @@ class StreamConfig:
             raise StreamConfigError("topic must be set and differ from the DLQ topic")
         if self.store_retry_s < 0 or self.retry_backoff_s <= 0 or self.liveness_stall_s <= 0:
             raise StreamConfigError("store_retry_s must be >= 0, retry_backoff_s and liveness_stall_s > 0")
+        if self.unknown_recheck_s < 0:
+            raise StreamConfigError(f"unknown_recheck_s must be >= 0, got {self.unknown_recheck_s}")
         self.security = self.security.validate()  # fills in the default SASL mechanism
         if self.max_poll_records < 1:
             raise StreamConfigError("max_poll_records must be >= 1")

@@ -62,6 +62,29 @@ def _index_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _milvus_server(args: argparse.Namespace) -> int:
+    """`hymirec index server`: the Milvus standalone server in the foreground (loopback only) until Ctrl+C."""
+    import signal
+    import threading
+
+    from devservices.milvus_standalone import MilvusStandalone
+
+    server = MilvusStandalone(args.data, port=args.port).start()
+    print(f"Milvus standalone server on {server.uri} (data {server.data_dir}); Ctrl+C stops it. Use it with "
+          f"`hymirec index build --uri {server.uri}` and HYMIREC_MILVUS_URI={server.uri}", flush=True)
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    try:
+        while not stopped.wait(1.0):
+            if server.proc is None or server.proc.poll() is not None:
+                print("Milvus server exited; see " + str(server.log_path), flush=True)
+                return 1
+    finally:
+        server.stop()
+    return 0
+
+
 def _serving_config(args: argparse.Namespace):
     from dataclasses import replace
 
@@ -138,6 +161,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--uri", help="Milvus Lite path or server URI (default <run-dir>/milvus.db)")
     build.add_argument("--alias", default="hymirec_items")
     build.set_defaults(handler=_index_build)
+    server = index.add_parser("server", help="run the Milvus standalone server on loopback (what tests, benchmarks "
+                                             "and the demo start), in the foreground")
+    server.add_argument("--data", default="runs/milvus-server", help="data directory (kept between runs)")
+    server.add_argument("--port", type=int, default=19530, help="loopback port (0: a free one)")
+    server.set_defaults(handler=_milvus_server)
 
     serve = sub.add_parser("serve", help="HTTP serving adapter (POST /recommend, /live, /ready, /metrics)")
     _serving_args(serve)

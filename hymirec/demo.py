@@ -92,7 +92,9 @@ query it:  .venv/bin/hymirec recommend --run-dir {run_dir} --store-config {run_d
            (--triton-url off: the coarse interests without the LLM; start tritonserver on {run_dir}/export/triton/local
            for the full path), or serve it over HTTP: .venv/bin/hymirec serve --run-dir {run_dir} \\
            --store-config {run_dir}/store.yaml --triton-url off, then
-           curl -s localhost:8080/recommend -H 'content-type: application/json' -d '{{"user_id": "u0", "k": 10}}'""")
+           curl -s localhost:8080/recommend -H 'content-type: application/json' -d '{{"user_id": "u0", "k": 10}}'
+           (those read the Milvus Lite copy; the served index is in {run_dir}/milvus-server: start that server
+           with .venv/bin/hymirec index server --data {run_dir}/milvus-server and add --milvus-uri http://127.0.0.1:19530)""")
 
 
 def write_demo_users(run_dir: str, dataset: str) -> None:

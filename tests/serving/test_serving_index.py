@@ -147,3 +147,29 @@ def test_milvus_token_reaches_the_client(monkeypatch):
     pipeline.search.index.start(load=False)
     assert calls[-1] == {"uri": "http://milvus:19530", "token": "user:secret", "timeout": config.milvus_timeout_s}
     assert ServingConfig.from_env({}).milvus_token == ""
+
+
+def test_standalone_dies_with_the_process_that_started_it(tmp_path):
+    """A test run that crashes leaves no Milvus (nor relay) behind: parent-death signals on every process."""
+    import sys
+    import time
+
+    code = ("import os; from devservices.milvus_standalone import MilvusStandalone; "
+            f"s = MilvusStandalone({str(tmp_path / 'orphan')!r}).start(); print(s.uri, flush=True); os._exit(0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+    assert out.returncode == 0 and out.stdout.startswith("http://127.0.0.1:"), out.stderr[-2000:]
+    import psutil
+
+    def left() -> list[str]:
+        out = []
+        for proc in psutil.process_iter(["cmdline", "cwd"]):
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if (proc.info["cwd"] or "").startswith(str(tmp_path / "orphan")) or str(tmp_path / "orphan") in cmd:
+                out.append(cmd)
+        return out
+
+    deadline = time.monotonic() + 10
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert not left(), left()
