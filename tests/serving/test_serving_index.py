@@ -173,3 +173,11 @@ def test_standalone_dies_with_the_process_that_started_it(tmp_path):
     while left() and time.monotonic() < deadline:
         time.sleep(0.3)
     assert not left(), left()
+
+
+def test_standalone_socket_path_fits_a_unix_socket():
+    from devservices.milvus_standalone import MilvusStandalone
+
+    assert MilvusStandalone("/tmp/short").socket_path.as_posix() == "/tmp/short/run/proxy.sock"
+    deep = MilvusStandalone("/tmp/" + "d" * 150).socket_path
+    assert len(str(deep)) < 108 and deep != MilvusStandalone("/tmp/" + "e" * 150).socket_path
