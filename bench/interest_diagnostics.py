@@ -67,7 +67,49 @@ def diagnose_run(run_dir: Path) -> dict[str, dict]:
     singles = [score(interests[:, k:k + 1]) for k in range(interests.shape[1])]
     # averaged over the K interests, not the best one: nothing here is picked on test numbers
     alone = {key: float(np.mean([m[key] for m in singles])) for key in singles[0] if key in _AVERAGED}
-    return {"mean interest": score(mean), f"one interest alone, mean of {len(singles)}": alone}
+    out = {"mean interest": score(mean), f"one interest alone, mean of {len(singles)}": alone}
+    if interests.shape[1] > 1:
+        valid_interests = predict_interests(model, tables, state.split.valid.histories)
+        lam, metrics = soft_merge_choice(valid_interests, interests, vectors, state.split.valid, test, labels, item_emb)
+        out[f"soft merge: max + {lam:g} × mean (λ on validation)"] = metrics
+    return out
+
+
+SOFT_LAMBDAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def soft_merge_topk(interests: np.ndarray, vectors: np.ndarray, histories, lam: float, k: int = 100,
+                    batch: int = 256) -> np.ndarray:
+    """Top-k by ``max_k s_k + lam * mean_k s_k`` over the whole catalogue (history masked, item 0 never):
+    the max merge that also credits items several interests like. [U, K, d] -> int64 [U, k]."""
+    out = np.zeros((len(interests), k), np.int64)
+    for start in range(0, len(interests), batch):
+        scores = np.einsum("bkd,nd->bkn", interests[start:start + batch], vectors)
+        merged = scores.max(1) + lam * scores.mean(1)
+        merged[:, 0] = -np.inf
+        for row, seen in enumerate(histories[start:start + batch]):
+            merged[row, np.asarray(seen, np.int64)] = -np.inf
+        top = np.argpartition(-merged, k, axis=1)[:, :k]
+        order = np.take_along_axis(merged, top, 1).argsort(1)[:, ::-1]
+        out[start:start + batch] = np.take_along_axis(top, order, 1)
+    return out
+
+
+def soft_merge_choice(valid_interests, test_interests, vectors, valid, test, labels, item_emb):
+    """λ with the best validation Recall@50 (ties: the smaller λ), then that λ's test metrics."""
+    from training.evaluate_window import history_without_targets, window_metrics_from_topk
+
+    def metrics(interests, eval_set, lam, full: bool):
+        masked = history_without_targets(eval_set.histories, eval_set.targets)
+        topk = soft_merge_topk(interests, vectors, masked, lam)
+        return window_metrics_from_topk(topk, eval_set.targets, labels if full else None,
+                                        item_emb if full else None)
+
+    on_valid = {lam: metrics(valid_interests, valid, lam, False)["Recall@50"] for lam in SOFT_LAMBDAS}
+    best = max(SOFT_LAMBDAS, key=lambda lam: (on_valid[lam], -lam))
+    print("[diagnose] soft merge, validation Recall@50 by λ: "
+          + ", ".join(f"{lam:g}: {r:.4f}" for lam, r in on_valid.items()), flush=True)
+    return best, metrics(test_interests, test, best, True)
 
 
 def diagnose(out: Path, variants: list[str], protocol: str = "window") -> None:

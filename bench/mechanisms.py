@@ -312,8 +312,9 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
                   "leave-one-out (LOO) rows: next-item NDCG@10 and Recall@10. Test numbers, but for the valid column: "
                   "the best validation score that early stopping followed (window: Recall@50, max merge; LOO: "
                   "NDCG@10); every choice was made on validation, the K ≥ 3 training too. Rows in parentheses re-score a "
-                  "run's test users (diagnose): its interests' mean as one vector, and each interest alone (averaged "
-                  "over the K)."),
+                  "run's test users (diagnose): its interests' mean as one vector, each interest alone (averaged "
+                  "over the K), and a soft merge ranking by max + λ × mean of the interests' scores, λ in "
+                  "{0, 0.25, 0.5, 1, 2, 4} picked on validation Recall@50."),
         "columns": columns,
         "rows": rows,
         "reading": "; ".join(f"{name}: {value} (goal {goal})" for name, value, goal in checks),

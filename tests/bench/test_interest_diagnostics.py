@@ -23,3 +23,20 @@ def test_k1_diagnostics_reproduce_the_runs_own_test_metrics(tmp_path):
     for metrics in result.values():
         for key in ("Recall@50", "NDCG@50", "Coverage@50", "ILD@50"):
             assert metrics[key] == pytest.approx(own[key], abs=1e-6), key
+
+
+def test_soft_merge_ranks_by_max_plus_lambda_mean_with_history_masked():
+    import numpy as np
+
+    from bench.interest_diagnostics import soft_merge_topk
+
+    vectors = np.array([[0, 0], [1, 0], [0, 1], [0.7, 0.7], [-1, 0]], np.float32)  # row 0: padding
+    interests = np.array([[[1, 0], [0, 1]]], np.float32)  # one user, two interests
+    # scores per item (1..4): interest 1 = (1, 0, .7, -1), interest 2 = (0, 1, .7, 0)
+    # max: (1, 1, .7, 0); mean: (.5, .5, .7, -.5)
+    assert soft_merge_topk(interests, vectors, [np.array([], np.int64)], 0.0, k=3)[0].tolist()[2] == 3
+    # λ = 2: max + 2 mean = (2, 2, 2.1, -1): the item both interests like comes first
+    assert soft_merge_topk(interests, vectors, [np.array([], np.int64)], 2.0, k=3)[0].tolist()[0] == 3
+    # history masked, item 0 never returned
+    top = soft_merge_topk(interests, vectors, [np.array([3])], 2.0, k=3)[0].tolist()
+    assert 3 not in top and 0 not in top and sorted(top) == [1, 2, 4]
