@@ -1,6 +1,7 @@
 """hymirec_codebook_refresh: encode newly arrived items and publish their codes to the feature store (hourly).
 
-encode_new_items -> publish_item_codes
+encode_new_items -> publish_item_codes (the stream processor picks the codes up from the store)
+                 -> index_new_items (upsert into the production Milvus collection; serving names them)
 
 Uses the production codebook from the artifact registry (no refit: that is hymirec_retrain's job), so codes of
 existing items never change between retrains. Idempotent per data interval: the items that arrived in the
@@ -51,7 +52,13 @@ def hymirec_codebook_refresh():
     def publish_item_codes(encoded: dict) -> dict:
         return run_step("publish_item_codes", encoded=encoded)
 
-    publish_item_codes(encode_new_items())
+    @task
+    def index_new_items(encoded: dict) -> dict:
+        return run_step("index_new_items", encoded=encoded)
+
+    encoded = encode_new_items()
+    publish_item_codes(encoded)
+    index_new_items(encoded)
 
 
 hymirec_codebook_refresh()

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from core.artifacts import RunLayout, sha256_file
+from serving.run_artifacts import EXTRA_ITEMS
 from orchestration.artifact_root import ArtifactRoot, push_codes, run_recorded, source_signature
 
 
@@ -69,3 +70,45 @@ def publish_item_codes(ctx, encoded: dict) -> dict:
         return {"pushed": 0, "note": "no new items in the interval", "interval_key": ctx["interval_key"]}
     ids, codes = load_item_codes(Path(encoded["dir"]) / "item_codes.npz")
     return {**push_codes(ctx["params"], ids, codes, encoded["codebook_id"]), "interval_key": ctx["interval_key"]}
+
+
+def index_new_items(ctx, encoded: dict) -> dict:
+    """New items made searchable between retrains: their content-only retrieval vectors (the production model's
+    item tower without the id residual they do not have) upserted into the production Milvus collection, under
+    item indices after the run's own, named in ``<run>/extra_items.json`` (which serving re-reads). The names are
+    written before the vectors, so serving can always name what Milvus returns. Idempotent: an item already
+    named keeps its index."""
+    if not encoded.get("n_new"):
+        return {"indexed": 0, "note": "no new items in the interval", "interval_key": ctx["interval_key"]}
+    import torch
+
+    from core.artifacts import write_json_atomic
+    from features.item_codes import load_item_codes
+    from serving.index import ItemIndex
+    from training.train import load_hybrid
+
+    production = ArtifactRoot(ctx["artifact_root"]).production()
+    run = RunLayout.at(production["run_dir"])
+    ids, _ = load_item_codes(Path(encoded["dir"]) / "item_codes.npz")
+    emb = np.load(Path(encoded["dir"]) / "item_embeddings.npy").astype(np.float32)
+    base = len(run.read_json(run.item_ids))  # row 0 is padding: the run's items are 1 .. base - 1
+    path = run.root / EXTRA_ITEMS
+    extra = json.loads(path.read_text()) if path.exists() else {"base": base, "ids": []}
+    if int(extra["base"]) != base:
+        raise RuntimeError(f"{path}: base {extra['base']} does not match the run's {base} item rows")
+    position = {raw: base + j for j, raw in enumerate(extra["ids"])}
+    for raw in ids:
+        if raw not in position:
+            position[raw] = base + len(extra["ids"])
+            extra["ids"].append(raw)
+    write_json_atomic(path, extra)
+    with torch.no_grad():
+        vectors = load_hybrid(str(run.root)).item_tower(torch.from_numpy(emb), None).numpy()
+    milvus = production["milvus"]
+    index = ItemIndex(milvus["uri"], milvus["alias"]).start(load=False)
+    try:
+        n = index.upsert(np.array([position[raw] for raw in ids], np.int64), vectors)
+    finally:
+        index.close()
+    return {"indexed": n, "collection": milvus["collection"], "first_index": min(position[r] for r in ids),
+            "interval_key": ctx["interval_key"]}

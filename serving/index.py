@@ -198,6 +198,21 @@ class ItemIndex:
                 self.client.drop_collection(old)
         return IndexBuild(self.alias, name, version, len(ids), dim, time.perf_counter() - started)
 
+    def upsert(self, item_index: np.ndarray, vectors: np.ndarray) -> int:
+        """Insert or replace rows (item index → vector) in the collection behind the alias: new items between
+        retrains (the codebook-refresh DAG). Searches see them within Milvus' Bounded staleness (5 s)."""
+        ids = np.asarray(item_index, np.int64)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or len(ids) != len(vectors) or (len(ids) and ids.min() <= 0):
+            raise ValueError(f"upsert needs ids > 0 and vectors [n, d] of the same length, got {ids.shape} and "
+                             f"{vectors.shape}")
+        collection = self._alias_target()
+        if collection is None:
+            raise IndexUnavailable(f"alias {self.alias!r} does not exist: build the index first")
+        if len(ids):
+            self.client.upsert(collection, [{PK: int(i), VEC: v} for i, v in zip(ids.tolist(), vectors)])
+        return len(ids)
+
     def _alias_exists(self) -> bool:
         return self._alias_target() is not None
 

@@ -82,6 +82,7 @@ class RecommendPipeline:
     def recommend(self, user_id: str, k: int | None = None, exclude_seen: bool = True) -> dict:
         k = int(k or self.config.default_k)
         started = time.perf_counter()
+        self.artifacts.refresh_extra()  # items the refresh DAG added since the run (a stat every 2 s)
         timings: dict[str, float] = {}
         reasons: list[str] = []
         ctx: dict = {"user_id": str(user_id), "k": k, "exclude": np.zeros(0, np.int64)}
@@ -142,7 +143,11 @@ class RecommendPipeline:
             timed(self.popular)
 
         art = self.artifacts
-        items = [int(i) for i in ctx["items"]]
+        named = [(int(i), art.name(int(i)), float(s), int(j))
+                 for i, s, j in zip(ctx["items"], ctx["scores"], ctx["interest"]) if art.name(int(i)) is not None]
+        if len(named) < len(ctx["items"]):  # an index Milvus holds but this run cannot name: never shown
+            log.warning("recommend(%s): dropped %d unnamed item indices", user_id, len(ctx["items"]) - len(named))
+        items = [i for i, _, _, _ in named]
         timings["total"] = (time.perf_counter() - started) * 1000.0
         return {
             "user_id": str(user_id),
@@ -150,11 +155,11 @@ class RecommendPipeline:
             "mode": mode,
             "degraded": bool(reasons),
             "degraded_reasons": reasons,
-            "items": [art.item_ids[i] for i in items],
+            "items": [name for _, name, _, _ in named],
             "item_index": items,
-            "scores": [round(float(s), 6) for s in ctx["scores"]],
-            "interests": [int(i) for i in ctx["interest"]],
-            "titles": [art.titles[i] for i in items],
+            "scores": [round(s, 6) for _, _, s, _ in named],
+            "interests": [j for _, _, _, j in named],
+            "titles": [art.title(i) for i in items],
             "model_version": model_version,
             "index_version": ctx.get("index_version") if mode != "popular" else None,
             "latency_ms": {name: round(ms, 3) for name, ms in timings.items()},

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,11 @@ import numpy as np
 
 from core.artifacts import RunLayout, sha256_file
 from core.history_window import check_long_window
+
+log = logging.getLogger(__name__)
+# Items added between retrains by the codebook-refresh DAG (orchestration.refresh.index_new_items):
+# {"base": len(item_ids.json), "ids": [raw ids]}; the j-th id has item index base + j in the Milvus collection.
+EXTRA_ITEMS = "extra_items.json"
 
 
 @dataclass
@@ -28,6 +35,10 @@ class Artifacts:
     codebook: Any = None
     dims: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
+    extra_ids: list[str] = field(default_factory=list)  # new items since the run (EXTRA_ITEMS), index base + j
+    extra_index_of: dict[str, int] = field(default_factory=dict)
+    _extra_stamp: int | None = None
+    _extra_checked: float = float("-inf")
 
     @property
     def layout(self) -> RunLayout:
@@ -58,7 +69,46 @@ class Artifacts:
         check_long_window(self.dims.get("long_window", "all"))  # a bad manifest fails at start, not per request
         self.versions = {"encoder": manifest.get("sha256", {}).get("encoder.onnx", "")[:12]
                          or sha256_file(lay.encoder_onnx)[:12]}
+        self.refresh_extra(every_s=0.0)
         return self
+
+    def refresh_extra(self, every_s: float = 2.0) -> None:
+        """Re-read EXTRA_ITEMS when it changed (a stat at most every ``every_s``): new items become nameable
+        without a restart. A file that does not match the run is ignored with a warning, never half-read."""
+        now = time.monotonic()
+        if now - self._extra_checked < every_s:
+            return
+        self._extra_checked = now
+        path = self.root / EXTRA_ITEMS
+        try:
+            stamp = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self._extra_stamp:
+            return
+        try:
+            data = json.loads(path.read_text()) if stamp is not None else {"base": len(self.item_ids), "ids": []}
+            ids = [str(i) for i in data["ids"]]
+            if int(data["base"]) != len(self.item_ids):
+                raise ValueError(f"base {data['base']} != {len(self.item_ids)} item rows of the run")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring %s: %s", path, exc)
+            return
+        base = len(self.item_ids)
+        self.extra_index_of = {raw: base + j for j, raw in enumerate(ids)}
+        self.extra_ids = ids  # replaced, never mutated: a concurrent request sees the old or the new list
+        self._extra_stamp = stamp
+
+    def name(self, index: int) -> str | None:
+        """Raw item id of an item index (the run's items, then the extra items); None when unknown."""
+        if 0 < index < len(self.item_ids):
+            return self.item_ids[index]
+        extra = self.extra_ids
+        j = index - len(self.item_ids)
+        return extra[j] if 0 <= j < len(extra) else None
+
+    def title(self, index: int) -> str:
+        return self.titles[index] if 0 < index < len(self.titles) else ""
 
 
 # ------------------------------------------------------------------------------------------------ stages

@@ -150,8 +150,11 @@ class Decode(Stage):
         else:
             recent_emb = np.zeros((1, 1, d_item), np.float32)
             recent_mask = np.zeros((1, 1), np.float32)
+        # items added since the run (no exact embedding, so not among the recent inputs) are still seen
+        extra = [art.extra_index_of[r] for r in inputs["recent_items"] if r in art.extra_index_of]
+        seen = np.concatenate([recent_idx, np.array(extra, np.int64)]) if extra else recent_idx
         return {"history_emb": hist[None], "history_mask": hist_mask, "recent_emb": recent_emb,
-                "recent_mask": recent_mask, "seen": recent_idx}
+                "recent_mask": recent_mask, "seen": seen}
 
 
 def _ort_providers() -> list[str]:

@@ -34,6 +34,7 @@ STEPS: dict[str, str] = {
     "promote": "orchestration.retrain:promote",
     # hymirec_codebook_refresh
     "encode_new_items": "orchestration.refresh:encode_new_items",
+    "index_new_items": "orchestration.refresh:index_new_items",
     "publish_item_codes": "orchestration.refresh:publish_item_codes",
 }
 

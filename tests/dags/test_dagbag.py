@@ -86,7 +86,8 @@ def test_retrain_dag_shape(dagbag):
 
 def test_codebook_refresh_dag_shape(dagbag):
     dag = dagbag.get_dag("hymirec_codebook_refresh")
-    assert [t.task_id for t in dag.topological_sort()] == ["encode_new_items", "publish_item_codes"]
+    assert {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks} == {
+        "encode_new_items": [], "publish_item_codes": ["encode_new_items"], "index_new_items": ["encode_new_items"]}
     assert all(t.retries == 2 for t in dag.tasks)
     assert dag.max_active_runs == 1 and dag.catchup is False
 

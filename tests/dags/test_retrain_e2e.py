@@ -1,7 +1,8 @@
 """hymirec_retrain end to end with `dag.test()` on small real data (the synthetic generator, small config).
 
-One module-scoped DAG run trains for real and exports: a real ONNX file, a Triton repository version, a Milvus
-Lite collection behind the alias, item codes in a Feast SQLite online store, the registry entry and `current`.
+One module-scoped DAG run trains for real and exports: a real ONNX file, a Triton repository version, a
+collection in the Milvus standalone server behind the alias, item codes in a Feast SQLite online store, the
+registry entry and `current`.
 Then: re-running tasks (forced recomputation) leaves byte-identical artifacts; a candidate worse than the
 recorded production metrics is rejected by the gate and nothing ships; a second run of the same interval adds
 no registry entry and no Triton / Milvus version.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -42,17 +44,23 @@ def _triton_versions(root: Path) -> dict[str, list[str]]:
 def retrain(tmp_path_factory, airflow_home):
     from airflow.dag_processing.dagbag import DagBag
 
+    from devservices.milvus_standalone import MilvusStandalone
+
     tmp = tmp_path_factory.mktemp("retrain")
     store_cfg = tmp / "store.json"
     store_cfg.write_text(json.dumps({"type": "sqlite", "sqlite_path": str(tmp / "feast" / "online.db"),
                                      "registry_path": str(tmp / "feast" / "registry.db")}))
+    milvus = MilvusStandalone(tmp / "milvus").start()  # the real Milvus server, as serving runs against
     conf = {"artifact_root": str(tmp / "artifacts"), "dataset": "synthetic", "feast_repo": str(store_cfg),
-            "milvus_uri": str(tmp / "milvus" / "items.db"), "triton_url": "", **SMALL}
-    bag = DagBag(dag_folder=str(DAGS_FOLDER))
-    assert bag.import_errors == {}
-    dag = bag.get_dag("hymirec_retrain")
-    run = dag.test(logical_date=LOGICAL_DATE, run_conf=conf)
-    return {"dag": dag, "run": run, "conf": conf, "root": Path(conf["artifact_root"])}
+            "milvus_uri": milvus.uri, "triton_url": "", **SMALL}
+    try:
+        bag = DagBag(dag_folder=str(DAGS_FOLDER))
+        assert bag.import_errors == {}
+        dag = bag.get_dag("hymirec_retrain")
+        run = dag.test(logical_date=LOGICAL_DATE, run_conf=conf)
+        yield {"dag": dag, "run": run, "conf": conf, "root": Path(conf["artifact_root"])}
+    finally:
+        milvus.stop()
 
 
 def _ctx(retrain, task: str, **params) -> dict:
@@ -224,3 +232,68 @@ def test_codebook_refresh_encodes_and_publishes_only_new_items(retrain, tmp_path
     first = _tree_hashes(out)
     assert dag.test(logical_date=LOGICAL_DATE, run_conf={**conf, "recompute": True}).state == "success"
     assert _tree_hashes(out) == first  # re-encoding the interval reproduces the same bytes
+
+
+def test_refreshed_items_are_indexed_and_served_without_a_restart(retrain, tmp_path):
+    """After hymirec_codebook_refresh (the test above ran it), the new items are in the production Milvus
+    collection under indices after the run's own, named in the run's extra_items.json, and a serving pipeline
+    started *before* they were added names and recommends them."""
+    import numpy as np
+    import torch
+
+    from core.artifacts import RunLayout
+    from features.store import StoreConfig, open_store
+    from features.store.base import UserState
+    from serving.config import ServingConfig
+    from serving.index import ItemIndex
+    from serving.request_path import RecommendPipeline
+    from serving.run_artifacts import EXTRA_ITEMS
+    from training.train import load_hybrid
+
+    layout = RunLayout.at(retrain["root"] / "current")
+    base = len(json.loads(layout.item_ids.read_text()))
+    extra = json.loads((layout.root / EXTRA_ITEMS).read_text())
+    assert extra == {"base": base, "ids": ["new-0", "new-1", "new-2"]}
+
+    out = next((retrain["root"] / "refresh").iterdir()) / "new_items"
+    with torch.no_grad():
+        vectors = load_hybrid(str(layout.root)).item_tower(torch.from_numpy(np.load(out / "item_embeddings.npy")),
+                                                           None).numpy()
+    index = ItemIndex(retrain["conf"]["milvus_uri"]).start()
+    try:  # Bounded consistency: an upsert is searchable once the query node has consumed it (seconds)
+        deadline = time.monotonic() + 60
+        while True:
+            found = [int(index.search(vectors[j:j + 1], 1)[0][0, 0]) for j in range(3)]
+            if found == [base, base + 1, base + 2] or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert found == [base, base + 1, base + 2]
+    finally:
+        index.close()
+
+    store_cfg = StoreConfig.from_file(retrain["conf"]["feast_repo"])
+    codes = np.load(layout.item_codes)
+    with open_store(store_cfg) as store:
+        store.write_users([UserState("fresh-user", codes=codes[1:6], recent_items=["new-1"],
+                                     recent_times_ms=[1], n_applied=5)])
+    config = ServingConfig(artifact_dir=layout.root, triton_url=None, milvus_uri=retrain["conf"]["milvus_uri"],
+                           feast_repo=retrain["conf"]["feast_repo"])
+    pipeline = RecommendPipeline(config)
+    extra_path = layout.root / EXTRA_ITEMS
+    saved = extra_path.read_text()
+    extra_path.unlink()  # the pipeline starts before the refresh named the new items ...
+    try:
+        pipeline.start()
+        assert pipeline.artifacts.name(base) is None
+        extra_path.write_text(saved)  # ... and picks them up on a later request, no restart
+        pipeline.artifacts._extra_checked = float("-inf")  # skip the 2 s re-check interval in the test
+        everything = pipeline.recommend("fresh-user", k=base + 10, exclude_seen=True)
+        assert everything["mode"] == "coarse_only", everything["degraded_reasons"]
+        assert {"new-0", "new-2"} <= set(everything["items"])
+        assert "new-1" not in everything["items"]  # the user has seen it
+        with_seen = pipeline.recommend("fresh-user", k=base + 10, exclude_seen=False)
+        assert "new-1" in with_seen["items"]
+    finally:
+        pipeline.close()
+        if not extra_path.exists():
+            extra_path.write_text(saved)

@@ -59,3 +59,29 @@ def test_milvus_search_settings_from_env():
         ServingConfig.from_env({"HYMIREC_MILVUS_EF": "0"})
     with pytest.raises(ServingConfigError, match="HYMIREC_MILVUS_EF"):
         ServingConfig.from_env({"HYMIREC_MILVUS_EF": "many"})
+
+
+def test_extra_items_are_named_after_the_run_and_a_bad_file_is_ignored(tmp_path):
+    """serving/run_artifacts.py: the refresh DAG's extra_items.json names item indices after the run's own; it is
+    re-read when it changes; a file that does not match the run (or is not JSON) is ignored, never half-read."""
+    import json
+    import os
+
+    from serving.run_artifacts import EXTRA_ITEMS, Artifacts
+
+    art = Artifacts(tmp_path)
+    art.item_ids, art.titles = ["<pad>", "a", "b"], ["", "A", "B"]
+    art.refresh_extra(every_s=0.0)
+    assert art.name(1) == "a" and art.name(3) is None and art.name(0) is None
+    (tmp_path / EXTRA_ITEMS).write_text(json.dumps({"base": 3, "ids": ["n1", "n2"]}))
+    art.refresh_extra(every_s=0.0)
+    assert (art.name(3), art.name(4), art.name(5)) == ("n1", "n2", None)
+    assert art.extra_index_of == {"n1": 3, "n2": 4} and art.title(4) == ""
+    for n, bad in enumerate((json.dumps({"base": 7, "ids": ["x"]}), "{not json", json.dumps({"ids": ["x"]}))):
+        (tmp_path / EXTRA_ITEMS).write_text(bad)
+        os.utime(tmp_path / EXTRA_ITEMS, ns=(10**9 * (n + 1),) * 2)  # a new mtime each time (coarse clocks)
+        art.refresh_extra(every_s=0.0)
+        assert (art.name(3), art.name(4)) == ("n1", "n2"), bad
+    (tmp_path / EXTRA_ITEMS).unlink()
+    art.refresh_extra(every_s=0.0)
+    assert art.name(3) is None and art.extra_index_of == {}

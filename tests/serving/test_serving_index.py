@@ -62,6 +62,33 @@ def test_versioned_collections_alias_swap_and_search(milvus_uri):
         reopened.close()
 
 
+def test_upsert_adds_items_to_the_served_collection(milvus_uri):
+    """New items between retrains: upserted under new indices into the collection behind the alias, searchable
+    without a rebuild (Bounded reads: within seconds on the server)."""
+    import time
+
+    from serving.index import IndexUnavailable, ItemIndex
+
+    rng = np.random.default_rng(3)
+    v = rng.standard_normal((201, 8)).astype(np.float32)
+    new = rng.standard_normal((2, 8)).astype(np.float32) * 10  # long vectors: top-1 for themselves under IP
+    index = ItemIndex(milvus_uri, index_type="FLAT").start(load=False)
+    try:
+        with pytest.raises(IndexUnavailable, match="build the index first"):
+            index.upsert(np.array([201]), new[:1])
+        index.build(v)
+        with pytest.raises(ValueError, match="ids > 0"):
+            index.upsert(np.array([0]), new[:1])
+        assert index.upsert(np.array([201, 202]), new) == 2
+        deadline = time.monotonic() + 30
+        while list(index.search(new, 1)[0][:, 0]) != [201, 202] and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert list(index.search(new, 1)[0][:, 0]) == [201, 202]
+        assert index.version == "hymirec_items_v1"  # same collection, no new version
+    finally:
+        index.close()
+
+
 def test_standalone_is_reachable_on_loopback_only(standalone):
     """Milvus 2.3 binds every interface; the server runs in its own network namespace, so on this host only the
     loopback relay listens, and none of Milvus' own ports (proxy 19530, etcd 2379) answers on a non-loopback address."""
