@@ -155,30 +155,6 @@ def component_benchmarks(run: dict, triton_url: str, milvus_uri: str, n: int = 2
     return res
 
 
-def markdown(result: dict) -> str:
-    lines = ["| benchmark | setting | p50 ms | p99 ms | notes |", "|---|---|---|---|---|"]
-    for load in result["load"]:
-        c = load["concurrency"]
-        lines.append(f"| /recommend end to end (client) | c={c}, {result['n_items']} items | "
-                     f"{load['client_e2e_ms']['p50']:.1f} | {load['client_e2e_ms']['p99']:.1f} | "
-                     f"{load['throughput_rps']:.0f} req/s, non-200 {load['non_200']}, modes {load['modes']} |")
-        for s, v in load["stages_ms"].items():
-            lines.append(f"| stage {s} (server) | c={c} | {v['p50']:.2f} | {v['p99']:.2f} | |")
-    comp = result["components"]
-    for b in (1, 32):
-        e = comp[f"encoder_b{b}"]
-        lines.append(f"| encoder ORT vs torch eager | batch {b}, T={e['T']}, 1 thread | {e['ort_p50_ms']:.2f} vs "
-                     f"{e['torch_eager_p50_ms']:.2f} | | speedup {e['speedup_p50']:.2f}x |")
-    l_ = comp["llm_b1"]
-    lines.append(f"| LLM Triton gRPC vs in-process ORT | batch 1 | {l_['triton_grpc_p50_ms']:.2f} vs "
-                 f"{l_['ort_in_process_p50_ms']:.2f} | {l_['triton_grpc_p99_ms']:.2f} vs {l_['ort_in_process_p99_ms']:.2f} | |")
-    mk = [k for k in comp if k.startswith("milvus")][0]
-    m = comp[mk]
-    lines.append(f"| Milvus one search nq=K vs K searches | {mk}, {m['n_items']} items | {m['one_search_nq_K_p50_ms']:.1f} vs "
-                 f"{m['K_searches_p50_ms']:.1f} | | |")
-    return "\n".join(lines)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, nargs="+", default=[100_000], help="index sizes, one full run each")
@@ -246,7 +222,9 @@ def run_one(n_items: int, args, work: Path) -> dict:
         services.callback(milvus.stop)
         result = measure_stack(run, args, store_cfg, triton, milvus)
     result["total_s"] = time.perf_counter() - t0
-    print(markdown(result))
+    from bench.serving_record import markdown_table
+
+    print(markdown_table([result]))
     return result
 
 

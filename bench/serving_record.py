@@ -58,6 +58,15 @@ def rows_for(sizes: list[dict], ef: int) -> list[list[str]]:
     return out
 
 
+def markdown_table(sizes: list[dict]) -> str:
+    """The record's rows as a markdown table (what the benchmark prints after each size)."""
+    from serving.config import ServingConfig
+
+    head = ["figure"] + [f"{s['n_items']:,} items" for s in sizes]
+    rows = rows_for(sizes, ServingConfig.milvus_ef)
+    return "\n".join("| " + " | ".join(r) + " |" for r in [head, ["---"] * len(head), *rows])
+
+
 def reading(sizes: list[dict], ef: int, trained: dict | None) -> str:
     base = next((s for s in sizes if s["n_items"] == 100_000), sizes[0])
     c1, c8 = _load(base, 1), _load(base, 8)

@@ -143,8 +143,11 @@ class RecommendPipeline:
             timed(self.popular)
 
         art = self.artifacts
-        named = [(int(i), art.name(int(i)), float(s), int(j))
-                 for i, s, j in zip(ctx["items"], ctx["scores"], ctx["interest"]) if art.name(int(i)) is not None]
+        named = []  # (index, raw id, score, interest) of the items this run can name
+        for i, score, interest in zip(ctx["items"], ctx["scores"], ctx["interest"]):
+            name = art.name(int(i))
+            if name is not None:
+                named.append((int(i), name, float(score), int(interest)))
         if len(named) < len(ctx["items"]):  # an index Milvus holds but this run cannot name: never shown
             log.warning("recommend(%s): dropped %d unnamed item indices", user_id, len(ctx["items"]) - len(named))
         items = [i for i, _, _, _ in named]
