@@ -8,8 +8,8 @@ Environment variables (all optional):
     HYMIREC_MILVUS_TOKEN   Milvus token (user:password or API key), passed to MilvusClient   default none
     HYMIREC_MILVUS_EF      HNSW search breadth (raised to the candidate count when that is larger)  default 128
     HYMIREC_MILVUS_CONSISTENCY  Bounded | Session | Eventually | Strong (Strong waits for a time tick:
-                           200-400 ms per search on a Milvus server; releases swap collections, so
-                           serving never needs it)                              default Bounded
+                           200-400 ms per search on a Milvus server; releases swap collections and
+                           new items may show seconds late, so serving never needs it)   default Bounded
     HYMIREC_FEAST_REPO     online-store config file (YAML/JSON, features.store.StoreConfig.from_file);
                            unset: features.store.StoreConfig.from_env()  (HYMIREC_STORE_TYPE, ...)
     HYMIREC_HOST / HYMIREC_PORT                                                 default 127.0.0.1 / 8080

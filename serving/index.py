@@ -9,9 +9,9 @@ URI: a Milvus Lite path (embedded, default; note that Milvus Lite makes a *direc
 one process may open it) or a server URI `http://host:19530` (production, or `milvus-lite server` here).
 Token: a server with authentication needs one (user:password or API key); the chart passes it as
 HYMIREC_MILVUS_TOKEN, which is the default here so that serving and the pipeline's index tasks both send it.
-Searches read with Bounded consistency (a release changes the collection behind the alias, never rows of a served
-collection, so a search needs no time-tick wait: Strong costs 200-400 ms per search on a Milvus server) and one
-call for all K interests (nq = K). `build()` checks its row count with Strong consistency, once.
+Searches read with Bounded consistency (a release changes the collection behind the alias; a served collection
+only gains new items' rows, which may show a few seconds late: no search needs a time-tick wait, and Strong costs
+200-400 ms per search on a Milvus server) and one call for all K interests (nq = K). `build()` checks its row count with Strong consistency, once.
 """
 from __future__ import annotations
 
