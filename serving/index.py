@@ -6,7 +6,7 @@ after: one atomic switch on the Milvus side). Searches always go through the ali
 old or the new index, never a half-built one. Older versions beyond `keep` are dropped afterwards.
 
 URI: a Milvus Lite path (embedded, default; note that Milvus Lite makes a *directory* at that path and only
-one process may open it) or a server URI `http://host:19530` (production, or `milvus-lite server` here).
+one process may open it) or a server URI `http://host:19530` (production, or `hymirec index server` here).
 Token: a server with authentication needs one (user:password or API key); the chart passes it as
 HYMIREC_MILVUS_TOKEN, which is the default here so that serving and the pipeline's index tasks both send it.
 Searches read with Bounded consistency (a release changes the collection behind the alias; a served collection
