@@ -64,14 +64,13 @@ class StreamProcessor:
     """One consumer. ``consumer`` / ``dlq_producer`` are created from ``config`` unless given."""
 
     def __init__(self, config: StreamConfig, store: OnlineStore, mapper: ItemCodeMapper,
-                 metrics: StreamMetrics | None = None, consumer: Any = None, dlq_producer: Any = None):
+                 metrics: StreamMetrics | None = None, consumer: Any = None, dlq_producer: Any = None,
+                 release: Any = None):
         self.cfg = config.validate()
         self.store = store
-        self.mapper = mapper
-        if self.cfg.published_codes and mapper.published is None:
-            # new items the codebook-refresh DAG publishes to the store between retrains are applied at once
-            mapper.published = store.read_item_codes
-            mapper.recheck_s = self.cfg.unknown_recheck_s
+        # features.stream_release.ReleaseTracker (--release-root): item codes and codebook of the current release
+        self.release = release
+        self._use_mapper(mapper)
         self.metrics = metrics or StreamMetrics()
         self.liveness = Liveness(self.cfg.liveness_stall_s)
         self.max_history = getattr(getattr(store, "config", None), "max_history", 1024)
@@ -84,6 +83,19 @@ class StreamProcessor:
         # Test seam: called between the read-apply and the store write of a batch. The fencing and liveness
         # tests stall a consumer there (past max.poll.interval.ms) to play a consumer that lost its partitions.
         self.before_write: Callable[[], None] | None = None
+
+    def _use_mapper(self, mapper: ItemCodeMapper) -> None:
+        if self.cfg.published_codes and mapper.published is None:
+            # new items the codebook-refresh DAG publishes to the store between retrains are applied at once,
+            # when they were encoded with the codebook this processor writes (never another release's codes)
+            codebook_id = self.codebook_id
+            mapper.published = lambda ids: self.store.read_item_codes(ids, codebook_id=codebook_id or None)
+            mapper.recheck_s = self.cfg.unknown_recheck_s
+        self.mapper = mapper
+
+    @property
+    def codebook_id(self) -> str:
+        return self.release.codebook_id if self.release is not None else ""
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
     def request_stop(self, *_: Any) -> None:
@@ -221,12 +233,17 @@ class StreamProcessor:
         outcome = {"applied": {}, "skipped": defaultdict(int), "written": 0, "fenced": 0}
         part_of: dict[str, int] = {}
         for uid, events in per_user.items():
-            st = states.get(uid) or UserState(uid, codes=np.zeros((0, self.mapper.n_layers), np.uint16))
-            new_st, n_applied, skipped = apply_events(st, events, self.max_history, self.recent_n)
+            base = states.get(uid) or UserState(uid, codes=np.zeros((0, self.mapper.n_layers), np.uint16),
+                                                codebook_id=self.codebook_id)
+            # a history stored under an older release's codebook is re-encoded first (written even when every
+            # event of the batch was a replay, so the row then carries the current codebook)
+            st = self.release.migrate(base) if self.release is not None else base
+            new_st, n_applied, skipped = apply_events(st, events, self.max_history, self.recent_n,
+                                                      codebook_id=self.codebook_id or None)
             # key = user id, so a user's events come from one partition (the fence is taken per partition)
             part_of[uid] = max(e.partition for e in events)
             outcome["applied"][uid] = (n_applied, skipped)
-            if new_st is not st:
+            if new_st is not base:
                 parts.setdefault(part_of[uid], (last_offset[part_of[uid]], []))[1].append(new_st)
         if self.before_write is not None:
             self.before_write()
@@ -249,6 +266,11 @@ class StreamProcessor:
         from kafka.errors import CommitFailedError, IllegalGenerationError, RebalanceInProgressError
         from kafka.structs import OffsetAndMetadata
         t0 = time.perf_counter()
+        if self.release is not None:
+            switched = self.release.poll()  # a registry flip: this batch already uses the new release
+            if switched is not None:
+                self._use_mapper(switched)
+                self.metrics.release_switches.inc()
         res = BatchResult(dlq=defaultdict(int))
         dead: list[tuple[Any, BadEvent]] = []
         valid: list[tuple[Any, Any]] = []

@@ -44,21 +44,32 @@ def _load_codebook(path: str | None) -> Any:
         raise StreamConfigError(f"cannot load codebook {path}: {exc}") from exc
 
 
-def run_processor(config: StreamConfig, store_config: StoreConfig, item_codes: str | os.PathLike,
+def run_processor(config: StreamConfig, store_config: StoreConfig, item_codes: str | os.PathLike | None,
                   codebook: str | None = None, new_item_embeddings: str | None = None,
-                  install_signals: bool = True) -> BatchResult:
-    """Validate the configuration (nothing written when it is bad), open the store and run the processor."""
+                  install_signals: bool = True, release_root: str | os.PathLike | None = None,
+                  release_poll_s: float = 1.0) -> BatchResult:
+    """Validate the configuration (nothing written when it is bad), open the store and run the processor.
+    With ``release_root`` the item codes and codebook are the current release's, followed across registry flips
+    (features/stream_release.py); else ``item_codes`` (and ``codebook``) for the processor's whole life."""
     config.validate()
     store_config.validate()
     probe_bootstrap(config.bootstrap)
-    mapper = ItemCodeMapper.from_path(item_codes, _load_codebook(codebook), _load_embeddings(new_item_embeddings))
+    release = None
+    if release_root:
+        from .stream_release import ReleaseTracker
+        release = ReleaseTracker(release_root, release_poll_s, _load_embeddings(new_item_embeddings))
+        mapper = release.start()
+    elif item_codes:
+        mapper = ItemCodeMapper.from_path(item_codes, _load_codebook(codebook), _load_embeddings(new_item_embeddings))
+    else:
+        raise StreamConfigError("no item codes: give --item-codes or --release-root")
     from .store.config import open_store
     store = open_store(store_config, apply=False)
     try:
         if store_config.type == "redis":
             store.ping()
         store.apply()
-        proc = StreamProcessor(config, store, mapper)
+        proc = StreamProcessor(config, store, mapper, release=release)
         if install_signals:
             proc.install_signal_handlers()
         totals = proc.run()
@@ -111,7 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dlq-topic", default=None, help="default <topic>.dlq")
     run.add_argument("--group", default="hymirec-stream")
     run.add_argument("--group-instance-id", default=None)
-    run.add_argument("--item-codes", required=True, help="run dir, .npz or .parquet item-codes table")
+    run.add_argument("--item-codes", default=None, help="run dir, .npz or .parquet item-codes table (needed "
+                                                        "without --release-root)")
+    run.add_argument("--release-root", default=os.environ.get("HYMIREC_RELEASE_ROOT") or None,
+                     help="artifact root whose registry names the current release: its item codes and codebook "
+                          "are used and followed across promotes and rollbacks [HYMIREC_RELEASE_ROOT]")
+    run.add_argument("--release-poll-s", type=float, default=1.0, help="how often the registry is checked")
     run.add_argument("--codebook", default=None, help="codebook.npz to encode unknown items")
     run.add_argument("--new-item-embeddings", default=None, help=".npz (item_ids, embeddings) of new items")
     run.add_argument("--max-poll-records", type=int, default=500)
@@ -176,7 +192,8 @@ def main(argv: Sequence[str] | None = None, load_dataset: Callable[[str], Any] |
                                store_retry_s=args.store_retry_s, unknown_recheck_s=args.unknown_recheck_s,
                                security=_security(args))
             totals = run_processor(cfg, _store_config(args), args.item_codes, args.codebook,
-                                   args.new_item_embeddings)
+                                   args.new_item_embeddings, release_root=args.release_root,
+                                   release_poll_s=args.release_poll_s)
             print(json.dumps({"events_in": totals.events_in, "applied": totals.applied,
                               "skipped": totals.skipped, "dlq": dict(totals.dlq)}), flush=True)
         elif args.command == "replay":

@@ -65,6 +65,8 @@ class StreamMetrics:
         self.dlq = Counter(f"{p}_events_dlq", "messages sent to the DLQ", ["reason"], registry=r)
         self.encoded = Counter(f"{p}_items_encoded", "unknown items encoded on the fly", registry=r)
         self.batches = Counter(f"{p}_batches", "batches written and committed", registry=r)
+        self.release_switches = Counter(f"{p}_release_switches", "switches to a newly current release",
+                                        registry=r)
         self.commit_failures = Counter(f"{p}_commit_failures", "offset commits refused", registry=r)
         self.store_retries = Counter(f"{p}_store_retries", "failed store calls retried", registry=r)
         self.write_seconds = Histogram(f"{p}_batch_write_seconds", "store read-modify-write per batch",
@@ -97,6 +99,7 @@ class StreamMetrics:
             "dlq": {r: int(self._value(f"{p}_events_dlq_total", reason=r)) for r in DLQ_REASONS},
             "encoded": int(self._value(f"{p}_items_encoded_total")),
             "batches": int(self._value(f"{p}_batches_total")),
+            "release_switches": int(self._value(f"{p}_release_switches_total")),
             "commit_failures": int(self._value(f"{p}_commit_failures_total")),
             "store_retries": int(self._value(f"{p}_store_retries_total")),
             "lag": lag,

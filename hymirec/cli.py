@@ -6,6 +6,7 @@
     hymirec export onnx|triton ...       (training/export/)
     hymirec index build ...              (serving/)
     hymirec serve | recommend ...        (serving/)
+    hymirec release show|activate|rollback  (orchestration/releases.py)
     hymirec bench quality ...
 """
 from __future__ import annotations
@@ -65,9 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--dataset", required=True)
     summary.set_defaults(handler=_cmd_data_summary)
 
-    from hymirec import cli_layers
+    from hymirec import cli_layers, cli_release
 
     cli_layers.register(sub)
+    cli_release.register(sub)
     return parser
 
 

@@ -92,12 +92,14 @@ def _serving_config(args: argparse.Namespace):
 
     config = ServingConfig.from_env()
     changes = {key: value for key, value in (("artifact_dir", args.run_dir), ("triton_url", args.triton_url),
-                                             ("milvus_uri", args.milvus_uri), ("feast_repo", args.store_config))
+                                             ("milvus_uri", args.milvus_uri), ("feast_repo", args.store_config),
+                                             ("release_root", args.release_root))
                if value is not None}
-    if "artifact_dir" in changes:
-        from pathlib import Path
+    from pathlib import Path
 
-        changes["artifact_dir"] = Path(changes["artifact_dir"])
+    for key in ("artifact_dir", "release_root"):
+        if key in changes:
+            changes[key] = Path(changes[key])
     if getattr(args, "port", None):
         changes["port"] = args.port
     return replace(config, **changes)
@@ -128,6 +130,8 @@ def _triton_rollout(args: argparse.Namespace) -> int:
 
 def _serving_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", help="run directory with the artifacts (env HYMIREC_ARTIFACT_DIR)")
+    parser.add_argument("--release-root", help="artifact root whose registry names the current release; followed "
+                                               "without a restart (env HYMIREC_RELEASE_ROOT)")
     parser.add_argument("--triton-url", help="Triton gRPC host:port, or 'off' (env HYMIREC_TRITON_URL)")
     parser.add_argument("--milvus-uri", help="Milvus Lite path or server URI (env HYMIREC_MILVUS_URI)")
     parser.add_argument("--store-config", help="online store config file (env HYMIREC_FEAST_REPO)")

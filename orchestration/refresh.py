@@ -107,7 +107,8 @@ def index_new_items(ctx, encoded: dict) -> dict:
     milvus = production["milvus"]
     index = ItemIndex(milvus["uri"], milvus["alias"]).start(load=False)
     try:
-        n = index.upsert(np.array([position[raw] for raw in ids], np.int64), vectors)
+        n = index.upsert(np.array([position[raw] for raw in ids], np.int64), vectors,
+                         collection=milvus["collection"])  # the production release's, whatever the alias says
     finally:
         index.close()
     return {"indexed": n, "collection": milvus["collection"], "first_index": min(position[r] for r in ids),

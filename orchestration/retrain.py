@@ -17,8 +17,8 @@ Params read here (the DAG's declared ones, plus optional run-conf keys):
                      environment when HYMIREC_STORE_TYPE is set, else item codes are not pushed (reported)
   milvus_uri / milvus_alias          Milvus URI ("" = <artifact_root>/milvus.db, Milvus Lite); alias hymirec_items
   triton_url / triton_target         gRPC host:port of a Triton server in explicit model-control mode ("" = none:
-                     promote only writes the registry); target "local" (python backend, CPU; the default, as
-                     in the chart) or "production" (onnxruntime backend, GPU)
+                     promote flips the registry without loading a version); target "local" (python backend, CPU;
+                     the default, as in the chart) or "production" (onnxruntime backend, GPU)
   export_parity_cases                ONNX parity cases per model (default 100)
   item_source        hymirec_codebook_refresh: new items (a RecBole .item file or a dataset)
   recompute          recompute instead of reusing recorded step results
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -130,8 +129,8 @@ def refresh_item_embeddings(ctx, snapshot: dict) -> dict:
 
 
 def refit_codebook(ctx, snapshot: dict, embeddings: dict) -> dict:
-    """Refit the residual codebook on the interval's item embeddings and push every item's codes to the online
-    store (tagged with the codebook's sha256 as codebook_id)."""
+    """Refit the residual codebook on the interval's item embeddings. Nothing a reader uses changes here: the
+    codes reach the online store only when ``promote`` makes the release current, after the quality gate."""
     cfg = _config(ctx, snapshot["dir"])
     stage1 = Path(embeddings["dir"])
     if embeddings.get("kind") != "content_encoder":
@@ -152,16 +151,13 @@ def refit_codebook(ctx, snapshot: dict, embeddings: dict) -> dict:
         return {"report": report}, ["codebook.npz", "item_codes.npy", "item_scales.npy", "item_codes_table.npz"]
 
     inputs = {"embeddings": embeddings["content_hash"], "codebook": cfg.to_dict()["codebook"], "seed": cfg.train.seed}
-    result = run_recorded(ctx, _interval(ctx) / "codebook", _interval(ctx) / "steps", inputs, compute)
-    ids = json.loads((stage1 / "item_ids.json").read_text())[1:]
-    codes = np.load(Path(result["dir"]) / "item_codes.npy")[1:]
-    return {**result, "online_store": push_codes(ctx["params"], ids, codes, result["hashes"]["codebook.npz"])}
+    return run_recorded(ctx, _interval(ctx) / "codebook", _interval(ctx) / "steps", inputs, compute)
 
 
 def train_recommenders(ctx, snapshot: dict, embeddings: dict, codebook: dict) -> dict:
     """training.train.run_training on the snapshot into intervals/<key>/run (a RunLayout). Its stage 1 and
-    codebook are recomputed with the same seeds, so they match the previous steps byte for byte (checked); if they
-    do not (e.g. non-deterministic GPU kernels), the run's own codes are pushed to the online store."""
+    codebook are recomputed with the same seeds, so they match the previous steps byte for byte (checked and
+    reported); either way the release is the run's own codebook and codes (what promote pushes)."""
     final = _interval(ctx) / "run"
     cfg = _config(ctx, snapshot["dir"], str(final))
 
@@ -180,11 +176,7 @@ def train_recommenders(ctx, snapshot: dict, embeddings: dict, codebook: dict) ->
                for name in ("codebook.npz", "item_codes.npy")}
     result["matches_refit_codebook"] = all(matches.values())
     if not result["matches_refit_codebook"]:
-        log.warning("run codebook/codes differ from refit_codebook's %s: pushing the run's codes", matches)
-        layout = RunLayout.at(final)
-        ids = json.loads(layout.item_ids.read_text())[1:]
-        result["online_store"] = push_codes(ctx["params"], ids, np.load(layout.item_codes)[1:],
-                                             result["hashes"]["codebook.npz"])
+        log.warning("run codebook/codes differ from refit_codebook's %s: the release uses the run's", matches)
     return result
 
 
@@ -292,8 +284,9 @@ def export_model(ctx, run: dict, verdict: dict) -> dict:
 
 
 def rebuild_item_index(ctx, run: dict, export: dict) -> dict:
-    """A new Milvus collection version from the run's item vectors (serving.index.build_run_index) and the alias
-    swapped to it; skipped when the alias already serves the collection built from the same vectors."""
+    """The release's Milvus collection: a new version built from the run's item vectors
+    (serving.index.build_run_index), loaded but not behind the alias yet (``promote`` points the alias when the
+    release becomes current); reused when the recorded collection from the same vectors still exists."""
     from serving.index import ItemIndex, build_run_index
 
     uri = ctx["params"].get("milvus_uri") or _root(ctx).default_milvus
@@ -304,12 +297,12 @@ def rebuild_item_index(ctx, run: dict, export: dict) -> dict:
     if previous.get("key") == fingerprint([uri, alias, vectors_sha]) and not ctx["params"].get("recompute"):
         index = ItemIndex(uri, alias).start(load=False)
         try:
-            serving = index.refresh()
+            exists = index.client.has_collection(previous["collection"])
         finally:
             index.close()
-        if serving == previous["collection"]:
+        if exists:
             return {**previous, "reused": True}
-    built = build_run_index(run["dir"], uri, alias)
+    built = build_run_index(run["dir"], uri, alias, swap_alias=False)
     result = {"key": fingerprint([uri, alias, vectors_sha]), "uri": uri, "alias": alias,
               "collection": built.collection, "version": built.version, "n_items": built.n_items, "dim": built.dim,
               "item_vectors_sha256": vectors_sha, "interval_key": ctx["interval_key"]}
@@ -318,21 +311,22 @@ def rebuild_item_index(ctx, run: dict, export: dict) -> dict:
 
 
 def promote(ctx, run: dict, evaluation: dict, export: dict, index: dict) -> dict:
-    """Make the candidate production: Triton loads the new version before unloading the old one (when a server
-    is configured), the registry records it (one entry per interval + content hash) and ``current`` is swapped."""
-    root = _root(ctx)
-    # CPU ("local") unless told otherwise, as the chart mounts triton/local unless triton.gpus > 0
-    target = ctx["params"].get("triton_target") or os.environ.get("HYMIREC_TRITON_TARGET") or "local"
-    triton = {"skipped": "no triton_url configured"}
-    if ctx["params"].get("triton_url"):
-        from serving.triton_server import rollout
+    """Make the candidate the current release, as a whole (orchestration/releases.activate): the registry records
+    it (one entry per interval + content hash), its item codes reach the online store tagged with its codebook
+    id, then Triton loads its LLM version next to the served one, the registry's ``production`` pointer flips
+    (serving and the stream processor follow it), ``current`` and the Milvus alias follow, and the old Triton
+    version is unloaded after the readers settled."""
+    from orchestration.releases import activate
 
-        triton = rollout(root.triton_repo / target, TRITON_MODEL, int(export["version"]), ctx["params"]["triton_url"])
+    root = _root(ctx)
+    layout = RunLayout.at(run["dir"])
+    codebook_id = run["hashes"]["codebook.npz"]
     with root.locked_registry() as reg:
         entry = next((m for m in reg["models"] if m["interval_key"] == ctx["interval_key"]
                       and m["content_hash"] == run["content_hash"]), None)
         if entry is None:
             entry = {"version": int(export["version"]), "interval_key": ctx["interval_key"],
+                     "codebook_id": codebook_id,
                      "interval_start": ctx["interval_start"], "interval_end": ctx["interval_end"],
                      "content_hash": run["content_hash"], "run_dir": run["dir"],
                      "stage1_dir": str(_interval(ctx) / "stage1"),
@@ -342,9 +336,11 @@ def promote(ctx, run: dict, evaluation: dict, export: dict, index: dict) -> dict
                      "milvus": {"uri": index["uri"], "alias": index["alias"], "collection": index["collection"]},
                      "dag_run_id": ctx["run_id"]}
             reg["models"].append(entry)
-        previous = reg.get("production")
-        reg["production"] = entry["version"]
-    current = root.swap_current(Path(run["dir"]))
-    log.info("promoted model v%s (previous %s), current -> %s", entry["version"], previous, current)
-    return {"version": entry["version"], "previous": previous, "current": current, "triton": triton,
-            "interval_key": ctx["interval_key"]}
+    # before the flip: a stream processor on the new release finds every item's codes under the new id
+    pushed = push_codes(ctx["params"], json.loads(layout.item_ids.read_text())[1:], np.load(layout.item_codes)[1:],
+                        codebook_id)
+    steps = activate(root.root, entry["version"], triton_url=ctx["params"].get("triton_url") or None,
+                     target=ctx["params"].get("triton_target"))
+    log.info("promoted release v%s (previous %s)", entry["version"], steps["previous"])
+    return {"version": entry["version"], "previous": steps["previous"], "current": steps["current"],
+            "codebook_id": codebook_id, "online_store": pushed, "activate": steps, "interval_key": ctx["interval_key"]}

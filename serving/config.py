@@ -3,6 +3,9 @@
 Environment variables (all optional):
 
     HYMIREC_ARTIFACT_DIR   run directory (core.artifacts.RunLayout)        default runs/latest
+    HYMIREC_RELEASE_ROOT   artifact root with registry.json (core/releases.py): serve its current release and
+                           follow the registry to the next one without a restart    default none
+    HYMIREC_RELEASE_POLL_S how often the registry is checked                   default 1
     HYMIREC_TRITON_URL     Triton gRPC host:port; "" or "off" disables Triton   default 127.0.0.1:8001
     HYMIREC_MILVUS_URI     Milvus Lite path or server URI                      default <artifact_dir>/milvus.db
     HYMIREC_MILVUS_TOKEN   Milvus token (user:password or API key), passed to MilvusClient   default none
@@ -46,6 +49,8 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 @dataclass(frozen=True)
 class ServingConfig:
     artifact_dir: Path = Path("runs/latest")
+    release_root: Path | None = None  # registry to follow (serving/served_release.py); None: artifact_dir only
+    release_poll_s: float = 1.0  # below orchestration.releases' settle time (3 s), so no request loses its version
     triton_url: str | None = "127.0.0.1:8001"
     triton_model: str = "llm"
     triton_timeout_s: float = 1.0
@@ -89,6 +94,8 @@ class ServingConfig:
             raise ServingConfigError(f"port must be 1..65535, got {self.port}")
         if not (1 <= self.default_k <= self.max_k):
             raise ServingConfigError("need 1 <= default_k <= max_k")
+        if self.release_poll_s <= 0:
+            raise ServingConfigError(f"release_poll_s must be > 0, got {self.release_poll_s} (HYMIREC_RELEASE_POLL_S)")
         if self.triton_timeout_s <= 0 or self.milvus_timeout_s <= 0:
             raise ServingConfigError("timeouts must be > 0")
         if self.milvus_consistency not in CONSISTENCY_LEVELS:
@@ -130,6 +137,10 @@ class ServingConfig:
         kw: dict = {}
         if env.get("HYMIREC_ARTIFACT_DIR"):
             kw["artifact_dir"] = Path(env["HYMIREC_ARTIFACT_DIR"])
+        if env.get("HYMIREC_RELEASE_ROOT"):
+            kw["release_root"] = Path(env["HYMIREC_RELEASE_ROOT"])
+        if env.get("HYMIREC_RELEASE_POLL_S"):
+            kw["release_poll_s"] = _number(env, "HYMIREC_RELEASE_POLL_S", float)
         if "HYMIREC_TRITON_URL" in env:
             url = env["HYMIREC_TRITON_URL"].strip()
             kw["triton_url"] = None if url.lower() in ("", "off", "none") else url.removeprefix("grpc://")
@@ -163,6 +174,8 @@ class ServingConfig:
         kw.update({k: v for k, v in overrides.items() if v is not None})
         if "artifact_dir" in kw:
             kw["artifact_dir"] = Path(kw["artifact_dir"])
+        if kw.get("release_root") is not None:
+            kw["release_root"] = Path(kw["release_root"])
         return cls(**kw).validate()
 
 

@@ -1,6 +1,6 @@
 """Where serving reads a user's history from: a small adapter over the online store (features.store).
 
-    UserHistory(codes [n, L] uint16 oldest first, recent_items raw ids oldest first)
+    UserHistory(codes [n, L] uint16 oldest first, recent_items raw ids oldest first, codebook_id of the codes)
 
 `StoreHistorySource` reads the real Feast-backed store (`features.store.open_store`); `StaticHistorySource`
 serves a fixed mapping (benchmarks, offline `hymirec recommend` over a dataset without a store).
@@ -22,6 +22,7 @@ class UserHistory:
     user_id: str
     codes: np.ndarray  # [n, L] codebook codes of the long history, oldest first
     recent_items: tuple[str, ...]  # raw item ids, oldest first
+    codebook_id: str = ""  # the codebook that encoded `codes` ("" = not recorded: rows older than versioned codes)
 
 
 class HistorySource(Protocol):
@@ -59,7 +60,8 @@ class StoreHistorySource:
             raise HistoryUnavailable(f"online store read failed: {exc}") from exc
         if state is None:
             return None
-        return UserHistory(user_id, np.asarray(state.codes), tuple(state.recent_items))
+        return UserHistory(user_id, np.asarray(state.codes), tuple(state.recent_items),
+                           str(getattr(state, "codebook_id", "") or ""))
 
     def ping(self) -> bool:
         try:

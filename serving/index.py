@@ -72,6 +72,7 @@ class ItemIndex:
         self._lock = threading.Lock()
         self._collection: str | None = None
         self._served_type: str | None = None  # index type of the collection behind the alias
+        self._types: dict[str, str | None] = {}
 
     # -------------------------------------------------------------------------------------------- lifecycle
     def start(self, load: bool = True) -> "ItemIndex":
@@ -148,9 +149,10 @@ class ItemIndex:
         return sorted(out)
 
     def build(self, vectors: np.ndarray, *, item_index: np.ndarray | None = None, batch: int = 20000,
-              description: str = "") -> IndexBuild:
+              description: str = "", swap_alias: bool = True) -> IndexBuild:
         """Index `vectors` ([n_items+1, d], row i = item index i; row 0 and all-zero rows are skipped) into a
-        new collection version and swap the alias to it."""
+        new collection version and swap the alias to it (``swap_alias=False``: a release's collection, made
+        current later by orchestration/releases.activate through :meth:`point_alias`)."""
         from pymilvus import DataType, MilvusClient
 
         started = time.perf_counter()
@@ -186,19 +188,39 @@ class ItemIndex:
         except Exception:
             self.client.drop_collection(name)
             raise
-        with self._lock:
-            if self._alias_exists():
-                self.client.alter_alias(name, self.alias)
-            else:
-                self.client.create_alias(name, self.alias)
-            self._collection = name
-            self._served_type = self.index_type
-        for _, old in self._versions()[:-self.keep] if self.keep > 0 else []:
-            if old != name:
-                self.client.drop_collection(old)
+        if swap_alias:
+            self.point_alias(name)
+        self.prune(keep_also=(name,))
         return IndexBuild(self.alias, name, version, len(ids), dim, time.perf_counter() - started)
 
-    def upsert(self, item_index: np.ndarray, vectors: np.ndarray) -> int:
+    def point_alias(self, collection: str) -> None:
+        """Point the alias at ``collection`` (one atomic switch on the Milvus side); loads it first."""
+        state = self.client.get_load_state(collection)
+        if "Loaded" not in str(state.get("state", state)):
+            self.client.load_collection(collection)
+        with self._lock:
+            if self._alias_target() == collection:
+                pass
+            elif self._alias_exists():
+                self.client.alter_alias(collection, self.alias)
+            else:
+                self.client.create_alias(collection, self.alias)
+            self._collection = collection
+            self._served_type = self._index_type_of(collection)
+
+    def prune(self, keep_also: tuple[str, ...] = ()) -> list[str]:
+        """Drop versions beyond the newest ``keep``, never the one behind the alias nor ``keep_also``: the
+        served release's collection and the one a rollback returns to stay searchable."""
+        versions = self._versions()
+        protected = {self._alias_target(), *keep_also}
+        dropped = []
+        for _, old in versions[:-self.keep] if self.keep > 0 else []:
+            if old not in protected:
+                self.client.drop_collection(old)
+                dropped.append(old)
+        return dropped
+
+    def upsert(self, item_index: np.ndarray, vectors: np.ndarray, collection: str | None = None) -> int:
         """Insert or replace rows (item index → vector) in the collection behind the alias: new items between
         retrains (the codebook-refresh DAG). Searches see them within Milvus' Bounded staleness (5 s)."""
         ids = np.asarray(item_index, np.int64)
@@ -206,7 +228,7 @@ class ItemIndex:
         if vectors.ndim != 2 or len(ids) != len(vectors) or (len(ids) and ids.min() <= 0):
             raise ValueError(f"upsert needs ids > 0 and vectors [n, d] of the same length, got {ids.shape} and "
                              f"{vectors.shape}")
-        collection = self._alias_target()
+        collection = collection or self._alias_target()
         if collection is None:
             raise IndexUnavailable(f"alias {self.alias!r} does not exist: build the index first")
         if len(ids):
@@ -217,20 +239,22 @@ class ItemIndex:
         return self._alias_target() is not None
 
     # -------------------------------------------------------------------------------------------- search
-    def search(self, queries: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
-        """One Milvus search for all queries (nq = K). Returns ids [K, limit] int64 (0 = no result) and
-        scores [K, limit] float32 (NaN = no result)."""
+    def search(self, queries: np.ndarray, limit: int, collection: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One Milvus search for all queries (nq = K), through the alias or in ``collection`` by name (a request
+        pinned to its release). Returns ids [K, limit] int64 (0 = no result) and scores [K, limit] float32
+        (NaN = no result)."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2:
             raise ValueError(f"queries must be [K, d], got {queries.shape}")
         limit = int(max(1, min(limit, 16384)))
         params = dict(self.search_params)
-        if self._served_type == "HNSW":
+        served_type = self._served_type if collection is None else self._type_of_named(collection)
+        if served_type == "HNSW":
             params["ef"] = max(int(params.get("ef", 64)), limit)  # HNSW needs ef >= top-k
         else:
             params.pop("ef", None)  # an HNSW knob; other index types have their own
         try:
-            hits = self.client.search(self.alias, data=queries, limit=limit, output_fields=[PK],
+            hits = self.client.search(collection or self.alias, data=queries, limit=limit, output_fields=[PK],
                                       search_params={"metric_type": self.metric, "params": params},
                                       consistency_level=self.consistency, timeout=self.timeout_s)
         except Exception as exc:  # noqa: BLE001
@@ -244,17 +268,24 @@ class ItemIndex:
                 scores[q, :n] = [h["distance"] for h in row]
         return ids, scores
 
+    def _type_of_named(self, collection: str) -> str | None:
+        types = self._types  # {collection: index type}, asked once per collection
+        if collection not in types:
+            self._types = {**types, collection: self._index_type_of(collection)}
+        return self._types[collection]
+
     def search_each(self, queries: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
         """K separate searches (nq = 1 each): only for the benchmark comparison."""
         parts = [self.search(q[None], limit) for q in np.asarray(queries, np.float32)]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def build_index(uri: str, vectors: np.ndarray, alias: str = "hymirec_items", **kwargs) -> IndexBuild:
+def build_index(uri: str, vectors: np.ndarray, alias: str = "hymirec_items", swap_alias: bool = True,
+                **kwargs) -> IndexBuild:
     """`hymirec index build`: one new version of the item index from `vectors` (item_vectors.npy)."""
     index = ItemIndex(uri, alias, **kwargs).start(load=False)
     try:
-        return index.build(vectors)
+        return index.build(vectors, swap_alias=swap_alias)
     finally:
         index.close()
 

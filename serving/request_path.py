@@ -2,6 +2,9 @@
 
 Modes (worst wins):  full → coarse_only (Triton down: coarse interests as queries) → popular (Milvus down,
 unknown user, store down, or any unexpected failure). A valid request always gets an answer.
+
+Each request is served from one release (serving/served_release.py): ``self.release`` is read once at its start;
+with a release root (HYMIREC_RELEASE_ROOT) a follower thread swaps in the next release when the registry flips.
 """
 from __future__ import annotations
 
@@ -12,18 +15,21 @@ from pathlib import Path
 
 import numpy as np
 
+from core.releases import ReleaseError, current_release
 from serving.config import ServingConfig
 from serving.history import HistoryUnavailable, StoreHistorySource
 from serving.index import ItemIndex
-from serving.run_artifacts import Artifacts
-from serving.stages import (CoarseQueries, Decode, Encode, FetchHistory, Merge,
-                            Popular, Refine, Search, StageUnavailable)
+from serving.served_release import ReleaseFollower, ServedRelease
+from serving.stages import (CoarseQueries, Decode, Encode, FetchHistory, Merge, Popular, Refine, Search,
+                            StageUnavailable)
 
 log = logging.getLogger(__name__)
 
 MODES = ("full", "coarse_only", "popular")
+# The stages in request order (each declares its inputs and outputs; /stages shows them).
+STAGES = (FetchHistory, Decode, Encode, Refine, CoarseQueries, Search, Merge, Popular)
 REASONS = ("unknown_user", "store_unavailable", "triton_unavailable", "coarse_unavailable", "milvus_unavailable",
-           "internal_error")
+           "codebook_unknown", "internal_error")
 
 
 class RecommendPipeline:
@@ -31,12 +37,9 @@ class RecommendPipeline:
 
     def __init__(self, config: ServingConfig, history_source=None, index: ItemIndex | None = None):
         self.config = config
-        self.artifacts = Artifacts(Path(config.artifact_dir))
-        layout = self.artifacts.layout
+        self.release: ServedRelease | None = None  # read once per request; replaced whole by the follower
+        self.follower: ReleaseFollower | None = None
         self.fetch = FetchHistory(history_source or StoreHistorySource(config.feast_repo))
-        self.decode = Decode(self.artifacts)
-        self.encode = Encode(layout.encoder_onnx, config.ort_threads)
-        self.coarse = CoarseQueries(layout.coarse_head_onnx, 0, config.ort_threads)
         self.refine = Refine(config.triton_url, config.triton_model, config.triton_timeout_s,
                              config.breaker_cooldown_s)
         self.search = Search(index or ItemIndex(config.milvus, config.milvus_alias, token=config.milvus_token,
@@ -44,29 +47,57 @@ class RecommendPipeline:
                                                 search_params={"ef": config.milvus_ef},
                                                 consistency=config.milvus_consistency), config.breaker_cooldown_s)
         self.merge = Merge(config.quotas, config.merge)
-        self.popular = Popular(self.artifacts)
+        self._own_index = index is None and config.milvus_uri is None  # may follow the release's Milvus URI
         self.started = False
         self._lock = threading.Lock()
 
     @property
+    def artifacts(self):
+        return self.release.artifacts
+
+    @property
     def stages(self):
-        return [self.fetch, self.decode, self.encode, self.refine, self.coarse, self.search, self.merge, self.popular]
+        shared = [self.fetch, self.refine, self.search, self.merge]
+        return shared + (self.release.stages if self.release is not None else [])
 
     def describe(self) -> list[dict]:
-        return [{"name": s.name, "inputs": list(s.inputs), "outputs": list(s.outputs)} for s in self.stages]
+        return [{"name": s.name, "inputs": list(s.inputs), "outputs": list(s.outputs)} for s in STAGES]
 
     def start(self) -> "RecommendPipeline":
         with self._lock:
             if self.started:
                 return self
-            self.artifacts.load()
-            self.coarse.d_out = int(self.artifacts.dims["d_out"])
-            for stage in self.stages:
+            root = self.config.release_root
+            release = current_release(root) if root is not None else None
+            if root is not None and release is None and not Path(self.config.artifact_dir).exists():
+                raise ReleaseError(f"{root}: the registry names no current release yet, and there is no run "
+                                   f"directory at {self.config.artifact_dir}: promote a release first")
+            if release is not None and self._own_index:
+                self.search.index.uri = release.milvus_uri  # the URI the release's collection lives at
+            self.release = self._load(release)
+            for stage in (self.fetch, self.refine, self.search, self.merge):
                 stage.start()
+            if root is not None:
+                self.follower = ReleaseFollower(Path(root), self.config.release_poll_s, self._load, self._swap)
+                if release is not None:
+                    self.follower.prime(release)
+                self.follower.start()
             self.started = True
         return self
 
+    def _load(self, release) -> ServedRelease:
+        run_dir = self.config.artifact_dir if release is None else release.run_dir
+        return ServedRelease.load(run_dir, self.config.ort_threads, release, self.config.release_root)
+
+    def _swap(self, bundle: ServedRelease) -> None:
+        # One assignment: a request already running keeps the bundle it read; the old ONNX sessions are freed
+        # when the last such request drops its reference.
+        self.release = bundle
+
     def close(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
+            self.follower = None
         for stage in self.stages:
             try:
                 stage.close()
@@ -82,11 +113,13 @@ class RecommendPipeline:
     def recommend(self, user_id: str, k: int | None = None, exclude_seen: bool = True) -> dict:
         k = int(k or self.config.default_k)
         started = time.perf_counter()
-        self.artifacts.refresh_extra()  # items the refresh DAG added since the run (a stat every 2 s)
+        rel = self.release  # this request's release, from start to end
+        rel.artifacts.refresh_extra()  # items the refresh DAG added since the run (a stat every 2 s)
         timings: dict[str, float] = {}
         reasons: list[str] = []
-        ctx: dict = {"user_id": str(user_id), "k": k, "exclude": np.zeros(0, np.int64)}
-        model_version = {"encoder": self.artifacts.versions.get("encoder"), "llm": None}
+        ctx: dict = {"user_id": str(user_id), "k": k, "exclude": np.zeros(0, np.int64),
+                     "triton_version": rel.triton_version, "collection": rel.collection}
+        model_version = {"encoder": rel.artifacts.versions.get("encoder"), "llm": None}
 
         def timed(stage, c=ctx):
             t = time.perf_counter()
@@ -105,10 +138,12 @@ class RecommendPipeline:
             if not ctx["known_user"]:
                 reasons.append("unknown_user")
                 raise _Fallback
-            timed(self.decode)
+            timed(rel.decode)
+            if len(ctx["codes"]) and not ctx["history_codebook"]:
+                reasons.append("codebook_unknown")  # stored under a codebook no known release has
             if exclude_seen:
                 ctx["exclude"] = ctx["seen"]
-            timed(self.encode)
+            timed(rel.encode)
             try:
                 timed(self.refine)
                 model_version["llm"] = ctx["model_version"]
@@ -117,7 +152,7 @@ class RecommendPipeline:
                 log.debug("refine degraded: %s", exc)
                 mode = "coarse_only"
                 try:
-                    timed(self.coarse)
+                    timed(rel.coarse)
                 except StageUnavailable:
                     reasons.append("coarse_unavailable")
                     raise _Fallback
@@ -135,14 +170,14 @@ class RecommendPipeline:
             timed(self.merge)
         except _Fallback:
             mode = "popular"
-            timed(self.popular)
+            timed(rel.popular)
         except Exception:  # noqa: BLE001 - never a 5xx for a valid request
             log.exception("recommend(%s) failed; serving popular items", user_id)
             reasons.append("internal_error")
             mode = "popular"
-            timed(self.popular)
+            timed(rel.popular)
 
-        art = self.artifacts
+        art = rel.artifacts
         named = []  # (index, raw id, score, interest) of the items this run can name
         for i, score, interest in zip(ctx["items"], ctx["scores"], ctx["interest"]):
             name = art.name(int(i))
@@ -165,6 +200,8 @@ class RecommendPipeline:
             "titles": [art.title(i) for i in items],
             "model_version": model_version,
             "index_version": ctx.get("index_version") if mode != "popular" else None,
+            "release": rel.version,
+            "history_codebook": ctx.get("history_codebook"),  # the codebook the long history was decoded with
             "latency_ms": {name: round(ms, 3) for name, ms in timings.items()},
         }
 

@@ -33,6 +33,11 @@ class Artifacts:
     popularity_order: np.ndarray | None = None  # item indices, most popular first (no padding)
     popularity: np.ndarray | None = None
     codebook: Any = None
+    codebook_id: str = ""  # sha256 of the run's codebook.npz: the id the release's codes are stored under
+    # {codebook_id: codebook.npz} of older releases (core.releases.codebook_paths), so a history stored under
+    # an older codebook is decoded with that codebook, never with this run's
+    codebook_paths: dict = field(default_factory=dict)
+    _codebooks: dict = field(default_factory=dict)
     dims: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
     extra_ids: list[str] = field(default_factory=list)  # new items since the run (EXTRA_ITEMS), index base + j
@@ -64,6 +69,8 @@ class Artifacts:
         self.popularity_order = np.lexsort((np.arange(len(pop)), -pop))  # count desc, index asc
         self.popularity_order = self.popularity_order[self.popularity_order > 0]
         self.codebook = ResidualCodebook.load(lay.codebook) if Path(lay.codebook).exists() else None
+        self.codebook_id = sha256_file(lay.codebook) if self.codebook is not None else ""
+        self._codebooks = {self.codebook_id: self.codebook} if self.codebook is not None else {}
         manifest = json.loads(lay.export_manifest.read_text())
         self.dims = manifest["dims"]
         check_long_window(self.dims.get("long_window", "all"))  # a bad manifest fails at start, not per request
@@ -71,6 +78,25 @@ class Artifacts:
                          or sha256_file(lay.encoder_onnx)[:12]}
         self.refresh_extra(every_s=0.0)
         return self
+
+    def codebook_for(self, codebook_id: str):
+        """(codebook, id) to decode codes stored under ``codebook_id``: this run's for its own id and for rows
+        that recorded none (written before codes carried their codebook); an older release's when the registry
+        names it; (None, id) when no codebook with that id is known (the caller degrades, never decodes with
+        the wrong one)."""
+        if not codebook_id or codebook_id == self.codebook_id:
+            return self.codebook, self.codebook_id
+        found = self._codebooks.get(codebook_id)
+        if found is None and codebook_id in self.codebook_paths:
+            from features.codebook import ResidualCodebook
+
+            try:
+                found = ResidualCodebook.load(self.codebook_paths[codebook_id])
+            except (OSError, ValueError) as exc:
+                log.warning("codebook %s unreadable at %s: %s", codebook_id[:12], self.codebook_paths[codebook_id], exc)
+            if found is not None:
+                self._codebooks = {**self._codebooks, codebook_id: found}
+        return found, codebook_id
 
     def refresh_extra(self, every_s: float = 2.0) -> None:
         """Re-read EXTRA_ITEMS when it changed (a stat at most every ``every_s``): new items become nameable

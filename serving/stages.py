@@ -1,15 +1,17 @@
 """The online recall pipeline as stages with declared inputs and outputs.
 
-    fetch   user_id                                  → codes, recent_items           (online store)
-    decode  codes, recent_items                      → history_emb/mask, recent_emb/mask, seen
+    fetch   user_id                                  → codes, recent_items, codebook_id (online store)
+    decode  codes, recent_items, codebook_id         → history_emb/mask, recent_emb/mask, seen, history_codebook
     encode  history_emb, history_mask                → coarse                        (ONNX Runtime, in-process)
-    refine  coarse, recent_emb, recent_mask          → interests, model_version      (Triton, gRPC)
-    search  interests, k, seen                       → cand_ids, cand_scores, index_version (Milvus, nq = K)
+    refine  coarse, recent_emb, recent_mask, triton_version → interests, model_version (Triton, gRPC)
+    search  interests, limit, collection             → cand_ids, cand_scores, index_version (Milvus, nq = K)
     merge   cand_ids, cand_scores, k, seen           → items, scores, interest       (core.retrieval)
 
 Fallbacks (flagged by the pipeline): `coarse` (coarse interests through the exported coarse head, when Triton
 is down) and `popular` (item popularity, when Milvus is down or the user is unknown).
-Constructors do no I/O; `start()` loads artifacts and opens clients. Serving never imports `training`: every
+`triton_version` and `collection` pin a request to its release (serving/served_release.py): the LLM version and
+the Milvus collection of the release whose artifacts decoded it. Constructors do no I/O; `start()` loads artifacts
+and opens clients. Serving never imports `training`: every
 file comes from the run directory through core.artifacts.RunLayout.
 """
 from __future__ import annotations
@@ -88,7 +90,7 @@ class Stage:
 class FetchHistory(Stage):
     name = "fetch"
     inputs = ("user_id",)
-    outputs = ("codes", "recent_items", "known_user")
+    outputs = ("codes", "recent_items", "known_user", "codebook_id")
 
     def __init__(self, source):
         self.source = source
@@ -99,8 +101,9 @@ class FetchHistory(Stage):
     def run(self, inputs: dict) -> dict:
         hist = self.source.get(inputs["user_id"])
         if hist is None or (len(hist.codes) == 0 and not hist.recent_items):
-            return {"codes": np.zeros((0, 0), np.uint16), "recent_items": (), "known_user": False}
-        return {"codes": np.asarray(hist.codes), "recent_items": tuple(hist.recent_items), "known_user": True}
+            return {"codes": np.zeros((0, 0), np.uint16), "recent_items": (), "known_user": False, "codebook_id": ""}
+        return {"codes": np.asarray(hist.codes), "recent_items": tuple(hist.recent_items), "known_user": True,
+                "codebook_id": str(getattr(hist, "codebook_id", "") or "")}
 
     def ping(self) -> bool:
         return self.source.ping()
@@ -113,11 +116,13 @@ class Decode(Stage):
     """Codes → codebook-decoded long history; recent raw ids → exact embeddings of the last recent_n known items.
     Right-aligned, batch 1, no padding. The long window is training's rule (core.history_window, the manifest's
     long_len + long_window, "all" for older manifests); the stored codes end with the recent items, so "older"
-    drops the last len(recent) codes: exactly the items the LLM recommender receives."""
+    drops the last len(recent) codes: exactly the items the LLM recommender receives. Codes are decoded with the
+    codebook that encoded them (``codebook_id``, Artifacts.codebook_for); when no codebook with that id is known
+    the long history is left out (``history_codebook`` = "") rather than decoded with the wrong one."""
 
     name = "decode"
-    inputs = ("codes", "recent_items")
-    outputs = ("history_emb", "history_mask", "recent_emb", "recent_mask", "seen")
+    inputs = ("codes", "recent_items", "codebook_id")
+    outputs = ("history_emb", "history_mask", "recent_emb", "recent_mask", "seen", "history_codebook")
 
     def __init__(self, artifacts: Artifacts):
         self.art = artifacts
@@ -129,13 +134,16 @@ class Decode(Stage):
         recent_idx = np.array([art.index_of[r] for r in inputs["recent_items"] if r in art.index_of], np.int64)
         recent = recent_idx[-int(dims["recent_n"]):]
         codes = np.asarray(inputs["codes"])
+        codebook, used = art.codebook_for(inputs["codebook_id"])
         if codes.size == 0 and len(recent_idx) and art.item_codes is not None:
-            codes = art.item_codes[recent_idx]
+            codes, (codebook, used) = art.item_codes[recent_idx], (art.codebook, art.codebook_id)
         hist = None
         if len(codes) and art.codebook is not None:
             codes = codes[long_window(len(codes), long_len, len(recent), mode)]
+            if codebook is None:
+                codes, used = codes[:0], ""  # unknown codebook: no long history rather than a wrong one
             if len(codes):
-                hist = art.codebook.decode(codes).astype(np.float32)
+                hist = codebook.decode(codes).astype(np.float32)
         else:  # no codes, or no codebook in the run (ablation): exact embeddings of the known raw ids
             older = recent_idx[long_window(len(recent_idx), long_len, len(recent), mode)]
             if len(older):
@@ -154,7 +162,7 @@ class Decode(Stage):
         extra = [art.extra_index_of[r] for r in inputs["recent_items"] if r in art.extra_index_of]
         seen = np.concatenate([recent_idx, np.array(extra, np.int64)]) if extra else recent_idx
         return {"history_emb": hist[None], "history_mask": hist_mask, "recent_emb": recent_emb,
-                "recent_mask": recent_mask, "seen": seen}
+                "recent_mask": recent_mask, "seen": seen, "history_codebook": used}
 
 
 def _ort_providers() -> list[str]:
@@ -227,8 +235,9 @@ class Refine(Stage):
     """LLM recommender on Triton through the gRPC client."""
 
     name = "refine"
-    inputs = ("coarse", "recent_emb", "recent_mask")
+    inputs = ("coarse", "recent_emb", "recent_mask", "triton_version")
     outputs = ("interests", "model_version")
+    tensors = ("coarse", "recent_emb", "recent_mask")
 
     def __init__(self, url: str | None, model: str = "llm", timeout_s: float = 1.0, cooldown_s: float = 1.0):
         self.url, self.model, self.timeout_s = url, model, timeout_s
@@ -249,13 +258,14 @@ class Refine(Stage):
         if not self.breaker.allow():
             raise StageUnavailable("Triton marked down (circuit open)")
         tensors = []
-        for name in self.inputs:
+        for name in self.tensors:
             arr = np.ascontiguousarray(inputs[name], dtype=np.float32)
             t = grpcclient.InferInput(name, list(arr.shape), "FP32")
             t.set_data_from_numpy(arr)
             tensors.append(t)
         try:
-            result = self.client.infer(self.model, tensors, outputs=[grpcclient.InferRequestedOutput("interests")],
+            result = self.client.infer(self.model, tensors, model_version=str(inputs["triton_version"] or ""),
+                                       outputs=[grpcclient.InferRequestedOutput("interests")],
                                        client_timeout=self.timeout_s)
             interests = result.as_numpy("interests")
             if interests is None or interests.ndim != 3 or interests.shape[0] != 1:
@@ -287,10 +297,10 @@ class Refine(Stage):
 
 
 class Search(Stage):
-    """One Milvus search with nq = K over the aliased item collection."""
+    """One Milvus search with nq = K over the release's collection (by name), or the alias when none is pinned."""
 
     name = "search"
-    inputs = ("interests", "limit")
+    inputs = ("interests", "limit", "collection")
     outputs = ("cand_ids", "cand_scores", "index_version")
 
     def __init__(self, index, cooldown_s: float = 1.0):
@@ -310,14 +320,19 @@ class Search(Stage):
     def run(self, inputs: dict) -> dict:
         if not self.breaker.allow():
             raise StageUnavailable("Milvus marked down (circuit open)")
+        collection = inputs["collection"]
         try:
-            if not self._started:
+            if collection:
+                if self.index._client is None:
+                    self.index.start(load=False)
+                self._started = True
+            elif not self._started:
                 self.index.start()
                 if self.index.version is None:
                     raise StageUnavailable("item index not built")
                 self._started = True
             queries = np.asarray(inputs["interests"], np.float32).reshape(-1, inputs["interests"].shape[-1])
-            ids, scores = self.index.search(queries, int(inputs["limit"]))
+            ids, scores = self.index.search(queries, int(inputs["limit"]), collection=collection or None)
         except StageUnavailable:
             self.breaker.fail()
             raise
@@ -325,7 +340,7 @@ class Search(Stage):
             self.breaker.fail()
             raise StageUnavailable(f"Milvus search failed: {str(exc).splitlines()[0][:200]}") from exc
         self.breaker.ok()
-        return {"cand_ids": ids, "cand_scores": scores, "index_version": self.index.version}
+        return {"cand_ids": ids, "cand_scores": scores, "index_version": collection or self.index.version}
 
     def ping(self) -> bool:
         return self.index.ping() if self._started or self.index._client is not None else False

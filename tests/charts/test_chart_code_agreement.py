@@ -7,7 +7,7 @@ against what the code reads or writes (issue 27, deliverable 2).
 * Serving's env, parsed by serving.config.ServingConfig.from_env, gives the chart's ports, artifact run directory,
   Feast store config (parsed by features.store.StoreConfig.from_file), Triton URL, Milvus URI and token.
 * The stream processor's args, $(VAR)-expanded like the kubelet does, parse with features.stream_cli's parser
-  and name the run directory and codebook file core.artifacts.RunLayout defines.
+  and name the artifact root whose registry the promote task flips (core/releases.py).
 * Every HYMIREC_* variable set on a container is read by the code, or consumed by Kubernetes ($(VAR) in the
   container's args) or by the store config's ${VAR} expansion.
 """
@@ -160,6 +160,7 @@ def test_serving_env_parses_into_the_chart_settings(helm, tmp_path, values):
     # artifacts: the run directory the promote task swaps (ArtifactRoot.current), inside the read-only mount
     mount_root = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "artifacts")
     assert config.artifact_dir == ArtifactRoot(mount_root).current
+    assert config.release_root == ArtifactRoot(mount_root).root  # registry.json: the release serving follows
     # Feast: the file HYMIREC_FEAST_REPO names is mounted and parses as the store config the code reads
     store = StoreConfig.from_file(mounted_file(render, SERVING, c, config.feast_repo, tmp_path))
     assert store.type == chart_values["feast"]["onlineStore"]["type"]
@@ -188,17 +189,21 @@ def test_no_milvus_token_without_a_secret(default_render):
 # ------------------------------------------------------------------------------------------ stream processor
 
 def test_stream_args_parse_and_name_the_run_layout(helm, tmp_path):
-    from core.artifacts import RunLayout
+    from core.releases import REGISTRY_FILE
     from features.store import StoreConfig
     from features.stream_cli import build_parser
+    from orchestration.artifact_root import ArtifactRoot
 
     render = helm.template(set_values=ALL_OPTIONS)
     c = container(render, STREAM, "stream")
     env = env_of(c)
     assert c["command"][:3] == ["hymirec", "stream", "run"]
     args = build_parser().parse_args(["run", *(expand(a, env) for a in c["args"])])
-    assert args.item_codes == env["HYMIREC_ARTIFACT_DIR"]  # a run directory (features.item_codes.load_item_codes)
-    assert Path(args.codebook) == RunLayout.at(env["HYMIREC_ARTIFACT_DIR"]).codebook
+    # the registry the promote task flips (core.releases): item codes and codebook come from its current release
+    mount_root = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "artifacts")
+    assert Path(args.release_root) == ArtifactRoot(mount_root).root
+    assert ArtifactRoot(args.release_root).registry == Path(mount_root) / REGISTRY_FILE
+    assert args.item_codes is None and args.codebook is None
     assert args.metrics_port == next(p["containerPort"] for p in c["ports"] if p["name"] == "metrics")
     assert args.topic == env["HYMIREC_TOPIC"] and args.bootstrap == env["HYMIREC_KAFKA_BOOTSTRAP"]
     StoreConfig.from_file(mounted_file(render, STREAM, c, args.store_config, tmp_path))

@@ -1,13 +1,15 @@
-"""Two retrains promoted into a real tritonserver, then a rollback (issue 27, deliverable 6, the Triton part).
+"""Two retrains promoted as whole releases into a real tritonserver and Milvus server, then a rollback, while one
+serving pipeline (started once, following HYMIREC_RELEASE_ROOT's registry) answers requests under load
+(issue 27, deliverables 3, 4 and 6).
 
-The DAG's promote step rolls the new LLM version out on the running server (load N+1, then unload N); the serving
-pipeline, reading `current`, the Milvus standalone server and the online store, answers from version 1 after the
-first retrain, from version 2 after the second, and from version 1 again after `rollback`. The Milvus alias and
-`current` are not rolled back by it (a whole-release rollback is issue 27's deliverable 3).
+Each answer names its release, its Triton LLM version, its Milvus collection and the codebook its history was
+decoded with; none may mix two releases, degrade, or decode a history with a codebook other than its own.
 """
 from __future__ import annotations
 
 import json
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from test_retrain_e2e import DAGS_FOLDER, SMALL
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 FIRST = datetime(2026, 4, 1, tzinfo=timezone.utc)
+USERS = ("release-user-0", "release-user-1", "release-user-2")
 
 
 @pytest.fixture(scope="module")
@@ -52,46 +55,115 @@ def _retrain(stack, logical_date, seed: int) -> dict:
     return json.loads((stack["root"] / "registry.json").read_text())
 
 
-def _served_version(stack) -> tuple[str, str]:
-    """(LLM version, index version) a fresh serving pipeline answers with, for a user in the store."""
+def _write_users(stack) -> str:
+    """Users whose histories are encoded with the current release's codebook (as the stream processor writes)."""
     from core.artifacts import RunLayout
+    from core.releases import current_release
     from features.store import StoreConfig, open_store
     from features.store.base import UserState
+
+    release = current_release(stack["root"])
+    layout = RunLayout.at(release.run_dir)
+    codes = np.load(layout.item_codes)
+    ids = json.loads(layout.item_ids.read_text())
+    with open_store(StoreConfig.from_file(stack["conf"]["feast_repo"])) as store:
+        store.write_users([UserState(u, codes=codes[1 + 5 * n: 12 + 5 * n], recent_items=ids[1 + n: 4 + n],
+                                     recent_times_ms=[1, 2, 3], n_applied=11, codebook_id=release.codebook_id)
+                           for n, u in enumerate(USERS)])
+    return release.codebook_id
+
+
+class Load:
+    """Requests from two threads until stopped; every answer is kept."""
+
+    def __init__(self, pipeline):
+        self.pipeline, self.answers, self._stop = pipeline, [], threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(2)]
+
+    def _run(self, n: int) -> None:
+        i = n
+        while not self._stop.is_set():
+            self.answers.append(self.pipeline.recommend(USERS[i % len(USERS)], k=10))
+            i += 1
+            time.sleep(0.01)
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for t in self.threads:
+            t.join(timeout=30)
+
+
+def _wait_for_release(pipeline, version: int, timeout: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = pipeline.recommend(USERS[0], k=10)
+        if answer["release"] == version:
+            return answer
+        time.sleep(0.2)
+    raise AssertionError(f"serving did not switch to release {version} within {timeout}s")
+
+
+def _check(answers, registry, row_codebook: str) -> dict:
+    """Every answer from one release: its LLM version and collection; its history decoded with its own codebook."""
+    parts = {m["version"]: (f"llm/{m['triton']['version']}", m["milvus"]["collection"]) for m in registry["models"]}
+    mixed = [a for a in answers if (a["model_version"]["llm"], a["index_version"]) != parts[a["release"]]]
+    degraded = [a for a in answers if a["degraded"] or a["mode"] != "full"]
+    mismatched = [a for a in answers if a["history_codebook"] != row_codebook]
+    assert not degraded, degraded[0]["degraded_reasons"]
+    assert not mixed, (mixed[0]["release"], mixed[0]["model_version"], mixed[0]["index_version"])
+    assert not mismatched, mismatched[0]["history_codebook"]
+    return {"requests": len(answers), "releases": sorted({a["release"] for a in answers})}
+
+
+def test_releases_promote_and_roll_back_whole_under_load(stack):
+    from orchestration.releases import rollback
     from serving.config import ServingConfig
+    from serving.index import ItemIndex
     from serving.request_path import RecommendPipeline
 
-    layout = RunLayout.at(stack["root"] / "current")
-    codes = np.load(layout.item_codes)
-    recent = json.loads(layout.item_ids.read_text())[1:4]
-    with open_store(StoreConfig.from_file(stack["conf"]["feast_repo"])) as store:
-        store.write_users([UserState("release-user", codes=codes[1:9], recent_items=recent,
-                                     recent_times_ms=[1, 2, 3], n_applied=8)])
-    pipeline = RecommendPipeline(ServingConfig(artifact_dir=layout.root, triton_url=stack["triton"].grpc_url,
+    first = _retrain(stack, FIRST, seed=0)
+    assert first["production"] == 1 and first["history"] == []
+    row_codebook = _write_users(stack)
+    pipeline = RecommendPipeline(ServingConfig(release_root=stack["root"], artifact_dir=stack["root"] / "current",
+                                               triton_url=stack["triton"].grpc_url,
                                                milvus_uri=stack["conf"]["milvus_uri"],
-                                               feast_repo=stack["conf"]["feast_repo"], triton_timeout_s=10.0))
+                                               feast_repo=stack["conf"]["feast_repo"], triton_timeout_s=10.0,
+                                               release_poll_s=0.5))
+    pipeline.start()
     try:
-        pipeline.start()
-        result = pipeline.recommend("release-user", k=10)
+        answer = pipeline.recommend(USERS[0], k=10)
+        assert (answer["release"], answer["model_version"]["llm"]) == (1, "llm/1")
+        assert answer["index_version"] == first["models"][0]["milvus"]["collection"]
+
+        with Load(pipeline) as load:  # the second retrain, its promote and the switch, under load
+            second = _retrain(stack, FIRST + timedelta(days=1), seed=1)
+            _wait_for_release(pipeline, 2)
+            time.sleep(1.0)
+        assert second["production"] == 2 and second["history"] == [1]
+        assert second["models"][1]["codebook_id"] != row_codebook  # a refit: the stored rows are release 1's
+        seen = _check(load.answers, second, row_codebook)
+        assert seen["releases"] == [1, 2] and seen["requests"] > 20, seen
+        assert stack["triton"].control.ready_versions("llm") == [2]  # v1 unloaded after the readers settled
+        index = ItemIndex(stack["conf"]["milvus_uri"], "hymirec_items").start()
+        try:
+            assert index.version == second["models"][1]["milvus"]["collection"]  # the alias followed
+        finally:
+            index.close()
+
+        with Load(pipeline) as load:  # rollback: the whole previous release, under load
+            rollback(stack["root"], triton_url=stack["triton"].grpc_url)
+            _wait_for_release(pipeline, 1)
+            time.sleep(1.0)
+        seen = _check(load.answers, second, row_codebook)
+        assert seen["releases"] == [1, 2] or seen["releases"] == [1], seen
     finally:
         pipeline.close()
-    assert result["mode"] == "full" and len(result["items"]) == 10, result["degraded_reasons"]
-    return result["model_version"]["llm"], result["index_version"]
-
-
-def test_promote_serves_the_new_version_and_rollback_the_old_one(stack):
-    from serving.triton_server import rollback
-
-    first = _retrain(stack, FIRST, seed=0)
-    assert first["production"] == 1
-    llm, index = _served_version(stack)
-    assert llm == "llm/1" and index == first["models"][0]["milvus"]["collection"]
-
-    second = _retrain(stack, FIRST + timedelta(days=1), seed=1)
-    assert second["production"] == 2
-    assert stack["triton"].control.ready_versions("llm") == [2]  # v1 unloaded after v2 was ready
-    llm, index = _served_version(stack)
-    assert llm == "llm/2" and index == second["models"][1]["milvus"]["collection"]
-
-    rollback(stack["repo"], "llm", stack["triton"].grpc_url)
+    registry = json.loads((stack["root"] / "registry.json").read_text())
+    assert registry["production"] == 1 and registry["history"] == []
     assert stack["triton"].control.ready_versions("llm") == [1]
-    assert _served_version(stack)[0] == "llm/1"
+    assert (stack["root"] / "current").resolve() == Path(registry["models"][0]["run_dir"]).resolve()

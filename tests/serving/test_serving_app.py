@@ -33,6 +33,7 @@ def test_recommend_matches_offline_computation(http, serving_run):
     from core.retrieval import merge_interest_candidates
     from serving.config import ServingConfig
     from serving.request_path import RecommendPipeline
+    from serving.served_release import ServedRelease
 
     body = http.post("/recommend", json={"user_id": "user5", "k": 15, "exclude_seen": False}).json()
     assert body["mode"] == "full"
@@ -42,10 +43,10 @@ def test_recommend_matches_offline_computation(http, serving_run):
     layout = serving_run["layout"]
     pipe = RecommendPipeline(ServingConfig(artifact_dir=layout.root, triton_url=None),
                              history_source=_StaticFromRun(serving_run))
-    pipe.artifacts.load()
+    release = ServedRelease.load(layout.root)
     ctx = {"user_id": "user5"}
     pipe.fetch(ctx)
-    pipe.decode(ctx)
+    release.decode(ctx)
     enc = ort.InferenceSession(str(layout.encoder_onnx), providers=["CPUExecutionProvider"])
     llm = ort.InferenceSession(str(layout.llm_onnx), providers=["CPUExecutionProvider"])
     coarse = enc.run(None, {"history_emb": ctx["history_emb"], "history_mask": ctx["history_mask"]})[0]

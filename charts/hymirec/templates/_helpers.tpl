@@ -200,6 +200,10 @@ production (GPU instance groups) when triton.gpus > 0 and local (CPU instance gr
 {{- define "hymirec.commonEnv" -}}
 - name: HYMIREC_ARTIFACT_DIR
   value: {{ include "hymirec.artifactDir" . | quote }}
+# The artifact root whose registry.json names the current release (core/releases.py): serving and the stream
+# processor follow its promotes and rollbacks without a restart.
+- name: HYMIREC_RELEASE_ROOT
+  value: {{ .Values.artifacts.mountPath | quote }}
 - name: HYMIREC_FEAST_REPO
   value: {{ printf "%s/store.yaml" .Values.feast.mountPath | quote }}
 - name: HOME

@@ -1,0 +1,130 @@
+"""Make a release current, or roll back to the previous one, as a whole (core/releases.py says what a release is).
+
+``activate(root, version)`` in order, each step safe to repeat:
+
+1. Triton loads the release's LLM version *next to* the served one (both READY), so requests still pinned to the
+   old release keep working;
+2. the registry's ``production`` pointer flips (one atomic rename under the registry lock); the previous one is
+   pushed on ``history``. This is the switch: serving and the stream processor follow it within their poll time;
+3. ``current`` and the Milvus alias follow (for readers that use them: the CLI, older clients);
+4. after ``settle_s`` (longer than the readers' poll interval plus a request), Triton unloads the old version.
+
+``rollback(root)`` activates the release on top of ``history`` and pops it. Nothing is rebuilt: every release
+keeps its run directory, its Triton version on disk and its Milvus collection (the index keeps the served and the
+previous collection), so a rollback takes seconds.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from core.releases import ReleaseError, entry_for, read_registry, release_of
+from orchestration.artifact_root import ArtifactRoot
+
+log = logging.getLogger("orchestration.releases")
+
+SETTLE_ENV = "HYMIREC_RELEASE_SETTLE_S"
+DEFAULT_SETTLE_S = 3.0  # serving and the stream processor poll the registry every second by default
+
+
+def _settle_s(settle_s: float | None) -> float:
+    if settle_s is not None:
+        return float(settle_s)
+    raw = os.environ.get(SETTLE_ENV, "")
+    try:
+        return float(raw) if raw else DEFAULT_SETTLE_S
+    except ValueError:
+        raise ValueError(f"{SETTLE_ENV} must be a number of seconds, got {raw!r}") from None
+
+
+def _triton_target(target: str | None) -> str:
+    return target or os.environ.get("HYMIREC_TRITON_TARGET") or "local"
+
+
+def activate(root: str | os.PathLike, version: int, *, triton_url: str | None = None, target: str | None = None,
+             settle_s: float | None = None, push_history: bool = True) -> dict:
+    """Make release ``version`` current (see the module docstring). Returns what was done, step by step."""
+    art = ArtifactRoot(root)
+    reg = read_registry(art.root)
+    release = release_of(entry_for(reg, version))
+    if not release.run_dir.is_dir():
+        raise ReleaseError(f"release {version}: run directory {release.run_dir} is missing")
+    previous = reg.get("production")
+    steps: dict = {"version": release.version, "previous": previous}
+
+    control = None
+    if triton_url:
+        from serving.triton_server import TritonControl
+
+        control = TritonControl(triton_url, art.triton_repo / _triton_target(target))
+        served = control.ready_versions(release.triton_model)
+        both = sorted(set(served) | {release.triton_version})
+        control.load(release.triton_model, both)  # old and new READY: in-flight requests keep their version
+        steps["triton_loaded"] = both
+
+    with art.locked_registry() as live:
+        live.setdefault("history", [])
+        if push_history and previous is not None and previous != release.version:
+            live["history"].append(previous)
+        live["production"] = release.version
+    steps["registry"] = {"production": release.version}
+
+    steps["current"] = art.swap_current(release.run_dir)
+    steps["milvus_alias"] = _point_alias(release)
+
+    if control is not None:
+        try:
+            wait = _settle_s(settle_s)
+            time.sleep(wait)  # readers poll the registry; let requests pinned to the old version finish
+            control.load(release.triton_model, [release.triton_version])
+            state = control.served_state(release.triton_model)  # served.json: what a Triton restart loads
+            history = [v for v in state.get("history", []) if v != release.triton_version] + [release.triton_version]
+            control._write_state(release.triton_model, {"version": release.triton_version, "history": history,
+                                                        "release": release.version})
+            steps["triton_served"] = control.ready_versions(release.triton_model)
+            steps["settle_s"] = wait
+        finally:
+            control.close()
+    log.info("release %s active (previous %s): %s", release.version, previous, steps)
+    return steps
+
+
+def rollback(root: str | os.PathLike, **kwargs) -> dict:
+    """Activate the release before the current one (top of ``history``) and pop it from the history."""
+    art = ArtifactRoot(root)
+    reg = read_registry(art.root)
+    history = list(reg.get("history", []))
+    if not history:
+        raise ReleaseError(f"no earlier release to roll back to (production {reg.get('production')}, empty history)")
+    target = int(history[-1])
+    result = activate(art.root, target, push_history=False, **kwargs)
+    with art.locked_registry() as live:
+        if live.get("history") and int(live["history"][-1]) == target:
+            live["history"].pop()
+    return {**result, "rolled_back_from": reg.get("production")}
+
+
+def show(root: str | os.PathLike) -> dict:
+    """The current release, the rollback target and every release the registry knows."""
+    reg = read_registry(root)
+    releases = []
+    for entry in reg.get("models", []):
+        try:
+            releases.append(release_of(entry).describe())
+        except ReleaseError as exc:
+            releases.append({"version": entry.get("version"), "error": str(exc)})
+    history = reg.get("history", [])
+    return {"production": reg.get("production"), "rollback_to": history[-1] if history else None,
+            "history": history, "releases": releases}
+
+
+def _point_alias(release) -> str:
+    from serving.index import ItemIndex
+
+    index = ItemIndex(release.milvus_uri, release.milvus_alias).start(load=False)
+    try:
+        index.point_alias(release.milvus_collection)
+    finally:
+        index.close()
+    return release.milvus_collection

@@ -1,0 +1,96 @@
+"""The release registry's readers and the `hymirec release` command, without services (the whole promote and
+rollback against real Triton and Milvus is tests/dags/test_release_triton_e2e.py)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _entry(root: Path, version: int) -> dict:
+    run = root / "intervals" / f"k{version}" / "run"
+    run.mkdir(parents=True)
+    return {"version": version, "run_dir": str(run), "codebook_id": f"cb{version}",
+            "triton": {"model": "llm", "version": version},
+            "milvus": {"uri": "http://127.0.0.1:1", "alias": "hymirec_items", "collection": f"hymirec_items_v{version}"}}
+
+
+@pytest.fixture
+def root(tmp_path):
+    from orchestration.artifact_root import ArtifactRoot
+
+    with ArtifactRoot(tmp_path).locked_registry() as reg:
+        reg["models"] = [_entry(tmp_path, 1), _entry(tmp_path, 2)]
+        reg["production"], reg["history"] = 2, [1]
+    return tmp_path
+
+
+def _flip(root: Path, version: int) -> None:
+    from orchestration.artifact_root import ArtifactRoot
+
+    with ArtifactRoot(root).locked_registry() as reg:
+        reg["production"] = version
+
+
+def test_watcher_reports_each_flip_once(root):
+    from core.releases import ReleaseWatcher, current_release
+
+    assert current_release(root).describe()["triton"] == "llm/2"
+    watcher = ReleaseWatcher(root, every_s=0.0)
+    assert watcher.poll().version == 2
+    assert watcher.poll() is None  # nothing changed
+    _flip(root, 1)
+    assert watcher.poll().version == 1 and watcher.poll() is None
+    watcher.forget()  # a reader whose switch failed is told again
+    assert watcher.poll().version == 1
+
+
+def test_follower_keeps_the_served_release_when_the_next_fails_to_load(root):
+    from serving.served_release import ReleaseFollower
+
+    served, attempts = [], []
+
+    def load(release):
+        attempts.append(release.version)
+        if len(attempts) == 1:
+            raise OSError("encoder.onnx: truncated")  # e.g. a half-copied artifact
+        return f"bundle-{release.version}"
+
+    follower = ReleaseFollower(root, every_s=0.0, load=load, swap=served.append)
+    from core.releases import current_release
+
+    follower.prime(current_release(root))
+    assert follower.check() is False and served == []  # release 2 is the one already served
+    _flip(root, 1)
+    assert follower.check() is False and follower.failures == 1 and served == []  # stays on 2
+    assert follower.check() is True and served == ["bundle-1"]  # retried at the next poll
+    assert attempts == [1, 1] and follower.switches == 1
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hymirec.cli", "release", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_release_cli_shows_and_refuses_bad_requests_clearly(root, tmp_path_factory):
+    shown = _cli("show", "--root", str(root))
+    assert shown.returncode == 0, shown.stderr
+    out = json.loads(shown.stdout)
+    assert out["production"] == 2 and out["rollback_to"] == 1
+    assert [r["milvus_collection"] for r in out["releases"]] == ["hymirec_items_v1", "hymirec_items_v2"]
+
+    unknown = _cli("activate", "--root", str(root), "--version", "9", "--triton-url", "off")
+    assert unknown.returncode == 2 and "no release 9 in the registry" in unknown.stderr
+
+    empty = tmp_path_factory.mktemp("empty")
+    nothing = _cli("rollback", "--root", str(empty), "--triton-url", "off")
+    assert nothing.returncode == 2 and "no earlier release to roll back to" in nothing.stderr
+    missing = _cli("show", "--root", str(empty / "nope"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    registry = json.loads((root / "registry.json").read_text())
+    assert registry["production"] == 2 and registry["history"] == [1]  # the refused calls changed nothing
