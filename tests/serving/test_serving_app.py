@@ -125,4 +125,4 @@ def test_live_ready_metrics(http):
     assert 'hymirec_stage_seconds_bucket{le="0.01",stage="refine"}' in text
     assert "hymirec_recommend_degraded_total" in text
     stages = {s["name"]: s for s in http.get("/stages").json()}
-    assert stages["search"]["inputs"] == ["interests", "limit"]
+    assert stages["search"]["inputs"] == ["interests", "limit", "collection"]  # pinned to its release
