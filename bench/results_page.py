@@ -22,7 +22,7 @@ LEDGER = ROOT / "bench" / "ledger"
 RECORDS = ROOT / "bench" / "records"
 PAGE = ROOT / "BENCHMARKS.md"
 FULL_TABLE = "bench/results/quality_table.md"  # every row and metric, written by `make bench-quality-report`
-AREA_ORDER = ("codebook", "streaming", "serving", "gpu")
+AREA_ORDER = ("codebook", "codebook_migration", "streaming", "serving", "gpu")
 METRIC = "NDCG@10"
 
 INTRO = """# Benchmarks: current results

@@ -11,6 +11,9 @@ Feature views
                     recent_item_ids last N raw item ids (for the LLM recommender), recent_event_times_ms
                     applied_partitions / applied_offsets  last applied Kafka offset per partition (idempotence)
                     last_event_time_ms, n_applied
+                    codebook_id     sha256 hex of the codebook.npz that encoded history_codes ("" in rows
+                                    written before codebook versions); serving decodes with that codebook, a
+                                    refit migrates rows (features/codebook_migration.py)
   The code history, recent ids and bookkeeping live in one view on purpose: a user's row is then replaced in
   one write, so a crash can never leave history and offsets out of step.
 
@@ -80,6 +83,7 @@ user_history = FeatureView(
         Field(name="applied_offsets", dtype=Array(Int64)),
         Field(name="last_event_time_ms", dtype=Int64),
         Field(name="n_applied", dtype=Int64),
+        Field(name="codebook_id", dtype=String),
     ],
     source=user_history_push,
     online=True,
@@ -88,7 +92,7 @@ user_history = FeatureView(
 
 serving_user_history = FeatureService(
     name="serving_user_history",
-    features=[user_history[["history_codes", "code_layers", "history_len", "recent_item_ids"]]],
+    features=[user_history[["history_codes", "code_layers", "history_len", "recent_item_ids", "codebook_id"]]],
     description="what the serving adapter reads per request",
 )
 stream_bookkeeping = FeatureService(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -21,7 +21,7 @@ REPO_DIR = Path(__file__).resolve().parent.parent / "feature_repo"
 USER_VIEW = "user_history"
 ITEM_VIEW = "item_codes"
 _USER_FEATURES = ["history_codes", "code_layers", "history_len", "recent_item_ids", "recent_event_times_ms",
-                  "applied_partitions", "applied_offsets", "last_event_time_ms", "n_applied"]
+                  "applied_partitions", "applied_offsets", "last_event_time_ms", "n_applied", "codebook_id"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -108,6 +108,7 @@ class FeastOnlineStore(OnlineStore):
             "applied_offsets": V(int64_list_val=I(val=[int(st.applied[p]) for p in parts])),
             "last_event_time_ms": V(int64_val=int(st.last_event_time_ms)),
             "n_applied": V(int64_val=int(st.n_applied)),
+            "codebook_id": V(string_val=st.codebook_id),
         }
 
     @staticmethod
@@ -133,7 +134,8 @@ class FeastOnlineStore(OnlineStore):
             recent_times_ms=many("recent_event_times_ms"),
             applied=dict(zip(many("applied_partitions"), many("applied_offsets"))),
             last_event_time_ms=int(one("last_event_time_ms", -1)),
-            n_applied=int(one("n_applied", 0)))
+            n_applied=int(one("n_applied", 0)),
+            codebook_id=str(one("codebook_id", "")))  # rows written before codebook versions have none
 
     def read_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:
         if not user_ids:
@@ -161,6 +163,23 @@ class FeastOnlineStore(OnlineStore):
     def _fence_decision(parts: dict, stored: dict[int, int]) -> set[int]:
         """Partitions whose batch offset is not beyond the stored one (see OnlineStore.write_users_fenced)."""
         return {p for p, (offset, _) in parts.items() if p in stored and offset <= stored[p]}
+
+    @staticmethod
+    def _unchanged_decision(expected: Mapping[str, UserState | None], stored: Mapping[str, UserState],
+                            new: Sequence[UserState]) -> set[str]:
+        """Users of ``new`` whose stored row differs from ``expected`` (see OnlineStore.write_users_if_unchanged)."""
+        return {st.user_id for st in new if stored.get(st.user_id) != expected[st.user_id]}
+
+    @staticmethod
+    def _check_expected(expected: Mapping[str, UserState | None], new: Sequence[UserState]) -> list[UserState]:
+        new = list(new)
+        missing = [st.user_id for st in new if st.user_id not in expected]
+        if missing:
+            raise ValueError(f"write_users_if_unchanged: no expected row for {len(missing)} user(s), e.g. "
+                             f"{missing[0]!r} (pass None for a user that has no row)")
+        if len({st.user_id for st in new}) != len(new):
+            raise ValueError("write_users_if_unchanged: a user appears twice in `new`")
+        return new
 
     def write_users(self, states: Sequence[UserState]) -> None:
         if not states:

@@ -7,7 +7,12 @@ A user's row holds everything the processor needs for an atomic read-modify-writ
 * ``recent_items``    the last ``recent_n`` raw item ids, oldest first (exact embeddings for the LLM part),
   ``recent_times_ms`` and their event times (used to drop duplicate events);
 * ``applied``         {partition: last applied offset}: an event at or before it is skipped (idempotence);
-* ``last_event_time_ms`` / ``n_applied``: bookkeeping.
+* ``last_event_time_ms`` / ``n_applied``: bookkeeping;
+* ``codebook_id``     which codebook encoded ``codes``: the sha256 hex of its ``codebook.npz`` (what the retrain
+                      passes to ``features.item_codes.write_item_codes``); "" for rows written before codebook
+                      versions existed. Codes are only meaningful with their own codebook: serving decodes a
+                      history with the codebook its id names, and a refit migrates rows
+                      (``features.codebook_migration``) rather than mixing two codebooks' codes in one history.
 
 Backends store the whole row in one Feast feature view, so a user's row is written atomically (one Redis
 HSET, one SQLite transaction per batch). :func:`apply_events` is the pure update rule; backends only store.
@@ -15,7 +20,7 @@ HSET, one SQLite transaction per batch). :func:`apply_events` is the pure update
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -32,11 +37,24 @@ class UserState:
     applied: dict[int, int] = field(default_factory=dict)
     last_event_time_ms: int = -1
     n_applied: int = 0
+    codebook_id: str = ""
 
     def __post_init__(self) -> None:
         self.codes = np.asarray(self.codes, dtype=CODE_DTYPE)
         if self.codes.ndim != 2:
             raise ValueError(f"codes must be [n, L], got shape {self.codes.shape}")
+        self.codebook_id = str(self.codebook_id or "")
+
+    def with_codes(self, codes: np.ndarray, codebook_id: str) -> "UserState":
+        """A copy whose history is ``codes`` [n, L'] (uint16-castable), encoded by ``codebook_id``; everything else
+        (recent items, applied offsets, counters) is kept. What a codebook migration writes."""
+        return replace(self, codes=np.asarray(codes, dtype=CODE_DTYPE), codebook_id=codebook_id,
+                       recent_items=list(self.recent_items), recent_times_ms=list(self.recent_times_ms),
+                       applied=dict(self.applied))
+
+    def is_on(self, codebook_id: str) -> bool:
+        """True when the stored codes are ``codebook_id``'s, or when there are no codes to be anyone's."""
+        return self.codebook_id == codebook_id or self.codes.shape[0] == 0
 
     @property
     def n_layers(self) -> int:
@@ -54,12 +72,13 @@ class UserState:
             "applied": {int(k): int(v) for k, v in sorted(self.applied.items())},
             "last_event_time_ms": int(self.last_event_time_ms),
             "n_applied": int(self.n_applied),
+            "codebook_id": self.codebook_id,
         }
 
     def content(self) -> dict:
-        """What serving sees (codes + recent items), without the Kafka bookkeeping."""
+        """What serving sees (codes, the codebook that decodes them, recent items), without the Kafka bookkeeping."""
         d = self.as_dict()
-        return {k: d[k] for k in ("user_id", "codes", "recent_items", "recent_times_ms",
+        return {k: d[k] for k in ("user_id", "codes", "codebook_id", "recent_items", "recent_times_ms",
                                   "last_event_time_ms", "n_applied")}
 
     def __eq__(self, other: object) -> bool:
@@ -76,15 +95,35 @@ class StateEvent:
     codes: np.ndarray  # [L]
 
 
+class CodebookMismatch(ValueError):
+    """A user's stored codes belong to another codebook than the events' codes: the row must be migrated
+    (``features.codebook_migration``) before events encoded with the new codebook are appended to it."""
+
+    def __init__(self, user_id: str, stored_id: str, new_id: str):
+        self.user_id, self.stored_id, self.new_id = user_id, stored_id, new_id
+        super().__init__(f"user {user_id!r}: stored history is encoded with codebook {stored_id[:12]}…, the events "
+                         f"with codebook {new_id[:12]}…; migrate the row (features.codebook_migration) before "
+                         f"appending (full ids: {stored_id} vs {new_id})")
+
+
 def apply_events(state: UserState, events: Iterable[StateEvent], max_history: int,
-                 recent_n: int) -> tuple[UserState, int, dict[str, int]]:
+                 recent_n: int, codebook_id: str | None = None) -> tuple[UserState, int, dict[str, int]]:
     """Append ``events`` (any order; applied in (partition, offset) order) to ``state``.
 
     Returns (new state, number applied, {skip reason: count}). Skip reasons: ``already_applied`` (at or
     before the user's last applied offset of that partition: a replay or a restart after a crash) and
     ``duplicate`` (same item and event time as one of the user's last ``recent_n`` applied events).
     The rule depends only on the log order, never on how the log was cut into batches.
+
+    ``codebook_id``: the codebook that encoded the events' codes. When given, a state holding codes under another
+    non-empty codebook id raises :class:`CodebookMismatch` (nothing is mixed, nothing is relabelled), and the new
+    state records ``codebook_id``. A row written before codebook ids existed ("" with codes) is taken to be on
+    ``codebook_id``: before versions, a refit meant rebuilding every history by a replay. None (the default) keeps
+    the state's id, as before.
     """
+    if codebook_id is not None and state.codebook_id and state.codebook_id != codebook_id \
+            and state.codes.shape[0] > 0:
+        raise CodebookMismatch(state.user_id, state.codebook_id, codebook_id)
     events = sorted(events, key=lambda e: (e.partition, e.offset))
     skipped = {"already_applied": 0, "duplicate": 0}
     applied = dict(state.applied)
@@ -125,7 +164,8 @@ def apply_events(state: UserState, events: Iterable[StateEvent], max_history: in
     new_state = UserState(
         user_id=state.user_id, codes=codes,
         recent_items=[k[0] for k in recent], recent_times_ms=[k[1] for k in recent],
-        applied=applied, last_event_time_ms=last_time, n_applied=state.n_applied + n_new)
+        applied=applied, last_event_time_ms=last_time, n_applied=state.n_applied + n_new,
+        codebook_id=state.codebook_id if codebook_id is None else codebook_id)
     return new_state, n_new, skipped
 
 
@@ -171,6 +211,15 @@ class OnlineStore(ABC):
         Why: a consumer that lost its partitions (paused past max.poll.interval.ms) still holds rows it read
         before its successor wrote newer ones; its late write must not replace them. Every event at or before the
         stored offset is already in the store, so a refused batch loses nothing."""
+
+    @abstractmethod
+    def write_users_if_unchanged(self, expected: Mapping[str, UserState | None],
+                                 new: Sequence[UserState]) -> set[str]:
+        """Compare-and-set per user, for a job writing next to the live stream processor (a codebook migration):
+        ``new``'s row of a user is written only if the user's stored row still equals ``expected[user]`` (None:
+        the user has no row). Returns the refused user ids; their rows are left as they are (read them again and
+        retry). Every user of ``new`` must be a key of ``expected``. SQLite decides in one transaction; Redis with
+        WATCH/MULTI/EXEC (per batch, then per user when the batch keeps conflicting)."""
 
     @abstractmethod
     def read_fence(self, topic: str) -> dict[int, int]:

@@ -16,6 +16,7 @@ from .base import StoreError, UserState
 from .config import StoreConfig
 
 _WATCH_RETRIES = 20  # WATCH conflicts need a concurrent writer of the same partition: a handful at most
+_CAS_BATCH_ATTEMPTS = 3  # write_users_if_unchanged: whole-batch attempts before falling back to one user at a time
 
 
 def connection_string(config: StoreConfig) -> str:
@@ -109,6 +110,49 @@ class FeastRedisStore(FeastOnlineStore):
             raise self._failure(f"fenced write of {sum(len(s) for _, s in parts.values())} users", exc)
         raise StoreError(f"{self.where}: fenced write of topic {topic!r} kept conflicting with another writer "
                          f"({_WATCH_RETRIES} attempts)")
+
+    def write_users_if_unchanged(self, expected: Mapping[str, UserState | None],
+                                 new: Sequence[UserState]) -> set[str]:
+        """WATCH the users' row keys, read the rows, MULTI: the HSETs of the rows still equal to ``expected``; EXEC
+        fails if any watched row changed meanwhile, and the batch is decided again. A batch that keeps conflicting
+        (a live processor writing some of its users) is done user by user, once each: a user whose row changes
+        between its read and its EXEC is refused, which is what a changed row means anyway."""
+        from redis import WatchError
+        new = self._check_expected(expected, new)
+        if not new:
+            return set()
+        hsets = dict(zip((st.user_id for st in new), self._hsets(new)))  # user -> (redis key, fields)
+        try:
+            client = self._client()
+            for _ in range(_CAS_BATCH_ATTEMPTS):
+                try:
+                    return self._cas(client, expected, new, hsets)
+                except WatchError:
+                    continue
+            refused = set()
+            for st in new:
+                try:
+                    refused |= self._cas(client, expected, [st], hsets)
+                except WatchError:
+                    refused.add(st.user_id)
+            return refused
+        except Exception as exc:
+            raise self._failure(f"compare-and-set write of {len(new)} users", exc)
+
+    def _cas(self, client, expected: Mapping[str, UserState | None], new: list[UserState],
+             hsets: dict[str, tuple[bytes, dict]]) -> set[str]:
+        """One WATCH/MULTI/EXEC over ``new``'s users; raises WatchError when a watched row changed."""
+        with client.pipeline(transaction=True) as pipe:
+            pipe.watch(*(hsets[st.user_id][0] for st in new))
+            stored = self.read_users([st.user_id for st in new])  # read after WATCH: a later change fails EXEC
+            refused = self._unchanged_decision(expected, stored, new)
+            pipe.multi()
+            for st in new:
+                if st.user_id not in refused:
+                    key, mapping = hsets[st.user_id]
+                    pipe.hset(key, mapping=mapping)
+            pipe.execute()
+            return refused
 
     def _hsets(self, states: Sequence[UserState]) -> list[tuple[bytes, dict]]:
         """(redis key, hash fields) per row, built exactly as feast.infra.online_stores.redis writes them."""

@@ -75,6 +75,33 @@ class FeastSqliteStore(FeastOnlineStore):
                 raise self._failure(f"fenced write of {sum(len(s) for _, s in parts.values())} users", exc)
         return refused
 
+    def write_users_if_unchanged(self, expected: Mapping[str, UserState | None],
+                                 new: Sequence[UserState]) -> set[str]:
+        """BEGIN IMMEDIATE (the write lock: the stream processor's writes wait), read the users' rows, write those
+        still equal to ``expected``, commit: the comparison and the write are one transaction."""
+        new = self._check_expected(expected, new)
+        if not new:
+            return set()
+        view = self._view(USER_VIEW)
+        with self._lock:
+            try:
+                conn = self._conn()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    stored = self.read_users([st.user_id for st in new])  # same connection: inside the transaction
+                    refused = self._unchanged_decision(expected, stored, new)
+                    rows = [st for st in new if st.user_id not in refused]
+                    if rows:  # Feast's upsert runs in `with conn:`, which commits the open transaction
+                        self._provider.online_write_batch(self.repo_config, view, self._user_rows(rows), None)
+                    else:
+                        conn.commit()
+                except BaseException:
+                    conn.rollback()
+                    raise
+            except Exception as exc:
+                raise self._failure(f"compare-and-set write of {len(new)} users", exc)
+        return refused
+
     def close(self) -> None:
         store = getattr(self._provider, "online_store", None)
         conn = getattr(store, "_conn", None)

@@ -92,7 +92,8 @@ def random_events(n: int, n_users: int, seed: int, heavy_users: int = 0, heavy_s
     return events, users
 
 
-def golden_state(sent: list[Sent], codes_of: dict, max_history: int = 1024, recent_n: int = 50) -> dict:
+def golden_state(sent: list[Sent], codes_of: dict, max_history: int = 1024, recent_n: int = 50,
+                 codebook_id: str = "") -> dict:
     """Offline reference: per user, its valid events in log order; an event whose (item, time) is among the
     user's last recent_n applied events is a duplicate; the history keeps the last max_history codes."""
     by_user: dict[str, list[Sent]] = {}
@@ -111,7 +112,7 @@ def golden_state(sent: list[Sent], codes_of: dict, max_history: int = 1024, rece
             window = window[-recent_n:]
             last = max(last, s.time_ms)
             n += 1
-        out[user] = {"user_id": user, "codes": hist[-max_history:], "recent_items": [w[0] for w in window],
+        out[user] = {"user_id": user, "codes": hist[-max_history:], "codebook_id": codebook_id, "recent_items": [w[0] for w in window],
                      "recent_times_ms": [w[1] for w in window], "applied": dict(sorted(applied.items())),
                      "last_event_time_ms": last, "n_applied": n}
     return out

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from features.store import StoreConfig, StoreConfigError, UserState, open_store
-from features.store.base import StateEvent, apply_events, pack_codes, unpack_codes
+from features.store.base import CodebookMismatch, StateEvent, apply_events, pack_codes, unpack_codes
 
 pytestmark = pytest.mark.services
 
@@ -143,6 +143,152 @@ def test_fenced_write_from_two_store_clients(store_kind, store_factory, tmp_path
     assert other.read_users(["x"])["x"] == _state("x", n=4)
     if store_kind == "redis":
         other.close()
+
+
+CB_OLD, CB_NEW = "a" * 64, "b" * 64  # codebook ids are sha256 hex digests of codebook.npz files
+
+
+def test_codebook_id_roundtrip_and_rows_without_one(store):
+    """codebook_id is stored by every backend; a row written before codebook versions (no codebook_id field) reads
+    back as "" with the rest unchanged."""
+    on_old = UserState("v1", np.arange(6).reshape(2, 3), ["x", "y"], [1, 2], {0: 4}, 2, 2, codebook_id=CB_OLD)
+    empty = UserState("v0", np.zeros((0, 3)), codebook_id=CB_NEW)
+    store.write_users([on_old, empty])
+    got = store.read_users(["v1", "v0"])
+    assert got["v1"] == on_old and got["v1"].codebook_id == CB_OLD and got["v0"].codebook_id == CB_NEW
+    assert got["v1"].content()["codebook_id"] == CB_OLD
+    assert got["v1"] != on_old.with_codes(on_old.codes, CB_NEW)  # the id is part of the row's equality
+    assert store.get_online_features(["v1"], ["codebook_id"])["codebook_id"] == [CB_OLD]
+    # a legacy row: what Feast wrote before the field existed (every feature but codebook_id)
+    legacy = UserState("legacy", np.ones((3, 3)), ["i"], [7], {1: 9}, 7, 3)
+    row = store._user_rows([legacy])[0]
+    del row[1]["codebook_id"]
+    store._provider.online_write_batch(store.repo_config, store._view("user_history"), [row], None)
+    back = store.read_users(["legacy"])["legacy"]
+    assert back == legacy and back.codebook_id == ""
+
+
+def test_write_users_if_unchanged_is_a_compare_and_set_per_user(store):
+    """A migration job's write: each user's new row lands only if the stored row still equals the one it read."""
+    a, b = _state("a", n=3, seed=1), _state("b", n=4, seed=2)
+    store.write_users([a, b])
+    read = store.read_users(["a", "b", "c"])
+    # the live processor appends to b between the job's read and its write
+    b_live = UserState("b", np.vstack([b.codes, [[1, 2, 3]]]), b.recent_items, b.recent_times_ms, {0: 99, 3: 7},
+                       2000, b.n_applied + 1)
+    store.write_users([b_live])
+    new = [read["a"].with_codes(read["a"].codes[:, ::-1], CB_NEW), read["b"].with_codes(read["b"].codes, CB_NEW),
+           UserState("c", np.zeros((1, 3)), codebook_id=CB_NEW)]
+    refused = store.write_users_if_unchanged({"a": read["a"], "b": read["b"], "c": read.get("c")}, new)
+    assert refused == {"b"}
+    got = store.read_users(["a", "b", "c"])
+    assert got["a"] == new[0] and got["b"] == b_live and got["c"] == new[2]  # c: expected None = "no row"
+    # c now has a row: expecting none is refused; expecting the stored row is accepted
+    c2 = new[2].with_codes(np.ones((2, 3)), CB_NEW)
+    assert store.write_users_if_unchanged({"c": None}, [c2]) == {"c"}
+    assert store.write_users_if_unchanged({"c": got["c"]}, [c2]) == set()
+    assert store.read_users(["c"])["c"] == c2
+    assert store.write_users_if_unchanged({}, []) == set()
+    with pytest.raises(ValueError, match="no expected row"):
+        store.write_users_if_unchanged({"a": got["a"]}, [c2])
+
+
+def test_write_users_if_unchanged_from_two_store_clients(store_kind, store_factory, tmp_path):
+    """The migration job and the processor are separate clients: the job's write is refused for a row the other
+    client changed after the job read it."""
+    job = store_factory(store_kind, sub="cas")
+    if store_kind == "sqlite":
+        live = store_factory("sqlite", sub="cas")
+    else:
+        live = open_store(StoreConfig(**{**job.config.as_dict(), "registry_path": str(tmp_path / "reg-cas.db")}))
+    try:
+        rows = [_state(f"u{k}", n=3, seed=k) for k in range(6)]
+        live.write_users(rows)
+        read = job.read_users([r.user_id for r in rows])
+        live.write_users([_state("u2", n=5, seed=50), _state("u4", n=1, seed=51)])
+        refused = job.write_users_if_unchanged(read, [read[u].with_codes(read[u].codes, CB_NEW) for u in read])
+        assert refused == {"u2", "u4"}
+        got = live.read_users(list(read))
+        assert {u for u, st in got.items() if st.codebook_id == CB_NEW} == {"u0", "u1", "u3", "u5"}
+        assert got["u2"] == _state("u2", n=5, seed=50)
+    finally:
+        if store_kind == "redis":
+            live.close()
+
+
+def test_write_users_if_unchanged_races_a_write_between_read_and_exec(redis_server, store_factory, tmp_path,
+                                                                     monkeypatch):
+    """Redis only (SQLite holds the write lock from its read to its write, so nothing can land in between): a row
+    changed by another client after the WATCHed read fails the EXEC; the batch is decided again and that user is
+    refused. With the batch conflicting every time, the per-user fallback still writes the others."""
+    import features.store.feast_redis as fr
+    job = store_factory("redis", sub="race")
+    live = open_store(StoreConfig(**{**job.config.as_dict(), "registry_path": str(tmp_path / "reg-race.db")}))
+    try:
+        rows = {f"r{k}": _state(f"r{k}", n=2, seed=k) for k in range(4)}
+        live.write_users(list(rows.values()))
+        read = job.read_users(list(rows))
+        real_read, calls = job.read_users, []
+
+        def read_then_interfere(ids):
+            out = real_read(ids)
+            calls.append(len(ids))
+            if len(calls) == 1:  # after the first WATCHed read: the live processor writes r1
+                live.write_users([_state("r1", n=9, seed=90)])
+            return out
+
+        monkeypatch.setattr(job, "read_users", read_then_interfere)
+        new = [read[u].with_codes(read[u].codes, CB_NEW) for u in read]
+        assert job.write_users_if_unchanged(read, new) == {"r1"}
+        assert calls == [4, 4]  # the first EXEC failed, the second decided on the new rows
+        got = live.read_users(list(rows))
+        assert got["r1"] == _state("r1", n=9, seed=90) and all(got[u] == n for u, n in zip(read, new) if u != "r1")
+
+        # the batch is not tried (as if it conflicted every time): one WATCH per user; r2 changes right after its
+        # own WATCHed read, so its EXEC fails and it is refused; the others are written
+        monkeypatch.setattr(fr, "_CAS_BATCH_ATTEMPTS", 0)
+
+        def interfere_with_r2(ids):
+            out = real_read(ids)
+            if ids == ["r2"]:
+                live.write_users([_state("r2", n=7, seed=92)])
+            return out
+
+        monkeypatch.setattr(job, "read_users", interfere_with_r2)
+        read = real_read(list(rows))
+        newer = [read[u].with_codes(read[u].codes[:, ::-1], CB_OLD) for u in read]
+        assert job.write_users_if_unchanged(read, newer) == {"r2"}
+        got = live.read_users(list(rows))
+        assert got["r2"] == _state("r2", n=7, seed=92) and all(got[u] == n for u, n in zip(read, newer) if u != "r2")
+    finally:
+        live.close()
+
+
+def test_apply_events_refuses_to_mix_codebooks(store):
+    """apply_events with a codebook id: a row on another codebook raises (naming the user and both ids) instead of
+    appending new codes to old ones; the stored row is untouched and stays readable."""
+    ev = [StateEvent(0, k, f"i{k}", 10 + k, np.array([k, k, k])) for k in range(3)]
+    first, n, _ = apply_events(UserState("m", np.zeros((0, 3))), ev[:2], 8, 4, codebook_id=CB_OLD)
+    assert n == 2 and first.codebook_id == CB_OLD
+    store.write_users([first])
+    cur = store.read_users(["m"])["m"]
+    with pytest.raises(CodebookMismatch, match="'m'") as err:
+        apply_events(cur, ev[2:], 8, 4, codebook_id=CB_NEW)
+    assert CB_OLD in str(err.value) and CB_NEW in str(err.value) and isinstance(err.value, ValueError)
+    assert (err.value.user_id, err.value.stored_id, err.value.new_id) == ("m", CB_OLD, CB_NEW)
+    # same codebook, or no codebook id (the callers that predate versions): appended, id kept
+    same, n, _ = apply_events(cur, ev[2:], 8, 4, codebook_id=CB_OLD)
+    legacy_call, _, _ = apply_events(cur, ev[2:], 8, 4)
+    assert n == 1 and same == legacy_call and same.codebook_id == CB_OLD and same.codes.shape == (3, 3)
+    # after a migration the new codebook's events are accepted
+    migrated = cur.with_codes(cur.codes[:, ::-1], CB_NEW)
+    store.write_users([migrated])
+    new, n, _ = apply_events(store.read_users(["m"])["m"], ev[2:], 8, 4, codebook_id=CB_NEW)
+    assert n == 1 and new.codebook_id == CB_NEW and new.codes[:2].tolist() == cur.codes[:, ::-1].tolist()
+    # a row without codes, or one written before codebook ids (""), takes the events' codebook
+    assert apply_events(UserState("e", np.zeros((0, 3)), codebook_id=CB_OLD), ev, 8, 4,
+                        codebook_id=CB_NEW)[0].codebook_id == CB_NEW
+    assert apply_events(UserState("l", np.ones((1, 3))), ev, 8, 4, codebook_id=CB_NEW)[0].codebook_id == CB_NEW
 
 
 # ---- pure parts (no backend) -------------------------------------------------------------------------------
