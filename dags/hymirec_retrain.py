@@ -1,13 +1,15 @@
 """hymirec_retrain: the scheduled retraining pipeline (daily).
 
 snapshot_training_data -> refresh_item_embeddings -> refit_codebook -> train_recommenders -> evaluate_candidate
--> quality_gate -> export_model -> rebuild_item_index -> promote
+-> quality_gate -> export_model -> rebuild_item_index -> promote -> migrate_histories
 
 Each task is one call into the layers (see hymirec_dag_support.STEPS for the function each task runs); nothing
 heavy is imported while the file is parsed. Every step is idempotent for its data interval, so retries and
 clears are safe. The quality gate compares the candidate's validation metrics with the production model's
 recorded ones: if the candidate is worse by more than `quality_margin`, the run fails (no retries) before
-anything is exported, and production keeps serving the previous model.
+anything is exported, and production keeps serving the previous model. Nothing readers use changes before
+`promote`, which makes the release current as a whole (orchestration/releases.py); `migrate_histories` then moves
+the stored user histories to the new codebook.
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ _defaults = common_params()
 
 @dag(
     dag_id="hymirec_retrain",
-    description="Snapshot -> embeddings -> codebook -> train -> evaluate -> gate -> export -> index -> promote",
+    description="Snapshot -> embeddings -> codebook -> train -> evaluate -> gate -> export -> index -> promote "
+                "-> migrate",
     schedule="@daily",
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
@@ -95,6 +98,10 @@ def hymirec_retrain():
     def promote(run: dict, evaluation: dict, export: dict, index: dict) -> dict:
         return run_step("promote", run=run, evaluation=evaluation, export=export, index=index)
 
+    @task(execution_timeout=timedelta(hours=3))
+    def migrate_histories(promoted: dict, snapshot: dict) -> dict:
+        return run_step("migrate_histories", promoted=promoted, snapshot=snapshot)
+
     snapshot = snapshot_training_data()
     embeddings = refresh_item_embeddings(snapshot)
     codebook = refit_codebook(snapshot, embeddings)
@@ -103,7 +110,7 @@ def hymirec_retrain():
     verdict = quality_gate(evaluation)
     export = export_model(run, verdict)
     index = rebuild_item_index(run, export)
-    promote(run, evaluation, export, index)
+    migrate_histories(promote(run, evaluation, export, index), snapshot)
 
 
 hymirec_retrain()

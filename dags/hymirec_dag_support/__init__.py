@@ -32,6 +32,7 @@ STEPS: dict[str, str] = {
     "export_model": "orchestration.retrain:export_model",
     "rebuild_item_index": "orchestration.retrain:rebuild_item_index",
     "promote": "orchestration.retrain:promote",
+    "migrate_histories": "orchestration.retrain:migrate_histories",
     # hymirec_codebook_refresh
     "encode_new_items": "orchestration.refresh:encode_new_items",
     "index_new_items": "orchestration.refresh:index_new_items",

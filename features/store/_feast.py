@@ -208,18 +208,21 @@ class FeastOnlineStore(OnlineStore):
             except Exception as exc:
                 raise self._failure("write of item codes", exc)
 
-    def read_item_codes(self, item_ids: Sequence[str]) -> dict[str, np.ndarray]:
+    def read_item_codes(self, item_ids: Sequence[str], codebook_id: str | None = None) -> dict[str, np.ndarray]:
         if not item_ids:
             return {}
         item_ids = list(dict.fromkeys(str(i) for i in item_ids))
         try:
             rows = self._provider.online_read(self.repo_config, self._view(ITEM_VIEW),
-                                              [self._key("item_id", i) for i in item_ids], ["codes"])
+                                              [self._key("item_id", i) for i in item_ids], ["codes", "codebook_id"])
         except Exception as exc:
             raise self._failure("read of item codes", exc)
         out = {}
         for iid, (ts, values) in zip(item_ids, rows):
             if values and values.get("codes") is not None and values["codes"].WhichOneof("val"):
+                tag = values.get("codebook_id")
+                if codebook_id is not None and (tag.string_val if tag is not None else "") != codebook_id:
+                    continue  # another codebook's codes: meaningless under this one
                 out[iid] = np.asarray(values["codes"].int64_list_val.val, dtype=np.int64)
         return out
 

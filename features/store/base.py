@@ -230,8 +230,9 @@ class OnlineStore(ABC):
         """Push [N, L] codes of items into the item-codes feature view."""
 
     @abstractmethod
-    def read_item_codes(self, item_ids: Sequence[str]) -> dict[str, np.ndarray]:
-        """Codes [L] of the items that have them."""
+    def read_item_codes(self, item_ids: Sequence[str], codebook_id: str | None = None) -> dict[str, np.ndarray]:
+        """Codes [L] of the items that have them; with ``codebook_id``, only codes written under that codebook
+        (a processor on one release never picks up codes another release's codebook produced)."""
 
     def history_nbytes(self, user_id: str) -> int:
         """Bytes of the stored code history of one user (0 when unknown)."""

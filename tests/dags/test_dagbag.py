@@ -15,7 +15,8 @@ DAGS_FOLDER = REPO / "dags"
 HEAVY = ("torch", "transformers", "feast", "pymilvus", "milvus_lite", "kafka", "onnxruntime", "onnx",
          "tritonclient", "training", "serving", "features", "orchestration.retrain", "pandas", "numpy")
 RETRAIN_ORDER = ["snapshot_training_data", "refresh_item_embeddings", "refit_codebook", "train_recommenders",
-                 "evaluate_candidate", "quality_gate", "export_model", "rebuild_item_index", "promote"]
+                 "evaluate_candidate", "quality_gate", "export_model", "rebuild_item_index", "promote",
+                 "migrate_histories"]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def test_retrain_dag_shape(dagbag):
     for upstream, downstream in zip(RETRAIN_ORDER, RETRAIN_ORDER[1:]):
         assert downstream in dag.get_task(upstream).downstream_task_ids
     # nothing ships unless the gate passed
-    for task_id in ("export_model", "rebuild_item_index", "promote"):
+    for task_id in ("export_model", "rebuild_item_index", "promote", "migrate_histories"):
         assert "quality_gate" in dag.get_task(task_id).get_flat_relative_ids(upstream=True)
         assert dag.get_task(task_id).trigger_rule == "all_success"
     assert dag.max_active_runs == 1 and dag.catchup is False

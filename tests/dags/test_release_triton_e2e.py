@@ -73,6 +73,26 @@ def _write_users(stack) -> str:
     return release.codebook_id
 
 
+def _write_snapshot_users(stack, n: int = 4) -> dict:
+    """Rows of users the retrain's snapshot knows (the migrate step's users), on the current release's codebook."""
+    from core.artifacts import RunLayout
+    from core.releases import current_release
+    from features.store import StoreConfig, open_store
+    from features.store.base import UserState
+    from orchestration.retrain import _logged_items
+
+    release = current_release(stack["root"])
+    layout = RunLayout.at(release.run_dir)
+    table = dict(zip(json.loads(layout.item_ids.read_text()), np.load(layout.item_codes)))
+    log = _logged_items(next((stack["root"] / "intervals").glob("*/snapshot/snapshot.inter")))
+    rows = [UserState(u, codes=np.stack([table[i] for i in items[-20:]]), recent_items=items[-5:],
+                      recent_times_ms=list(range(5)), n_applied=20, codebook_id=release.codebook_id)
+            for u, items in list(log.items())[:n]]
+    with open_store(StoreConfig.from_file(stack["conf"]["feast_repo"])) as store:
+        store.write_users(rows)
+    return {r.user_id: r for r in rows}
+
+
 class Load:
     """Requests from two threads until stopped; every answer is kept."""
 
@@ -129,6 +149,7 @@ def test_releases_promote_and_roll_back_whole_under_load(stack):
     first = _retrain(stack, FIRST, seed=0)
     assert first["production"] == 1 and first["history"] == []
     row_codebook = _write_users(stack)
+    quiet = _write_snapshot_users(stack)
     pipeline = RecommendPipeline(ServingConfig(release_root=stack["root"], artifact_dir=stack["root"] / "current",
                                                triton_url=stack["triton"].grpc_url,
                                                milvus_uri=stack["conf"]["milvus_uri"],
@@ -146,6 +167,14 @@ def test_releases_promote_and_roll_back_whole_under_load(stack):
             time.sleep(1.0)
         assert second["production"] == 2 and second["history"] == [1]
         assert second["models"][1]["codebook_id"] != row_codebook  # a refit: the stored rows are release 1's
+        from features.store import StoreConfig, open_store
+
+        with open_store(StoreConfig.from_file(stack["conf"]["feast_repo"])) as store:
+            migrated = store.read_users(list(quiet))
+        for user, before in quiet.items():  # migrate_histories moved the snapshot's users to the new codebook
+            after = migrated[user]
+            assert after.codebook_id == second["models"][1]["codebook_id"]
+            assert after.codes.shape == before.codes.shape and after.recent_items == before.recent_items
         seen = _check(load.answers, second, row_codebook)
         assert seen["releases"] == [1, 2] and seen["requests"] > 20, seen
         assert stack["triton"].control.ready_versions("llm") == [2]  # v1 unloaded after the readers settled

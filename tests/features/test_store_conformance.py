@@ -69,6 +69,16 @@ def test_item_codes(store):
         store.write_item_codes(ids[:2], codes[:3])
 
 
+def test_item_codes_read_under_one_codebook(store):
+    """A reader on one release asks for codes of its codebook only: another codebook's are left out."""
+    store.write_item_codes(["a", "b"], np.array([[1, 2, 3], [4, 5, 6]]), codebook_id="cb-old")
+    store.write_item_codes(["b", "c"], np.array([[7, 8, 9], [1, 1, 1]]), codebook_id="cb-new")
+    assert set(store.read_item_codes(["a", "b", "c"])) == {"a", "b", "c"}
+    got = store.read_item_codes(["a", "b", "c"], codebook_id="cb-new")
+    assert set(got) == {"b", "c"} and got["b"].tolist() == [7, 8, 9]
+    assert set(store.read_item_codes(["a", "b", "c"], codebook_id="cb-old")) == {"a"}
+
+
 def test_feast_public_read_path(store):
     """Rows written through the interface read back through Feast's own get_online_features."""
     st = _state("pub", n=6)
