@@ -119,6 +119,42 @@ def show(root: str | os.PathLike) -> dict:
             "history": history, "releases": releases}
 
 
+def logged_items(inter_path: str | os.PathLike) -> dict[str, list[str]]:
+    """{raw user id: raw item ids oldest first} of an interaction log in RecBole's .inter layout (the retrain's
+    snapshot: user, item, timestamp)."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(inter_path, sep="\t", dtype=str, keep_default_na=False)
+        frame.columns = ["user_id", "item_id", "timestamp"]
+        frame["timestamp"] = frame["timestamp"].astype(float)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{inter_path}: not a user/item/timestamp interaction log: {exc}") from exc
+    frame = frame.sort_values(["user_id", "timestamp"], kind="stable")
+    return {str(u): [str(i) for i in g["item_id"]] for u, g in frame.groupby("user_id", sort=False)}
+
+
+def migrate_to_current(root: str | os.PathLike, store, inter_path: str | os.PathLike, progress: bool = False) -> dict:
+    """Move the stored histories of the log's users to the current release's codebook
+    (features.codebook_migration.migrate_store): rebuilt from the log (each logged item's codes in the release's
+    item-code table; as good as a fresh encode, bench/records/codebook_migration.json), by decode → encode where
+    the log does not end with the stored row; rows on a codebook no release has are reported, never guessed."""
+    from core.releases import codebook_paths, current_release
+    from features.codebook_migration import CodebookLibrary, ItemCodeTable, migrate_store
+
+    release = current_release(root)
+    if release is None:
+        raise ReleaseError(f"{root}: no current release to migrate to")
+    log_of = logged_items(inter_path)
+    library = CodebookLibrary.from_paths(codebook_paths(root).values())
+    report = migrate_store(store, list(log_of), library, release.codebook_id, log=log_of,
+                           item_codes=ItemCodeTable.from_path(release.run_dir), progress=progress)
+    log.info("history migration to release %s: %s", release.version,
+             {k: v for k, v in report.as_dict().items() if isinstance(v, (int, float))})
+    return {**report.as_dict(), "release": release.version, "codebook_id": release.codebook_id,
+            "users": len(log_of)}
+
+
 def _point_alias(release) -> str:
     from serving.index import ItemIndex
 

@@ -347,39 +347,20 @@ def promote(ctx, run: dict, evaluation: dict, export: dict, index: dict) -> dict
             "codebook_id": codebook_id, "online_store": pushed, "activate": steps, "interval_key": ctx["interval_key"]}
 
 
+
 def migrate_histories(ctx, promoted: dict, snapshot: dict) -> dict:
-    """After the flip, move every stored user history of the snapshot's users to the new release's codebook
-    (features.codebook_migration.migrate_store, compare-and-set next to the live stream processor). Users are
-    rebuilt from the interaction log (the snapshot: their items, oldest first, looked up in the release's item-code
-    table), which loses nothing against a fresh encode (bench/records/codebook_migration.json); decode → encode
-    only where the log does not end with the stored row. Until a row is migrated serving decodes it with its own
-    codebook, and the stream processor migrates a user it writes to first."""
-    from core.releases import codebook_paths
-    from features.codebook_migration import CodebookLibrary, ItemCodeTable, migrate_store
+    """After the flip, move the stored histories of the snapshot's users to the new release's codebook
+    (orchestration/releases.migrate_to_current: log replay from the snapshot, decode → encode where the log does
+    not end with the stored row; compare-and-set next to the live stream processor). Until a row is migrated
+    serving decodes it with its own codebook, and the stream processor migrates a user it writes to first."""
+    from orchestration.releases import migrate_to_current
 
     store = open_online_store(ctx["params"])
     if store is None:
         return {"skipped": "no online store configured", "interval_key": ctx["interval_key"]}
-    entry = next(m for m in _root(ctx).read_registry()["models"] if m["version"] == promoted["version"])
-    target = promoted["codebook_id"]
-    library = CodebookLibrary.from_paths(codebook_paths(_root(ctx).root).values())
-    log_of = _logged_items(Path(snapshot["dir"]) / "snapshot.inter")
     with store:
-        report = migrate_store(store, list(log_of), library, target, log=log_of,
-                               item_codes=ItemCodeTable.from_path(entry["run_dir"]), progress=False)
-    result = {**report.as_dict(), "codebook_id": target, "users": len(log_of), "interval_key": ctx["interval_key"]}
+        result = migrate_to_current(_root(ctx).root, store, Path(snapshot["dir"]) / "snapshot.inter")
+    if result["codebook_id"] != promoted["codebook_id"]:  # a rollback or another promote happened meanwhile
+        log.warning("current release changed during migration: migrated to %s", result["codebook_id"][:12])
     result["refused_users"] = result["refused_users"][:20]  # XCom stays small
-    log.info("history migration to codebook %s: %s", target[:12], {k: v for k, v in result.items()
-                                                                     if isinstance(v, (int, float))})
-    return result
-
-
-def _logged_items(inter_path: Path) -> dict[str, list[str]]:
-    """{raw user id: raw item ids oldest first} of a snapshot's .inter file."""
-    import pandas as pd
-
-    frame = pd.read_csv(inter_path, sep="\t", dtype=str, keep_default_na=False)
-    frame.columns = ["user_id", "item_id", "timestamp"]
-    frame["timestamp"] = frame["timestamp"].astype(float)
-    frame = frame.sort_values(["user_id", "timestamp"], kind="stable")
-    return {str(u): [str(i) for i in g["item_id"]] for u, g in frame.groupby("user_id", sort=False)}
+    return {**result, "interval_key": ctx["interval_key"]}

@@ -79,12 +79,12 @@ def _write_snapshot_users(stack, n: int = 4) -> dict:
     from core.releases import current_release
     from features.store import StoreConfig, open_store
     from features.store.base import UserState
-    from orchestration.retrain import _logged_items
+    from orchestration.releases import logged_items
 
     release = current_release(stack["root"])
     layout = RunLayout.at(release.run_dir)
     table = dict(zip(json.loads(layout.item_ids.read_text()), np.load(layout.item_codes)))
-    log = _logged_items(next((stack["root"] / "intervals").glob("*/snapshot/snapshot.inter")))
+    log = logged_items(next((stack["root"] / "intervals").glob("*/snapshot/snapshot.inter")))
     rows = [UserState(u, codes=np.stack([table[i] for i in items[-20:]]), recent_items=items[-5:],
                       recent_times_ms=list(range(5)), n_applied=20, codebook_id=release.codebook_id)
             for u, items in list(log.items())[:n]]

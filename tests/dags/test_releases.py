@@ -94,3 +94,54 @@ def test_release_cli_shows_and_refuses_bad_requests_clearly(root, tmp_path_facto
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     registry = json.loads((root / "registry.json").read_text())
     assert registry["production"] == 2 and registry["history"] == [1]  # the refused calls changed nothing
+
+
+def _codebook_release(root: Path, version: int, items: list[str], seed: int) -> dict:
+    """A run directory with a fitted codebook and its items' codes (what migration reads)."""
+    import numpy as np
+
+    from core.artifacts import sha256_file
+    from features.codebook import CodebookConfig, ResidualCodebook
+
+    entry = _entry(root, version)
+    run = Path(entry["run_dir"])
+    emb = np.random.default_rng(seed).normal(size=(len(items), 16)).astype(np.float32)
+    cb = ResidualCodebook.fit(emb, CodebookConfig(n_layers=3, codebook_size=16, kmeans_iters=5, seed=seed))
+    cb.save(run / "codebook.npz")
+    (run / "item_ids.json").write_text(json.dumps(["<pad>", *items]))
+    np.save(run / "item_codes.npy", np.concatenate([np.zeros((1, 3), np.uint16), cb.encode(emb).astype(np.uint16)]))
+    return {**entry, "codebook_id": sha256_file(run / "codebook.npz")}
+
+
+def test_release_migrate_moves_histories_to_the_current_codebook(tmp_path):
+    import numpy as np
+
+    from features.store import StoreConfig, open_store
+    from features.store.base import UserState
+    from orchestration.artifact_root import ArtifactRoot
+
+    items = [f"it{k}" for k in range(40)]
+    old, new = _codebook_release(tmp_path, 1, items, seed=1), _codebook_release(tmp_path, 2, items, seed=2)
+    with ArtifactRoot(tmp_path).locked_registry() as reg:
+        reg["models"], reg["production"], reg["history"] = [old, new], 2, [1]
+    table = {v: dict(zip(items, np.load(Path(e["run_dir"]) / "item_codes.npy")[1:])) for v, e in ((1, old), (2, new))}
+    logs = {f"u{n}": [items[(3 * n + 5 * k) % 40] for k in range(12)] for n in range(5)}
+    (tmp_path / "log.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n" + "".join(
+        f"{u}\t{i}\t{t}\n" for u, seq in logs.items() for t, i in enumerate(seq)))
+    store_cfg = tmp_path / "store.json"
+    store_cfg.write_text(json.dumps({"type": "sqlite", "sqlite_path": str(tmp_path / "online.db"),
+                                     "registry_path": str(tmp_path / "registry.db")}))
+    with open_store(StoreConfig.from_file(store_cfg)) as store:
+        store.write_users([UserState(u, codes=np.stack([table[1][i] for i in seq]), recent_items=seq[-4:],
+                                     recent_times_ms=[1, 2, 3, 4], n_applied=12, codebook_id=old["codebook_id"])
+                           for u, seq in logs.items()])
+    done = _cli("migrate", "--root", str(tmp_path), "--log", str(tmp_path / "log.inter"), "--store-config",
+                str(store_cfg))
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["migrated"] == 5 and report["replayed"] == 5 and report["release"] == 2
+    with open_store(StoreConfig.from_file(store_cfg)) as store:
+        rows = store.read_users(list(logs))
+    for u, seq in logs.items():  # replayed from the log: exactly the new release's item codes
+        assert rows[u].codebook_id == new["codebook_id"]
+        np.testing.assert_array_equal(rows[u].codes, np.stack([table[2][i] for i in seq]))
