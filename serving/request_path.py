@@ -139,7 +139,7 @@ class RecommendPipeline:
                 reasons.append("unknown_user")
                 raise _Fallback
             timed(rel.decode)
-            if len(ctx["codes"]) and not ctx["history_codebook"]:
+            if len(ctx["codes"]) and rel.artifacts.codebook is not None and not ctx["history_codebook"]:
                 reasons.append("codebook_unknown")  # stored under a codebook no known release has
             if exclude_seen:
                 ctx["exclude"] = ctx["seen"]
