@@ -7,7 +7,8 @@
 2. the registry's ``production`` pointer flips (one atomic rename under the registry lock); the previous one is
    pushed on ``history``. This is the switch: serving and the stream processor follow it within their poll time;
 3. ``current`` and the Milvus alias follow (for readers that use them: the CLI, older clients);
-4. after ``settle_s`` (longer than the readers' poll interval plus a request), Triton unloads the old version.
+4. after ``settle_s`` (longer than the readers' poll interval plus a request), Triton unloads the old version,
+   and every target's config.pbtxt pins the release's version, so a restarted Triton loads it again.
 
 ``rollback(root)`` activates the release on top of ``history`` and pops it. Nothing is rebuilt: every release
 keeps its run directory, its Triton version on disk and its Milvus collection (the index keeps the served and the
@@ -72,12 +73,15 @@ def activate(root: str | os.PathLike, version: int, *, triton_url: str | None = 
 
     steps["current"] = art.swap_current(release.run_dir)
     steps["milvus_alias"] = _point_alias(release)
+    if control is None:
+        steps["triton_pinned"] = _pin_on_disk(art, release)
 
     if control is not None:
         try:
             wait = _settle_s(settle_s)
             time.sleep(wait)  # readers poll the registry; let requests pinned to the old version finish
             control.load(release.triton_model, [release.triton_version])
+            steps["triton_pinned"] = _pin_on_disk(art, release)
             state = control.served_state(release.triton_model)  # served.json: what a Triton restart loads
             history = [v for v in state.get("history", []) if v != release.triton_version] + [release.triton_version]
             control._write_state(release.triton_model, {"version": release.triton_version, "history": history,
@@ -153,6 +157,19 @@ def migrate_to_current(root: str | os.PathLike, store, inter_path: str | os.Path
              {k: v for k, v in report.as_dict().items() if isinstance(v, (int, float))})
     return {**report.as_dict(), "release": release.version, "codebook_id": release.codebook_id,
             "users": len(log_of)}
+
+
+def _pin_on_disk(art: ArtifactRoot, release) -> dict:
+    """Pin the release's LLM version in every target's config.pbtxt, so a Triton that restarts (the chart starts
+    it with --load-model=*) loads this release's version, not the newest one on disk."""
+    from training.export.triton_repo import TARGETS, pin_versions
+
+    pinned = {}
+    for target in TARGETS:
+        if (art.triton_repo / target / release.triton_model / "config.pbtxt").exists():
+            pin_versions(art.triton_repo / target, release.triton_model, [release.triton_version])
+            pinned[target] = [release.triton_version]
+    return pinned
 
 
 def _point_alias(release) -> str:

@@ -196,3 +196,14 @@ def test_releases_promote_and_roll_back_whole_under_load(stack):
     assert registry["production"] == 1 and registry["history"] == []
     assert stack["triton"].control.ready_versions("llm") == [1]
     assert (stack["root"] / "current").resolve() == Path(registry["models"][0]["run_dir"]).resolve()
+
+    # a restarted Triton that loads what its repository's config says (the chart's --load-model=*) comes back on
+    # the rolled-back release's version, not on the newest version on disk
+    from training.export.triton_repo import pinned_versions
+
+    assert pinned_versions(stack["repo"], "llm") == [1]
+    stack["triton"].stop()
+    stack["triton"].models = []
+    stack["triton"].start()
+    stack["triton"].control.client.load_model("llm")  # no version override: the on-disk policy
+    assert stack["triton"].control.ready_versions("llm") == [1]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -68,7 +69,37 @@ def llm_spec(n_coarse: int, d_llm: int, d_item: int, n_interests: int, d_out: in
     )
 
 
-def render_config(spec: ModelSpec, target: str, execution_env: str | None = None) -> str:
+def version_policy_line(versions: Sequence[int] | None = None) -> str:
+    """The config's version policy: the latest version, or exactly ``versions`` once a release pinned them (what a
+    restarted Triton loads with ``--load-model=*``: orchestration/releases.activate pins the current release's)."""
+    if not versions:
+        return "version_policy: { latest: { num_versions: 1 } }"
+    return "version_policy: { specific: { versions: [ " + ", ".join(str(int(v)) for v in sorted(set(versions))) + " ] } }"
+
+
+_PINNED = re.compile(r"^version_policy: \{ specific: \{ versions: \[([\d, ]+)\] \} \}$", re.M)
+
+
+def pinned_versions(repo: str | os.PathLike, model: str) -> list[int] | None:
+    """The versions config.pbtxt pins (None: latest, or no config yet)."""
+    path = Path(repo) / model / "config.pbtxt"
+    found = _PINNED.search(path.read_text()) if path.exists() else None
+    return [int(v) for v in found.group(1).replace(" ", "").split(",") if v] if found else None
+
+
+def pin_versions(repo: str | os.PathLike, model: str, versions: Sequence[int]) -> Path:
+    """Rewrite the version policy of `<repo>/<model>/config.pbtxt` to exactly ``versions`` (one rename)."""
+    path = Path(repo) / model / "config.pbtxt"
+    text = path.read_text()
+    lines = [version_policy_line(versions) if ln.startswith("version_policy:") else ln for ln in text.split("\n")]
+    tmp = path.with_name("config.pbtxt.tmp")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, path)
+    return path
+
+
+def render_config(spec: ModelSpec, target: str, execution_env: str | None = None,
+                  versions: Sequence[int] | None = None) -> str:
     """config.pbtxt text for `target` ("local" | "production")."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
@@ -78,7 +109,7 @@ def render_config(spec: ModelSpec, target: str, execution_env: str | None = None
     else:
         lines += ['platform: "onnxruntime_onnx"', 'backend: "onnxruntime"', 'default_model_filename: "model.onnx"']
     lines.append(f"max_batch_size: {int(spec.max_batch_size)}")
-    lines.append("version_policy: { latest: { num_versions: 1 } }")
+    lines.append(version_policy_line(versions))
     lines.append("input [\n" + ",\n".join(t.pbtxt() for t in spec.inputs) + "\n]")
     lines.append("output [\n" + ",\n".join(t.pbtxt() for t in spec.outputs) + "\n]")
     pref = ", ".join(str(b) for b in spec.preferred_batch_sizes if b <= spec.max_batch_size)
@@ -206,17 +237,18 @@ def add_version(repo: str | os.PathLike, onnx_path: str | os.PathLike, spec: Mod
         "model_sha256": sha256_file(tmp / "model.onnx"), "spec": asdict(spec),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
-    write_config(repo, spec, target, execution_env)
+    # a new, not yet released version must not change what a restarted Triton loads: keep the release's pin
+    write_config(repo, spec, target, execution_env, versions=pinned_versions(repo, spec.name))
     os.replace(tmp, vdir)
     return version
 
 
 def write_config(repo: str | os.PathLike, spec: ModelSpec, target: str = "local",
-                 execution_env: str | None = None) -> Path:
+                 execution_env: str | None = None, versions: Sequence[int] | None = None) -> Path:
     path = Path(repo) / spec.name / "config.pbtxt"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name("config.pbtxt.tmp")
-    tmp.write_text(render_config(spec, target, execution_env))
+    tmp.write_text(render_config(spec, target, execution_env, versions))
     os.replace(tmp, path)
     return path
 
