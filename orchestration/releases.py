@@ -10,6 +10,10 @@
 4. after ``settle_s`` (longer than the readers' poll interval plus a request), Triton unloads the old version,
    and every target's config.pbtxt pins the release's version, so a restarted Triton loads it again.
 
+Several Triton replicas cannot each be reached by a control call through their Service; with
+``HYMIREC_TRITON_POLL_S`` set they run in poll mode instead and steps 1 and 4 are config.pbtxt version pins that
+every replica reads by itself (see :func:`activate`).
+
 ``rollback(root)`` activates the release on top of ``history`` and pops it. Nothing is rebuilt: every release
 keeps its run directory, its Triton version on disk and its Milvus collection (the index keeps the served and the
 previous collection), so a rollback takes seconds.
@@ -26,6 +30,7 @@ from orchestration.artifact_root import ArtifactRoot
 log = logging.getLogger("orchestration.releases")
 
 SETTLE_ENV = "HYMIREC_RELEASE_SETTLE_S"
+POLL_ENV = "HYMIREC_TRITON_POLL_S"  # > 0: Triton runs in poll mode (several replicas); see activate()
 DEFAULT_SETTLE_S = 3.0  # serving and the stream processor poll the registry every second by default
 
 
@@ -43,9 +48,23 @@ def _triton_target(target: str | None) -> str:
     return target or os.environ.get("HYMIREC_TRITON_TARGET") or "local"
 
 
+def _poll_s(poll_s: float | None) -> float:
+    raw = str(poll_s) if poll_s is not None else os.environ.get(POLL_ENV, "")
+    try:
+        return float(raw) if raw else 0.0
+    except ValueError:
+        raise ValueError(f"{POLL_ENV} must be a number of seconds, got {raw!r}") from None
+
+
 def activate(root: str | os.PathLike, version: int, *, triton_url: str | None = None, target: str | None = None,
-             settle_s: float | None = None, push_history: bool = True) -> dict:
-    """Make release ``version`` current (see the module docstring). Returns what was done, step by step."""
+             settle_s: float | None = None, triton_poll_s: float | None = None, push_history: bool = True) -> dict:
+    """Make release ``version`` current (see the module docstring). Returns what was done, step by step.
+
+    Triton is switched one of two ways. Explicit model control (``triton_url``, one server): load both versions
+    through the repository API, later only the new one. Poll mode (``triton_poll_s`` > 0, HYMIREC_TRITON_POLL_S;
+    servers started with --model-control-mode=poll, e.g. several chart replicas sharing the repository): pin both
+    versions in config.pbtxt, wait until the servers polled it (and, with ``triton_url``, until the new version is
+    READY), later pin only the new one; every replica follows the files, no API call has to reach each pod."""
     art = ArtifactRoot(root)
     reg = read_registry(art.root)
     release = release_of(entry_for(reg, version))
@@ -53,45 +72,66 @@ def activate(root: str | os.PathLike, version: int, *, triton_url: str | None = 
         raise ReleaseError(f"release {version}: run directory {release.run_dir} is missing")
     previous = reg.get("production")
     steps: dict = {"version": release.version, "previous": previous}
+    poll = _poll_s(triton_poll_s)
+    repo = art.triton_repo / _triton_target(target)
+    model, new = release.triton_model, release.triton_version
 
     control = None
     if triton_url:
         from serving.triton_server import TritonControl
 
-        control = TritonControl(triton_url, art.triton_repo / _triton_target(target))
-        served = control.ready_versions(release.triton_model)
-        both = sorted(set(served) | {release.triton_version})
-        control.load(release.triton_model, both)  # old and new READY: in-flight requests keep their version
-        steps["triton_loaded"] = both
+        control = TritonControl(triton_url, repo)
+    try:
+        if poll > 0:  # the servers follow config.pbtxt: both versions first
+            from training.export.triton_repo import pinned_versions
 
-    with art.locked_registry() as live:
-        live.setdefault("history", [])
-        if push_history and previous is not None and previous != release.version:
-            live["history"].append(previous)
-        live["production"] = release.version
-    steps["registry"] = {"production": release.version}
+            old = pinned_versions(repo, model) or ([release_of(entry_for(reg, previous)).triton_version]
+                                                   if previous is not None else [])
+            steps["triton_loaded"] = _pin_on_disk(art, model, sorted(set(old) | {new}))
+            _wait_polled(control, model, new, poll)
+        elif control is not None:
+            both = sorted(set(control.ready_versions(model)) | {new})
+            control.load(model, both)  # old and new READY: in-flight requests keep their version
+            steps["triton_loaded"] = both
 
-    steps["current"] = art.swap_current(release.run_dir)
-    steps["milvus_alias"] = _point_alias(release)
-    if control is None:
-        steps["triton_pinned"] = _pin_on_disk(art, release)
+        with art.locked_registry() as live:
+            live.setdefault("history", [])
+            if push_history and previous is not None and previous != release.version:
+                live["history"].append(previous)
+            live["production"] = release.version
+        steps["registry"] = {"production": release.version}
+        steps["current"] = art.swap_current(release.run_dir)
+        steps["milvus_alias"] = _point_alias(release)
 
-    if control is not None:
-        try:
-            wait = _settle_s(settle_s)
-            time.sleep(wait)  # readers poll the registry; let requests pinned to the old version finish
-            control.load(release.triton_model, [release.triton_version])
-            steps["triton_pinned"] = _pin_on_disk(art, release)
-            state = control.served_state(release.triton_model)  # served.json: what a Triton restart loads
-            history = [v for v in state.get("history", []) if v != release.triton_version] + [release.triton_version]
-            control._write_state(release.triton_model, {"version": release.triton_version, "history": history,
-                                                        "release": release.version})
-            steps["triton_served"] = control.ready_versions(release.triton_model)
-            steps["settle_s"] = wait
-        finally:
+        if control is not None or poll > 0:
+            steps["settle_s"] = _settle_s(settle_s)
+            time.sleep(steps["settle_s"])  # readers poll the registry; requests pinned to the old version finish
+        if control is not None and poll <= 0:
+            control.load(model, [new])
+            state = control.served_state(model)  # served.json: what TritonServer/TritonControl.load() restore
+            history = [v for v in state.get("history", []) if v != new] + [new]
+            control._write_state(model, {"version": new, "history": history, "release": release.version})
+        steps["triton_pinned"] = _pin_on_disk(art, model, [new])  # what a restarted Triton loads
+        if control is not None:
+            steps["triton_served"] = control.ready_versions(model) if poll <= 0 else "polled"
+    finally:
+        if control is not None:
             control.close()
     log.info("release %s active (previous %s): %s", release.version, previous, steps)
     return steps
+
+
+def _wait_polled(control, model: str, version: int, poll: float, timeout_s: float = 300.0) -> None:
+    """Wait until servers in poll mode loaded ``version``: READY where ``control`` reaches one server, then two
+    more poll periods so every replica has read the same files."""
+    deadline = time.monotonic() + timeout_s
+    if control is not None:
+        while not control.is_ready(model, version):
+            if time.monotonic() > deadline:
+                raise ReleaseError(f"Triton did not load {model} version {version} within {timeout_s:.0f}s of "
+                                   "pinning it (is it started with --model-control-mode=poll?)")
+            time.sleep(min(poll, 1.0))
+    time.sleep(2 * poll)
 
 
 def rollback(root: str | os.PathLike, **kwargs) -> dict:
@@ -159,16 +199,16 @@ def migrate_to_current(root: str | os.PathLike, store, inter_path: str | os.Path
             "users": len(log_of)}
 
 
-def _pin_on_disk(art: ArtifactRoot, release) -> dict:
-    """Pin the release's LLM version in every target's config.pbtxt, so a Triton that restarts (the chart starts
-    it with --load-model=*) loads this release's version, not the newest one on disk."""
+def _pin_on_disk(art: ArtifactRoot, model: str, versions: list[int]) -> dict:
+    """Pin ``versions`` of the LLM in every target's config.pbtxt: what a Triton in poll mode serves, and what
+    a Triton that restarts (the chart starts it with --load-model=*) loads, rather than the newest on disk."""
     from training.export.triton_repo import TARGETS, pin_versions
 
     pinned = {}
     for target in TARGETS:
-        if (art.triton_repo / target / release.triton_model / "config.pbtxt").exists():
-            pin_versions(art.triton_repo / target, release.triton_model, [release.triton_version])
-            pinned[target] = [release.triton_version]
+        if (art.triton_repo / target / model / "config.pbtxt").exists():
+            pin_versions(art.triton_repo / target, model, versions)
+            pinned[target] = list(versions)
     return pinned
 
 

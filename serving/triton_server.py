@@ -234,8 +234,11 @@ class TritonServer:
     def __init__(self, repo: str | os.PathLike, models: Iterable[str] = (), *, http_port: int | None = None,
                  grpc_port: int | None = None, log_path: str | os.PathLike | None = None,
                  install: TritonInstall | None = None, startup_timeout_s: float = 120.0,
-                 control_key: str | None = None):
+                 control_key: str | None = None, poll_s: int | None = None):
         self.repo = Path(repo).resolve()
+        # poll_s: --model-control-mode=poll, the server follows its repository's files (config.pbtxt version pins)
+        # every poll_s seconds by itself, which is how several replicas follow a release (no per-pod API call)
+        self.poll_s = poll_s
         self.control_key = control_key or control_key_from_env()
         self.models = list(models)
         self.http_port, self.grpc_port = http_port, grpc_port
@@ -263,7 +266,9 @@ class TritonServer:
 
     def command(self) -> list[str]:
         cmd = [str(self.install.tritonserver), f"--model-repository={self.repo}",
-               f"--backend-directory={self.install.backend_dir}", "--model-control-mode=explicit",
+               f"--backend-directory={self.install.backend_dir}",
+               *(["--model-control-mode=poll", f"--repository-poll-secs={int(self.poll_s)}"] if self.poll_s
+                 else ["--model-control-mode=explicit"]),
                "--http-address=127.0.0.1", f"--http-port={self.http_port}",
                "--grpc-address=127.0.0.1", f"--grpc-port={self.grpc_port}",
                "--allow-metrics=false", "--allow-sagemaker=false", "--allow-vertex-ai=false",

@@ -249,7 +249,10 @@ def test_triton_ports_probes_and_model_load_budget(render_and_values):
     args = c["args"]
     for name, port in TRITON_PORTS.items():
         assert f"--{name}-port={port}" in args
-    assert "--model-control-mode=explicit" in args and "--load-model=*" in args
+    if values.get("triton", {}).get("replicaCount", 1) > 1:  # replicas follow the pinned config by polling
+        assert "--model-control-mode=poll" in args and "--load-model=*" not in args
+    else:
+        assert "--model-control-mode=explicit" in args and "--load-model=*" in args
     service_ports = {p["name"]: (p["port"], p["targetPort"]) for p in render.get("Service", TRITON)["spec"]["ports"]}
     assert service_ports == {name: (port, name) for name, port in TRITON_PORTS.items()}
     assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
@@ -396,3 +399,20 @@ def test_documented_airflow_values_agree_with_the_chart(default_values):
     assert env["HYMIREC_TRITON_URL"].endswith(f":{TRITON_PORTS['grpc']}")
     mounts = {m["mountPath"] for m in airflow["workers"]["extraVolumeMounts"]}
     assert {env["HYMIREC_ARTIFACT_DIR"], default_values["feast"]["mountPath"]} <= mounts
+
+
+def test_several_triton_replicas_follow_releases_by_polling(helm):
+    """A promote's repository-API call reaches one Triton pod; several replicas must poll the pinned config."""
+    err = helm.template_error(set_values=["triton.replicaCount=2"])
+    assert "triton.replicaCount > 1 needs triton.modelControlMode=poll" in err
+    err = helm.template_error(set_values=["triton.replicaCount=2", "triton.modelControlMode=poll",
+                                          "triton.modelRepository.source=initContainer",
+                                          "triton.modelRepository.initContainer.image.tag=0.1.0"])
+    assert "poll needs triton.modelRepository.source=pvc" in err
+    render = helm.template(set_values=["triton.replicaCount=2", "triton.modelControlMode=poll",
+                                       "triton.repositoryPollSeconds=3"])
+    triton = render.get("Deployment", "hymirec-triton")
+    args = triton["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert triton["spec"]["replicas"] == 2
+    assert "--model-control-mode=poll" in args and "--repository-poll-secs=3" in args
+    assert "--load-model=*" not in args

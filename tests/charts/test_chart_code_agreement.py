@@ -217,7 +217,8 @@ def test_stream_args_parse_and_name_the_run_layout(helm, tmp_path):
 @pytest.mark.parametrize("values", [[], [helm_runner.PRODUCTION_VALUES]], ids=["default", "production"])
 def test_every_hymirec_variable_is_read(helm, code_text, values):
     render = helm.template(values, ALL_OPTIONS + ["triton.modelRepository.source=initContainer",
-                                                  "triton.modelRepository.initContainer.image.tag=0.1.0"])
+                                                  "triton.modelRepository.initContainer.image.tag=0.1.0",
+                                                  "triton.modelControlMode=none"])  # an image's fixed models
     feast_text = "\n".join(render.get("ConfigMap", f"{NAME}-feast")["data"].values())
     unread = []
     for workload in render.workloads():

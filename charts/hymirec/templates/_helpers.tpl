@@ -304,6 +304,15 @@ failureThreshold: {{ .probe.failureThreshold }}
 {{- if not (has .Values.triton.modelControlMode (list "explicit" "none" "poll")) }}
 {{- fail (printf "triton.modelControlMode must be explicit, none or poll, not %q" .Values.triton.modelControlMode) }}
 {{- end }}
+{{- if and (gt (int .Values.triton.replicaCount) 1) (eq .Values.triton.modelControlMode "explicit") }}
+{{- fail "triton.replicaCount > 1 needs triton.modelControlMode=poll: a promote's load/unload call through the Service reaches one replica only; in poll mode every replica follows the version pinned in config.pbtxt (give the pipeline HYMIREC_TRITON_POLL_S = triton.repositoryPollSeconds)" }}
+{{- end }}
+{{- if and (eq .Values.triton.modelControlMode "poll") (eq .Values.triton.modelRepository.source "initContainer") }}
+{{- fail "triton.modelControlMode=poll needs triton.modelRepository.source=pvc: with initContainer every replica polls its own copy, which no promote changes" }}
+{{- end }}
+{{- if and (eq .Values.triton.modelControlMode "poll") (lt (int .Values.triton.repositoryPollSeconds) 1) }}
+{{- fail "triton.repositoryPollSeconds must be >= 1 in poll mode" }}
+{{- end }}
 {{- end }}
 {{- if .Values.stream.enabled }}
 {{- $partitions := int .Values.externalKafka.topicPartitions }}
