@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench bench-quality bench-quality-report bench-page bench-reliability bench-serving clean
+.PHONY: setup demo test bench bench-quality bench-quality-report bench-page bench-reliability bench-serving bench-migration images lock clean
 
 setup:
 	@tools/setup.sh
@@ -47,9 +47,26 @@ bench-serving: setup
 	$(PY) bench/serving.py --items 100000 1000000 --requests 500 $(if $(wildcard $(ANN_RUN)/model.pt),--ann-run $(ANN_RUN)) --record bench/records/serving.json
 	$(PY) -m hymirec.cli bench page
 
+# Codebook refit on ML-1M: log replay vs decode→encode vs unmigrated histories, and migrate_store's time on a real
+# SQLite store (~14 min on 2 busy cores, most of it two stage-1 fine-tunes of all-MiniLM-L6-v2).
+bench-migration: setup
+	$(PY) bench/codebook_migration.py --record bench/records/codebook_migration.json
+	$(PY) -m hymirec.cli bench page
+
 # BENCHMARKS.md from the committed records (bench/ledger, bench/records); tests fail when it is stale.
 bench-page: setup
 	$(PY) -m hymirec.cli bench page
+
+# The container images (images/*.Dockerfile) with Buildah, offline: the app image localhost/hymirec/hymirec:<version>
+# on the local debootstrap base from requirements/app.lock's wheels (~5 min the first time, ~6 GB; see
+# docs/deploying.md "Images"). BASE=docker.io/library/python:3.11-slim-bookworm for the production base (needs that
+# registry), MODELS_REPO=<artifact root>/triton/<target> to build the model-repository image too.
+images: setup
+	$(PY) -m devservices.images build $(if $(BASE),--base $(BASE)) $(if $(MODELS_REPO),--models-repo $(MODELS_REPO))
+
+# Re-resolve pyproject.toml's dependencies into requirements/app.lock (pinned, with hashes; ~30 s).
+lock: setup
+	$(PY) -m devservices.images lock
 
 clean:
 	rm -rf runs .pytest_cache .hypothesis

@@ -5,16 +5,7 @@
 # binaries once into .cache/milvus-<version>/bin. Idempotent.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-missing=()
-command -v socat >/dev/null 2>&1 || missing+=(socat)
-command -v ip >/dev/null 2>&1 || missing+=(iproute2)
-command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "[setup] installing ${missing[*]} (apt-get) for the Milvus standalone server"
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+source "$ROOT/tools/lib/apt.sh"
+apt_install_missing "the Milvus standalone server" socat:socat ip:iproute2 unshare:util-linux
 bin_dir="$("$ROOT/.venv/bin/python" -c 'import sys; sys.path.insert(0, sys.argv[1]); from devservices.milvus_standalone import binaries; print(binaries())' "$ROOT")"
 echo "[setup] Milvus standalone binaries in ${bin_dir#$ROOT/}"
