@@ -70,6 +70,7 @@ def activate(root: str | os.PathLike, version: int, *, triton_url: str | None = 
     release = release_of(entry_for(reg, version))
     if not release.run_dir.is_dir():
         raise ReleaseError(f"release {version}: run directory {release.run_dir} is missing")
+    _check_collection(release)  # before anything changes: a release whose index is gone is refused whole
     previous = reg.get("production")
     steps: dict = {"version": release.version, "previous": previous}
     poll = _poll_s(triton_poll_s)
@@ -210,6 +211,22 @@ def _pin_on_disk(art: ArtifactRoot, model: str, versions: list[int]) -> dict:
             pin_versions(art.triton_repo / target, model, versions)
             pinned[target] = list(versions)
     return pinned
+
+
+def _check_collection(release) -> None:
+    from serving.index import ItemIndex
+
+    index = ItemIndex(release.milvus_uri, release.milvus_alias)
+    try:
+        exists = index.start(load=False).client.has_collection(release.milvus_collection)
+    except Exception as exc:  # noqa: BLE001 - any client error: the release cannot be checked, so not activated
+        raise ReleaseError(f"release {release.version}: Milvus at {release.milvus_uri} cannot be asked for "
+                           f"{release.milvus_collection} ({str(exc).splitlines()[0][:200]}); nothing was changed") from exc
+    finally:
+        index.close()
+    if not exists:
+        raise ReleaseError(f"release {release.version}: Milvus collection {release.milvus_collection} is gone "
+                           f"from {release.milvus_uri}; nothing was changed")
 
 
 def _point_alias(release) -> str:

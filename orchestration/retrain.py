@@ -303,7 +303,10 @@ def rebuild_item_index(ctx, run: dict, export: dict) -> dict:
             index.close()
         if exists:
             return {**previous, "reused": True}
-    built = build_run_index(run["dir"], uri, alias, swap_alias=False)
+    reg = _root(ctx).read_registry()  # the served release's collection and its rollback target stay
+    keep = tuple(m["milvus"]["collection"] for m in reg["models"]
+                 if m["version"] in [reg.get("production"), *reg.get("history", [])[-1:]])
+    built = build_run_index(run["dir"], uri, alias, swap_alias=False, keep_also=keep)
     result = {"key": fingerprint([uri, alias, vectors_sha]), "uri": uri, "alias": alias,
               "collection": built.collection, "version": built.version, "n_items": built.n_items, "dim": built.dim,
               "item_vectors_sha256": vectors_sha, "interval_key": ctx["interval_key"]}

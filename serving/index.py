@@ -149,7 +149,7 @@ class ItemIndex:
         return sorted(out)
 
     def build(self, vectors: np.ndarray, *, item_index: np.ndarray | None = None, batch: int = 20000,
-              description: str = "", swap_alias: bool = True) -> IndexBuild:
+              description: str = "", swap_alias: bool = True, keep_also: tuple[str, ...] = ()) -> IndexBuild:
         """Index `vectors` ([n_items+1, d], row i = item index i; row 0 and all-zero rows are skipped) into a
         new collection version and swap the alias to it (``swap_alias=False``: a release's collection, made
         current later by orchestration/releases.activate through :meth:`point_alias`)."""
@@ -190,7 +190,7 @@ class ItemIndex:
             raise
         if swap_alias:
             self.point_alias(name)
-        self.prune(keep_also=(name,))
+        self.prune(keep_also=(name, *keep_also))
         return IndexBuild(self.alias, name, version, len(ids), dim, time.perf_counter() - started)
 
     def point_alias(self, collection: str) -> None:
@@ -281,11 +281,12 @@ class ItemIndex:
 
 
 def build_index(uri: str, vectors: np.ndarray, alias: str = "hymirec_items", swap_alias: bool = True,
-                **kwargs) -> IndexBuild:
-    """`hymirec index build`: one new version of the item index from `vectors` (item_vectors.npy)."""
+                keep_also: tuple[str, ...] = (), **kwargs) -> IndexBuild:
+    """`hymirec index build`: one new version of the item index from `vectors` (item_vectors.npy); older
+    versions beyond ``keep`` are dropped, except the served one and ``keep_also`` (a rollback target)."""
     index = ItemIndex(uri, alias, **kwargs).start(load=False)
     try:
-        return index.build(vectors, swap_alias=swap_alias)
+        return index.build(vectors, swap_alias=swap_alias, keep_also=tuple(keep_also))
     finally:
         index.close()
 

@@ -96,6 +96,17 @@ def test_release_cli_shows_and_refuses_bad_requests_clearly(root, tmp_path_facto
     assert registry["production"] == 2 and registry["history"] == [1]  # the refused calls changed nothing
 
 
+def test_a_release_whose_collection_is_gone_is_refused_whole(root):
+    from orchestration.artifact_root import ArtifactRoot
+
+    with ArtifactRoot(root).locked_registry() as reg:  # a Milvus Lite file without release 1's collection
+        reg["models"][0]["milvus"]["uri"] = str(root / "milvus.db")
+    before = (root / "registry.json").read_text()
+    refused = _cli("rollback", "--root", str(root), "--triton-url", "off")
+    assert refused.returncode == 2 and "hymirec_items_v1 is gone" in refused.stderr, refused.stderr[-500:]
+    assert (root / "registry.json").read_text() == before and not (root / "current").exists()
+
+
 def _codebook_release(root: Path, version: int, items: list[str], seed: int) -> dict:
     """A run directory with a fitted codebook and its items' codes (what migration reads)."""
     import numpy as np

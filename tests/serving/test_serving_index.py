@@ -62,6 +62,30 @@ def test_versioned_collections_alias_swap_and_search(milvus_uri):
         reopened.close()
 
 
+def test_release_collections_keep_the_served_one_and_the_rollback_target(tmp_path):
+    """A release's collection is built without the alias (promote points it later); pruning never drops the
+    collection behind the alias nor a named rollback target; a search can pin a collection by name."""
+    from serving.index import ItemIndex
+
+    v = np.eye(8, dtype=np.float32)
+    v[0] = 0
+    index = ItemIndex(str(tmp_path / "milvus.db"), keep=2).start()
+    try:
+        first = index.build(v)  # served
+        second = index.build(v[::-1].copy(), swap_alias=False)  # a candidate: the alias stays on v1
+        assert index.refresh() == first.collection
+        index.point_alias(second.collection)  # promote of release 2
+        third = index.build(v, swap_alias=False, keep_also=(first.collection,))  # 1 is the rollback target
+        assert sorted(index.client.list_collections()) == [first.collection, second.collection, third.collection]
+        fourth = index.build(v, swap_alias=False)  # nothing protects v1 or v3 any more; v2 is served
+        assert sorted(index.client.list_collections()) == [second.collection, third.collection, fourth.collection]
+        assert index.refresh() == second.collection
+        assert index.search(v[3:4], 1, collection=fourth.collection)[0][0, 0] == 3
+        assert index.search(v[3:4], 1)[0][0, 0] == 4  # through the alias: v2 holds the reversed rows
+    finally:
+        index.close()
+
+
 def test_upsert_adds_items_to_the_served_collection(milvus_uri):
     """New items between retrains: upserted under new indices into the collection behind the alias, searchable
     without a rebuild (Bounded reads: within seconds on the server)."""
