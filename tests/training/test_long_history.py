@@ -108,7 +108,7 @@ def test_serving_decode_builds_the_inputs_training_builds(mode):
         long_ids = inputs.long_ids[0][inputs.long_ids[0] > 0]
         recent_ids = inputs.recent_ids[0][inputs.recent_ids[0] > 0]
         # the online store: codes of the whole history (oldest first) and the last 50 raw ids
-        store = {"codes": codes[history], "recent_items": tuple(raw[:len(history)][-50:])}
+        store = {"codes": codes[history], "recent_items": tuple(raw[:len(history)][-50:]), "codebook_id": ""}
         out = Decode(_artifacts(exact, codebook, codes, mode, 5, 20)).run(store)
         assert out["history_mask"].sum() == len(long_ids)
         if len(long_ids):
@@ -117,7 +117,7 @@ def test_serving_decode_builds_the_inputs_training_builds(mode):
         # without a codebook (the ablation) the long window holds exact embeddings: one-hot rows name the ids
         onehot = np.eye(31, dtype=np.float32)
         out = Decode(_artifacts(onehot, None, None, mode, 5, 20)).run({"codes": np.zeros((0, 0)), **{
-            "recent_items": store["recent_items"]}})
+            "recent_items": store["recent_items"], "codebook_id": ""}})
         served = out["history_emb"][0].argmax(1)[out["history_mask"][0] > 0]
         assert served.tolist() == long_ids.tolist()
         assert out["recent_emb"][0].argmax(1).tolist() == recent_ids.tolist()
@@ -146,7 +146,8 @@ def test_export_manifest_carries_the_rule_and_onnx_serving_matches_training(tmp_
                                       log=lambda *_: None)
     art = _artifacts(exact, codebook, codes, "all", 5, 20)  # "all" here: the manifest's dims must win below
     art.dims = manifest["dims"]
-    served = Decode(art).run({"codes": codes[HISTORY], "recent_items": tuple(f"i{i}" for i in HISTORY)})
+    served = Decode(art).run({"codes": codes[HISTORY], "recent_items": tuple(f"i{i}" for i in HISTORY),
+                              "codebook_id": ""})
     encode = Encode(tmp_path / "encoder.onnx")
     encode.start()
     coarse = encode.run({"history_emb": served["history_emb"], "history_mask": served["history_mask"]})["coarse"]
