@@ -120,6 +120,7 @@ class ReleaseWatcher:
         self._stamp: tuple | None = None
         self._version: int | None = None
         self._checked = float("-inf")
+        self.failures = 0  # releases that failed to load (load_next)
 
     def poll(self, force: bool = False) -> Release | None:
         now = time.monotonic()
@@ -140,6 +141,25 @@ class ReleaseWatcher:
         self._version = release.version
         return release
 
+    def load_next(self, load):
+        """poll(), and ``load(release)`` the new current release: returns (release, what load returned), or None
+        when nothing changed or the load failed (logged; the reader stays on its release and the next poll tries
+        again)."""
+        try:
+            release = self.poll()
+            return None if release is None else (release, load(release))
+        except Exception as exc:  # noqa: BLE001 - a reader keeps its release rather than stopping
+            self.failures += 1
+            self.forget()
+            log.warning("could not switch to the new current release of %s (staying on the one in use): %s",
+                        self.root, exc)
+            return None
+
     def forget(self) -> None:
         self._stamp = None
         self._version = None
+
+    def prime(self, version: int) -> None:
+        """The reader already uses release ``version``: polls report only a flip to another one."""
+        self._stamp = None
+        self._version = int(version)

@@ -52,29 +52,21 @@ class ReleaseTracker:
             raise StreamConfigError(f"{self.root}: the registry names no current release yet: promote one first, "
                                     "or run without --release-root and give --item-codes")
         mapper = self._switch(release)
-        self.watcher.forget()
-        self.watcher._version = release.version
+        self.watcher.prime(release.version)
         return mapper
 
     def poll(self) -> ItemCodeMapper | None:
         """A new mapper after a flip (None when the release did not change). A release that fails to load is
         logged and tried again at the next poll; the processor keeps the current one meanwhile."""
-        try:
-            release = self.watcher.poll()
-            return None if release is None else self._switch(release)
-        except Exception as exc:  # noqa: BLE001
-            self.watcher.forget()
-            log.warning("could not switch to the new current release (staying on %s): %s",
-                        self.release and self.release.version, exc)
-            return None
+        switched = self.watcher.load_next(self._switch)
+        return None if switched is None else switched[1]
 
     def _switch(self, release: Release) -> ItemCodeMapper:
         codebook_file = release.run_dir / "codebook.npz"
         codebook = _load_codebook(codebook_file) if codebook_file.exists() else None
         mapper = ItemCodeMapper.from_path(release.run_dir, codebook, self.embeddings)
-        self._codebooks = {cid: None for cid in codebook_paths(self.root)}  # loaded on first use
         if codebook is not None:
-            self._codebooks[release.codebook_id] = codebook
+            self._codebooks[release.codebook_id] = codebook  # older releases' are loaded on first use
         previous, self.release, self.codebook = self.release, release, codebook
         if previous is not None:
             self.switches += 1
@@ -83,11 +75,13 @@ class ReleaseTracker:
         return mapper
 
     def _codebook(self, codebook_id: str):
+        """The codebook of an older release (loaded once; None when no release in the registry has it)."""
         if codebook_id not in self._codebooks:
-            self._codebooks.update({cid: None for cid in codebook_paths(self.root) if cid not in self._codebooks})
-        if self._codebooks.get(codebook_id) is None and codebook_id in codebook_paths(self.root):
-            self._codebooks[codebook_id] = _load_codebook(codebook_paths(self.root)[codebook_id])
-        return self._codebooks.get(codebook_id)
+            path = codebook_paths(self.root).get(codebook_id)
+            if path is None:
+                return None
+            self._codebooks[codebook_id] = _load_codebook(path)
+        return self._codebooks[codebook_id]
 
     def migrate(self, state: UserState) -> UserState:
         """``state`` with its codes re-encoded under the current codebook when they were stored under another

@@ -85,29 +85,26 @@ class ReleaseFollower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.switches = 0
-        self.failures = 0
 
     def prime(self, release: Release) -> None:
         """The release start() loaded: polls report only a flip to another one."""
-        self.watcher.forget()
-        self.watcher._version = release.version
+        self.watcher.prime(release.version)
 
     def check(self) -> bool:
-        """One poll; True when a new release was loaded and swapped in."""
-        try:
-            release = self.watcher.poll()
-            if release is None:
-                return False
-            bundle = self._load(release)
-        except Exception as exc:  # noqa: BLE001 - keep serving the current release, retry at the next poll
-            self.failures += 1
-            self.watcher.forget()
-            log.warning("could not load the new current release (staying on the served one): %s", exc)
+        """One poll; True when a new release was loaded and swapped in (a failed load leaves serving on the
+        current release and is retried at the next poll)."""
+        switched = self.watcher.load_next(self._load)
+        if switched is None:
             return False
+        release, bundle = switched
         self._swap(bundle)
         self.switches += 1
         log.info("now serving release %s (%s)", release.version, release.run_dir)
         return True
+
+    @property
+    def failures(self) -> int:
+        return self.watcher.failures
 
     def start(self) -> "ReleaseFollower":
         self._thread = threading.Thread(target=self._run, name="release-follower", daemon=True)
