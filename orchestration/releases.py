@@ -34,26 +34,19 @@ POLL_ENV = "HYMIREC_TRITON_POLL_S"  # > 0: Triton runs in poll mode (several rep
 DEFAULT_SETTLE_S = 3.0  # serving and the stream processor poll the registry every second by default
 
 
-def _settle_s(settle_s: float | None) -> float:
-    if settle_s is not None:
-        return float(settle_s)
-    raw = os.environ.get(SETTLE_ENV, "")
+def _seconds(value: float | None, env: str, default: float) -> float:
+    """``value``, else the environment variable ``env``, else ``default`` (a bad value names the variable)."""
+    if value is not None:
+        return float(value)
+    raw = os.environ.get(env, "")
     try:
-        return float(raw) if raw else DEFAULT_SETTLE_S
+        return float(raw) if raw else default
     except ValueError:
-        raise ValueError(f"{SETTLE_ENV} must be a number of seconds, got {raw!r}") from None
+        raise ValueError(f"{env} must be a number of seconds, got {raw!r}") from None
 
 
 def _triton_target(target: str | None) -> str:
     return target or os.environ.get("HYMIREC_TRITON_TARGET") or "local"
-
-
-def _poll_s(poll_s: float | None) -> float:
-    raw = str(poll_s) if poll_s is not None else os.environ.get(POLL_ENV, "")
-    try:
-        return float(raw) if raw else 0.0
-    except ValueError:
-        raise ValueError(f"{POLL_ENV} must be a number of seconds, got {raw!r}") from None
 
 
 def activate(root: str | os.PathLike, version: int, *, triton_url: str | None = None, target: str | None = None,
@@ -73,7 +66,7 @@ def activate(root: str | os.PathLike, version: int, *, triton_url: str | None = 
     _check_collection(release)  # before anything changes: a release whose index is gone is refused whole
     previous = reg.get("production")
     steps: dict = {"version": release.version, "previous": previous}
-    poll = _poll_s(triton_poll_s)
+    poll = _seconds(triton_poll_s, POLL_ENV, 0.0)
     repo = art.triton_repo / _triton_target(target)
     model, new = release.triton_model, release.triton_version
 
@@ -105,7 +98,7 @@ def activate(root: str | os.PathLike, version: int, *, triton_url: str | None = 
         steps["milvus_alias"] = _point_alias(release)
 
         if control is not None or poll > 0:
-            steps["settle_s"] = _settle_s(settle_s)
+            steps["settle_s"] = _seconds(settle_s, SETTLE_ENV, DEFAULT_SETTLE_S)
             time.sleep(steps["settle_s"])  # readers poll the registry; requests pinned to the old version finish
         if control is not None and poll <= 0:
             control.load(model, [new])
