@@ -350,7 +350,6 @@ def promote(ctx, run: dict, evaluation: dict, export: dict, index: dict) -> dict
             "codebook_id": codebook_id, "online_store": pushed, "activate": steps, "interval_key": ctx["interval_key"]}
 
 
-
 def migrate_histories(ctx, promoted: dict, snapshot: dict) -> dict:
     """After the flip, move the stored histories of the snapshot's users to the new release's codebook
     (orchestration/releases.migrate_to_current: log replay from the snapshot, decode → encode where the log does
