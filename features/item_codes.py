@@ -60,6 +60,17 @@ def load_item_codes(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     return [str(i) for i in ids], codes.astype(np.uint16)
 
 
+def load_codebook(path: str | os.PathLike | None) -> Any:
+    """The codebook.npz at ``path`` (None for no path); an unreadable file is a StreamConfigError naming it."""
+    if not path:
+        return None
+    from .codebook import ResidualCodebook
+    try:
+        return ResidualCodebook.load(path)
+    except Exception as exc:
+        raise StreamConfigError(f"cannot load codebook {path}: {exc}") from exc
+
+
 def save_item_codes(path: str | os.PathLike, item_ids: Sequence[str], codes: np.ndarray) -> Path:
     """Write the item-codes table the processor reads (``.npz`` or ``.parquet`` by suffix)."""
     path = Path(path)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .item_codes import ItemCodeMapper, StreamConfigError
+from .item_codes import ItemCodeMapper, StreamConfigError, load_codebook
 from .store.base import StoreError
 from .store.config import StoreConfig, StoreConfigError
 from .stream import DEFAULT_BOOTSTRAP, DEFAULT_TOPIC, BatchResult, DLQError, StreamConfig, StreamProcessor, probe_bootstrap
@@ -34,16 +34,6 @@ def _load_embeddings(path: str | None) -> dict[str, np.ndarray] | None:
     return dict(zip(ids, emb))
 
 
-def _load_codebook(path: str | None) -> Any:
-    if not path:
-        return None
-    from .codebook import ResidualCodebook
-    try:
-        return ResidualCodebook.load(path)
-    except Exception as exc:
-        raise StreamConfigError(f"cannot load codebook {path}: {exc}") from exc
-
-
 def run_processor(config: StreamConfig, store_config: StoreConfig, item_codes: str | os.PathLike | None,
                   codebook: str | None = None, new_item_embeddings: str | None = None,
                   install_signals: bool = True, release_root: str | os.PathLike | None = None,
@@ -60,7 +50,7 @@ def run_processor(config: StreamConfig, store_config: StoreConfig, item_codes: s
         release = ReleaseTracker(release_root, release_poll_s, _load_embeddings(new_item_embeddings))
         mapper = release.start()
     elif item_codes:
-        mapper = ItemCodeMapper.from_path(item_codes, _load_codebook(codebook), _load_embeddings(new_item_embeddings))
+        mapper = ItemCodeMapper.from_path(item_codes, load_codebook(codebook), _load_embeddings(new_item_embeddings))
     else:
         raise StreamConfigError("no item codes: give --item-codes or --release-root")
     from .store.config import open_store

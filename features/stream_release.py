@@ -16,16 +16,10 @@ import numpy as np
 
 from core.releases import Release, ReleaseWatcher, codebook_paths, current_release
 
-from .item_codes import ItemCodeMapper, StreamConfigError
+from .item_codes import ItemCodeMapper, StreamConfigError, load_codebook
 from .store.base import UserState
 
 log = logging.getLogger("hymirec.stream")
-
-
-def _load_codebook(path: Path):
-    from .codebook import ResidualCodebook
-
-    return ResidualCodebook.load(path)
 
 
 class ReleaseTracker:
@@ -63,7 +57,7 @@ class ReleaseTracker:
 
     def _switch(self, release: Release) -> ItemCodeMapper:
         codebook_file = release.run_dir / "codebook.npz"
-        codebook = _load_codebook(codebook_file) if codebook_file.exists() else None
+        codebook = load_codebook(codebook_file) if codebook_file.exists() else None
         mapper = ItemCodeMapper.from_path(release.run_dir, codebook, self.embeddings)
         if codebook is not None:
             self._codebooks[release.codebook_id] = codebook  # older releases' are loaded on first use
@@ -80,7 +74,7 @@ class ReleaseTracker:
             path = codebook_paths(self.root).get(codebook_id)
             if path is None:
                 return None
-            self._codebooks[codebook_id] = _load_codebook(path)
+            self._codebooks[codebook_id] = load_codebook(path)
         return self._codebooks[codebook_id]
 
     def migrate(self, state: UserState) -> UserState:

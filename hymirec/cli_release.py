@@ -17,7 +17,7 @@ import os
 
 
 def _root(args: argparse.Namespace) -> str:
-    root = args.root or os.environ.get("HYMIREC_RELEASE_ROOT") or os.environ.get("HYMIREC_ARTIFACT_ROOT")
+    root = args.root or os.environ.get("HYMIREC_RELEASE_ROOT")
     if not root:
         raise ValueError("no artifact root: pass --root or set HYMIREC_RELEASE_ROOT")
     if not os.path.isdir(root):
