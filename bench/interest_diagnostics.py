@@ -119,3 +119,59 @@ def diagnose(out: Path, variants: list[str], protocol: str = "window") -> None:
         write_json_atomic(run_dir / "interest_diagnostics.json", result)
         print(f"[diagnose] {variant}: " + json.dumps({name: round(m["Recall@50"], 4) for name, m in result.items()}),
               flush=True)
+
+
+def _cluster_centres(rows: np.ndarray, k: int) -> np.ndarray:
+    """Unit centres [k, d] of DMIL's cosine k-means over unit rows [n, d] (fewer groups than k repeat the last)."""
+    from training.dmil import cosine_kmeans
+
+    labels = cosine_kmeans(rows, k)
+    centres = np.stack([rows[labels == g].sum(0) for g in np.unique(labels)])
+    centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+    return np.concatenate([centres, np.repeat(centres[-1:], k - len(centres), 0)]) if len(centres) < k else centres
+
+
+def cluster_interests(item_sets, vectors: np.ndarray, k: int) -> np.ndarray:
+    """K unit interests per user from the vectors of a set of their items: [U, K, d]. K = 1 is the set's mean."""
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return np.stack([_cluster_centres(unit[np.asarray(items, np.int64)], k) for items in item_sets]).astype(np.float32)
+
+
+HEADROOM_KS = (1, 3, 5)
+
+
+def headroom_run(run_dir: Path, recent: int = 50) -> dict[str, dict]:
+    """How far K vectors *could* beat one in this run's item space, and what clustering alone gives.
+
+    - oracle (uses the test targets, not a method): interests = the K k-means centres of the user's own test
+      window's item vectors, K = 1 their mean. If K = 3 barely beats K = 1 here, no predictor of K interests
+      can win much either: the targets are not several tight groups in this space.
+    - history clusters (a method, no training): the K centres of the user's last ``recent`` history items.
+    Both ranked by the served max merge over the run's own item vectors, history masked, as every other row.
+    """
+    from training.protocols import interest_window_metrics, window_labels
+
+    state, item_emb, tables, model = _load(run_dir)
+    test = state.split.test
+    vectors = model.item_vectors(tables.exact).float().numpy()
+    labels = window_labels(state).matrix
+    out = {}
+    for k in HEADROOM_KS:
+        oracle = cluster_interests(test.targets, vectors, k)
+        out[f"oracle K={k}: centres of the test window"] = interest_window_metrics(
+            oracle, vectors, test, labels, item_emb)[0]
+    for k in HEADROOM_KS:
+        clusters = cluster_interests([h[-recent:] for h in test.histories], vectors, k)
+        out[f"history clusters K={k} (last {recent} items)"] = interest_window_metrics(
+            clusters, vectors, test, labels, item_emb)[0]
+    return out
+
+
+def headroom(out: Path, variant: str = "k1", protocol: str = "window") -> dict[str, dict]:
+    run_dir = out / protocol / variant
+    result = headroom_run(run_dir)
+    write_json_atomic(run_dir / "interest_headroom.json", result)
+    for name, m in result.items():
+        print(f"[headroom] {name}: Recall@50 {m['Recall@50']:.4f} Coverage@50 {m.get('Coverage@50', float('nan')):.4f}",
+              flush=True)
+    return result

@@ -45,6 +45,16 @@ VARIANTS: dict[str, list[str]] = {
     "k3-maxloss": list(MULTI_INTEREST) + ["hybrid.max_merge_weight=1.0"],
     "k5-maxloss": [o for o in MULTI_INTEREST if not o.startswith("hybrid.n_interests")]
     + ["hybrid.n_interests=5", "hybrid.max_merge_weight=1.0"],
+    # the queries trained only through the served max-merge score (no routing): a softmax over max_k cos(u_k, item)
+    "k3-maxonly": list(MULTI_INTEREST) + ["hybrid.max_merge_weight=1.0", "hybrid.dmil_weight=0"],
+    "k5-maxonly": [o for o in MULTI_INTEREST if not o.startswith("hybrid.n_interests")]
+    + ["hybrid.n_interests=5", "hybrid.max_merge_weight=1.0", "hybrid.dmil_weight=0"],
+    # each interest query seeded by one of K groups of the user's recent items (hybrid.llm.query_seeds)
+    "k3-seeded": list(MULTI_INTEREST) + ["hybrid.llm.query_seeds=recent_clusters"],
+    "k5-seeded": [o for o in MULTI_INTEREST if not o.startswith("hybrid.n_interests")]
+    + ["hybrid.n_interests=5", "hybrid.llm.query_seeds=recent_clusters"],
+    "k3-seeded-maxloss": list(MULTI_INTEREST) + ["hybrid.llm.query_seeds=recent_clusters",
+                                                 "hybrid.max_merge_weight=1.0"],
     "preset": LONG,  # the leave-one-out bench's own configuration (K = 1, anchored), with the long history
     # The LLM recommender's backbone: SmolLM2-135M's first 4 of 30 layers (CPU-sized; width 576) pretrained, the same
     # shape freshly initialised, against the preset's default (a 2-layer, 128-wide Qwen2 trained from scratch).
@@ -61,8 +71,14 @@ SUITES = {
     "interests": {"window": ["k1", "k3", "k3-nearest", "k3-holistic", "k3-maxloss", "k5-maxloss"],
                   "leave_one_out": ["k1", "k3", "k3-maxloss", "k5-maxloss"]},
 }
+# the queries trained through the served max-merge score alone, against DMIL with and without it
+SUITES["maxmerge"] = {"window": ["k1", "k3", "k3-maxloss", "k3-maxonly", "k5-maxonly"],
+                      "leave_one_out": ["k1", "k3-maxonly", "k5-maxonly"]}
+# each model to its own early stop (patience 10, no epoch cap that binds): HyMiRec's preset against our SASRec
+SUITES["converged"] = {"leave_one_out": ["preset"]}
 # The K ≥ 3 trainings that compete for "the multi-interest model"; the report picks one on validation Recall@50
-MULTI_CANDIDATES = ("k3", "k3-nearest", "k3-holistic", "k3-maxloss", "k5-maxloss")
+MULTI_CANDIDATES = ("k3", "k3-nearest", "k3-holistic", "k3-maxloss", "k5-maxloss", "k3-maxonly", "k5-maxonly",
+                    "k3-seeded", "k5-seeded", "k3-seeded-maxloss")
 # --quick: the comparisons issue 25 asks for, on a CPU budget (no long-vs-recent row under leave-one-out)
 SUITES["quick"] = {"window": SUITES["mechanisms"]["window"], "leave_one_out": ["preset", "k1", "k3"]}
 BASE = {"window": "k1", "leave_one_out": "preset"}  # the variant each protocol's base run trains
@@ -80,12 +96,13 @@ def run_config(dataset: str, run_dir: Path, protocol: str, variant: str, budget:
     return cfg.override(base_overrides(protocol, budget) + VARIANTS[variant] + list(extra))
 
 
-def prepare(dataset: str, out: Path, smoke: bool = False, suite: str = "mechanisms") -> None:
+def prepare(dataset: str, out: Path, smoke: bool = False, suite: str = "mechanisms",
+            only: list[str] | None = None) -> None:
     """Stage 1 per protocol into OUT/stage1-<protocol>: item_embeddings.npy + the config/metrics reuse checks."""
     from core.artifacts import RunLayout, write_json_atomic
     from training.train import start_run, train_stage1
 
-    for protocol in SUITES[suite]:
+    for protocol in [p for p in SUITES[suite] if not only or p in only]:
         layout = RunLayout.at(out / f"stage1-{protocol}")
         extra = ["item_encoder.finetune_steps=2"] if smoke else []
         state = start_run(run_config(dataset, layout.root, protocol, BASE[protocol], None, extra))
@@ -152,15 +169,17 @@ def _wait(procs: list[tuple[str, subprocess.Popen]]) -> dict[str, int]:
 
 def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only: list[str] | None = None,
         suite: str = "mechanisms", epochs: int | None = None, long_len: int | None = None,
-        variants: list[str] | None = None) -> dict:
+        variants: list[str] | None = None, base_from: Path | None = None) -> dict:
     """Base runs (our SASRec + the base variant) for both protocols at once, then every other variant at once.
-    With ``variants``: only those, on base runs already in OUT (a variant added to a finished run)."""
+    With ``variants``: only those, on base runs already in OUT (a variant added to a finished run). With
+    ``base_from``: every variant of the plan, the base variant too, as stage 2 alone on that OUT's finished base
+    runs (their stage 1 and SASRec), all at once: the same comparison under another epoch cap, say."""
     plan = SUITES[suite]
     if variants:
         unknown = sorted(set(variants) - set(VARIANTS))
         if unknown:
             raise SystemExit(f"unknown variant(s) {unknown}; known: {sorted(VARIANTS)}")
-        plan = {p: [v for v in variants if v != BASE[p]] for p in plan}
+        plan = {p: [v for v in variants if base_from is not None or v != BASE[p]] for p in plan}
     extra = ["train.epochs=1", "train.sasrec_epochs=1", "train.max_eval_users=50",
              "item_encoder.finetune_steps=2"] if smoke else []  # the smoke stage 1 (prepare --smoke)
     if epochs and not smoke:  # the same epoch cap for every variant: a CPU-sized run that stays comparable
@@ -169,6 +188,13 @@ def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only
         extra += [f"hybrid.long_len={long_len}"]
     protocols = [p for p in plan if not only or p in only]
     started = time.perf_counter()
+    if base_from is not None:
+        missing = [p for p in protocols if not (base_from / p / BASE[p] / "sasrec.pt").is_file()]
+        if missing:
+            raise SystemExit(f"--base-from needs finished base runs with sasrec.pt; none in "
+                             f"{[str(base_from / p / BASE[p]) for p in missing]}")
+        return _wait([_launch(dataset, out, p, v, base_from / p / BASE[p], False, budget, extra)
+                      for p in protocols for v in plan[p]])
     for protocol in protocols:
         _point_stage1_at(out / f"stage1-{protocol}", dataset)
     if variants:  # the base runs must be there already
@@ -185,147 +211,42 @@ def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only
     return codes
 
 
-WINDOW_COLUMNS = ("Recall@20", "Recall@50", "Recall@100", "NDCG@50", "Coverage@10", "Coverage@50", "ILD@50")
-QUOTA_COLUMNS = ("Recall@50", "Coverage@50")  # of the quota merge (each interest k // K slots), K > 1 only
-LOO_COLUMNS = ("NDCG@10", "Recall@10")
+def run_peer_converged(dataset: str, out: Path, peer_name: str, seed: int = 0) -> dict:
+    """A peer library's model on this bench's leave-one-out split, to its own early stop: no time budget, an epoch
+    cap that does not bind (300), the runner's patience (10 epochs on validation NDCG@10), the library's default
+    settings at dim 64 and length 50. Its lists are scored by our evaluator (bench/methods.score_lists), as every
+    peer; writes OUT/leave_one_out/peers/<peer>/metrics.json, which ``report`` adds as a row."""
+    from bench.methods import score_lists
+    from bench.peers.outputs import read_split
+    from bench.peers.runner import PEERS, run_peer
+    from bench.peers.split_export import export_split
+    from training.data import leave_one_out
+    from training.train import load_run_data
 
-
-def _metrics(out: Path, protocol: str, variant: str) -> dict | None:
-    path = out / protocol / variant / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _diagnostics(out: Path, protocol: str, variant: str) -> dict[str, dict]:
-    """What ``diagnose`` measured for a multi-interest run (bench/interest_diagnostics.py), if it ran."""
-    path = out / protocol / variant / "interest_diagnostics.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _rel(a: float | None, b: float | None) -> str:
-    return f"{100 * (a / b - 1):+.1f} %" if a is not None and b else "–"
-
-
-TITLES = {"mechanisms": "several interests, long coded history, codes vs exact",
-          "quick": "several interests, long coded history, codes vs exact",
-          "llm": "the LLM recommender's backbone (SmolLM2 pretrained vs random vs default)",
-          "interests": "how the window targets train K ≥ 3 interests (balanced DMIL, nearest, holistic, max-merge loss)"}
-
-
-def report(out: Path, dataset_name: str, command: str, machine: str, suite: str = "mechanisms") -> dict:
-    """The record (bench/records format) of one `run`: a row per method and merge, the comparisons below it."""
-    got: dict = {}
-    by_label: dict[str, dict] = {}  # one row per method: its window and its leave-one-out results side by side
-    plan = {p: list(dict.fromkeys(v for variants in SUITES.values() for v in variants.get(p, []))) for p in BASE}
-    for protocol, variants in plan.items():
-        for variant in variants:
-            m = _metrics(out, protocol, variant)
-            if m is None:
-                continue
-            got[(protocol, variant)] = m
-            test = dict(m["hymirec"]["test"])
-            if protocol == "window" and variant != "k1":  # the quota merge's figures as columns of the same row
-                test.update({f"quota {key}": m["hymirec"]["test_quota"][key] for key in QUOTA_COLUMNS})
-            methods = [("HyMiRec " + variant, test, m["hymirec"])]
-            if protocol == "window":
-                methods += [(f"HyMiRec {variant} ({name})", test, {})
-                            for name, test in _diagnostics(out, protocol, variant).items()]
-            if variant == BASE[protocol]:
-                methods = [("Popularity", m["popularity"]["test"], {})] + (
-                    [("SASRec (ours)", m["sasrec"]["test"], m["sasrec"])] if "sasrec" in m else []) + methods
-            for label, test, info in methods:
-                by_label.setdefault(label, {})[protocol] = (test, info)
-    rows = []
-    for label, results in by_label.items():
-        w_test, w_info = results.get("window", ({}, {}))
-        l_test, l_info = results.get("leave_one_out", ({}, {}))
-        cells = ([f"{w_test[c]:.4f}" if c in w_test else "–" for c in WINDOW_COLUMNS]
-                 + [f"{w_test['quota ' + c]:.4f}" if "quota " + c in w_test else "–" for c in QUOTA_COLUMNS]
-                 + [f"{l_test[c]:.4f}" if c in l_test else "–" for c in LOO_COLUMNS])
-        # the validation score early stopping followed (our SASRec: next-item NDCG@10, which is the LOO metric)
-        valid_scores = (w_info.get("valid_best"), l_info.get("valid_best", l_info.get("valid_best_ndcg10")))
-        valid = " / ".join(f"{v:.4f}" if v is not None else "–" for v in valid_scores)
-        epochs = " / ".join(str(i.get("epochs", "–")) for i in (w_info, l_info))
-        rows.append([label] + cells + [valid, epochs])
-    w = {v: got[("window", v)]["hymirec"] for v in plan["window"] if ("window", v) in got}
-    loo = {v: got[("leave_one_out", v)] for v in plan["leave_one_out"] if ("leave_one_out", v) in got}
-
-    def wv(v, merge, key):
-        return w[v][merge].get(key) if v in w else None
-
-    def lv(v, key="NDCG@10"):
-        return loo[v]["hymirec"]["test"].get(key) if v in loo else None
-
-    # The K ≥ 3 model is picked on validation (max merge's Recall@50, the metric stage 2 early-stops on)
-    trained = [v for v in MULTI_CANDIDATES if v in w]
-    chosen = max(trained, key=lambda v: w[v].get("valid_best") or -1.0) if trained else None
-    sasrec_loo = loo.get(BASE["leave_one_out"], {}).get("sasrec", {}).get("test", {}).get("NDCG@10")
-    configs = [m["config"] for m in got.values() if "config" in m]
-    long_len = ", ".join(sorted({f"{c['hybrid']['long_len']:,}" for c in configs})) or "?"
-    epochs = ", ".join(sorted({str(c["train"]["epochs"]) for c in configs})) or "?"
-    capped = sum(m["hymirec"].get("epochs") == m["config"]["train"]["epochs"] for m in got.values() if "config" in m)
-    capped_note = (f" {capped} of {len(got)} HyMiRec runs stopped at the epoch cap, not by early stopping: first "
-                   "measurements, not converged results." if capped else "")
-    checks = [
-        ("K=3 vs K=1, window Recall@50 (max merge; quota merge)",
-         f"{_rel(wv('k3', 'test', 'Recall@50'), wv('k1', 'test', 'Recall@50'))}; "
-         f"{_rel(wv('k3', 'test_quota', 'Recall@50'), wv('k1', 'test', 'Recall@50'))}", "≥ +5 %"),
-        ("K=3 vs K=1, window Coverage@50 (max merge; quota merge)",
-         f"{_rel(wv('k3', 'test', 'Coverage@50'), wv('k1', 'test', 'Coverage@50'))}; "
-         f"{_rel(wv('k3', 'test_quota', 'Coverage@50'), wv('k1', 'test', 'Coverage@50'))}", "≥ +5 %"),
-        ("K=3 vs K=1, leave-one-out NDCG@10", _rel(lv("k3"), lv("k1")), "≥ −2 %"),
-        (f"K≥3 chosen on validation ({chosen}) vs K=1, window Recall@50 (max; quota)",
-         f"{_rel(wv(chosen, 'test', 'Recall@50'), wv('k1', 'test', 'Recall@50'))}; "
-         f"{_rel(wv(chosen, 'test_quota', 'Recall@50'), wv('k1', 'test', 'Recall@50'))}", "≥ +5 %"),
-        (f"K≥3 chosen on validation ({chosen}) vs K=1, window Coverage@50 (max; quota)",
-         f"{_rel(wv(chosen, 'test', 'Coverage@50'), wv('k1', 'test', 'Coverage@50'))}; "
-         f"{_rel(wv(chosen, 'test_quota', 'Coverage@50'), wv('k1', 'test', 'Coverage@50'))}", "≥ +5 %"),
-        (f"K≥3 chosen on validation ({chosen}) vs K=1, leave-one-out NDCG@10", _rel(lv(chosen), lv("k1")),
-         "≥ −2 %"),
-        (f"long coded history ({long_len} older items) vs recent only, window Recall@50 (K=3)",
-         _rel(wv("k3", "test", "Recall@50"), wv("k3-recent-only", "test", "Recall@50")), "> 0"),
-        ("long coded history vs recent only, leave-one-out NDCG@10 (K=3)", _rel(lv("k3"), lv("k3-recent-only")), "> 0"),
-        ("codes (12 B/item) vs exact embeddings (1,536 B/item), window Recall@50 (K=3)",
-         _rel(wv("k3", "test", "Recall@50"), wv("k3-exact", "test", "Recall@50")), "within ±1 %"),
-        ("HyMiRec (preset + long history) vs our SASRec, leave-one-out NDCG@10",
-         _rel(lv("preset"), sasrec_loo), "≥ +10 %"),
-        ("SmolLM2 (4 layers) pretrained vs the same shape random, leave-one-out NDCG@10",
-         _rel(lv("smollm2-4"), lv("smollm2-4-random")), "measured"),
-        ("SmolLM2 (4 layers) pretrained vs the default 2 × 128 Qwen2, leave-one-out NDCG@10",
-         _rel(lv("smollm2-4"), lv("preset")), "measured"),
-    ]
-    checks = [c for c in checks if c[1].strip("–; ")]  # only what this run measured
-    columns = (["method"] + [c.replace("Recall", "R").replace("NDCG", "N").replace("Coverage", "Cov")
-                             for c in WINDOW_COLUMNS]
-               + [f"quota {c.replace('Recall', 'R').replace('Coverage', 'Cov')}" for c in QUOTA_COLUMNS]
-               + [f"LOO {c.replace('NDCG', 'N').replace('Recall', 'R')}"
-                                                         for c in LOO_COLUMNS] + ["valid (W / LOO)", "epochs (W / LOO)"])
-    return {
-        "area": f"Mechanisms: {TITLES[suite]} ({dataset_name})",
-        "measured_at": time.strftime("%Y-%m-%d", time.gmtime()),
-        "machine": machine, "command": command,
-        "setup": ("Variants differ in one setting each, on one stage 1 per protocol; the bench preset (dim 64, SASRec "
-                  f"ids, exact softmax) with {long_len} older items from codes and 50 recent; patience 10 for every "
-                  f"model, stage 2 capped at {epochs} epochs (SASRec at 30).{capped_note} "
-                  "Window protocol: last 10 items of each user are the test set, the 10 before validate; coverage "
-                  "labels: " + json.dumps(sorted({m.get('interest_labels', {}).get('source', '?')
-                                                   for (p, _), m in got.items() if p == 'window'})) + "; "
-                  "leave-one-out (LOO) rows: next-item NDCG@10 and Recall@10. Test numbers, but for the valid column: "
-                  "the best validation score that early stopping followed (window: Recall@50, max merge; LOO: "
-                  "NDCG@10); every choice was made on validation, the K ≥ 3 training too. Rows in parentheses re-score a "
-                  "run's test users (diagnose): its interests' mean as one vector, each interest alone (averaged "
-                  "over the K), and a soft merge ranking by max + λ × mean of the interests' scores, λ in "
-                  "{0, 0.25, 0.5, 1, 2, 4} picked on validation Recall@50."),
-        "columns": columns,
-        "rows": rows,
-        "reading": "; ".join(f"{name}: {value} (goal {goal})" for name, value, goal in checks),
-        "checks": [{"comparison": n, "measured": v, "goal": g} for n, v, g in checks],
-    }
+    if peer_name not in PEERS:
+        raise SystemExit(f"unknown peer {peer_name!r}; known: {sorted(PEERS)}")
+    root = out / "leave_one_out" / "peers"
+    data = load_run_data(dataset)
+    split_dir = export_split(data, leave_one_out(data), root / "split")
+    split = read_split(split_dir)
+    run = run_peer(PEERS[peer_name], split_dir, root / peer_name, epochs=300, time_budget=None, seed=seed,
+                   split=split, threads=int(os.environ.get("OMP_NUM_THREADS", "1")))
+    scored = score_lists(run.topk, split, None, run.protocol_violations, run.duplicate_items)
+    result = {"label": PEERS[peer_name].label, "test": scored["metrics"], "epochs": run.result.get("epochs_run"),
+              "best_epoch": run.result.get("params", {}).get("best_epoch"),
+              "early_stopped": run.result.get("epochs_run", 0) < 300,
+              "train_seconds": run.result.get("train_seconds"), "params": run.result.get("params", {}),
+              "protocol_violations": scored["protocol_violations"]}
+    (root / peer_name / "metrics.json").write_text(json.dumps(result, indent=2))
+    print(f"[mechanisms] {peer_name}: test NDCG@10 {scored['metrics']['NDCG@10']:.4f} after "
+          f"{result['epochs']} epochs (best {result['best_epoch']})", flush=True)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.mechanisms", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=("prepare", "run", "diagnose", "report"))
+    parser.add_argument("step", choices=("prepare", "run", "peer", "diagnose", "headroom", "report"))
     parser.add_argument("--dataset", default="../shared/data/ml-1m")
     parser.add_argument("--out", default="runs/mechanisms")
     parser.add_argument("--budget", type=float, default=None, help="seconds of training per model (default: none)")
@@ -341,27 +262,42 @@ def main(argv: list[str] | None = None) -> int:
                         help="prepare/run: a random subsample of this many users (all their items), in OUT/data/")
     parser.add_argument("--variant", action="append", dest="variants",
                         help="run: only this variant (repeatable), on the base runs already in --out; diagnose: these runs")
+    parser.add_argument("--base-from", type=Path, default=None,
+                        help="run: train every variant (the base one too) as stage 2 alone on the finished base runs "
+                             "(stage 1 + SASRec) of this earlier --out")
+    parser.add_argument("--peer", action="append", dest="peers",
+                        help="peer: the peer(s) to run (bench/peers/runner.py PEERS; default recbole-sasrec)")
     parser.add_argument("--record", help="report: write the record here (bench/records/...)")
     parser.add_argument("--machine", default="development machine kind (2 CPU cores, 24 GiB, no GPU)")
     parser.add_argument("--command", default="python -m bench.mechanisms run", help="report: the command to cite")
     args = parser.parse_args(argv)
     out = Path(args.out)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if args.max_users and args.step in ("prepare", "run"):
+    if args.max_users and args.step in ("prepare", "run", "peer"):
         args.dataset = (subsample_users(args.dataset, out, args.max_users) if args.step == "prepare"
                         else str(out / "data" / f"{Path(args.dataset).name}-u{args.max_users}"))
     if args.step == "prepare":
-        prepare(args.dataset, out, args.smoke, args.suite)
+        prepare(args.dataset, out, args.smoke, args.suite, args.only)
+    elif args.step == "peer":  # a peer library to its own early stop on the leave-one-out split
+        for name in args.peers or ["recbole-sasrec"]:
+            run_peer_converged(args.dataset, out, name)
+    elif args.step == "headroom":  # how far K vectors could beat one (oracle), and history clusters
+        from bench.interest_diagnostics import headroom
+
+        for variant in args.variants or ["k1"]:
+            headroom(out, variant)
     elif args.step == "diagnose":  # bench/interest_diagnostics.py: each interest alone, and their mean
         from bench.interest_diagnostics import diagnose
 
         diagnose(out, args.variants or [v for v in MULTI_CANDIDATES if (out / "window" / v / "metrics.json").is_file()])
     elif args.step == "run":
         codes = run(args.dataset, out, args.budget, args.smoke, args.only, args.suite, args.epochs, args.long_len,
-                    args.variants)
+                    args.variants, args.base_from)
         return 0 if all(c == 0 for c in codes.values()) else 1
     else:
         name = Path(args.dataset).name + (f", {args.max_users:,} random users" if args.max_users else "")
+        from bench.mechanisms_report import report
+
         record = report(out, name, args.command, args.machine, args.suite)
         text = json.dumps(record, indent=2, ensure_ascii=False)
         if args.record:

@@ -63,6 +63,10 @@ class LLMRecommenderConfig:
     init: str = "pretrained"  # with path: "pretrained" weights, or "random" = the same config with fresh weights
     finetune: str = "full"  # what of the backbone trains: "full" | "lora" (peft, attention q/k/v/o) | "frozen"
     lora_rank: int = 8
+    query_seeds: str = "learned"  # what the K interest-query tokens are: "learned" = K learned vectors, the same
+    #   for every user; "recent_clusters" = each also adds one of K groups of the user's recent items (cosine
+    #   k-means, the newest item's group first; llm_recommender.recent_clusters), so the K queries start from the
+    #   user's own different tastes, and DMIL's matching pairs each target group with the nearest of them
     lr: float = 0.0  # learning rate of the backbone's trainable weights; 0 = train.lr (a pretrained backbone fully
     #   fine-tuned at the 1e-3 that suits the fresh layers would lose what it learnt)
 
@@ -92,6 +96,8 @@ class HybridConfig:
     #   ML-1M it collapsed, one query taking 96 % of the targets by epoch 2, so K = 3 served one taste)
     max_merge_weight: float = 0.0  # weight of an extra InfoNCE on the served max-merge score (every item scored by
     #   its best interest; training/dmil.py max_merge_loss) beside DMIL's per-query loss; 0 = DMIL only (the paper)
+    dmil_weight: float = 1.0  # weight of DMIL's per-query loss (routed window targets); 0 with max_merge_weight > 0
+    #   = the queries learn only through the served max-merge score (no routing: k-means/Hungarian are skipped)
     holistic_interest: bool = False  # K > 1: the first query is trained on every window target (what K = 1's single
     #   query learns) and only the other K - 1 are routed; served like the others (its own output, not an anchor)
     out_dim: int = 64  # retrieval space (item vectors and interests)

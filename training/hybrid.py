@@ -58,6 +58,12 @@ class HybridRecommender(nn.Module):
         if config.holistic_interest and config.n_interests < 2:
             raise ValueError("hybrid.holistic_interest=true needs n_interests >= 2 (with K = 1 the one query is "
                              "already trained on every target)")
+        if config.dmil_weight < 0 or config.max_merge_weight < 0:
+            raise ValueError("hybrid.dmil_weight and hybrid.max_merge_weight must be >= 0, got "
+                             f"{config.dmil_weight} and {config.max_merge_weight}")
+        if config.dmil_weight == 0 and config.max_merge_weight == 0:
+            raise ValueError("hybrid.dmil_weight=0 needs hybrid.max_merge_weight > 0 (nothing would train the "
+                             "interests)")
         if not 1 <= config.long_len <= config.lightweight.max_len:
             # beyond the position table, positions would be clamped and the oldest items alias one slot
             raise ValueError(f"hybrid.long_len must be in 1..lightweight.max_len={config.lightweight.max_len}, "

@@ -58,6 +58,54 @@ class ProjectionHead(nn.Module):
         return F.normalize(self.norm(h + self.mlp(h)), dim=-1)
 
 
+_TIE = 1e-5  # cosines closer than this count as equal when picking centres and groups
+
+
+def recent_clusters(recent_emb: torch.Tensor, recent_mask: torch.Tensor, k: int, iters: int = 5) -> torch.Tensor:
+    """The user's recent items grouped into k tastes: recent_emb [B, N, d], recent_mask [B, N] (1 = item, left
+    padding) → centres [B, k, d], each the mean embedding of one group (``hybrid.llm.query_seeds=recent_clusters``).
+
+    Cosine k-means as DMIL groups its targets (training/dmil.py), batched and deterministic: the first centre is
+    the newest item, each next one the item least like the centres so far (farthest-first), then ``iters``
+    assign/update rounds. Fewer distinct items than k repeat a centre. Plain tensor ops with fixed loop counts,
+    so the ONNX export traces it. The grouping is not differentiated; the means are (they carry the id tables).
+    """
+    unit = F.normalize(recent_emb.float(), dim=-1) * recent_mask[..., None]
+    sims = unit @ unit.transpose(1, 2)  # [B, N, N]
+    # Items are picked by one-hot rows, not by index: no Python number taken from a shape, so the traced ONNX graph
+    # keeps N dynamic.
+    slot = torch.ones_like(recent_mask).cumsum(1)  # 1..N
+    picks = [(slot == slot[:, -1:]).float()]  # the newest item (left padding puts it last)  [B, N]
+    closest = (sims * picks[0][:, None, :]).sum(-1)  # each item's cosine to its closest centre so far
+    blocked = (recent_mask <= 0).float() * 4.0  # padding is never a centre (cosines are <= 1)
+    for _ in range(k - 1):
+        score = closest + blocked
+        # ties within float noise (e.g. every item already a centre: all at cosine 1) go to the oldest item, so
+        # eager PyTorch and ONNX Runtime pick the same one
+        pick = (score <= score.min(1, keepdim=True).values + _TIE).float()
+        pick = pick * (pick.cumsum(1) == 1).float()
+        picks.append(pick)
+        closest = torch.maximum(closest, (sims * pick[:, None, :]).sum(-1))
+    chosen = torch.stack(picks, 1)  # [B, k, N] one-hot
+    centres = chosen @ unit
+    member = chosen.transpose(1, 2)
+    for _ in range(iters):
+        fit = unit @ centres.transpose(1, 2)  # [B, N, k]
+        member = (fit >= fit.max(-1, keepdim=True).values - _TIE).float()
+        member = member * (member.cumsum(-1) == 1).float() * recent_mask[..., None]  # one group per item
+        total = member.transpose(1, 2) @ unit  # [B, k, d]
+        empty = (member.sum(1) <= 0)[..., None]  # an emptied centre keeps its place
+        centres = torch.where(empty, centres, F.normalize(total, dim=-1))
+    member = member.detach()
+    counts = member.sum(1)[..., None]  # [B, k, 1]
+    means = (member.transpose(1, 2) @ recent_emb) / counts.clamp(min=1.0)
+    # a centre with no member (fewer items than k) takes its seed item's embedding
+    return torch.where(counts > 0, means, chosen @ recent_emb)
+
+
+QUERY_SEEDS = ("learned", "recent_clusters")
+
+
 class LLMRecommender(nn.Module):
     """forward(coarse [B, K_c, d_llm], recent_emb [B, N, d_item], recent_mask [B, N]) → interests [B, K, d_out].
 
@@ -73,6 +121,8 @@ class LLMRecommender(nn.Module):
     def __init__(self, config: LLMRecommenderConfig, item_dim: int, n_interests: int, out_dim: int,
                  max_positions: int = 512, anchor_last_item: bool = False):
         super().__init__()
+        if config.query_seeds not in QUERY_SEEDS:
+            raise ValueError(f"hybrid.llm.query_seeds must be one of {QUERY_SEEDS}, got {config.query_seeds!r}")
         self.config = config
         self.item_dim, self.n_interests, self.out_dim = item_dim, n_interests, out_dim
         self.max_positions = max_positions
@@ -93,6 +143,8 @@ class LLMRecommender(nn.Module):
         k = self.n_interests
         recent = self.input_drop(self.recent_in(recent_emb)) * recent_mask[..., None]
         queries = self.interest_queries[None].expand(b, k, -1)
+        if self.config.query_seeds == "recent_clusters":  # each query starts from one of the user's recent tastes
+            queries = queries + self.input_drop(self.recent_in(recent_clusters(recent_emb, recent_mask, k)))
         inputs = torch.cat([recent, coarse.to(recent.dtype), queries], dim=1)
         ones_c = torch.ones(b, coarse.shape[1], dtype=recent_mask.dtype, device=recent_mask.device)
         ones_q = torch.ones(b, k, dtype=recent_mask.dtype, device=recent_mask.device)

@@ -12,7 +12,8 @@ from tqdm.auto import tqdm
 
 from training.batches import ModelInputs, model_inputs, train_batch, window_samples
 from training.config import HybridConfig, TrainConfig
-from training.dmil import dmil_loss, max_merge_loss, next_item_loss, route_targets
+from training.dmil import (DMILStats, dmil_loss, max_merge_loss, nearest_query_assignment, next_item_loss,
+                           route_targets)
 from training.evaluate import evaluate_interests, subsample_eval
 from training.hybrid import HybridRecommender
 from training.protocols import interest_window_metrics, is_window, subsample, valid_metric
@@ -71,6 +72,41 @@ def evaluate_hybrid(model, tables, eval_set, batch: int = 256, max_users: int | 
     return evaluate_interests(interests, vectors, histories, targets)
 
 
+def interest_losses(model, hybrid: HybridConfig, interests, target_vecs, target_ids, target_mask, mask_np,
+                    neg_vecs, neg_ids, rng) -> tuple[torch.Tensor, DMILStats]:
+    """The losses on the K interest outputs [B, K, d]: DMIL's routed per-query InfoNCE (× dmil_weight) and the
+    max-merge InfoNCE (× max_merge_weight). With dmil_weight 0 nothing is routed, and the stats' loss and query
+    shares describe the max-merge loss and which interest scores each target highest."""
+    # holistic_interest: query 0 learns every target (as K = 1's query does); the rest are routed
+    routed = interests[:, 1:] if hybrid.holistic_interest else interests
+    unit_targets = F.normalize(target_vecs.detach(), dim=-1).cpu().numpy()
+    if hybrid.dmil_weight > 0:
+        assignment = route_targets(routed.detach().cpu().numpy(), unit_targets, mask_np, hybrid.interest_routing,
+                                   rng)
+        loss, stats = dmil_loss(routed, target_vecs, target_ids, target_mask,
+                                torch.from_numpy(assignment).to(target_ids.device), neg_vecs, neg_ids,
+                                model.logit_scale, hybrid.false_negative_threshold)
+        loss = hybrid.dmil_weight * loss
+    else:
+        loss, stats = interests.new_zeros(()), None
+    if hybrid.max_merge_weight > 0:
+        merged = max_merge_loss(interests, target_vecs, target_ids, target_mask, neg_vecs, neg_ids,
+                                model.logit_scale, hybrid.false_negative_threshold)
+        loss = loss + hybrid.max_merge_weight * merged
+        if stats is None:  # which interest wins each target: does one query take everything?
+            best = nearest_query_assignment(interests.detach().cpu().numpy(), unit_targets, mask_np)
+            k = interests.shape[1]
+            counts = np.bincount(best[best >= 0], minlength=k)
+            sims = interests.detach() @ interests.detach().transpose(1, 2)
+            off = ~torch.eye(k, dtype=torch.bool, device=sims.device)
+            stats = DMILStats(float(merged.detach()), (counts / max(counts.sum(), 1)).tolist(),
+                              float(sims[:, off].mean()) if k > 1 else 1.0, float(1.0 / model.logit_scale.clamp(
+                                  0, float(np.log(100.0))).exp().detach()))
+    if stats is None:
+        raise ValueError("hybrid.dmil_weight=0 needs hybrid.max_merge_weight > 0 (nothing would train the interests)")
+    return loss, stats
+
+
 def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: list[np.ndarray], valid_set,
                  hybrid: HybridConfig, train: TrainConfig, progress: bool = True, log=print) -> dict:
     """Trains in place; restores the best validation state. Returns the training history."""
@@ -124,17 +160,8 @@ def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: 
                 neg_ids = torch.from_numpy(rng.integers(1, n_items + 1, size=hybrid.n_negatives)).to(device)
                 neg_vecs = model.item_tower(tables.exact[neg_ids], neg_ids)
             target_mask = torch.from_numpy(batch.target_mask).to(device)
-            # holistic_interest: query 0 learns every target (as K = 1's query does); the rest are routed
-            routed = interests[:, 1:] if hybrid.holistic_interest else interests
-            assignment = route_targets(routed.detach().cpu().numpy(),
-                                       F.normalize(target_vecs.detach(), dim=-1).cpu().numpy(),
-                                       batch.target_mask, hybrid.interest_routing, rng)
-            loss, stats = dmil_loss(routed, target_vecs, target_ids, target_mask, torch.from_numpy(assignment).to(device),
-                                    neg_vecs, neg_ids, model.logit_scale, hybrid.false_negative_threshold)
-            if hybrid.max_merge_weight > 0:
-                loss = loss + hybrid.max_merge_weight * max_merge_loss(
-                    interests, target_vecs, target_ids, target_mask, neg_vecs, neg_ids, model.logit_scale,
-                    hybrid.false_negative_threshold)
+            loss, stats = interest_losses(model, hybrid, interests, target_vecs, target_ids, target_mask,
+                                          batch.target_mask, neg_vecs, neg_ids, rng)
             if hybrid.holistic_interest:
                 loss = loss + dmil_loss(interests[:, :1], target_vecs, target_ids, target_mask,
                                         torch.zeros_like(target_ids), neg_vecs, neg_ids, model.logit_scale,

@@ -22,7 +22,8 @@ def test_k1_diagnostics_reproduce_the_runs_own_test_metrics(tmp_path):
     assert set(result) == {"mean interest", "one interest alone, mean of 1"}
     for metrics in result.values():
         for key in ("Recall@50", "NDCG@50", "Coverage@50", "ILD@50"):
-            assert metrics[key] == pytest.approx(own[key], abs=1e-6), key
+            # 1e-5: with one torch thread the two passes sum in another order, and a near-tie can swap two items
+            assert metrics[key] == pytest.approx(own[key], abs=1e-5), key
 
 
 def test_soft_merge_ranks_by_max_plus_lambda_mean_with_history_masked():

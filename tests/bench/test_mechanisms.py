@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from bench.mechanisms import report, run_config
+from bench.mechanisms import run_config
+from bench.mechanisms_report import report
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> set[str]:

@@ -33,7 +33,9 @@ def _train(hybrid: HybridConfig):
 
 
 @pytest.mark.parametrize("changes", [{"interest_routing": "nearest"}, {"holistic_interest": True},
-                                     {"max_merge_weight": 1.0}], ids=["nearest", "holistic", "max-merge"])
+                                     {"max_merge_weight": 1.0},
+                                     {"max_merge_weight": 1.0, "dmil_weight": 0.0}],
+                         ids=["nearest", "holistic", "max-merge", "max-merge-only"])
 def test_each_option_trains_every_query(changes):
     model, before, epoch = _train(_hybrid(**changes))
     assert torch.isfinite(torch.tensor(epoch["loss"]))
@@ -41,6 +43,8 @@ def test_each_option_trains_every_query(changes):
     assert (moved > 0).all(), moved  # every query got gradient (none starved by the routing)
     if changes.get("holistic_interest"):  # the routed shares are over the other K - 1 queries only
         assert len(epoch["query_share"]) == 2
+    else:  # without routing, the shares say which interest wins each target: still one share per query
+        assert len(epoch["query_share"]) == 3 and abs(sum(epoch["query_share"]) - 1) < 1e-3
 
 
 def test_bad_settings_are_refused_by_name():
@@ -48,3 +52,7 @@ def test_bad_settings_are_refused_by_name():
         HybridRecommender(_hybrid(interest_routing="greedy"), ITEM_DIM, N_ITEMS)
     with pytest.raises(ValueError, match="holistic_interest"):
         HybridRecommender(_hybrid(holistic_interest=True, n_interests=1), ITEM_DIM, N_ITEMS)
+    with pytest.raises(ValueError, match="dmil_weight=0 needs hybrid.max_merge_weight"):
+        HybridRecommender(_hybrid(dmil_weight=0.0), ITEM_DIM, N_ITEMS)
+    with pytest.raises(ValueError, match=">= 0"):
+        HybridRecommender(_hybrid(max_merge_weight=-1.0), ITEM_DIM, N_ITEMS)

@@ -1,0 +1,171 @@
+"""The mechanisms bench's record (bench/records format) from the runs of bench/mechanisms.py: a row per method and
+merge, the acceptance comparisons of issue 25 computed from the same numbers.
+
+    python -m bench.mechanisms report --out runs/mech --record bench/records/mechanisms-ml-1m.json
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from bench.mechanisms import BASE, MULTI_CANDIDATES, SUITES
+
+
+def _peer_rows(out: Path) -> dict[str, dict]:
+    root = out / "leave_one_out" / "peers"
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(root.glob("*/metrics.json"))}
+
+
+WINDOW_COLUMNS = ("Recall@20", "Recall@50", "Recall@100", "NDCG@50", "Coverage@10", "Coverage@50", "ILD@50")
+QUOTA_COLUMNS = ("Recall@50", "Coverage@50")  # of the quota merge (each interest k // K slots), K > 1 only
+LOO_COLUMNS = ("NDCG@10", "Recall@10")
+
+
+def _metrics(out: Path, protocol: str, variant: str) -> dict | None:
+    path = out / protocol / variant / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _diagnostics(out: Path, protocol: str, variant: str) -> dict[str, dict]:
+    """What ``diagnose`` measured for a multi-interest run (bench/interest_diagnostics.py), if it ran."""
+    path = out / protocol / variant / "interest_diagnostics.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _rel(a: float | None, b: float | None) -> str:
+    return f"{100 * (a / b - 1):+.1f} %" if a is not None and b else "–"
+
+
+TITLES = {"mechanisms": "several interests, long coded history, codes vs exact",
+          "quick": "several interests, long coded history, codes vs exact",
+          "llm": "the LLM recommender's backbone (SmolLM2 pretrained vs random vs default)",
+          "interests": "how the window targets train K ≥ 3 interests (balanced DMIL, nearest, holistic, max-merge loss)",
+          "converged": "HyMiRec against converged SASRec (ours and RecBole's), each to its own early stop",
+          "maxmerge": "K ≥ 3 interests trained through the served max-merge score alone, beside DMIL"}
+
+
+def report(out: Path, dataset_name: str, command: str, machine: str, suite: str = "mechanisms") -> dict:
+    """The record (bench/records format) of one `run`: a row per method and merge, the comparisons below it."""
+    got: dict = {}
+    by_label: dict[str, dict] = {}  # one row per method: its window and its leave-one-out results side by side
+    plan = {p: list(dict.fromkeys(v for variants in SUITES.values() for v in variants.get(p, []))) for p in BASE}
+    for protocol, variants in plan.items():
+        for variant in variants:
+            m = _metrics(out, protocol, variant)
+            if m is None:
+                continue
+            got[(protocol, variant)] = m
+            test = dict(m["hymirec"]["test"])
+            if protocol == "window" and variant != "k1":  # the quota merge's figures as columns of the same row
+                test.update({f"quota {key}": m["hymirec"]["test_quota"][key] for key in QUOTA_COLUMNS})
+            methods = [("HyMiRec " + variant, test, m["hymirec"])]
+            if protocol == "window":
+                methods += [(f"HyMiRec {variant} ({name})", test, {})
+                            for name, test in _diagnostics(out, protocol, variant).items()]
+                headroom = out / protocol / variant / "interest_headroom.json"  # `headroom`: no trained interests
+                if headroom.is_file():
+                    methods += [(f"{name}, over {variant}'s item vectors", test, {})
+                                for name, test in json.loads(headroom.read_text()).items()]
+            if variant == BASE[protocol]:
+                methods = [("Popularity", m["popularity"]["test"], {})] + (
+                    [("SASRec (ours)", m["sasrec"]["test"], m["sasrec"])] if "sasrec" in m else []) + methods
+            for label, test, info in methods:
+                by_label.setdefault(label, {})[protocol] = (test, info)
+    peers = _peer_rows(out)
+    for peer in peers.values():
+        by_label.setdefault(peer["label"], {})["leave_one_out"] = (
+            peer["test"], {"epochs": f"{peer['epochs']} (best {peer['best_epoch']})"})
+    rows = []
+    for label, results in by_label.items():
+        w_test, w_info = results.get("window", ({}, {}))
+        l_test, l_info = results.get("leave_one_out", ({}, {}))
+        cells = ([f"{w_test[c]:.4f}" if c in w_test else "–" for c in WINDOW_COLUMNS]
+                 + [f"{w_test['quota ' + c]:.4f}" if "quota " + c in w_test else "–" for c in QUOTA_COLUMNS]
+                 + [f"{l_test[c]:.4f}" if c in l_test else "–" for c in LOO_COLUMNS])
+        # the validation score early stopping followed (our SASRec: next-item NDCG@10, which is the LOO metric)
+        valid_scores = (w_info.get("valid_best"), l_info.get("valid_best", l_info.get("valid_best_ndcg10")))
+        valid = " / ".join(f"{v:.4f}" if v is not None else "–" for v in valid_scores)
+        epochs = " / ".join(str(i.get("epochs", "–")) for i in (w_info, l_info))
+        rows.append([label] + cells + [valid, epochs])
+    w = {v: got[("window", v)]["hymirec"] for v in plan["window"] if ("window", v) in got}
+    loo = {v: got[("leave_one_out", v)] for v in plan["leave_one_out"] if ("leave_one_out", v) in got}
+
+    def wv(v, merge, key):
+        return w[v][merge].get(key) if v in w else None
+
+    def lv(v, key="NDCG@10"):
+        return loo[v]["hymirec"]["test"].get(key) if v in loo else None
+
+    # The K ≥ 3 model is picked on validation (max merge's Recall@50, the metric stage 2 early-stops on)
+    trained = [v for v in MULTI_CANDIDATES if v in w]
+    chosen = max(trained, key=lambda v: w[v].get("valid_best") or -1.0) if trained else None
+    sasrec_loo = loo.get(BASE["leave_one_out"], {}).get("sasrec", {}).get("test", {}).get("NDCG@10")
+    # the strongest SASRec of the run: ours or a peer library's, both to their own early stop
+    sasrecs = {"our SASRec": sasrec_loo} | {p["label"]: p["test"]["NDCG@10"] for p in peers.values()
+                                            if "SASRec" in p["label"]}
+    sasrecs = {k: v for k, v in sasrecs.items() if v is not None}
+    strongest = max(sasrecs, key=sasrecs.get) if sasrecs else None
+    configs = [m["config"] for m in got.values() if "config" in m]
+    long_len = ", ".join(sorted({f"{c['hybrid']['long_len']:,}" for c in configs})) or "?"
+    epochs = ", ".join(sorted({str(c["train"]["epochs"]) for c in configs})) or "?"
+    capped = sum(m["hymirec"].get("epochs") == m["config"]["train"]["epochs"] for m in got.values() if "config" in m)
+    capped_note = (f" {capped} of {len(got)} HyMiRec runs stopped at the epoch cap, not by early stopping: first "
+                   "measurements, not converged results." if capped else "")
+    checks = [
+        ("K=3 vs K=1, window Recall@50 (max merge; quota merge)",
+         f"{_rel(wv('k3', 'test', 'Recall@50'), wv('k1', 'test', 'Recall@50'))}; "
+         f"{_rel(wv('k3', 'test_quota', 'Recall@50'), wv('k1', 'test', 'Recall@50'))}", "≥ +5 %"),
+        ("K=3 vs K=1, window Coverage@50 (max merge; quota merge)",
+         f"{_rel(wv('k3', 'test', 'Coverage@50'), wv('k1', 'test', 'Coverage@50'))}; "
+         f"{_rel(wv('k3', 'test_quota', 'Coverage@50'), wv('k1', 'test', 'Coverage@50'))}", "≥ +5 %"),
+        ("K=3 vs K=1, leave-one-out NDCG@10", _rel(lv("k3"), lv("k1")), "≥ −2 %"),
+        (f"K≥3 chosen on validation ({chosen}) vs K=1, window Recall@50 (max; quota)",
+         f"{_rel(wv(chosen, 'test', 'Recall@50'), wv('k1', 'test', 'Recall@50'))}; "
+         f"{_rel(wv(chosen, 'test_quota', 'Recall@50'), wv('k1', 'test', 'Recall@50'))}", "≥ +5 %"),
+        (f"K≥3 chosen on validation ({chosen}) vs K=1, window Coverage@50 (max; quota)",
+         f"{_rel(wv(chosen, 'test', 'Coverage@50'), wv('k1', 'test', 'Coverage@50'))}; "
+         f"{_rel(wv(chosen, 'test_quota', 'Coverage@50'), wv('k1', 'test', 'Coverage@50'))}", "≥ +5 %"),
+        (f"K≥3 chosen on validation ({chosen}) vs K=1, leave-one-out NDCG@10", _rel(lv(chosen), lv("k1")),
+         "≥ −2 %"),
+        (f"long coded history ({long_len} older items) vs recent only, window Recall@50 (K=3)",
+         _rel(wv("k3", "test", "Recall@50"), wv("k3-recent-only", "test", "Recall@50")), "> 0"),
+        ("long coded history vs recent only, leave-one-out NDCG@10 (K=3)", _rel(lv("k3"), lv("k3-recent-only")), "> 0"),
+        ("codes (12 B/item) vs exact embeddings (1,536 B/item), window Recall@50 (K=3)",
+         _rel(wv("k3", "test", "Recall@50"), wv("k3-exact", "test", "Recall@50")), "within ±1 %"),
+        ("HyMiRec (preset + long history) vs our SASRec, leave-one-out NDCG@10",
+         _rel(lv("preset"), sasrec_loo), "≥ +10 %"),
+        (f"HyMiRec (preset + long history) vs the strongest SASRec ({strongest}), leave-one-out NDCG@10",
+         _rel(lv("preset"), sasrecs.get(strongest)) if len(sasrecs) > 1 else "–", "≥ +10 %"),
+        ("SmolLM2 (4 layers) pretrained vs the same shape random, leave-one-out NDCG@10",
+         _rel(lv("smollm2-4"), lv("smollm2-4-random")), "measured"),
+        ("SmolLM2 (4 layers) pretrained vs the default 2 × 128 Qwen2, leave-one-out NDCG@10",
+         _rel(lv("smollm2-4"), lv("preset")), "measured"),
+    ]
+    checks = [c for c in checks if c[1].strip("–; ")]  # only what this run measured
+    columns = (["method"] + [c.replace("Recall", "R").replace("NDCG", "N").replace("Coverage", "Cov")
+                             for c in WINDOW_COLUMNS]
+               + [f"quota {c.replace('Recall', 'R').replace('Coverage', 'Cov')}" for c in QUOTA_COLUMNS]
+               + [f"LOO {c.replace('NDCG', 'N').replace('Recall', 'R')}"
+                                                         for c in LOO_COLUMNS] + ["valid (W / LOO)", "epochs (W / LOO)"])
+    return {
+        "area": f"Mechanisms: {TITLES[suite]} ({dataset_name})",
+        "measured_at": time.strftime("%Y-%m-%d", time.gmtime()),
+        "machine": machine, "command": command,
+        "setup": ("Variants differ in one setting each, on one stage 1 per protocol; the bench preset (dim 64, SASRec "
+                  f"ids, exact softmax) with {long_len} older items from codes and 50 recent; patience 10 for every "
+                  f"model, stage 2 capped at {epochs} epochs (SASRec at 30).{capped_note} "
+                  "Window protocol: last 10 items of each user are the test set, the 10 before validate; coverage "
+                  "labels: " + json.dumps(sorted({m.get('interest_labels', {}).get('source', '?')
+                                                   for (p, _), m in got.items() if p == 'window'})) + "; "
+                  "leave-one-out (LOO) rows: next-item NDCG@10 and Recall@10. Test numbers, but for the valid column: "
+                  "the best validation score that early stopping followed (window: Recall@50, max merge; LOO: "
+                  "NDCG@10); every choice was made on validation, the K ≥ 3 training too. Rows in parentheses re-score a "
+                  "run's test users (diagnose): its interests' mean as one vector, each interest alone (averaged "
+                  "over the K), and a soft merge ranking by max + λ × mean of the interests' scores, λ in "
+                  "{0, 0.25, 0.5, 1, 2, 4} picked on validation Recall@50."),
+        "columns": columns,
+        "rows": rows,
+        "reading": "; ".join(f"{name}: {value} (goal {goal})" for name, value, goal in checks),
+        "checks": [{"comparison": n, "measured": v, "goal": g} for n, v, g in checks],
+    }
