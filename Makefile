@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench bench-quality bench-quality-report bench-page bench-reliability bench-serving bench-migration images lock clean
+.PHONY: setup demo test bench bench-quality bench-quality-report bench-page bench-reliability bench-serving bench-migration bench-mechanisms images lock clean
 
 setup:
 	@tools/setup.sh
@@ -51,6 +51,26 @@ bench-serving: setup
 # SQLite store (~14 min on 2 busy cores, most of it two stage-1 fine-tunes of all-MiniLM-L6-v2).
 bench-migration: setup
 	$(PY) bench/codebook_migration.py --record bench/records/codebook_migration.json
+	$(PY) -m hymirec.cli bench page
+
+# Several interests on ML-1M (1,000 random users, window protocol, CPU): K = 1 against the K >= 3 trainings (max-merge
+# loss alone, hard and smooth; queries seeded by the user's recent tastes), the oracle headroom of K vectors, then the
+# best of both at 12 epochs; and HyMiRec's preset against our SASRec, each to its own early stop (~3 h on 2 cores).
+MECH := $(PY) -m bench.mechanisms
+MECH_DATA := --dataset ../shared/data/ml-1m --max-users 1000
+bench-mechanisms: setup
+	$(MECH) prepare --suite maxmerge $(MECH_DATA) --out runs/mech1m
+	$(MECH) run --suite maxmerge $(MECH_DATA) --out runs/mech1m --epochs 4 --long-len 512
+	$(MECH) headroom --out runs/mech1m --variant k1
+	$(MECH) report $(MECH_DATA) --suite maxmerge --out runs/mech1m --record bench/records/mechanisms-ml-1m-interests.json \
+	    --command "make bench-mechanisms"
+	$(MECH) run --suite maxmerge --only window $(MECH_DATA) --out runs/mech1m-e12 --base-from runs/mech1m --epochs 12 \
+	    --long-len 512 --variant k1 --variant k5-maxonly
+	$(MECH) report $(MECH_DATA) --suite maxmerge --out runs/mech1m-e12 --record bench/records/mechanisms-ml-1m-e12.json \
+	    --command "make bench-mechanisms"
+	$(MECH) run --suite converged $(MECH_DATA) --out runs/conv1m --long-len 512
+	$(MECH) report $(MECH_DATA) --suite converged --out runs/conv1m --record bench/records/mechanisms-ml-1m-converged.json \
+	    --command "make bench-mechanisms"
 	$(PY) -m hymirec.cli bench page
 
 # BENCHMARKS.md from the committed records (bench/ledger, bench/records); tests fail when it is stale.

@@ -96,6 +96,8 @@ class HybridConfig:
     #   ML-1M it collapsed, one query taking 96 % of the targets by epoch 2, so K = 3 served one taste)
     max_merge_weight: float = 0.0  # weight of an extra InfoNCE on the served max-merge score (every item scored by
     #   its best interest; training/dmil.py max_merge_loss) beside DMIL's per-query loss; 0 = DMIL only (the paper)
+    max_merge_softness: float = 0.0  # > 0: the max-merge loss scores by τ·logsumexp_k(cos_k / τ), a smooth max
+    #   (every interest learns from each candidate by how well it scores it; serving still takes the max)
     dmil_weight: float = 1.0  # weight of DMIL's per-query loss (routed window targets); 0 with max_merge_weight > 0
     #   = the queries learn only through the served max-merge score (no routing: k-means/Hungarian are skipped)
     holistic_interest: bool = False  # K > 1: the first query is trained on every window target (what K = 1's single

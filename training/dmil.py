@@ -147,10 +147,12 @@ def dmil_loss(
 def max_merge_loss(
     interests: torch.Tensor, target_vecs: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor,
     negative_vecs: torch.Tensor, negative_ids: torch.Tensor, logit_scale: torch.Tensor,
-    false_negative_threshold: float = 0.98,
+    false_negative_threshold: float = 0.98, softness: float = 0.0,
 ) -> torch.Tensor:
     """InfoNCE on the score that retrieval ranks by: every candidate (target or negative) scored by its *best*
-    interest, max_k cos(u_k, item) — the served max merge (``hybrid.max_merge_weight``).
+    interest, max_k cos(u_k, item) — the served max merge (``hybrid.max_merge_weight``). With ``softness`` τ > 0
+    the max is smoothed to τ · logsumexp_k(cos_k / τ) (``hybrid.max_merge_softness``): every interest gets
+    gradient in proportion to how well it scores the candidate, not only the best one.
 
     Shapes as :func:`dmil_loss` (no assignment). DMIL trains each query on its own group against every other
     item, so nothing there teaches how the K scores compare when merged; this loss does: a negative that one
@@ -159,8 +161,11 @@ def max_merge_loss(
     """
     flat_targets, flat_ids, sample_of = _flat_targets(target_vecs, target_ids, target_mask)
     cand_vecs, cand_ids, cand_sample = _candidates(negative_vecs, negative_ids, flat_targets, flat_ids, sample_of)
-    positive = torch.einsum("pkd,pd->pk", interests[sample_of], flat_targets).amax(1, keepdim=True)  # [P, 1]
-    negative = (interests @ cand_vecs.T).amax(1)[sample_of]  # per sample [B, M + P], then per target [P, M + P]
+    def merge(scores: torch.Tensor) -> torch.Tensor:  # over the interest axis 1
+        return scores.amax(1) if softness <= 0 else softness * torch.logsumexp(scores / softness, 1)
+
+    positive = merge(torch.einsum("pkd,pd->pk", interests[sample_of], flat_targets))[:, None]  # [P, 1]
+    negative = merge(interests @ cand_vecs.T)[sample_of]  # per sample [B, M + P], then per target [P, M + P]
     return _masked_infonce(positive, negative, flat_targets, flat_ids, sample_of, cand_vecs, cand_ids, cand_sample,
                            logit_scale, false_negative_threshold)[0]
 

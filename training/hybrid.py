@@ -58,6 +58,8 @@ class HybridRecommender(nn.Module):
         if config.holistic_interest and config.n_interests < 2:
             raise ValueError("hybrid.holistic_interest=true needs n_interests >= 2 (with K = 1 the one query is "
                              "already trained on every target)")
+        if config.max_merge_softness < 0:
+            raise ValueError(f"hybrid.max_merge_softness must be >= 0 (0 = the hard max), got {config.max_merge_softness}")
         if config.dmil_weight < 0 or config.max_merge_weight < 0:
             raise ValueError("hybrid.dmil_weight and hybrid.max_merge_weight must be >= 0, got "
                              f"{config.dmil_weight} and {config.max_merge_weight}")

@@ -91,7 +91,7 @@ def interest_losses(model, hybrid: HybridConfig, interests, target_vecs, target_
         loss, stats = interests.new_zeros(()), None
     if hybrid.max_merge_weight > 0:
         merged = max_merge_loss(interests, target_vecs, target_ids, target_mask, neg_vecs, neg_ids,
-                                model.logit_scale, hybrid.false_negative_threshold)
+                                model.logit_scale, hybrid.false_negative_threshold, hybrid.max_merge_softness)
         loss = loss + hybrid.max_merge_weight * merged
         if stats is None:  # which interest wins each target: does one query take everything?
             best = nearest_query_assignment(interests.detach().cpu().numpy(), unit_targets, mask_np)

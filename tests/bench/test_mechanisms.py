@@ -30,6 +30,9 @@ def test_variants_differ_in_the_one_setting_they_name(tmp_path):
     assert _diff(cfg("k3"), cfg("k3-holistic")) == {"hybrid.holistic_interest"}
     assert _diff(cfg("k3"), cfg("k3-maxloss")) == {"hybrid.max_merge_weight"}
     assert _diff(cfg("k3-maxloss"), cfg("k5-maxloss")) == {"hybrid.n_interests"}
+    assert _diff(cfg("k3-maxloss"), cfg("k3-maxonly")) == {"hybrid.dmil_weight"}
+    assert _diff(cfg("k3-maxonly"), cfg("k3-softonly")) == {"hybrid.max_merge_softness"}
+    assert _diff(cfg("k3"), cfg("k3-seeded")) == {"hybrid.llm.query_seeds"}
     base = cfg("k3")
     assert base["hybrid"]["long_len"] == 1024 and base["hybrid"]["long_window"] == "older"
     assert base["train"]["patience"] == base["train"]["sasrec_patience"] == 10  # one rule for every model
@@ -81,3 +84,53 @@ def test_report_picks_the_k3_training_on_validation_not_on_test(tmp_path):
         "K≥3 chosen on validation (k3-maxloss) vs K=1, leave-one-out NDCG@10": "-3.0 %"}
     k1_row = next(r for r in record["rows"] if r[0] == "HyMiRec k1")
     assert k1_row[record["columns"].index("valid (W / LOO)")] == "0.3000 / 0.0900"  # every row: its validation
+
+
+def test_report_adds_converged_peers_and_the_headroom(tmp_path):
+    """A peer run by the `peer` step is a row and competes for "the strongest SASRec"; the headroom step's oracle
+    and history-cluster rows come with their K = 3 vs K = 1 comparisons."""
+    _write(tmp_path, "leave_one_out", "preset", {"NDCG@10": 0.12}, extra={"sasrec": {"test": {"NDCG@10": 0.10}}})
+    peer = tmp_path / "leave_one_out" / "peers" / "recbole-sasrec"
+    peer.mkdir(parents=True)
+    (peer / "metrics.json").write_text(json.dumps({"label": "SASRec (RecBole 1.2.1)", "epochs": 40, "best_epoch": 30,
+                                                   "test": {"NDCG@10": 0.11, "Recall@10": 0.2}}))
+    _write(tmp_path, "window", "k1", {"Recall@50": 0.3, "Coverage@50": 0.8})
+    (tmp_path / "window" / "k1" / "interest_headroom.json").write_text(json.dumps({
+        "oracle K=1: centres of the test window": {"Recall@50": 0.5},
+        "oracle K=3: centres of the test window": {"Recall@50": 0.8},
+        "history clusters K=1 (last 50 items)": {"Recall@50": 0.10},
+        "history clusters K=3 (last 50 items)": {"Recall@50": 0.11}}))
+    record = report(tmp_path, "toy", "cmd", "machine", suite="converged")
+    checks = {c["comparison"]: c["measured"] for c in record["checks"]}
+    assert checks["HyMiRec (preset + long history) vs the strongest SASRec (SASRec (RecBole 1.2.1)), leave-one-out "
+                  "NDCG@10"] == "+9.1 %"
+    assert checks["oracle, K=3 vs K=1 directions of the test window itself (not a method), window Recall@50"] == "+60.0 %"
+    assert checks["history clusters, K=3 vs K=1 (last 50 items, no training), window Recall@50"] == "+10.0 %"
+    peer_row = next(r for r in record["rows"] if r[0] == "SASRec (RecBole 1.2.1)")
+    assert peer_row[record["columns"].index("LOO N@10")] == "0.1100"
+    assert peer_row[record["columns"].index("epochs (W / LOO)")] == "– / 40 (best 30)"
+    assert "oracle K=3: centres of the test window, over k1's item vectors" in [r[0] for r in record["rows"]]
+
+
+def test_peer_step_scores_a_runner_on_the_same_split_with_our_evaluator(tmp_path):
+    """The `peer` step end to end with the reference runner (most popular): its lists, scored by our evaluator,
+    equal our own popularity baseline's metrics on the same leave-one-out split; the report then shows its row."""
+    import sys
+
+    from bench.mechanisms import run_peer_converged
+    from bench.peers.runner import Peer
+    from training.data import leave_one_out, load_dataset
+    from training.evaluate import evaluate_rankings, popularity_topk
+
+    from tests.bench.peer_support import REFERENCE_RUNNER, write_tiny_dataset
+
+    path = write_tiny_dataset(tmp_path / "data")
+    peer = Peer("reference-popularity", "reference", "popularity", "Popularity (reference runner)")
+    result = run_peer_converged(str(path), tmp_path / "out", peer.name, peer=peer, python=sys.executable,
+                                runner=REFERENCE_RUNNER, log=None)
+    data = load_dataset(path)
+    split = leave_one_out(data)
+    ours = evaluate_rankings(popularity_topk(split.train, data.n_items, split.test.histories, 100), split.test.targets)
+    assert result["test"] == ours
+    stored = json.loads((tmp_path / "out" / "leave_one_out" / "peers" / peer.name / "metrics.json").read_text())
+    assert stored["label"] == peer.label and stored["test"] == ours

@@ -185,3 +185,28 @@ def test_max_merge_loss_scores_every_candidate_by_its_best_interest():
         float(max_merge_loss(one, targets, ids, mask, negs, neg_ids, scale)) + 0.1
     assert torch.allclose(dmil_loss(spoiler, targets, ids, mask, zeros, negs, neg_ids, scale)[0],
                           dmil_loss(one, targets, ids, mask, zeros, negs, neg_ids, scale)[0])
+
+
+def test_soft_max_merge_tends_to_the_hard_max_and_teaches_every_interest():
+    """τ · logsumexp(cos / τ) → max as τ → 0; at τ > 0 an interest that is not the best still gets gradient."""
+    from training.dmil import max_merge_loss
+
+    interests, targets, ids, mask, _, negs, neg_ids = _loss_inputs()
+    scale = torch.tensor(float(np.log(1 / 0.07)))
+    hard = max_merge_loss(interests, targets, ids, mask, negs, neg_ids, scale)
+    near = max_merge_loss(interests, targets, ids, mask, negs, neg_ids, scale, softness=1e-4)
+    assert torch.allclose(hard, near, atol=1e-3)
+    # Every item gets a constant extra coordinate 1; the second interest is the first one shifted down by 0.5 there,
+    # so it scores every item 0.5 below the first: under the hard max it wins nothing and learns nothing.
+    def lift(x, value):
+        return torch.cat([x, torch.full((*x.shape[:-1], 1), value)], -1)
+
+    first = lift(interests[:, :1], 0.0)
+    shifted = torch.cat([first, first + torch.cat([torch.zeros(8), torch.tensor([-0.5])])], 1)
+    targets, negs = lift(targets, 1.0), lift(negs, 1.0)
+    loser = shifted.clone().requires_grad_(True)
+    max_merge_loss(loser, targets, ids, mask, negs, neg_ids, scale).backward()
+    hard_grad = loser.grad[:, 1].abs().sum()
+    soft = shifted.clone().requires_grad_(True)
+    max_merge_loss(soft, targets, ids, mask, negs, neg_ids, scale, softness=1.0).backward()
+    assert float(hard_grad) == 0.0 and float(soft.grad[:, 1].abs().sum()) > 0

@@ -34,8 +34,9 @@ def _train(hybrid: HybridConfig):
 
 @pytest.mark.parametrize("changes", [{"interest_routing": "nearest"}, {"holistic_interest": True},
                                      {"max_merge_weight": 1.0},
-                                     {"max_merge_weight": 1.0, "dmil_weight": 0.0}],
-                         ids=["nearest", "holistic", "max-merge", "max-merge-only"])
+                                     {"max_merge_weight": 1.0, "dmil_weight": 0.0},
+                                     {"max_merge_weight": 1.0, "dmil_weight": 0.0, "max_merge_softness": 0.05}],
+                         ids=["nearest", "holistic", "max-merge", "max-merge-only", "soft-max-merge-only"])
 def test_each_option_trains_every_query(changes):
     model, before, epoch = _train(_hybrid(**changes))
     assert torch.isfinite(torch.tensor(epoch["loss"]))
@@ -56,3 +57,5 @@ def test_bad_settings_are_refused_by_name():
         HybridRecommender(_hybrid(dmil_weight=0.0), ITEM_DIM, N_ITEMS)
     with pytest.raises(ValueError, match=">= 0"):
         HybridRecommender(_hybrid(max_merge_weight=-1.0), ITEM_DIM, N_ITEMS)
+    with pytest.raises(ValueError, match="max_merge_softness"):
+        HybridRecommender(_hybrid(max_merge_softness=-0.1), ITEM_DIM, N_ITEMS)
