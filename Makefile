@@ -55,7 +55,8 @@ bench-migration: setup
 
 # Several interests on ML-1M (1,000 random users, window protocol, CPU): K = 1 against the K >= 3 trainings (max-merge
 # loss alone, hard and smooth; queries seeded by the user's recent tastes), the oracle headroom of K vectors, then the
-# best of both at 12 epochs; and HyMiRec's preset against our SASRec, each to its own early stop (~3 h on 2 cores).
+# best of both at 12 epochs; and HyMiRec's preset against our SASRec, each to its own early stop, on those users
+# and on ML-100K (~3 h on 2 cores).
 MECH := $(PY) -m bench.mechanisms
 MECH_DATA := --dataset ../shared/data/ml-1m --max-users 1000
 bench-mechanisms: setup
@@ -71,6 +72,10 @@ bench-mechanisms: setup
 	$(MECH) run --suite converged $(MECH_DATA) --out runs/conv1m --long-len 512
 	$(MECH) report $(MECH_DATA) --suite converged --out runs/conv1m --record bench/records/mechanisms-ml-1m-converged.json \
 	    --command "make bench-mechanisms"
+	$(MECH) prepare --suite converged --dataset ../shared/data/ml-100k --out runs/conv100k
+	$(MECH) run --suite converged --dataset ../shared/data/ml-100k --out runs/conv100k --long-len 512
+	$(MECH) report --suite converged --dataset ../shared/data/ml-100k --out runs/conv100k \
+	    --record bench/records/mechanisms-ml-100k-converged.json --command "make bench-mechanisms"
 	$(PY) -m hymirec.cli bench page
 
 # BENCHMARKS.md from the committed records (bench/ledger, bench/records); tests fail when it is stale.

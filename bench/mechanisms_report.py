@@ -41,7 +41,7 @@ TITLES = {"mechanisms": "several interests, long coded history, codes vs exact",
           "quick": "several interests, long coded history, codes vs exact",
           "llm": "the LLM recommender's backbone (SmolLM2 pretrained vs random vs default)",
           "interests": "how the window targets train K ≥ 3 interests (balanced DMIL, nearest, holistic, max-merge loss)",
-          "converged": "HyMiRec against converged SASRec (ours and RecBole's), each to its own early stop",
+          "converged": "HyMiRec's preset against converged SASRec, each model to its own early stop",
           "maxmerge": "K ≥ 3 interests trained through the merged score, or seeded by recent tastes; the room for K > 1"}
 
 
@@ -169,10 +169,11 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
         "setup": ("Variants differ in one setting each, on one stage 1 per protocol; the bench preset (dim 64, SASRec "
                   f"ids, exact softmax) with {long_len} older items from codes and 50 recent; patience 10 for every "
                   f"model, stage 2 capped at {epochs} epochs (our SASRec at {sasrec_cap}).{capped_note} "
-                  "Window protocol: last 10 items of each user are the test set, the 10 before validate; coverage "
-                  "labels: " + json.dumps(sorted({m.get('interest_labels', {}).get('source', '?')
-                                                   for (p, _), m in got.items() if p == 'window'})) + "; "
-                  "leave-one-out (LOO) rows: next-item NDCG@10 and Recall@10. Test numbers, but for the valid column: "
+                  + ("Window protocol: last 10 items of each user are the test set, the 10 before validate; coverage "
+                     "labels: " + json.dumps(sorted({m.get('interest_labels', {}).get('source', '?')
+                                                      for (p, _), m in got.items() if p == 'window'})) + ". "
+                     if w else "")
+                  + "Leave-one-out (LOO) rows: next-item NDCG@10 and Recall@10. Test numbers, but for the valid column: "
                   "the best validation score that early stopping followed (window: Recall@50, max merge; LOO: "
                   "NDCG@10); every choice was made on validation, the K ≥ 3 training too."
                   + (" Rows in parentheses re-score a run's test users (diagnose): its interests' mean as one vector, "

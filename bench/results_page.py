@@ -21,6 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LEDGER = ROOT / "bench" / "ledger"
 RECORDS = ROOT / "bench" / "records"
 PAGE = ROOT / "BENCHMARKS.md"
+# the mechanisms areas (bench/mechanisms.py) are many rows each: the page shows their comparisons, this file their tables
+MECHANISMS_PAGE = ROOT / "bench" / "results" / "mechanisms.md"
+MECHANISMS_LINK = "bench/results/mechanisms.md"
 FULL_TABLE = "bench/results/quality_table.md"  # every row and metric, written by `make bench-quality-report`
 AREA_ORDER = ("codebook", "codebook_migration", "streaming", "serving", "gpu")
 METRIC = "NDCG@10"
@@ -114,6 +117,29 @@ def area_section(record: dict) -> str:
     return "\n".join(lines)
 
 
+def _anchor(title: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    return "".join(c for c in title.lower() if c.isalnum() or c in " -_").replace(" ", "-")
+
+
+def compact_section(record: dict) -> str:
+    """A mechanisms area on the page: its command and comparisons; its table and setup in MECHANISMS_PAGE."""
+    link = f"{MECHANISMS_LINK}#{_anchor(record['area'])}"
+    return "\n".join([f"## {record['area']}", "",
+                      f"Measured {record['measured_at']} on {record['machine']}: `{record['command']}`. Every row "
+                      f"and the setup: [{MECHANISMS_LINK}]({link}).", "", record.get("reading", "")])
+
+
+def render_mechanisms_page(records_dir: Path = RECORDS) -> str:
+    sections = [area_section(r) for r in area_records(records_dir) if _is_mechanisms(r)]
+    return "\n\n".join(["# Mechanisms: every row\n\nGenerated with BENCHMARKS.md (`make bench-page`) from "
+                        "`bench/records/mechanisms-*.json`; the comparisons are on that page."] + sections) + "\n"
+
+
+def _is_mechanisms(record: dict) -> bool:
+    return record["area"].startswith("Mechanisms")
+
+
 def area_records(records_dir: Path = RECORDS) -> list[dict]:
     found = {p.stem: json.loads(p.read_text()) for p in sorted(records_dir.glob("*.json"))}
     missing = [key for key in ("area", "measured_at", "machine", "command", "columns", "rows")
@@ -127,19 +153,20 @@ def area_records(records_dir: Path = RECORDS) -> list[dict]:
 
 
 def render_page(ledger: Path = LEDGER, records_dir: Path = RECORDS) -> str:
-    parts = [INTRO, quality_section(ledger_records(ledger))] + [area_section(r) for r in area_records(records_dir)]
+    parts = [INTRO, quality_section(ledger_records(ledger))] + [
+        compact_section(r) if _is_mechanisms(r) else area_section(r) for r in area_records(records_dir)]
     return "\n\n".join(parts) + "\n"
 
 
 def write_page(path: Path = PAGE, check: bool = False) -> int:
-    """Rewrite ``path``; with ``check``, only compare (1 = stale, 0 = current)."""
-    text = render_page()
+    """Rewrite ``path`` and the mechanisms tables beside it; with ``check``, only compare (1 = stale, 0 = current)."""
+    pages = {path: render_page(), MECHANISMS_PAGE: render_mechanisms_page()}
     if check:
-        current = path.read_text() if path.is_file() else ""
-        if current != text:
-            print(f"{path} is stale: run `make bench-page`")
-            return 1
-        return 0
-    path.write_text(text)
-    print(f"wrote {path} ({len(text.splitlines())} lines)")
+        stale = [p for p, text in pages.items() if (p.read_text() if p.is_file() else "") != text]
+        for p in stale:
+            print(f"{p} is stale: run `make bench-page`")
+        return 1 if stale else 0
+    for p, text in pages.items():
+        p.write_text(text)
+        print(f"wrote {p} ({len(text.splitlines())} lines)")
     return 0
