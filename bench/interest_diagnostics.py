@@ -123,11 +123,9 @@ def diagnose(out: Path, variants: list[str], protocol: str = "window") -> None:
 
 def _cluster_centres(rows: np.ndarray, k: int) -> np.ndarray:
     """Unit centres [k, d] of DMIL's cosine k-means over unit rows [n, d] (fewer groups than k repeat the last)."""
-    from training.dmil import cosine_kmeans
+    from training.dmil import cosine_kmeans, group_centres
 
-    labels = cosine_kmeans(rows, k)
-    centres = np.stack([rows[labels == g].sum(0) for g in np.unique(labels)])
-    centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+    centres = group_centres(rows, cosine_kmeans(rows, k))[1]
     return np.concatenate([centres, np.repeat(centres[-1:], k - len(centres), 0)]) if len(centres) < k else centres
 
 

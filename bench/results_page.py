@@ -147,8 +147,8 @@ def area_records(records_dir: Path = RECORDS) -> list[dict]:
     if missing:
         raise ValueError(f"{records_dir}: records lack {sorted(set(missing))}")
     # the mechanisms records (bench/mechanisms.py) first: they say whether HyMiRec's own ideas pay off
-    order = (sorted(k for k in found if k.startswith("mechanisms")) + [k for k in AREA_ORDER if k in found]
-             + sorted(k for k in set(found) - set(AREA_ORDER) if not k.startswith("mechanisms")))
+    mechanisms = sorted(k for k in found if _is_mechanisms(found[k]))
+    order = mechanisms + [k for k in AREA_ORDER if k in found] + sorted(set(found) - set(AREA_ORDER) - set(mechanisms))
     return [found[k] for k in order]
 
 

@@ -43,6 +43,13 @@ def cosine_kmeans(x: np.ndarray, k: int, iters: int = 5, rng: np.random.Generato
     return labels
 
 
+def group_centres(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The groups present in ``labels`` [n] and their unit centres (normalised sums of x's rows [n, d]): [G], [G, d]."""
+    groups = np.unique(labels)
+    centres = np.stack([x[labels == g].sum(0) for g in groups])
+    return groups, centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-8)
+
+
 def match_targets_to_queries(
     interests: np.ndarray, targets: np.ndarray, target_mask: np.ndarray, rng: np.random.Generator | None = None
 ) -> np.ndarray:
@@ -60,9 +67,7 @@ def match_targets_to_queries(
         if len(idx) == 0:
             continue
         labels = cosine_kmeans(targets[i, idx], k, rng=rng)
-        groups = np.unique(labels)
-        centres = np.stack([targets[i, idx[labels == g]].sum(0) for g in groups])
-        centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-8)
+        groups, centres = group_centres(targets[i, idx], labels)
         rows, cols = linear_sum_assignment(-(centres @ interests[i].T))  # [G, K] similarity
         query_of_group = dict(zip(groups[rows].tolist(), cols.tolist()))
         assignment[i, idx] = [query_of_group[g] for g in labels.tolist()]
@@ -132,16 +137,23 @@ def dmil_loss(
     loss, scale = _masked_infonce(positive, negative, flat_targets, flat_ids, sample_of, cand_vecs, cand_ids,
                                   cand_sample, logit_scale, false_negative_threshold)
 
-    with torch.no_grad():
-        counts = torch.bincount(assignment.reshape(-1)[valid], minlength=k).float()
-        share = (counts / counts.sum().clamp(min=1)).tolist()
-        if k > 1:
-            sims = interests @ interests.transpose(1, 2)
-            off = ~torch.eye(k, dtype=torch.bool, device=sims.device)
-            inter = float(sims[:, off].mean())
-        else:
-            inter = 1.0
-    return loss, DMILStats(float(loss.detach()), share, inter, float(1.0 / scale.detach()))
+    return loss, interest_stats(loss, interests, assignment.reshape(-1)[valid], scale)
+
+
+@torch.no_grad()
+def interest_stats(loss: torch.Tensor, interests: torch.Tensor, query_of_target: torch.Tensor,
+                   scale: torch.Tensor) -> DMILStats:
+    """What one step says about the K interests [B, K, d]: the share of targets each query took
+    (``query_of_target`` [P], valid targets only), the mean cosine between a user's different interests, and the
+    temperature 1 / ``scale``."""
+    k = interests.shape[1]
+    counts = torch.bincount(query_of_target, minlength=k).float()
+    share = (counts / counts.sum().clamp(min=1)).tolist()
+    inter = 1.0
+    if k > 1:
+        sims = interests @ interests.transpose(1, 2)
+        inter = float(sims[:, ~torch.eye(k, dtype=torch.bool, device=sims.device)].mean())
+    return DMILStats(float(loss.detach()), share, inter, float(1.0 / scale.detach()))
 
 
 def max_merge_loss(
@@ -170,6 +182,11 @@ def max_merge_loss(
                            logit_scale, false_negative_threshold)[0]
 
 
+def logit_scale_value(logit_scale: torch.Tensor) -> torch.Tensor:
+    """The learnable log-scale as the losses use it: exp, with the temperature kept in [0.01, 1]."""
+    return logit_scale.clamp(0, float(np.log(100.0))).exp()
+
+
 def _flat_targets(target_vecs, target_ids, target_mask):
     """The valid window targets flattened: vectors [P, d], ids [P], and the sample each came from [P]."""
     b, w, d = target_vecs.shape
@@ -189,7 +206,7 @@ def _masked_infonce(positive, negative, flat_targets, flat_ids, sample_of, cand_
     """Cross-entropy of positive [P, 1] against negative [P, M + P] scores, with a candidate masked when it is the
     target's own item, one of the same sample's targets (positives of other queries), or cosine(target,
     candidate) > threshold. → (loss, the logit scale used)."""
-    scale = logit_scale.clamp(0, float(np.log(100.0))).exp()
+    scale = logit_scale_value(logit_scale)
     with torch.no_grad():
         masked = (cand_ids[None] == flat_ids[:, None]) | (cand_sample[None] == sample_of[:, None])
         # cosine, also when the item tower gives items learned norms (HybridConfig.item_norm)
@@ -214,7 +231,7 @@ def next_item_loss(recent_vecs: torch.Tensor, recent_ids: torch.Tensor, first_ta
     valid = (recent_ids > 0) & (next_ids > 0)
     if not bool(valid.any()):
         return recent_vecs.sum() * 0.0
-    scale = logit_scale.clamp(0, float(np.log(100.0))).exp()
+    scale = logit_scale_value(logit_scale)
     logits = scale * (recent_vecs[valid] @ catalogue_vecs.T)  # [P, n_items+1]
     logits[:, 0] = float("-inf")
     return F.cross_entropy(logits, next_ids[valid])

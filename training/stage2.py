@@ -12,8 +12,8 @@ from tqdm.auto import tqdm
 
 from training.batches import ModelInputs, model_inputs, train_batch, window_samples
 from training.config import HybridConfig, TrainConfig
-from training.dmil import (DMILStats, dmil_loss, max_merge_loss, nearest_query_assignment, next_item_loss,
-                           route_targets)
+from training.dmil import (DMILStats, dmil_loss, interest_stats, logit_scale_value, max_merge_loss,
+                           nearest_query_assignment, next_item_loss, route_targets)
 from training.evaluate import evaluate_interests, subsample_eval
 from training.hybrid import HybridRecommender
 from training.protocols import interest_window_metrics, is_window, subsample, valid_metric
@@ -95,13 +95,8 @@ def interest_losses(model, hybrid: HybridConfig, interests, target_vecs, target_
         loss = loss + hybrid.max_merge_weight * merged
         if stats is None:  # which interest wins each target: does one query take everything?
             best = nearest_query_assignment(interests.detach().cpu().numpy(), unit_targets, mask_np)
-            k = interests.shape[1]
-            counts = np.bincount(best[best >= 0], minlength=k)
-            sims = interests.detach() @ interests.detach().transpose(1, 2)
-            off = ~torch.eye(k, dtype=torch.bool, device=sims.device)
-            stats = DMILStats(float(merged.detach()), (counts / max(counts.sum(), 1)).tolist(),
-                              float(sims[:, off].mean()) if k > 1 else 1.0, float(1.0 / model.logit_scale.clamp(
-                                  0, float(np.log(100.0))).exp().detach()))
+            stats = interest_stats(merged, interests, torch.from_numpy(best[best >= 0]).to(interests.device),
+                                   logit_scale_value(model.logit_scale))
     if stats is None:
         raise ValueError("hybrid.dmil_weight=0 needs hybrid.max_merge_weight > 0 (nothing would train the interests)")
     return loss, stats
