@@ -213,9 +213,12 @@ def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only
     return codes
 
 
+PEER_EPOCH_CAP = 300  # the `peer` step's epoch cap: far past where patience 10 stops a converging peer
+
+
 def run_peer_converged(dataset: str, out: Path, peer_name: str, seed: int = 0, peer=None, **runner) -> dict:
     """A peer library's model on this bench's leave-one-out split, to its own early stop: no time budget, an epoch
-    cap that does not bind (300), the runner's patience (10 epochs on validation NDCG@10), the library's default
+    cap that does not bind (PEER_EPOCH_CAP), the runner's patience (10 epochs on validation NDCG@10), the library's default
     settings at dim 64 and length 50. Its lists are scored by our evaluator (bench/methods.score_lists), as every
     peer; writes OUT/leave_one_out/peers/<peer>/metrics.json, which ``report`` adds as a row."""
     from bench.methods import score_lists
@@ -232,12 +235,12 @@ def run_peer_converged(dataset: str, out: Path, peer_name: str, seed: int = 0, p
     data = load_run_data(dataset)
     split_dir = export_split(data, leave_one_out(data), root / "split")
     split = read_split(split_dir)
-    run = run_peer(peer, split_dir, root / peer_name, epochs=300, time_budget=None, seed=seed, split=split,
+    run = run_peer(peer, split_dir, root / peer_name, epochs=PEER_EPOCH_CAP, time_budget=None, seed=seed, split=split,
                    threads=int(os.environ.get("OMP_NUM_THREADS", "1")), **runner)
     scored = score_lists(run.topk, split, None, run.protocol_violations, run.duplicate_items)
     result = {"label": peer.label, "test": scored["metrics"], "epochs": run.result.get("epochs_run"),
               "best_epoch": run.result.get("params", {}).get("best_epoch"),
-              "early_stopped": run.result.get("epochs_run", 0) < 300,
+              "early_stopped": run.result.get("epochs_run", 0) < PEER_EPOCH_CAP,
               "train_seconds": run.result.get("train_seconds"), "params": run.result.get("params", {}),
               "protocol_violations": scored["protocol_violations"]}
     (root / peer_name / "metrics.json").write_text(json.dumps(result, indent=2))

@@ -23,7 +23,7 @@ RECORDS = ROOT / "bench" / "records"
 PAGE = ROOT / "BENCHMARKS.md"
 # the mechanisms areas (bench/mechanisms.py) are many rows each: the page shows their comparisons, this file their tables
 MECHANISMS_PAGE = ROOT / "bench" / "results" / "mechanisms.md"
-MECHANISMS_LINK = "bench/results/mechanisms.md"
+MECHANISMS_LINK = MECHANISMS_PAGE.relative_to(ROOT).as_posix()
 FULL_TABLE = "bench/results/quality_table.md"  # every row and metric, written by `make bench-quality-report`
 AREA_ORDER = ("codebook", "codebook_migration", "streaming", "serving", "gpu")
 METRIC = "NDCG@10"
