@@ -140,6 +140,18 @@ def subsample_users(dataset: str, out: Path, n_users: int, seed: int = 0) -> str
     return str(dst)
 
 
+def user_cut(step: str, dataset: str, out: Path, n_users: int, base_from: Path | None = None) -> str:
+    """The --max-users dataset a step works on: `prepare` writes it into OUT/data/, later steps read it there.
+    `run --base-from B` reads B's cut: its stage 1 was made on it, and a run refuses a stage 1 of another dataset."""
+    if step == "prepare":
+        return subsample_users(dataset, out, n_users)
+    home = base_from if step == "run" and base_from is not None else out
+    cut = home / "data" / f"{Path(dataset).name}-u{n_users}"
+    if not cut.is_dir():
+        raise SystemExit(f"no {n_users}-user cut of {dataset} at {cut}: run `prepare --max-users {n_users}` first")
+    return str(cut)
+
+
 def _point_stage1_at(stage1: Path, dataset: str) -> None:
     """A carried stage-1 folder names the dataset where it was made; name this machine's path (same files)."""
     path = stage1 / "config.json"
@@ -216,14 +228,18 @@ def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only
 PEER_EPOCH_CAP = 300  # the `peer` step's epoch cap: far past where patience 10 stops a converging peer
 
 
-def run_peer_converged(dataset: str, out: Path, peer_name: str, seed: int = 0, peer=None, **runner) -> dict:
+def run_peer_converged(dataset: str, out: Path, peer_name: str, seed: int = 0, peer=None,
+                       pause_after: float | None = None, **runner) -> dict | None:
     """A peer library's model on this bench's leave-one-out split, to its own early stop: no time budget, an epoch
     cap that does not bind (PEER_EPOCH_CAP), the runner's patience (10 epochs on validation NDCG@10), the library's default
     settings at dim 64 and length 50. Its lists are scored by our evaluator (bench/methods.score_lists), as every
-    peer; writes OUT/leave_one_out/peers/<peer>/metrics.json, which ``report`` adds as a row."""
+    peer; writes OUT/leave_one_out/peers/<peer>/metrics.json, which ``report`` adds as a row.
+
+    ``pause_after`` seconds: a runner that checkpoints (RecBole's) stops at the next epoch end and this returns None;
+    the same call later resumes it. A converged CPU run can so span several sessions."""
     from bench.methods import score_lists
     from bench.peers.outputs import read_split
-    from bench.peers.runner import PEERS, run_peer
+    from bench.peers.runner import PEERS, PeerPaused, run_peer
     from bench.peers.split_export import export_split
     from training.data import leave_one_out
     from training.train import load_run_data
@@ -235,8 +251,13 @@ def run_peer_converged(dataset: str, out: Path, peer_name: str, seed: int = 0, p
     data = load_run_data(dataset)
     split_dir = export_split(data, leave_one_out(data), root / "split")
     split = read_split(split_dir)
-    run = run_peer(peer, split_dir, root / peer_name, epochs=PEER_EPOCH_CAP, time_budget=None, seed=seed, split=split,
-                   threads=int(os.environ.get("OMP_NUM_THREADS", "1")), **runner)
+    try:
+        run = run_peer(peer, split_dir, root / peer_name, epochs=PEER_EPOCH_CAP, time_budget=None, seed=seed,
+                       split=split, threads=int(os.environ.get("OMP_NUM_THREADS", "1")), pause_after=pause_after,
+                       **runner)
+    except PeerPaused as paused:
+        print(f"[mechanisms] {paused}".splitlines()[0], flush=True)
+        return None
     scored = score_lists(run.topk, split, None, run.protocol_violations, run.duplicate_items)
     result = {"label": peer.label, "test": scored["metrics"], "epochs": run.result.get("epochs_run"),
               "best_epoch": run.result.get("params", {}).get("best_epoch"),
@@ -273,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
                              "(stage 1 + SASRec) of this earlier --out")
     parser.add_argument("--peer", action="append", dest="peers",
                         help="peer: the peer(s) to run (bench/peers/runner.py PEERS; default recbole-sasrec)")
+    parser.add_argument("--pause-after", type=float, default=None,
+                        help="peer: stop at the first epoch end past this many seconds, keeping a checkpoint "
+                             "(exit 75); the same command resumes")
     parser.add_argument("--record", help="report: write the record here (bench/records/...)")
     parser.add_argument("--machine", default="development machine kind (2 CPU cores, 24 GiB, no GPU)")
     parser.add_argument("--command", default="python -m bench.mechanisms run", help="report: the command to cite")
@@ -280,13 +304,13 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.max_users and args.step in ("prepare", "run", "peer"):
-        args.dataset = (subsample_users(args.dataset, out, args.max_users) if args.step == "prepare"
-                        else str(out / "data" / f"{Path(args.dataset).name}-u{args.max_users}"))
+        args.dataset = user_cut(args.step, args.dataset, out, args.max_users, args.base_from)
     if args.step == "prepare":
         prepare(args.dataset, out, args.smoke, args.suite, args.only)
     elif args.step == "peer":  # a peer library to its own early stop on the leave-one-out split
-        for name in args.peers or ["recbole-sasrec"]:
-            run_peer_converged(args.dataset, out, name)
+        finished = [run_peer_converged(args.dataset, out, name, pause_after=args.pause_after) is not None
+                    for name in args.peers or ["recbole-sasrec"]]
+        return 0 if all(finished) else 75  # 75: paused with a checkpoint (--pause-after); run it again
     elif args.step == "headroom":  # how far K vectors could beat one (oracle), and history clusters
         from bench.interest_diagnostics import headroom
 

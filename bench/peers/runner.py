@@ -35,6 +35,13 @@ class PeerError(RuntimeError):
     """A peer could not be installed or its runner failed / timed out."""
 
 
+class PeerPaused(PeerError):
+    """The runner stopped at ``--pause-after`` with a checkpoint in its output folder: the same call resumes."""
+
+
+EXIT_PAUSED = 75  # a runner's exit status for "paused, checkpoint kept" (docs/peers.md, "Long runs")
+
+
 @dataclass(frozen=True)
 class Peer:
     name: str  # registry key, also the method key in the bench results
@@ -153,7 +160,7 @@ class PeerRun:
 def run_peer(peer: Peer | str, split_dir: str | Path, out_dir: str | Path, *, epochs: int,
              time_budget: float | None, seed: int, dim: int = 64, max_len: int = 50, topk: int = 100,
              python: str | Path | None = None, runner: str | Path | None = None, timeout: float | None = None,
-             threads: int | None = None, split: SplitView | None = None,
+             threads: int | None = None, split: SplitView | None = None, pause_after: float | None = None,
              log: Callable[[str], None] | None = print) -> PeerRun:
     """One runner invocation under the protocol, then the output checks (see module doc).
 
@@ -178,13 +185,16 @@ def run_peer(peer: Peer | str, split_dir: str | Path, out_dir: str | Path, *, ep
            "--max-len", str(max_len), "--topk", str(topk)]
     if time_budget:
         cmd += ["--time-budget", str(float(time_budget))]
+    if pause_after is not None:
+        cmd += ["--pause-after", str(float(pause_after))]
+    resuming = any(out_dir.glob("checkpoint*"))  # a runner's own checkpoint: this call goes on from it
     timeout = timeout if timeout is not None else peer_timeout(time_budget)
     echo = (lambda line: log(f"[{peer.name}] {line}")) if log else None
     if log:
         log(f"[{peer.name}] {' '.join(cmd)}")
     started = time.perf_counter()
     tails: dict[str, deque[str]] = {"stdout": deque(maxlen=40), "stderr": deque(maxlen=40)}
-    with (out_dir / "run.log").open("w") as sink:
+    with (out_dir / "run.log").open("a" if resuming else "w") as sink:  # a resumed run's log keeps its start
         # cwd = the run's own folder: libraries that write log/ or saved/ next to them (RecBole) stay inside it
         proc = subprocess.Popen(cmd, cwd=out_dir, env=peer_env(seed, threads), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -204,6 +214,8 @@ def run_peer(peer: Peer | str, split_dir: str | Path, out_dir: str | Path, *, ep
     tail = "\n".join(list(tails["stderr"])[-15:] or list(tails["stdout"])[-15:])
     if rc is None:
         raise PeerError(f"{peer.name}: runner timed out after {timeout:.0f}s (log: {out_dir / 'run.log'})\n{tail}")
+    if rc == EXIT_PAUSED:
+        raise PeerPaused(f"{peer.name}: paused with a checkpoint in {out_dir}; the same command resumes it\n{tail}")
     if rc != 0:
         raise PeerError(f"{peer.name}: runner failed (exit {rc}; log: {out_dir / 'run.log'})\n{tail}")
     split = split if split is not None else read_split(split_dir)

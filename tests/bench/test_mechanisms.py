@@ -3,6 +3,9 @@ comparisons from the runs' own metrics."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import pytest
 
 from bench.mechanisms import run_config
 from bench.mechanisms_report import report
@@ -134,3 +137,19 @@ def test_peer_step_scores_a_runner_on_the_same_split_with_our_evaluator(tmp_path
     assert result["test"] == ours
     stored = json.loads((tmp_path / "out" / "leave_one_out" / "peers" / peer.name / "metrics.json").read_text())
     assert stored["label"] == peer.label and stored["test"] == ours
+
+
+def test_user_cut_is_written_by_prepare_and_read_from_the_base_run(tmp_path):
+    from bench.mechanisms import user_cut
+
+    src = tmp_path / "toy"
+    src.mkdir()
+    rows = [f"u{u}\ti{i}\t{i}" for u in range(10) for i in range(3)]
+    (src / "toy.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n" + "\n".join(rows) + "\n")
+    base, later = tmp_path / "base", tmp_path / "later"
+    cut = Path(user_cut("prepare", str(src), base, 4))
+    assert cut == base / "data" / "toy-u4"
+    assert len({line.split("\t")[0] for line in (cut / "toy.inter").read_text().splitlines()[1:]}) == 4
+    assert user_cut("run", str(src), later, 4, base_from=base) == str(cut)  # the stage 1 it reuses was made on it
+    with pytest.raises(SystemExit, match="prepare --max-users 4"):
+        user_cut("run", str(src), later, 4)  # no cut in a fresh OUT: a clear error, not a run on a missing path

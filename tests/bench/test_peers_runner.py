@@ -13,8 +13,8 @@ import pytest
 from peer_support import REFERENCE_RUNNER, tiny_data_and_split
 
 from training.evaluate import evaluate_rankings, popularity_topk
-from bench.peers.runner import (PEERS, Peer, PeerError, parse_peers, peer_env, peer_python, peer_timeout,
-                                  run_peer)
+from bench.peers.runner import (PEERS, Peer, PeerError, PeerPaused, parse_peers, peer_env, peer_python,
+                                  peer_timeout, run_peer)
 from bench.peers.split_export import export_split
 
 REFERENCE = Peer("reference-popularity", "reference", "popularity", "Popularity (reference runner)")
@@ -51,6 +51,50 @@ def test_recbole_sine_trains_on_histories_shorter_than_max_len(exported, tmp_pat
                    max_len=50, topk=20, log=None)
     assert run.topk.shape == (len(split.test), 20) and run.protocol_violations == 0
     assert run.result["model"] == "SINE" and run.result["epochs_run"] == 1
+
+
+@pytest.mark.skipif(not peer_python("recbole").exists(), reason="no .venv-peers/recbole (bench/peers/setup.sh recbole)")
+def test_recbole_run_paused_and_resumed_equals_an_uninterrupted_one(exported, tmp_path):
+    # --pause-after 0 stops after every epoch with a checkpoint: three calls make the three epochs of one run
+    _, split, split_dir = exported
+    kw = dict(epochs=3, time_budget=None, seed=0, dim=16, max_len=20, topk=20, log=None)
+    whole = run_peer("recbole-sasrec", split_dir, tmp_path / "whole", **kw)
+    for epoch in (1, 2):
+        with pytest.raises(PeerPaused, match="the same command resumes"):
+            run_peer("recbole-sasrec", split_dir, tmp_path / "sliced", pause_after=0, **kw)
+        assert (tmp_path / "sliced" / "checkpoint.pt").is_file()
+    sliced = run_peer("recbole-sasrec", split_dir, tmp_path / "sliced", pause_after=0, **kw)
+    assert not (tmp_path / "sliced" / "checkpoint.pt").exists()  # finished: nothing left to resume
+    assert sliced.result["params"]["resumed"] == 2 and whole.result["params"]["resumed"] == 0
+    assert [(e["loss"], e["valid_ndcg10"]) for e in sliced.result["epochs"]] == \
+        [(e["loss"], e["valid_ndcg10"]) for e in whole.result["epochs"]]
+    assert np.array_equal(sliced.topk, whole.topk)
+    assert (tmp_path / "sliced" / "run.log").read_text().count("resumed after epoch") == 2  # one log, appended
+
+    # a checkpoint made on another split is refused, by name, not silently continued
+    with pytest.raises(PeerPaused):
+        run_peer("recbole-sasrec", split_dir, tmp_path / "other", pause_after=0, **kw)
+    train = Path(split_dir) / "train.tsv"
+    train.write_text(train.read_text() + "0\t1\t999\n")
+    with pytest.raises(PeerError, match="another split"):
+        run_peer("recbole-sasrec", split_dir, tmp_path / "other", **kw)
+
+
+def test_paused_runner_keeps_its_log_and_says_how_to_resume(exported, tmp_path):
+    _, _, split_dir = exported
+    script = tmp_path / "pausing.py"
+    script.write_text(textwrap.dedent("""
+        import pathlib, sys
+        assert sys.argv[sys.argv.index("--pause-after") + 1] == "5.0"
+        pathlib.Path("checkpoint.pt").write_text("state")
+        print("epoch 1 done", file=sys.stderr)
+        sys.exit(75)
+    """))
+    for _ in range(2):
+        with pytest.raises(PeerPaused, match=r"paused with a checkpoint in .*out; the same command resumes"):
+            run_peer(REFERENCE, split_dir, tmp_path / "out", epochs=1, time_budget=None, seed=0, pause_after=5,
+                     python=sys.executable, runner=script, log=None)
+    assert (tmp_path / "out" / "run.log").read_text().count("epoch 1 done") == 2  # appended, not overwritten
 
 
 def test_failing_runner_reports_its_stderr_tail(exported, tmp_path):

@@ -14,6 +14,11 @@ without filtering or re-splitting (recbole/data/dataset/dataset.py::build slices
   peer.test.inter   one row per test.tsv user:  history = train + valid (valid item last), target = test item
 After loading we check, row by row, that RecBole's valid/test users, targets and last history items equal ours.
 
+Resuming (docs/peers.md, "Long runs"): after every epoch the runner writes OUT/checkpoint.pt (model, optimizer,
+early-stopping state, every random generator), atomically. Started again with the same split and arguments, it
+goes on from there, and the result equals an uninterrupted run's. `--pause-after S` stops at the first epoch end
+past S seconds of this invocation and exits 75, keeping the checkpoint: a converged CPU run split across sessions.
+
 Ranking: RecBole's own full-sort path for sequential models (recbole.utils.case_study.full_sort_scores, the
 evaluation dataloader) does NOT mask history items, so we call model.full_sort_predict ourselves and mask the
 pad item and the user's whole train + valid history (not only the last --max-len items) before top-k.
@@ -43,6 +48,7 @@ SPLIT_FORMAT = "hymirec-peer-split/1"
 # torch.cuda.amp): harmless here, and they would bury our per-epoch lines in the bench's run.log.
 warnings.filterwarnings("ignore", category=FutureWarning)
 PATIENCE = 10  # epochs without a valid NDCG@10 gain before stopping (RecBole's default stopping_step)
+EXIT_PAUSED = 75  # EX_TEMPFAIL: --pause-after stopped it with a checkpoint; the same command resumes
 
 
 def die(msg: str) -> None:
@@ -137,10 +143,13 @@ def main(argv=None) -> int:
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--topk", type=int, default=100)
+    p.add_argument("--pause-after", type=float, default=None,
+                   help="stop at the first epoch end past this many seconds, keep OUT/checkpoint.pt, exit 75")
     args = p.parse_args(argv)
     if min(args.epochs, args.dim, args.max_len, args.topk) < 1:
         die("--epochs, --dim, --max-len and --topk must be >= 1")
     split, out = args.split.resolve(), args.out.resolve()
+    args.split = split  # run() works from a temporary cwd
     n_items, seqs, valid_of, test = load_split(split)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -148,6 +157,10 @@ def main(argv=None) -> int:
         os.chdir(tmp)  # RecBole writes ./log_tensorboard, ./saved ... relative to the cwd: keep them out of the repo
         write_atomic_files(Path(tmp) / "data" / "peer", seqs, valid_of, test, args.max_len)
         result = run(args, Path(tmp), n_items, seqs, valid_of, test, out)
+    if result is None:
+        print(f"recbole peer: paused after {args.pause_after:.0f} s; checkpoint {out / 'checkpoint.pt'}: "
+              "run the same command again to resume", file=sys.stderr)
+        return EXIT_PAUSED
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("model", "epochs_run", "train_seconds", "infer_seconds")}))
     return 0
@@ -234,22 +247,35 @@ def run(args, tmp: Path, n_items, seqs, valid_of, test, out: Path) -> dict:
         return float((hit / np.log2(np.arange(2, 12))).sum() / max(1, len(ids)))
 
     # Training: RecBole's own epoch step, our loop (epoch cap, time budget, early stopping on valid NDCG@10).
-    best, best_state, best_epoch, epochs_run, history = -1.0, None, 0, 0, []
-    t0 = time.perf_counter()
-    for epoch in range(args.epochs):
+    checkpoint = Checkpoint(out / "checkpoint.pt", run_fingerprint(args, split_files(args.split)))
+    state = checkpoint.load(model, trainer.optimizer, train_data.generator)
+    best, best_state, best_epoch, history = state["best"], state["best_state"], state["best_epoch"], state["history"]
+    epochs_run, prior_seconds = len(history), state["train_seconds"]
+    if epochs_run:
+        print(f"[recbole {args.model}] resumed after epoch {epochs_run} (best {best:.5f} at {best_epoch})",
+              file=sys.stderr, flush=True)
+    t0, started = time.perf_counter() - prior_seconds, time.perf_counter()  # t0: the run's, started: this call's
+
+    def finished() -> bool:
+        over_budget = args.time_budget is not None and time.perf_counter() - t0 >= args.time_budget
+        return epochs_run >= args.epochs or over_budget or (epochs_run and epochs_run - best_epoch >= PATIENCE)
+
+    while not finished():
+        if args.pause_after is not None and epochs_run > state["epochs_at_start"] \
+                and time.perf_counter() - started >= args.pause_after:
+            return None  # the checkpoint of the last epoch stays; the same command resumes
         te, ce = time.perf_counter(), time.process_time()
-        loss = trainer._train_epoch(train_data, epoch, show_progress=False)
+        loss = trainer._train_epoch(train_data, epochs_run, show_progress=False)
         ndcg = valid_ndcg10() if len(valid_inter) else 0.0
-        epochs_run = epoch + 1
+        epochs_run += 1
         history.append({"epoch": epochs_run, "loss": float(np.sum(loss)), "valid_ndcg10": round(ndcg, 5),
                         "seconds": round(time.perf_counter() - te, 2),
                         "cpu_seconds": round(time.process_time() - ce, 2)})  # wall is noisy on a shared box
         print(f"[recbole {args.model}] {history[-1]}", file=sys.stderr, flush=True)
         if ndcg > best:
             best, best_epoch, best_state = ndcg, epochs_run, copy.deepcopy(model.state_dict())
-        over_budget = args.time_budget is not None and time.perf_counter() - t0 >= args.time_budget
-        if over_budget or epochs_run - best_epoch >= PATIENCE:
-            break
+        checkpoint.save(model, trainer.optimizer, train_data.generator, best=best, best_state=best_state,
+                        best_epoch=best_epoch, history=history, train_seconds=time.perf_counter() - t0)
     train_seconds = time.perf_counter() - t0
     model.load_state_dict(best_state)
 
@@ -261,6 +287,7 @@ def run(args, tmp: Path, n_items, seqs, valid_of, test, out: Path) -> dict:
     infer_seconds = time.perf_counter() - t1
     np.save(out / "topk_test.tmp.npy", topk)
     os.replace(out / "topk_test.tmp.npy", out / "topk_test.npy")  # never a half-written list
+    checkpoint.remove()  # finished: a later run with the same out starts afresh
 
     keys = ["embedding_size", "hidden_size", "n_layers", "n_heads", "inner_size", "hidden_dropout_prob",
             "attn_dropout_prob", "hidden_act", "layer_norm_eps", "initializer_range", "prototype_size",
@@ -270,7 +297,8 @@ def run(args, tmp: Path, n_items, seqs, valid_of, test, out: Path) -> dict:
     params = {k: config[k] for k in keys if k in config.final_config_dict and (k != "hidden_size" or
                                                                                model_name == "SASRec")}
     params.update({"time_budget_s": args.time_budget, "topk": args.topk, "early_stopping": "valid NDCG@10",
-                   "patience": PATIENCE, "best_epoch": best_epoch, "threads": torch.get_num_threads()})
+                   "patience": PATIENCE, "best_epoch": best_epoch, "threads": torch.get_num_threads(),
+                   "resumed": state["resumed"]})
     return {
         "library": "recbole", "version": recbole.__version__, "model": model_name,
         "epochs_run": epochs_run, "train_seconds": round(train_seconds, 3), "infer_seconds": round(infer_seconds, 3),
@@ -280,6 +308,67 @@ def run(args, tmp: Path, n_items, seqs, valid_of, test, out: Path) -> dict:
                   "runner (RecBole's sequential full-sort does not mask them); best epoch by valid NDCG@10 "
                   "restored; autograd anomaly detection switched off (RecBole's sine.py turns it on)"),
     }
+
+
+def split_files(split: Path) -> dict:
+    """Name → sha256 of the split's files: a checkpoint resumes only on the split it was made on."""
+    import hashlib
+
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(split.glob("*")) if f.is_file()}
+
+
+def run_fingerprint(args, files: dict) -> dict:
+    """What decides how training goes. The epoch cap and time budget only decide when it ends: a resumed run
+    may raise them."""
+    return {"model": args.model, "seed": args.seed, "dim": args.dim, "max_len": args.max_len, "split": files}
+
+
+class Checkpoint:
+    """OUT/checkpoint.pt: everything the training loop needs to go on as if it had never stopped."""
+
+    def __init__(self, path: Path, fingerprint: dict):
+        self.path, self.fingerprint, self.resumed = path, fingerprint, 0  # resumed: how many restarts so far
+
+    def load(self, model, optimizer, generator) -> dict:
+        import random
+
+        import torch
+
+        fresh = {"best": -1.0, "best_state": None, "best_epoch": 0, "history": [], "train_seconds": 0.0,
+                 "epochs_at_start": 0, "resumed": 0}
+        if not self.path.is_file():
+            return fresh
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception as e:  # a torn or foreign file: say so rather than train from a guess
+            die(f"unreadable checkpoint {self.path} ({e}); delete it to start afresh")
+        if saved.get("fingerprint") != self.fingerprint:
+            die(f"checkpoint {self.path} was made with other arguments or another split "
+                f"({saved.get('fingerprint')} vs {self.fingerprint}); delete it to start afresh")
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["rng"]["loader"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        np.random.set_state(saved["rng"]["numpy"])
+        random.setstate(saved["rng"]["python"])
+        self.resumed = saved["resumed"] + 1
+        return {**{k: saved[k] for k in ("best", "best_state", "best_epoch", "history", "train_seconds")},
+                "epochs_at_start": len(saved["history"]), "resumed": self.resumed}
+
+    def save(self, model, optimizer, generator, **loop) -> None:
+        import random
+
+        import torch
+
+        blob = {"fingerprint": self.fingerprint, "resumed": self.resumed, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "rng": {"loader": generator.get_state(), "torch": torch.get_rng_state(),
+                        "numpy": np.random.get_state(), "python": random.getstate()}, **loop}
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(blob, tmp)
+        os.replace(tmp, self.path)  # a kill mid-write leaves the previous epoch's checkpoint whole
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def check_split(valid_inter, test_inter, dataset, uid_ours, to_ours, valid_of, test) -> None:
