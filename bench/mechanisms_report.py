@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from bench.mechanisms import BASE, MULTI_CANDIDATES, SUITES
+from bench.paired import run_gain
 
 
 def _peer_rows(out: Path) -> dict[str, dict]:
@@ -35,6 +36,12 @@ def _diagnostics(out: Path, protocol: str, variant: str) -> dict[str, dict]:
 
 def _rel(a: float | None, b: float | None) -> str:
     return f"{100 * (a / b - 1):+.1f} %" if a is not None and b else "–"
+
+
+def _rel_ci(a: float | None, b: float | None, run_a: Path, run_b: Path, method_a="hymirec", method_b="hymirec") -> str:
+    """The relative gain with its paired-bootstrap interval over the test users, where both runs kept their lists."""
+    with_interval = run_gain(run_a, run_b, method_a, method_b) if a is not None and b else "–"
+    return with_interval if with_interval != "–" else _rel(a, b)
 
 
 TITLES = {"mechanisms": "several interests, long coded history, codes vs exact",
@@ -115,6 +122,10 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
     capped_note = (f" {capped} of {len(got)} HyMiRec runs stopped at the epoch cap, not by early stopping: first "
                    "measurements, not converged results." if capped
                    else " No epoch cap bound: every model stopped on its own early stopping.")
+    def wdir(v):
+        return out / "window" / str(v)
+
+    preset_dir = out / "leave_one_out" / BASE["leave_one_out"]
     checks = [
         ("K=3 vs K=1, window Recall@50 (max merge; quota merge)",
          f"{_rel(wv('k3', 'test', 'Recall@50'), wv('k1', 'test', 'Recall@50'))}; "
@@ -124,7 +135,7 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
          f"{_rel(wv('k3', 'test_quota', 'Coverage@50'), wv('k1', 'test', 'Coverage@50'))}", "≥ +5 %"),
         ("K=3 vs K=1, leave-one-out NDCG@10", _rel(lv("k3"), lv("k1")), "≥ −2 %"),
         (f"K≥3 chosen on validation ({chosen}) vs K=1, window Recall@50 (max; quota)",
-         f"{_rel(wv(chosen, 'test', 'Recall@50'), wv('k1', 'test', 'Recall@50'))}; "
+         f"{_rel_ci(wv(chosen, 'test', 'Recall@50'), wv('k1', 'test', 'Recall@50'), wdir(chosen), wdir('k1'))}; "
          f"{_rel(wv(chosen, 'test_quota', 'Recall@50'), wv('k1', 'test', 'Recall@50'))}", "≥ +5 %"),
         (f"K≥3 chosen on validation ({chosen}) vs K=1, window Coverage@50 (max; quota)",
          f"{_rel(wv(chosen, 'test', 'Coverage@50'), wv('k1', 'test', 'Coverage@50'))}; "
@@ -137,7 +148,7 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
         ("codes (12 B/item) vs exact embeddings (1,536 B/item), window Recall@50 (K=3)",
          _rel(wv("k3", "test", "Recall@50"), wv("k3-exact", "test", "Recall@50")), "within ±1 %"),
         ("HyMiRec (preset + long history) vs our SASRec, leave-one-out NDCG@10",
-         _rel(lv("preset"), sasrec_loo), "≥ +10 %"),
+         _rel_ci(lv("preset"), sasrec_loo, preset_dir, preset_dir, "hymirec", "sasrec"), "≥ +10 %"),
         (f"HyMiRec (preset + long history) vs the strongest SASRec ({strongest}), leave-one-out NDCG@10",
          _rel(lv("preset"), sasrecs.get(strongest)) if len(sasrecs) > 1 else "–", "≥ +10 %"),
         ("SmolLM2 (4 layers) pretrained vs the same shape random, leave-one-out NDCG@10",
@@ -175,7 +186,8 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
                      if w else "")
                   + "Leave-one-out (LOO) rows: next-item NDCG@10 and Recall@10. Test numbers, but for the valid column: "
                   "the best validation score that early stopping followed (window: Recall@50, max merge; LOO: "
-                  "NDCG@10); every choice was made on validation, the K ≥ 3 training too."
+                  "NDCG@10); every choice was made on validation, the K ≥ 3 training too. Intervals: 95 % paired "
+                  "bootstrap over the test users (bench/paired.py), where both runs kept their ranked lists."
                   + (" Rows in parentheses re-score a run's test users (diagnose): its interests' mean as one vector, "
                      "each interest alone (averaged over the K), and a soft merge ranking by max + λ × mean of the "
                      "interests' scores, λ in {0, 0.25, 0.5, 1, 2, 4} picked on validation Recall@50."
