@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench bench-quality bench-quality-report bench-page bench-reliability bench-serving bench-migration bench-mechanisms images lock clean
+.PHONY: setup demo test bench bench-quality bench-quality-report bench-page bench-reliability bench-serving bench-migration bench-mechanisms bench-sasrec images lock clean
 
 setup:
 	@tools/setup.sh
@@ -76,6 +76,14 @@ bench-mechanisms: setup
 	$(MECH) run --suite converged --dataset ../shared/data/ml-100k --out runs/conv100k --long-len 512
 	$(MECH) report --suite converged --dataset ../shared/data/ml-100k --out runs/conv100k \
 	    --record bench/records/mechanisms-ml-100k-converged.json --command "make bench-mechanisms"
+	$(PY) -m hymirec.cli bench page
+
+# our SASRec's dropout and learning rate chosen on validation, each grid point to its own early stop (issue 26)
+bench-sasrec: setup
+	$(PY) -m bench.sasrec_sweep run --dataset ../shared/data/ml-100k --out runs/sweep100k
+	$(PY) -m bench.sasrec_sweep run $(MECH_DATA) --out runs/sweep1m
+	$(PY) -m bench.sasrec_sweep report --out runs/sweep100k --out runs/sweep1m --record bench/records/sasrec-sweep.json \
+	    --command "make bench-sasrec"
 	$(PY) -m hymirec.cli bench page
 
 # BENCHMARKS.md from the committed records (bench/ledger, bench/records); tests fail when it is stale.

@@ -146,6 +146,8 @@ class TrainConfig:
     max_eval_users: int | None = None  # cap validation users per epoch (speed); test always uses all
     sasrec_epochs: int = 30
     sasrec_lr: float = 1e-3
+    sasrec_dropout: float = 0.2  # SASRec paper's value for ML-1M; RecBole's default is 0.5 (bench.sasrec_sweep)
+    sasrec_batch_size: int = 128
     sasrec_patience: int = 5  # our SASRec's early stopping (the ledger's runs used 5; set it equal to patience
     #   for one rule across the run's models, as bench/mechanisms.py does)
     max_train_seconds: float | None = None  # time budget per trained model, checked at epoch ends (None = none)

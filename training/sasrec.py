@@ -34,6 +34,13 @@ class SASRecConfig:
     seed: int = 0
     max_train_seconds: float | None = None  # stop at the first epoch end past this budget
 
+    def __post_init__(self):
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"SASRec dropout must be in [0, 1), got {self.dropout} (train.sasrec_dropout)")
+        if self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"SASRec needs batch_size >= 1 and lr > 0, got {self.batch_size} and {self.lr} "
+                             "(train.sasrec_batch_size, train.sasrec_lr)")
+
 
 class SASRec(nn.Module):
     """forward(ids [B, T], left-padded) → hidden states [B, T, dim]; scores = hidden @ item_emb.T (tied)."""

@@ -238,6 +238,7 @@ def train_baselines(state: RunState) -> None:
     t0 = time.perf_counter()
     sas_cfg = SASRecConfig(dim=config.item_encoder.id_embedding_dim if not data.has_text else 64,
                            epochs=config.train.sasrec_epochs, lr=config.train.sasrec_lr,
+                           dropout=config.train.sasrec_dropout, batch_size=config.train.sasrec_batch_size,
                            patience=config.train.sasrec_patience,
                            seed=config.train.seed, max_train_seconds=config.train.max_train_seconds)
     state.sasrec, sas_hist = train_sasrec(split.train, data.n_items, next_item_view(split.valid), sas_cfg,
