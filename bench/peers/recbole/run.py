@@ -342,9 +342,12 @@ class Checkpoint:
             saved = torch.load(self.path, map_location="cpu", weights_only=False)
         except Exception as e:  # a torn or foreign file: say so rather than train from a guess
             die(f"unreadable checkpoint {self.path} ({e}); delete it to start afresh")
-        if saved.get("fingerprint") != self.fingerprint:
-            die(f"checkpoint {self.path} was made with other arguments or another split "
-                f"({saved.get('fingerprint')} vs {self.fingerprint}); delete it to start afresh")
+        theirs = saved.get("fingerprint") or {}
+        differ = sorted(k for k in self.fingerprint if theirs.get(k) != self.fingerprint[k])
+        if differ:
+            what = ", ".join(f"{k} ({'another split' if k == 'split' else f'{theirs.get(k)} vs {self.fingerprint[k]}'})"
+                             for k in differ)
+            die(f"checkpoint {self.path} was made with other settings: {what}; delete it to start afresh")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         generator.set_state(saved["rng"]["loader"])
