@@ -65,10 +65,12 @@ bench-mechanisms: setup
 	$(MECH) headroom --out runs/mech1m --variant k1
 	$(MECH) report $(MECH_DATA) --suite maxmerge --out runs/mech1m --record bench/records/mechanisms-ml-1m-interests.json \
 	    --command "make bench-mechanisms"
-	$(MECH) run --suite maxmerge --only window $(MECH_DATA) --out runs/mech1m-e12 --base-from runs/mech1m --epochs 12 \
+	# K = 1 and the K >= 3 training chosen on validation above (k5-maxonly), each to its own early stop
+	$(MECH) run --suite maxmerge --only window $(MECH_DATA) --out runs/mech1m-conv --base-from runs/mech1m \
 	    --long-len 512 --variant k1 --variant k5-maxonly
-	$(MECH) report $(MECH_DATA) --suite maxmerge --out runs/mech1m-e12 --record bench/records/mechanisms-ml-1m-e12.json \
-	    --command "make bench-mechanisms"
+	$(MECH) report $(MECH_DATA) --suite maxmerge --out runs/mech1m-conv \
+	    --record bench/records/mechanisms-ml-1m-window-converged.json --command "make bench-mechanisms"
+	$(MECH) prepare --suite converged $(MECH_DATA) --out runs/conv1m
 	$(MECH) run --suite converged $(MECH_DATA) --out runs/conv1m --long-len 512
 	$(MECH) report $(MECH_DATA) --suite converged --out runs/conv1m --record bench/records/mechanisms-ml-1m-converged.json \
 	    --command "make bench-mechanisms"

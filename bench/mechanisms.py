@@ -58,6 +58,8 @@ VARIANTS: dict[str, list[str]] = {
     "k3-seeded-maxloss": list(MULTI_INTEREST) + ["hybrid.llm.query_seeds=recent_clusters",
                                                  "hybrid.max_merge_weight=1.0"],
     "preset": LONG,  # the leave-one-out bench's own configuration (K = 1, anchored), with the long history
+    # the same without the warm start: id tables from zero, not from the run's SASRec (the quality ablation's way)
+    "preset-ids-from-scratch": LONG + ["hybrid.id_init=zeros"],
     # The LLM recommender's backbone: SmolLM2-135M's first 4 of 30 layers (CPU-sized; width 576) pretrained, the same
     # shape freshly initialised, against the preset's default (a 2-layer, 128-wide Qwen2 trained from scratch).
     # The backbone learns at 1e-4 (the layers around it at the preset's rate), so fine-tuning keeps what it knows.
@@ -77,7 +79,7 @@ SUITES = {
 SUITES["maxmerge"] = {"window": ["k1", "k3-maxonly", "k5-maxonly", "k3-softonly", "k3-seeded", "k5-seeded"],
                       "leave_one_out": ["preset"]}
 # each model to its own early stop (patience 10, no epoch cap that binds): HyMiRec's preset against our SASRec
-SUITES["converged"] = {"leave_one_out": ["preset"]}
+SUITES["converged"] = {"leave_one_out": ["preset", "preset-ids-from-scratch"]}
 # The K ≥ 3 trainings that compete for "the multi-interest model"; the report picks one on validation Recall@50
 MULTI_CANDIDATES = ("k3", "k3-nearest", "k3-holistic", "k3-maxloss", "k5-maxloss", "k3-maxonly", "k5-maxonly",
                     "k3-seeded", "k5-seeded", "k3-seeded-maxloss", "k3-softonly")
