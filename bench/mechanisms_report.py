@@ -122,6 +122,7 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
     capped_note = (f" {capped} of {len(got)} HyMiRec runs stopped at the epoch cap, not by early stopping: first "
                    "measurements, not converged results." if capped
                    else " No epoch cap bound: every model stopped on its own early stopping.")
+
     def wdir(v):
         return out / "window" / str(v)
 
