@@ -67,16 +67,16 @@ def sweep(dataset: str, out: Path, name: str, seed: int = 0) -> dict:
 
 
 def report(outs: list[Path], command: str, machine: str) -> dict:
-    rows, readings = [], []
-    for out in outs:
-        summary = json.loads((Path(out) / "sweep.json").read_text())
+    """One row per grid point, one column per dataset: validation / test NDCG@10 and epochs; the chosen in bold."""
+    summaries = [json.loads((Path(out) / "sweep.json").read_text()) for out in outs]
+    rows, readings = {}, []
+    for summary in summaries:
         default = next(r for r in summary["points"] if r["point"] == DEFAULT)
         chosen = next(r for r in summary["points"] if r["point"] == summary["chosen"])
         for r in summary["points"]:
-            mark = " (chosen)" if r is chosen else (" (default)" if r is default else "")
-            rows.append([summary["dataset"], point_name(r["point"]) + mark, f"{r['valid_ndcg10']:.4f}",
-                         f"{r['test']['NDCG@10']:.4f}", f"{r['test']['Recall@10']:.4f}",
-                         f"{r['epochs']} ({r['best_epoch']})", f"{r['train_seconds']:.0f}"])
+            cell = f"{r['valid_ndcg10']:.4f} / {r['test']['NDCG@10']:.4f}, {r['epochs']} ({r['best_epoch']})"
+            name = point_name(r["point"]) + (" (default)" if r is default else "")
+            rows.setdefault(name, []).append(f"**{cell}**" if r is chosen else cell)
         readings.append(f"{summary['dataset']}: chosen {point_name(chosen['point'])}, test NDCG@10 "
                         f"{chosen['test']['NDCG@10']:.4f} vs the default's {default['test']['NDCG@10']:.4f} "
                         f"({100 * (chosen['test']['NDCG@10'] / default['test']['NDCG@10'] - 1):+.1f} %)")
@@ -85,10 +85,10 @@ def report(outs: list[Path], command: str, machine: str) -> dict:
         "measured_at": time.strftime("%Y-%m-%d", time.gmtime()), "machine": machine, "command": command,
         "setup": (f"Leave-one-out, full ranking, history masked; dim 64, 2 layers, length 50, full-softmax CE on "
                   f"every position; patience {PATIENCE} on validation NDCG@10 (cap {EPOCH_CAP} epochs, never bound); "
-                  "one seed. The point with the best validation NDCG@10 is chosen; test numbers are reported only."),
-        "columns": ["dataset", "dropout / lr / batch", "valid N@10", "test N@10", "test R@10", "epochs (best)",
-                    "train s"],
-        "rows": rows, "reading": "; ".join(readings),
+                  "one seed. Cells: validation / test NDCG@10, epochs run (best); the point with the best validation "
+                  "score is chosen (bold); test numbers are reported only."),
+        "columns": ["dropout / lr / batch"] + [s["dataset"] for s in summaries],
+        "rows": [[name] + cells for name, cells in rows.items()], "reading": "; ".join(readings),
     }
 
 

@@ -29,7 +29,8 @@ def test_sweep_chooses_on_validation_and_resumes(small_grid, tmp_path, monkeypat
     assert sweep_mod.sweep("synthetic", tmp_path, "synthetic")["chosen"] == summary["chosen"]
 
     record = sweep_mod.report([tmp_path], "cmd", "machine")
-    assert len(record["rows"]) == 2 and sum("(chosen)" in r[1] for r in record["rows"]) == 1
+    assert len(record["rows"]) == 2 and sum(r[1].startswith("**") for r in record["rows"]) == 1  # chosen in bold
+    assert record["columns"] == ["dropout / lr / batch", "synthetic"]
     assert record["reading"].startswith(f"synthetic: chosen {sweep_mod.point_name(summary['chosen'])}")
     json.dumps(record)  # a bench/records file
 
