@@ -21,8 +21,14 @@ from itertools import product
 from pathlib import Path
 
 GRID = {"dropout": (0.2, 0.5), "lr": (1e-3, 2e-3), "batch_size": (128,)}
-DEFAULT = {"dropout": 0.2, "lr": 1e-3, "batch_size": 128}  # training/sasrec.py's defaults
 PATIENCE, EPOCH_CAP = 10, 300
+
+
+def default_point() -> dict:
+    """The grid's settings as SASRecConfig sets them by default (what the converged runs' SASRec uses)."""
+    from training.sasrec import SASRecConfig
+
+    return {key: getattr(SASRecConfig(), key) for key in GRID}
 
 
 def point_name(point: dict) -> str:
@@ -69,9 +75,9 @@ def sweep(dataset: str, out: Path, name: str, seed: int = 0) -> dict:
 def report(outs: list[Path], command: str, machine: str) -> dict:
     """One row per grid point, one column per dataset: validation / test NDCG@10 and epochs; the chosen in bold."""
     summaries = [json.loads((Path(out) / "sweep.json").read_text()) for out in outs]
-    rows, readings = {}, []
+    rows, readings, default_settings = {}, [], default_point()
     for summary in summaries:
-        default = next(r for r in summary["points"] if r["point"] == DEFAULT)
+        default = next(r for r in summary["points"] if r["point"] == default_settings)
         chosen = next(r for r in summary["points"] if r["point"] == summary["chosen"])
         for r in summary["points"]:
             cell = f"{r['valid_ndcg10']:.4f} / {r['test']['NDCG@10']:.4f}, {r['epochs']} ({r['best_epoch']})"
