@@ -329,12 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         name = Path(args.dataset).name + (f", {args.max_users:,} random users" if args.max_users else "")
         from bench.mechanisms_report import report
+        from bench.results_page import emit_area_record
 
-        record = report(out, name, args.command, args.machine, args.suite)
-        text = json.dumps(record, indent=2, ensure_ascii=False)
-        if args.record:
-            Path(args.record).write_text(text + "\n")
-        print(text)
+        emit_area_record(report(out, name, args.command, args.machine, args.suite), args.record)
     return 0
 
 

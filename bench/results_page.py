@@ -107,6 +107,14 @@ def quality_section(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def emit_area_record(record: dict, path: str | Path | None = None) -> None:
+    """Print an area record and, given ``path`` (bench/records/<area>.json), write it there in the page's format."""
+    text = json.dumps(record, indent=2, ensure_ascii=False)
+    if path:
+        Path(path).write_text(text + "\n")
+    print(text)
+
+
 def area_section(record: dict) -> str:
     lines = [f"## {record['area']}", "", f"Measured {record['measured_at']} on {record['machine']}. "
              + record.get("setup", ""), "", "```", record["command"], "```", ""]

@@ -120,11 +120,9 @@ def main(argv=None) -> int:
             name += f", {args.max_users:,} random users"
         sweep(dataset, args.out[0], name, args.seed)
         return 0
-    record = report(args.out, args.command, args.machine)
-    text = json.dumps(record, indent=2, ensure_ascii=False)
-    if args.record:
-        Path(args.record).write_text(text + "\n")
-    print(text)
+    from bench.results_page import emit_area_record
+
+    emit_area_record(report(args.out, args.command, args.machine), args.record)
     return 0
 
 
