@@ -70,12 +70,16 @@ bench-mechanisms: setup
 	    --long-len 512 --variant k1 --variant k5-maxonly
 	$(MECH) report $(MECH_DATA) --suite maxmerge --out runs/mech1m-conv \
 	    --record bench/records/mechanisms-ml-1m-window-converged.json --command "make bench-mechanisms"
-	$(MECH) prepare --suite converged $(MECH_DATA) --out runs/conv1m
-	$(MECH) run --suite converged $(MECH_DATA) --out runs/conv1m --long-len 512
-	$(MECH) report $(MECH_DATA) --suite converged --out runs/conv1m --record bench/records/mechanisms-ml-1m-converged.json \
-	    --command "make bench-mechanisms"
+	# HyMiRec's preset against our SASRec, each to its own early stop; SASRec with the settings chosen on validation
+	$(PY) -m bench.sasrec_sweep run $(MECH_DATA) --out runs/sweep1m
+	$(MECH) prepare --suite converged $(MECH_DATA) --out runs/conv1m-tuned
+	$(MECH) run --suite converged $(MECH_DATA) --out runs/conv1m-tuned --long-len 512 --sasrec-from runs/sweep1m
+	$(MECH) report $(MECH_DATA) --suite converged --out runs/conv1m-tuned \
+	    --record bench/records/mechanisms-ml-1m-converged.json --command "make bench-mechanisms"
+	$(PY) -m bench.sasrec_sweep run --dataset ../shared/data/ml-100k --out runs/sweep100k
 	$(MECH) prepare --suite converged --dataset ../shared/data/ml-100k --out runs/conv100k
-	$(MECH) run --suite converged --dataset ../shared/data/ml-100k --out runs/conv100k --long-len 512
+	$(MECH) run --suite converged --dataset ../shared/data/ml-100k --out runs/conv100k --long-len 512 \
+	    --sasrec-from runs/sweep100k
 	$(MECH) report --suite converged --dataset ../shared/data/ml-100k --out runs/conv100k \
 	    --record bench/records/mechanisms-ml-100k-converged.json --command "make bench-mechanisms"
 	$(PY) -m hymirec.cli bench page

@@ -185,11 +185,13 @@ def _wait(procs: list[tuple[str, subprocess.Popen]]) -> dict[str, int]:
 
 def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only: list[str] | None = None,
         suite: str = "mechanisms", epochs: int | None = None, long_len: int | None = None,
-        variants: list[str] | None = None, base_from: Path | None = None) -> dict:
+        variants: list[str] | None = None, base_from: Path | None = None,
+        sasrec_from: Path | None = None) -> dict:
     """Base runs (our SASRec + the base variant) for both protocols at once, then every other variant at once.
     With ``variants``: only those, on base runs already in OUT (a variant added to a finished run). With
     ``base_from``: every variant of the plan, the base variant too, as stage 2 alone on that OUT's finished base
-    runs (their stage 1 and SASRec), all at once: the same comparison under another epoch cap, say."""
+    runs (their stage 1 and SASRec), all at once: the same comparison under another epoch cap, say. With
+    ``sasrec_from``: our SASRec with the settings that sweep (bench/sasrec_sweep.py) chose on validation."""
     plan = SUITES[suite]
     if variants:
         unknown = sorted(set(variants) - set(VARIANTS))
@@ -200,6 +202,10 @@ def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only
              "item_encoder.finetune_steps=2"] if smoke else []  # the smoke stage 1 (prepare --smoke)
     if epochs and not smoke:  # the same epoch cap for every variant: a CPU-sized run that stays comparable
         extra += [f"train.epochs={epochs}", f"train.sasrec_epochs={max(epochs, 30)}"]
+    if sasrec_from is not None:
+        from bench.sasrec_sweep import chosen_overrides
+
+        extra += chosen_overrides(sasrec_from, dataset)
     if long_len:  # the lightweight recommender's window (default 1,024; attention cost grows with its square)
         extra += [f"hybrid.long_len={long_len}"]
     protocols = [p for p in plan if not only or p in only]
@@ -294,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-from", type=Path, default=None,
                         help="run: train every variant (the base one too) as stage 2 alone on the finished base runs "
                              "(stage 1 + SASRec) of this earlier --out")
+    parser.add_argument("--sasrec-from", type=Path, default=None,
+                        help="run: our SASRec with the settings chosen on validation by this bench.sasrec_sweep --out")
     parser.add_argument("--peer", action="append", dest="peers",
                         help="peer: the peer(s) to run (bench/peers/runner.py PEERS; default recbole-sasrec)")
     parser.add_argument("--pause-after", type=float, default=None,
@@ -324,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         diagnose(out, args.variants or [v for v in MULTI_CANDIDATES if (out / "window" / v / "metrics.json").is_file()])
     elif args.step == "run":
         codes = run(args.dataset, out, args.budget, args.smoke, args.only, args.suite, args.epochs, args.long_len,
-                    args.variants, args.base_from)
+                    args.variants, args.base_from, args.sasrec_from)
         return 0 if all(c == 0 for c in codes.values()) else 1
     else:
         name = Path(args.dataset).name + (f", {args.max_users:,} random users" if args.max_users else "")

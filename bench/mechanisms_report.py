@@ -44,6 +44,39 @@ def _rel_ci(a: float | None, b: float | None, run_a: Path, run_b: Path, method_a
     return with_interval if with_interval != "–" else _rel(a, b)
 
 
+def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Path) -> dict:
+    """The page's converged view of one dataset (bench/results_page.converged_section): every model's test NDCG@10
+    and epochs, and HyMiRec against the strongest SASRec (ours or a library's), with its interval where both kept
+    their ranked lists."""
+    models: dict[str, dict] = {}
+    for variant, label in (("preset", "HyMiRec"), ("preset-ids-from-scratch", "HyMiRec, ids from scratch")):
+        if variant in loo:
+            models[label] = {"NDCG@10": loo[variant]["hymirec"]["test"]["NDCG@10"],
+                             "epochs": loo[variant]["hymirec"].get("epochs")}
+    if "sasrec" in loo.get("preset", {}):
+        from training.sasrec import SASRecConfig
+
+        # runs made before these were settings used SASRecConfig's defaults, which have not changed since
+        train = {"sasrec_dropout": SASRecConfig.dropout, "sasrec_lr": SASRecConfig.lr,
+                 "sasrec_batch_size": SASRecConfig.batch_size, **loo["preset"].get("config", {}).get("train", {})}
+        models["SASRec (ours)"] = {"NDCG@10": loo["preset"]["sasrec"]["test"]["NDCG@10"],
+                                   "epochs": loo["preset"]["sasrec"].get("epochs"),
+                                   "settings": f"dropout {train['sasrec_dropout']}, lr {train['sasrec_lr']:g}, "
+                                               f"batch {train['sasrec_batch_size']}"}
+    for peer in peers.values():
+        models[peer["label"]] = {"NDCG@10": peer["test"]["NDCG@10"], "epochs": peer["epochs"]}
+    sasrecs = {label: m["NDCG@10"] for label, m in models.items() if "SASRec" in label}
+    strongest = max(sasrecs, key=sasrecs.get) if sasrecs else None
+    versus = "–"
+    if strongest and "HyMiRec" in models:
+        if strongest == "SASRec (ours)":  # both lists in the preset run: a paired interval
+            versus = _rel_ci(models["HyMiRec"]["NDCG@10"], sasrecs[strongest], preset_dir, preset_dir,
+                             "hymirec", "sasrec")
+        else:
+            versus = _rel(models["HyMiRec"]["NDCG@10"], sasrecs[strongest])
+    return {"dataset": dataset_name, "models": models, "strongest": strongest, "vs_strongest": versus}
+
+
 TITLES = {"mechanisms": "several interests, long coded history, codes vs exact",
           "quick": "several interests, long coded history, codes vs exact",
           "llm": "the LLM recommender's backbone (SmolLM2 pretrained vs random vs default)",
@@ -208,4 +241,4 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
         "rows": rows,
         "reading": "; ".join(f"{name}: {value} (goal {goal})" for name, value, goal in checks),
         "checks": [{"comparison": n, "measured": v, "goal": g} for n, v, g in checks],
-    }
+    } | ({"converged": converged_summary(dataset_name, loo, peers, preset_dir)} if suite == "converged" else {})

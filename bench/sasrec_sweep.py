@@ -72,6 +72,22 @@ def sweep(dataset: str, out: Path, name: str, seed: int = 0) -> dict:
     return summary
 
 
+def chosen_overrides(sweep_out: Path, dataset: str) -> list[str]:
+    """The run-config overrides (train.sasrec_*) of the point a finished sweep chose on validation, for a run on
+    the same data: the sweep's own dataset, or the same user cut (OUT/data/<name> of both)."""
+    path = sweep_out / "sweep.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: run `python -m bench.sasrec_sweep run --out {sweep_out} ...` first")
+    summary = json.loads(path.read_text())
+    name = Path(dataset).name
+    if summary["dataset"] != name and not (sweep_out / "data" / name).is_dir():
+        raise SystemExit(f"the sweep in {sweep_out} ran on {summary['dataset']!r}, not on {name!r}: its choice "
+                         f"does not carry over")
+    chosen = summary["chosen"]
+    return [f"train.sasrec_dropout={chosen['dropout']}", f"train.sasrec_lr={chosen['lr']}",
+            f"train.sasrec_batch_size={chosen['batch_size']}"]
+
+
 def report(outs: list[Path], command: str, machine: str) -> dict:
     """One row per grid point, one column per dataset: validation / test NDCG@10 and epochs; the chosen in bold."""
     summaries = [json.loads((Path(out) / "sweep.json").read_text()) for out in outs]

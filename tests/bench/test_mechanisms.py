@@ -113,6 +113,13 @@ def test_report_adds_converged_peers_and_the_headroom(tmp_path):
     assert peer_row[record["columns"].index("LOO N@10")] == "0.1100"
     assert peer_row[record["columns"].index("epochs (W / LOO)")] == "– / 40 (best 30)"
     assert "oracle K=3: centres of the test window, over k1's item vectors" in [r[0] for r in record["rows"]]
+    # the converged view's row for this dataset (bench/results_page.converged_section): every model, the strongest
+    view = record["converged"]
+    assert view["strongest"] == "SASRec (RecBole 1.2.1)" and view["vs_strongest"] == "+9.1 %"
+    assert view["models"]["SASRec (RecBole 1.2.1)"] == {"NDCG@10": 0.11, "epochs": 40}
+    assert view["models"]["HyMiRec"] == {"NDCG@10": 0.12, "epochs": 4}
+    assert view["models"]["SASRec (ours)"]["settings"] == "dropout 0.2, lr 0.001, batch 128"  # the defaults
+    assert "converged" not in report(tmp_path, "toy", "cmd", "machine", suite="maxmerge")  # other suites: no row
 
 
 def test_peer_step_scores_a_runner_on_the_same_split_with_our_evaluator(tmp_path):

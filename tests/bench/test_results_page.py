@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from bench.results_page import (MECHANISMS_PAGE, PAGE, area_section, quality_section, render_mechanisms_page,
-                                 render_page)
+from bench.results_page import (MECHANISMS_PAGE, PAGE, area_section, converged_section, quality_section,
+                                 render_mechanisms_page, render_page)
 
 
 def _record(dataset, method, kind, seed, ndcg, label=None):
@@ -50,3 +50,22 @@ def test_area_section_renders_its_record(tmp_path):
     text = area_section(json.loads(json.dumps(record)))
     assert text.splitlines()[0] == "## Codebook"
     assert "```\nrun it\n```" in text and "| a | b |" in text and "| 1 | x |" in text and text.endswith("fine")
+
+
+def test_converged_view_has_a_row_per_dataset_and_a_column_per_model():
+    def summary(dataset, models, strongest, versus):
+        return {"converged": {"dataset": dataset, "strongest": strongest, "vs_strongest": versus,
+                              "models": {label: {"NDCG@10": v, "epochs": e} for label, (v, e) in models.items()}}}
+
+    records = [summary("A", {"HyMiRec": (0.12, 30), "SASRec (ours)": (0.10, 50)}, "SASRec (ours)", "+20.0 %"),
+               summary("B", {"SASRec (ours)": (0.03, 40), "SASRec (RecBole)": (0.04, 60)}, "SASRec (RecBole)", "–"),
+               {"area": "Codebook"}]  # not a converged record: no row
+    lines = converged_section(records).splitlines()
+    assert lines[0] == "## Quality: converged view, each model to its own early stop"
+    header = next(line for line in lines if line.startswith("| dataset |"))
+    # our three columns first, then every peer library's, then the comparison
+    assert header == ("| dataset | HyMiRec | HyMiRec, ids from scratch | SASRec (ours) | SASRec (RecBole) | "
+                      "HyMiRec vs strongest SASRec |")
+    assert "| A | 0.1200 (30) | – | 0.1000 (50) | – | +20.0 % |" in lines
+    assert "| B | – | – | 0.0300 (40) | 0.0400 (60) | – |" in lines
+    assert converged_section([{"area": "Codebook"}]) == ""

@@ -34,6 +34,16 @@ def test_sweep_chooses_on_validation_and_resumes(small_grid, tmp_path, monkeypat
     assert record["reading"].startswith(f"synthetic: chosen {sweep_mod.point_name(summary['chosen'])}")
     json.dumps(record)  # a bench/records file
 
+    # a later run on the same data takes the chosen settings as run-config overrides (bench.mechanisms --sasrec-from)
+    from training.config import RunConfig
+
+    cfg = RunConfig(dataset="synthetic").override(sweep_mod.chosen_overrides(tmp_path, "synthetic"))
+    assert (cfg.train.sasrec_dropout, cfg.train.sasrec_lr) == (summary["chosen"]["dropout"], summary["chosen"]["lr"])
+    with pytest.raises(SystemExit, match="ran on 'synthetic', not on 'ml-1m'"):
+        sweep_mod.chosen_overrides(tmp_path, "../shared/data/ml-1m")
+    with pytest.raises(SystemExit, match="sweep.json is missing"):
+        sweep_mod.chosen_overrides(tmp_path / "nothing", "synthetic")
+
 
 def test_bad_sasrec_settings_are_named():
     with pytest.raises(ValueError, match="train.sasrec_dropout"):
