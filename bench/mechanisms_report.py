@@ -44,10 +44,22 @@ def _rel_ci(a: float | None, b: float | None, run_a: Path, run_b: Path, method_a
     return with_interval if with_interval != "–" else _rel(a, b)
 
 
-def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Path) -> dict:
+def published_ndcg10(out: Path) -> dict[str, float]:
+    """Published NDCG@10 per model (bench/datasets.PUBLISHED: S3-Rec's table) for the very file the run's peer
+    split came from (same name, users and items), else nothing: a check that our harness runs a library right."""
+    from bench.datasets import PUBLISHED
+
+    manifest = out / "leave_one_out" / "peers" / "split" / "manifest.json"
+    split = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    users, entry = (split.get("n_users"), split.get("n_items")), PUBLISHED.get(split.get("dataset"))
+    return {model: ndcg for model, (_, ndcg) in entry[1].items()} if entry and entry[0] == users else {}
+
+
+def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Path,
+                      published: dict[str, float] | None = None) -> dict:
     """The page's converged view of one dataset (bench/results_page.converged_section): every model's test NDCG@10
     and epochs, and HyMiRec against the strongest SASRec (ours or a library's), with its interval where both kept
-    their ranked lists."""
+    their ranked lists. A peer whose model has a published number for these files gets its share of it."""
     models: dict[str, dict] = {}
     for variant, label in (("preset", "HyMiRec"), ("preset-ids-from-scratch", "HyMiRec, ids from scratch")):
         if variant in loo:
@@ -65,6 +77,9 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
                                                f"batch {train['sasrec_batch_size']}"}
     for peer in peers.values():
         models[peer["label"]] = {"NDCG@10": peer["test"]["NDCG@10"], "epochs": peer["epochs"]}
+        reference = (published or {}).get(peer["label"].split(" (")[0])
+        if reference:
+            models[peer["label"]]["published"] = reference
     sasrecs = {label: m["NDCG@10"] for label, m in models.items() if "SASRec" in label}
     strongest = max(sasrecs, key=sasrecs.get) if sasrecs else None
     versus = "–"
@@ -241,4 +256,5 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
         "rows": rows,
         "reading": "; ".join(f"{name}: {value} (goal {goal})" for name, value, goal in checks),
         "checks": [{"comparison": n, "measured": v, "goal": g} for n, v, g in checks],
-    } | ({"converged": converged_summary(dataset_name, loo, peers, preset_dir)} if suite == "converged" else {})
+    } | ({"converged": converged_summary(dataset_name, loo, peers, preset_dir, published_ndcg10(out))}
+         if suite == "converged" else {})

@@ -116,10 +116,20 @@ def test_report_adds_converged_peers_and_the_headroom(tmp_path):
     # the converged view's row for this dataset (bench/results_page.converged_section): every model, the strongest
     view = record["converged"]
     assert view["strongest"] == "SASRec (RecBole 1.2.1)" and view["vs_strongest"] == "+9.1 %"
-    assert view["models"]["SASRec (RecBole 1.2.1)"] == {"NDCG@10": 0.11, "epochs": 40}
+    assert view["models"]["SASRec (RecBole 1.2.1)"] == {"NDCG@10": 0.11, "epochs": 40}  # no published number
     assert view["models"]["HyMiRec"] == {"NDCG@10": 0.12, "epochs": 4}
     assert view["models"]["SASRec (ours)"]["settings"] == "dropout 0.2, lr 0.001, batch 128"  # the defaults
     assert "converged" not in report(tmp_path, "toy", "cmd", "machine", suite="maxmerge")  # other suites: no row
+    # on the very files S3-Rec published numbers for (its Beauty: 22,363 users, 12,101 items), the peer's SASRec
+    # carries the published NDCG@10 to be checked against; on another file of the same name, nothing
+    manifest = tmp_path / "leave_one_out" / "peers" / "split" / "manifest.json"
+    manifest.parent.mkdir()
+    manifest.write_text(json.dumps({"dataset": "Beauty", "n_users": 22363, "n_items": 12101}))
+    view = report(tmp_path, "Beauty", "cmd", "machine", suite="converged")["converged"]
+    assert view["models"]["SASRec (RecBole 1.2.1)"]["published"] == 0.0318
+    manifest.write_text(json.dumps({"dataset": "Beauty", "n_users": 1000, "n_items": 12101}))
+    view = report(tmp_path, "Beauty", "cmd", "machine", suite="converged")["converged"]
+    assert "published" not in view["models"]["SASRec (RecBole 1.2.1)"]
 
 
 def test_peer_step_scores_a_runner_on_the_same_split_with_our_evaluator(tmp_path):
