@@ -234,6 +234,7 @@ def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only
 
 
 PEER_EPOCH_CAP = 300  # the `peer` step's epoch cap: far past where patience 10 stops a converging peer
+PEER_PATIENCE = 10  # the same patience rule as every model we train (validation NDCG@10)
 
 
 def run_peer_converged(dataset: str, out: Path, peer_name: str, seed: int = 0, peer=None,
@@ -262,7 +263,7 @@ def run_peer_converged(dataset: str, out: Path, peer_name: str, seed: int = 0, p
     try:
         run = run_peer(peer, split_dir, root / peer_name, epochs=PEER_EPOCH_CAP, time_budget=None, seed=seed,
                        split=split, threads=int(os.environ.get("OMP_NUM_THREADS", "1")), pause_after=pause_after,
-                       **runner)
+                       patience=PEER_PATIENCE, **runner)
     except PeerPaused as paused:
         print(f"[mechanisms] {paused}".splitlines()[0], flush=True)
         return None

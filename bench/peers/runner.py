@@ -161,7 +161,7 @@ def run_peer(peer: Peer | str, split_dir: str | Path, out_dir: str | Path, *, ep
              time_budget: float | None, seed: int, dim: int = 64, max_len: int = 50, topk: int = 100,
              python: str | Path | None = None, runner: str | Path | None = None, timeout: float | None = None,
              threads: int | None = None, split: SplitView | None = None, pause_after: float | None = None,
-             log: Callable[[str], None] | None = print) -> PeerRun:
+             patience: int | None = None, log: Callable[[str], None] | None = print) -> PeerRun:
     """One runner invocation under the protocol, then the output checks (see module doc).
 
     ``python`` / ``runner`` default to the library's venv and ``bench/peers/LIB/run.py``; ``split`` (a
@@ -185,6 +185,8 @@ def run_peer(peer: Peer | str, split_dir: str | Path, out_dir: str | Path, *, ep
            "--max-len", str(max_len), "--topk", str(topk)]
     if time_budget:
         cmd += ["--time-budget", str(float(time_budget))]
+    if patience is not None:  # early stopping on validation NDCG@10; omitted: the runner's own default
+        cmd += ["--patience", str(int(patience))]
     if pause_after is not None:
         cmd += ["--pause-after", str(float(pause_after))]
     resuming = any(out_dir.glob("checkpoint*"))  # a runner's own checkpoint: this call goes on from it

@@ -97,6 +97,35 @@ def test_paused_runner_keeps_its_log_and_says_how_to_resume(exported, tmp_path):
     assert (tmp_path / "out" / "run.log").read_text().count("epoch 1 done") == 2  # appended, not overwritten
 
 
+def test_patience_reaches_the_runner_and_the_reference_runner_accepts_it(exported, tmp_path):
+    # the converged view's runs (bench.mechanisms peer) ask every runner for the same patience rule
+    _, split, split_dir = exported
+    run = run_peer(REFERENCE, split_dir, tmp_path / "out", epochs=1, time_budget=None, seed=0, topk=20, patience=10,
+                   python=sys.executable, runner=REFERENCE_RUNNER, log=None)
+    assert run.topk.shape == (len(split.test), 20)
+    script = tmp_path / "echo_args.py"
+    script.write_text("import sys\nsys.exit(0 if sys.argv[sys.argv.index('--patience') + 1] == '7' else 3)\n")
+    with pytest.raises(Exception, match="result.json: missing"):  # it got --patience 7, then wrote nothing
+        run_peer(REFERENCE, split_dir, tmp_path / "echo", epochs=1, time_budget=None, seed=0, patience=7,
+                 python=sys.executable, runner=script, log=None)
+
+
+@pytest.mark.skipif(not peer_python("rectools").exists(),
+                    reason="no .venv-peers/rectools (bench/peers/setup.sh rectools)")
+@pytest.mark.parametrize("peer", ["rectools-sasrec", "rectools-bert4rec"])
+def test_rectools_early_stops_on_validation_ndcg(exported, tmp_path, peer):
+    _, split, split_dir = exported
+    run = run_peer(peer, split_dir, tmp_path / "out", epochs=40, time_budget=None, seed=0, dim=16, max_len=20,
+                   topk=20, patience=2, log=None)
+    params, history = run.result["params"], run.result["epochs"]
+    assert params["early_stopping"] == "valid NDCG@10" and len(history) == run.result["epochs_run"]
+    best = max(history, key=lambda e: e["valid_ndcg10"])  # the first best epoch is the one kept
+    assert params["best_epoch"] == best["epoch"] and params["best_valid_ndcg10"] == best["valid_ndcg10"]
+    # it stopped two epochs past its best, or at the cap
+    assert run.result["epochs_run"] in (params["best_epoch"] + 2, 40)
+    assert run.topk.shape == (len(split.test), 20) and run.protocol_violations == 0
+
+
 def test_failing_runner_reports_its_stderr_tail(exported, tmp_path):
     _, _, split_dir = exported
     bad = Peer("reference-bad", "reference", "no-such-model", "bad")

@@ -143,11 +143,13 @@ def main(argv=None) -> int:
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--topk", type=int, default=100)
+    p.add_argument("--patience", type=int, default=PATIENCE,
+                   help="epochs without a validation NDCG@10 gain before stopping (default: RecBole's 10)")
     p.add_argument("--pause-after", type=float, default=None,
                    help="stop at the first epoch end past this many seconds, keep OUT/checkpoint.pt, exit 75")
     args = p.parse_args(argv)
-    if min(args.epochs, args.dim, args.max_len, args.topk) < 1:
-        die("--epochs, --dim, --max-len and --topk must be >= 1")
+    if min(args.epochs, args.dim, args.max_len, args.topk, args.patience) < 1:
+        die("--epochs, --dim, --max-len, --topk and --patience must be >= 1")
     split, out = args.split.resolve(), args.out.resolve()
     args.split = split  # run() works from a temporary cwd
     n_items, seqs, valid_of, test = load_split(split)
@@ -258,7 +260,7 @@ def run(args, tmp: Path, n_items, seqs, valid_of, test, out: Path) -> dict:
 
     def finished() -> bool:
         over_budget = args.time_budget is not None and time.perf_counter() - t0 >= args.time_budget
-        return epochs_run >= args.epochs or over_budget or (epochs_run and epochs_run - best_epoch >= PATIENCE)
+        return epochs_run >= args.epochs or over_budget or (epochs_run and epochs_run - best_epoch >= args.patience)
 
     while not finished():
         if args.pause_after is not None and epochs_run > state["epochs_at_start"] \
@@ -297,7 +299,7 @@ def run(args, tmp: Path, n_items, seqs, valid_of, test, out: Path) -> dict:
     params = {k: config[k] for k in keys if k in config.final_config_dict and (k != "hidden_size" or
                                                                                model_name == "SASRec")}
     params.update({"time_budget_s": args.time_budget, "topk": args.topk, "early_stopping": "valid NDCG@10",
-                   "patience": PATIENCE, "best_epoch": best_epoch, "threads": torch.get_num_threads(),
+                   "patience": args.patience, "best_epoch": best_epoch, "threads": torch.get_num_threads(),
                    "resumed": state["resumed"]})
     return {
         "library": "recbole", "version": recbole.__version__, "model": model_name,

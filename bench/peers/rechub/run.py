@@ -156,7 +156,7 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--time-budget", type=float, default=600.0)
+    p.add_argument("--time-budget", type=float, default=None)  # omitted: no budget
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--max-len", type=int, default=50)
@@ -173,10 +173,10 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.model not in MODELS:
         raise PeerError(f"unknown model {a.model!r}: expected one of {sorted(MODELS)}")
-    for name in ("epochs", "dim", "max_len", "topk", "interest_num", "negatives", "batch_size"):
+    for name in ("epochs", "dim", "max_len", "topk", "interest_num", "negatives", "batch_size", "patience"):
         if getattr(a, name) < 1:
             raise PeerError(f"--{name.replace('_', '-')} must be >= 1")
-    if a.time_budget <= 0 or a.temperature <= 0 or (a.init_std is not None and a.init_std <= 0):
+    if (a.time_budget is not None and a.time_budget <= 0) or a.temperature <= 0 or (a.init_std is not None and a.init_std <= 0):
         raise PeerError("--time-budget, --temperature and --init-std must be > 0")
 
     random.seed(a.seed)
@@ -235,7 +235,7 @@ def main(argv=None):
                 best = (ndcg, epochs_run, copy.deepcopy(model.state_dict()))
         log.append(entry)
         print(json.dumps(entry), file=sys.stderr, flush=True)
-        if time.perf_counter() - t0 >= a.time_budget:
+        if a.time_budget is not None and time.perf_counter() - t0 >= a.time_budget:
             break
         if v_hists is not None and epochs_run - best[1] >= a.patience:
             break

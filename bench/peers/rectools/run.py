@@ -3,7 +3,14 @@
 Standalone: runs in .venv-peers/rectools and never imports the HyMiRec packages.
 
     .venv-peers/rectools/bin/python bench/peers/rectools/run.py --split DIR --out DIR \
-        --model sasrec|bert4rec --epochs E --time-budget SECONDS --seed S --dim 64 --max-len 50 --topk 100
+        --model sasrec|bert4rec --epochs E [--time-budget SECONDS] [--patience P] --seed S --dim 64 --max-len 50 \
+        --topk 100
+
+``--patience P`` trains the way RecTools' "Transformers Advanced Training Guide" does: a validation fold made by
+``get_val_mask_func`` (here each user's valid.tsv item, which RecTools then keeps out of training), a Lightning
+callback computing NDCG@10 on it after every epoch, early stopping after P epochs without a gain, and the weights
+of the best epoch for the test lists. Without it, every epoch up to the cap or budget trains (the equal-budget
+bench's way).
 """
 
 from __future__ import annotations
@@ -32,7 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--model", required=True)
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--time-budget", type=float, default=3600.0)
+    p.add_argument("--time-budget", type=float, default=None)  # omitted: no budget
+    p.add_argument("--patience", type=int, default=0,
+                   help="> 0: early stopping on validation NDCG@10 after this many epochs without a gain")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--max-len", type=int, default=50)
@@ -43,8 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("epochs", "dim", "max_len", "topk"):
         if getattr(a, name) < 1:
             die(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
-    if a.time_budget <= 0:
+    if a.time_budget is not None and a.time_budget <= 0:
         die(f"--time-budget must be > 0, got {a.time_budget}")
+    if a.patience < 0:
+        die(f"--patience must be >= 0, got {a.patience}")
     return a
 
 
@@ -135,16 +146,53 @@ def main(argv: list[str] | None = None) -> None:
 
         def on_train_epoch_end(self, trainer, pl_module):
             self.epoch_seconds.append(time.perf_counter() - self.t_epoch)
-            if time.perf_counter() - self.t_fit >= self.budget:
+            if self.budget is not None and time.perf_counter() - self.t_fit >= self.budget:
+                trainer.should_stop = True
+
+    class ValidationNDCG(pl.Callback):
+        """NDCG@10 of the validation fold after every epoch (the valid.tsv item against every item, the items of
+        the input session masked), early stopping after ``patience`` epochs without a gain, and
+        the best epoch's weights kept: the advanced training guide's ValidationMetrics + EarlyStopping +
+        best-NDCG checkpoint, computed in torch (as the guide advises) and held in memory."""
+
+        def __init__(self, patience: int):
+            self.patience, self.sums, self.users = patience, 0.0, 0
+            self.best, self.best_epoch, self.best_state, self.history = -1.0, 0, None, []
+
+        def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+            import torch
+
+            y = batch["y"].reshape(-1)  # [B] internal ids of the valid items
+            logits = outputs["logits"].reshape(len(y), -1).clone()  # [B, n_items + extra tokens]
+            logits[:, :len(pl_module.item_extra_tokens)] = -torch.inf  # PAD (and MASK): never recommended
+            logits.scatter_(1, batch["x"].reshape(len(y), -1), -torch.inf)  # the history (PAD ids included)
+            target = outputs["logits"].reshape(len(y), -1).gather(1, y[:, None])
+            rank = (logits > target).sum(1)
+            self.sums += float(torch.where(rank < 10, 1.0 / torch.log2(rank.float() + 2), 0.0).sum())
+            self.users += len(y)
+
+        def on_validation_epoch_end(self, trainer, pl_module):
+            if trainer.sanity_checking or not self.users:
+                return
+            ndcg, epoch = self.sums / self.users, trainer.current_epoch + 1
+            self.sums, self.users = 0.0, 0
+            self.history.append({"epoch": epoch, "valid_ndcg10": round(ndcg, 5)})
+            print(f"[rectools] epoch {epoch}: valid NDCG@10 {ndcg:.5f}", file=sys.stderr, flush=True)
+            if ndcg > self.best:
+                self.best, self.best_epoch = ndcg, epoch
+                self.best_state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+            elif epoch - self.best_epoch >= self.patience:
                 trainer.should_stop = True
 
     budget = TimeBudget(args.time_budget)
+    validation = ValidationNDCG(args.patience) if args.patience else None
 
     def get_trainer() -> pl.Trainer:
         # Like RecTools' default trainer, minus min_epochs (it would veto should_stop) plus our callback.
         return pl.Trainer(max_epochs=args.epochs, deterministic=True, accelerator="auto", devices=1,
                           enable_progress_bar=False, enable_model_summary=False, logger=False,
-                          enable_checkpointing=False, callbacks=[budget])
+                          enable_checkpointing=False, num_sanity_val_steps=0,
+                          callbacks=[budget] + ([validation] if validation else []))
 
     # RecTools defaults otherwise (2 blocks, 4 heads, dropout 0.2, lr 1e-3, batch 128, softmax loss);
     # written out so result.json records them.
@@ -153,18 +201,33 @@ def main(argv: list[str] | None = None) -> None:
     if args.model == "bert4rec":
         params["mask_prob"] = 0.15
     cls = SASRecModel if args.model == "sasrec" else BERT4RecModel
+    valid_users = set(valid_df["user_id"].tolist())
+
+    def get_val_mask_func(interactions):
+        """The validation fold: each valid.tsv user's newest interaction of train + valid, i.e. its valid row
+        (the guide's leave-one-out mask). RecTools keeps these rows out of training."""
+        newest_first = interactions.sort_values(Columns.Datetime, ascending=False, kind="stable")
+        rank = newest_first.groupby(Columns.User, sort=False).cumcount()
+        return (interactions[Columns.User].isin(valid_users) & (rank == 0)).to_numpy()
+
     model = cls(epochs=args.epochs, deterministic=True, get_trainer_func=get_trainer,
                 # Score every item in one pass per user batch with torch (CPU unless a GPU is present).
-                recommend_use_torch_ranking=True, **params)
+                recommend_use_torch_ranking=True, get_val_mask_func=get_val_mask_func if validation else None,
+                **params)
 
-    # 1. Train on train.tsv only (no validation split: valid.tsv is never training data).
-    train_ds = Dataset.construct(to_rectools(train_df))
+    # 1. Train on train.tsv only: valid.tsv is never training data. With --patience its rows join the dataset
+    #    as the validation fold, which RecTools masks out of training.
+    train_ds = Dataset.construct(to_rectools(pd.concat([train_df, valid_df], ignore_index=True)
+                                             if validation else train_df))
     t0 = time.perf_counter()
     budget.t_fit = t0  # set before fit(), so the trainer copy RecTools makes inside fit() carries it
     model.fit(train_ds)
     train_seconds = time.perf_counter() - t0
     # RecTools fits a deepcopy of the trainer built by get_trainer (callbacks included): read that copy.
     budget = next(cb for cb in model.fit_trainer.callbacks if isinstance(cb, TimeBudget))
+    if validation:
+        validation = next(cb for cb in model.fit_trainer.callbacks if isinstance(cb, ValidationNDCG))
+        model.lightning_model.load_state_dict(validation.best_state)  # the best epoch's weights
 
     # 2. Recommend with train + valid as the history. The Dataset is rebuilt from both files so its id maps
     # cover every item and user seen so far (external ids = our ids); RecTools maps it onto the model's
@@ -188,7 +251,8 @@ def main(argv: list[str] | None = None) -> None:
     n_model_items = len(model.data_preparator.get_known_item_ids())
     n_short = int((topk[:, -1] == 0).sum())
     epochs_run = len(budget.epoch_seconds)
-    stopped = "time budget" if epochs_run < args.epochs else "epoch cap"
+    stopped = ("early stopping (validation NDCG@10)" if validation and epochs_run - validation.best_epoch >=
+               args.patience else "time budget" if epochs_run < args.epochs else "epoch cap")
     np.save(args.out / "topk_test.npy", topk)
     result = {
         "library": "rectools",
@@ -199,7 +263,10 @@ def main(argv: list[str] | None = None) -> None:
         "infer_seconds": round(infer_seconds, 3),
         "n_test_users": int(len(test_users)),
         "params": {**params, "epochs": args.epochs, "time_budget": args.time_budget, "seed": args.seed,
-                   "topk": args.topk, "model_class": cls.__name__},
+                   "topk": args.topk, "model_class": cls.__name__, "patience": args.patience,
+                   **({"early_stopping": "valid NDCG@10", "best_epoch": validation.best_epoch,
+                       "best_valid_ndcg10": round(validation.best, 5)} if validation else {})},
+        "epochs": validation.history if validation else [],
         "notes": (f"{cls.__name__} ({rectools.__version__}), RecTools defaults apart from n_factors/session_max_len; "
                   f"stopped by {stopped}; epoch seconds {[round(s, 2) for s in budget.epoch_seconds]}; "
                   f"model knows {n_model_items} items (those of train.tsv); "

@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--time-budget", type=float, default=None)
+    parser.add_argument("--patience", type=int, default=None)  # protocol flag; most-popular trains nothing
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--max-len", type=int, default=50)
