@@ -27,6 +27,8 @@ def test_sweep_chooses_on_validation_and_resumes(small_grid, tmp_path, monkeypat
 
     monkeypatch.setattr(sweep_mod, "run_point", no_training)
     assert sweep_mod.sweep("synthetic", tmp_path, "synthetic")["chosen"] == summary["chosen"]
+    with pytest.raises(SystemExit, match="'dropout0.9-lr0.001-batch128' is not a grid point"):
+        sweep_mod.sweep("synthetic", tmp_path, "synthetic", first="dropout0.9-lr0.001-batch128")
 
     record = sweep_mod.report([tmp_path], "cmd", "machine")
     assert len(record["rows"]) == 2 and sum(r[1].startswith("**") for r in record["rows"]) == 1  # chosen in bold
@@ -43,6 +45,19 @@ def test_sweep_chooses_on_validation_and_resumes(small_grid, tmp_path, monkeypat
         sweep_mod.chosen_overrides(tmp_path, "../shared/data/ml-1m")
     with pytest.raises(SystemExit, match="sweep.json is missing"):
         sweep_mod.chosen_overrides(tmp_path / "nothing", "synthetic")
+
+
+def test_first_point_trains_first_and_the_summary_keeps_grid_order(small_grid, tmp_path, monkeypatch):
+    trained = []
+
+    def fake_point(data, split, point, seed=0):
+        trained.append(sweep_mod.point_name(point))
+        return {"point": point, "valid_ndcg10": point["dropout"], "test": {"NDCG@10": 0.1}, "epochs": 1}
+
+    monkeypatch.setattr(sweep_mod, "run_point", fake_point)
+    summary = sweep_mod.sweep("synthetic", tmp_path, "synthetic", first="dropout0.5-lr0.001-batch128")
+    assert trained == ["dropout0.5-lr0.001-batch128", "dropout0.2-lr0.001-batch128"]
+    assert [p["point"]["dropout"] for p in summary["points"]] == [0.2, 0.5]
 
 
 def test_bad_sasrec_settings_are_named():

@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     import pandas as pd
     import pytorch_lightning as pl
     import rectools
+    from rectools import Columns
     from rectools.dataset import Dataset
     from rectools.models import BERT4RecModel, SASRecModel
 
