@@ -238,7 +238,7 @@ PEER_PATIENCE = 10  # the same patience rule as every model we train (validation
 
 
 def run_peer_converged(dataset: str, out: Path, peer_name: str, seed: int = 0, peer=None,
-                       pause_after: float | None = None, **runner) -> dict | None:
+                       pause_after: float | None = None, patience: int = PEER_PATIENCE, **runner) -> dict | None:
     """A peer library's model on this bench's leave-one-out split, to its own early stop: no time budget, an epoch
     cap that does not bind (PEER_EPOCH_CAP), the runner's patience (10 epochs on validation NDCG@10), the library's default
     settings at dim 64 and length 50. Its lists are scored by our evaluator (bench/methods.score_lists), as every
@@ -263,7 +263,7 @@ def run_peer_converged(dataset: str, out: Path, peer_name: str, seed: int = 0, p
     try:
         run = run_peer(peer, split_dir, root / peer_name, epochs=PEER_EPOCH_CAP, time_budget=None, seed=seed,
                        split=split, threads=int(os.environ.get("OMP_NUM_THREADS", "1")), pause_after=pause_after,
-                       patience=PEER_PATIENCE, **runner)
+                       patience=patience, **runner)
     except PeerPaused as paused:
         print(f"[mechanisms] {paused}".splitlines()[0], flush=True)
         return None
@@ -272,6 +272,7 @@ def run_peer_converged(dataset: str, out: Path, peer_name: str, seed: int = 0, p
               "best_epoch": run.result.get("params", {}).get("best_epoch"),
               "early_stopped": run.result.get("epochs_run", 0) < PEER_EPOCH_CAP,
               "train_seconds": run.result.get("train_seconds"), "params": run.result.get("params", {}),
+              "patience": patience,
               "protocol_violations": scored["protocol_violations"]}
     (root / peer_name / "metrics.json").write_text(json.dumps(result, indent=2))
     print(f"[mechanisms] {peer_name}: test NDCG@10 {scored['metrics']['NDCG@10']:.4f} after "
@@ -308,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pause-after", type=float, default=None,
                         help="peer: stop at the first epoch end past this many seconds, keeping a checkpoint "
                              "(exit 75); the same command resumes")
+    parser.add_argument("--patience", type=int, default=PEER_PATIENCE,
+                        help="peer: epochs without a validation NDCG@10 gain before stopping (at least 10)")
     parser.add_argument("--record", help="report: write the record here (bench/records/...)")
     parser.add_argument("--machine", default="development machine kind (2 CPU cores, 24 GiB, no GPU)")
     parser.add_argument("--command", default="python -m bench.mechanisms run", help="report: the command to cite")
@@ -319,8 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.step == "prepare":
         prepare(args.dataset, out, args.smoke, args.suite, args.only)
     elif args.step == "peer":  # a peer library to its own early stop on the leave-one-out split
-        finished = [run_peer_converged(args.dataset, out, name, pause_after=args.pause_after) is not None
-                    for name in args.peers or ["recbole-sasrec"]]
+        if args.patience < PEER_PATIENCE:
+            parser.error(f"--patience {args.patience}: the converged view's rule is at least {PEER_PATIENCE}")
+        finished = [run_peer_converged(args.dataset, out, name, pause_after=args.pause_after,
+                                       patience=args.patience) is not None for name in args.peers or ["recbole-sasrec"]]
         return 0 if all(finished) else 75  # 75: paused with a checkpoint (--pause-after); run it again
     elif args.step == "headroom":  # how far K vectors could beat one (oracle), and history clusters
         from bench.interest_diagnostics import headroom

@@ -58,8 +58,8 @@ def published_ndcg10(out: Path) -> dict[str, float]:
 def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Path,
                       published: dict[str, float] | None = None) -> dict:
     """The page's converged view of one dataset (bench/results_page.converged_section): every model's test NDCG@10
-    and epochs, and HyMiRec against the strongest SASRec (ours or a library's), with its interval where both kept
-    their ranked lists. A peer whose model has a published number for these files gets its share of it."""
+    and epochs, and HyMiRec against the strongest other model (our SASRec or a peer library's), with its interval
+    where both kept their ranked lists. A peer whose model has a published number for these files gets its share of it."""
     models: dict[str, dict] = {}
     for variant, label in (("preset", "HyMiRec"), ("preset-ids-from-scratch", "HyMiRec, ids from scratch")):
         if variant in loo:
@@ -80,15 +80,15 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
         reference = (published or {}).get(peer["label"].split(" (")[0])
         if reference:
             models[peer["label"]]["published"] = reference
-    sasrecs = {label: m["NDCG@10"] for label, m in models.items() if "SASRec" in label}
-    strongest = max(sasrecs, key=sasrecs.get) if sasrecs else None
+    others = {label: m["NDCG@10"] for label, m in models.items() if not label.startswith("HyMiRec")}
+    strongest = max(others, key=others.get) if others else None
     versus = "–"
     if strongest and "HyMiRec" in models:
         if strongest == "SASRec (ours)":  # both lists in the preset run: a paired interval
-            versus = _rel_ci(models["HyMiRec"]["NDCG@10"], sasrecs[strongest], preset_dir, preset_dir,
+            versus = _rel_ci(models["HyMiRec"]["NDCG@10"], others[strongest], preset_dir, preset_dir,
                              "hymirec", "sasrec")
         else:
-            versus = _rel(models["HyMiRec"]["NDCG@10"], sasrecs[strongest])
+            versus = _rel(models["HyMiRec"]["NDCG@10"], others[strongest])
     return {"dataset": dataset_name, "models": models, "strongest": strongest, "vs_strongest": versus}
 
 

@@ -120,6 +120,15 @@ def test_report_adds_converged_peers_and_the_headroom(tmp_path):
     assert view["models"]["HyMiRec"] == {"NDCG@10": 0.12, "epochs": 4}
     assert view["models"]["SASRec (ours)"]["settings"] == "dropout 0.2, lr 0.001, batch 128"  # the defaults
     assert "converged" not in report(tmp_path, "toy", "cmd", "machine", suite="maxmerge")  # other suites: no row
+    # a stronger peer of another model is "the strongest other" of the converged view (not of the SASRec check)
+    bert = tmp_path / "leave_one_out" / "peers" / "rectools-bert4rec"
+    bert.mkdir()
+    (bert / "metrics.json").write_text(json.dumps({"label": "BERT4Rec (RecTools)", "epochs": 50, "best_epoch": 40,
+                                                   "test": {"NDCG@10": 0.115, "Recall@10": 0.2}}))
+    record = report(tmp_path, "toy", "cmd", "machine", suite="converged")
+    assert (record["converged"]["strongest"], record["converged"]["vs_strongest"]) == ("BERT4Rec (RecTools)", "+4.3 %")
+    assert any(c["measured"] == "+9.1 %" and "(SASRec (RecBole 1.2.1))" in c["comparison"] for c in record["checks"])
+    bert.joinpath("metrics.json").unlink()
     # on the very files S3-Rec published numbers for (its Beauty: 22,363 users, 12,101 items), the peer's SASRec
     # carries the published NDCG@10 to be checked against; on another file of the same name, nothing
     manifest = tmp_path / "leave_one_out" / "peers" / "split" / "manifest.json"
@@ -154,6 +163,15 @@ def test_peer_step_scores_a_runner_on_the_same_split_with_our_evaluator(tmp_path
     assert result["test"] == ours
     stored = json.loads((tmp_path / "out" / "leave_one_out" / "peers" / peer.name / "metrics.json").read_text())
     assert stored["label"] == peer.label and stored["test"] == ours
+    assert stored["patience"] == 10  # every converged run records the patience it stopped on
+
+
+def test_peer_step_refuses_a_patience_below_the_rule(capsys):
+    from bench.mechanisms import main
+
+    with pytest.raises(SystemExit):
+        main(["peer", "--dataset", "synthetic", "--patience", "5"])
+    assert "--patience 5: the converged view's rule is at least 10" in capsys.readouterr().err
 
 
 def test_user_cut_is_written_by_prepare_and_read_from_the_base_run(tmp_path):
