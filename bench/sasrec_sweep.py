@@ -35,21 +35,23 @@ def point_name(point: dict) -> str:
     return f"dropout{point['dropout']}-lr{point['lr']:g}-batch{point['batch_size']}"
 
 
-def run_point(data, split, point: dict, seed: int = 0) -> dict:
+def run_point(data, split, point: dict, seed: int = 0, patience: int = PATIENCE) -> dict:
     """One grid point to its own early stop → its validation curve's best and its test metrics."""
     from training.sasrec import SASRecConfig, evaluate_sasrec, train_sasrec
 
-    config = SASRecConfig(patience=PATIENCE, epochs=EPOCH_CAP, seed=seed, **point)
+    config = SASRecConfig(patience=patience, epochs=EPOCH_CAP, seed=seed, **point)
     started = time.perf_counter()
     model, info = train_sasrec(split.train, data.n_items, split.valid, config, progress=False,
                                log=lambda line: print(f"[{point_name(point)}] {line}", flush=True))
     scores = [e["valid"]["NDCG@10"] for e in info["epochs"]]
     return {"point": point, "valid_ndcg10": info["best_valid_ndcg10"], "test": evaluate_sasrec(model, split.test),
             "epochs": len(scores), "best_epoch": 1 + scores.index(max(scores)),
-            "early_stopped": len(scores) < EPOCH_CAP, "train_seconds": round(time.perf_counter() - started, 1)}
+            "early_stopped": len(scores) < EPOCH_CAP, "patience": patience,
+            "train_seconds": round(time.perf_counter() - started, 1)}
 
 
-def sweep(dataset: str, out: Path, name: str, seed: int = 0, first: str | None = None) -> dict:
+def sweep(dataset: str, out: Path, name: str, seed: int = 0, first: str | None = None,
+          patience: int = PATIENCE) -> dict:
     """Every grid point (``first``, a point name, trains first: on a slow set the likeliest point lands early)."""
     from training.data import leave_one_out
     from training.train import load_run_data
@@ -67,7 +69,7 @@ def sweep(dataset: str, out: Path, name: str, seed: int = 0, first: str | None =
     for point in points:
         path = out / f"{point_name(point)}.json"
         if not path.is_file():  # resumable: finished points stay
-            path.write_text(json.dumps(run_point(data, split, point, seed), indent=2))
+            path.write_text(json.dumps(run_point(data, split, point, seed, patience), indent=2))
         results.append(json.loads(path.read_text()))
     results.sort(key=lambda r: grid.index(point_name(r["point"])))  # the summary in grid order, whatever ran first
     chosen = max(results, key=lambda r: r["valid_ndcg10"])
@@ -128,6 +130,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-users", type=int, default=None, help="run: the mechanisms bench's user cut (seed 0)")
     parser.add_argument("--out", type=Path, action="append", required=True, help="run: one; report: several")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--patience", type=int, default=PATIENCE, help="run: early stopping's patience (epochs)")
     parser.add_argument("--first", help="run: the grid point to train first (e.g. dropout0.5-lr0.001-batch128)")
     parser.add_argument("--record", help="report: write the record here")
     parser.add_argument("--command", default="python -m bench.sasrec_sweep run ...")
@@ -142,7 +145,7 @@ def main(argv=None) -> int:
 
             dataset = subsample_users(args.dataset, args.out[0], args.max_users)
             name += f", {args.max_users:,} random users"
-        sweep(dataset, args.out[0], name, args.seed, args.first)
+        sweep(dataset, args.out[0], name, args.seed, args.first, args.patience)
         return 0
     from bench.results_page import emit_area_record
 

@@ -50,7 +50,7 @@ def test_sweep_chooses_on_validation_and_resumes(small_grid, tmp_path, monkeypat
 def test_first_point_trains_first_and_the_summary_keeps_grid_order(small_grid, tmp_path, monkeypatch):
     trained = []
 
-    def fake_point(data, split, point, seed=0):
+    def fake_point(data, split, point, seed=0, patience=10):
         trained.append(sweep_mod.point_name(point))
         return {"point": point, "valid_ndcg10": point["dropout"], "test": {"NDCG@10": 0.1}, "epochs": 1}
 
