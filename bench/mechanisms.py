@@ -269,7 +269,8 @@ def run_peer_converged(dataset: str, out: Path, peer_name: str, seed: int = 0, p
         return None
     scored = score_lists(run.topk, split, None, run.protocol_violations, run.duplicate_items)
     result = {"label": peer.label, "test": scored["metrics"], "epochs": run.result.get("epochs_run"),
-              "best_epoch": run.result.get("params", {}).get("best_epoch"),
+              # where a runner reports its best epoch: in params (RecBole, RecTools) or beside them (torch-rechub)
+              "best_epoch": run.result.get("params", {}).get("best_epoch", run.result.get("best_epoch")),
               "early_stopped": run.result.get("epochs_run", 0) < PEER_EPOCH_CAP,
               "train_seconds": run.result.get("train_seconds"), "params": run.result.get("params", {}),
               "patience": patience,
