@@ -77,6 +77,8 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
                                                f"batch {train['sasrec_batch_size']}"}
     for peer in peers.values():
         models[peer["label"]] = {"NDCG@10": peer["test"]["NDCG@10"], "epochs": peer["epochs"]}
+        if peer.get("patience", 10) != 10:  # the view's rule is 10; a longer one is shown in the cell
+            models[peer["label"]]["patience"] = peer["patience"]
         reference = (published or {}).get(peer["label"].split(" (")[0])
         if reference:
             models[peer["label"]]["published"] = reference

@@ -124,8 +124,9 @@ def test_report_adds_converged_peers_and_the_headroom(tmp_path):
     bert = tmp_path / "leave_one_out" / "peers" / "rectools-bert4rec"
     bert.mkdir()
     (bert / "metrics.json").write_text(json.dumps({"label": "BERT4Rec (RecTools)", "epochs": 50, "best_epoch": 40,
-                                                   "test": {"NDCG@10": 0.115, "Recall@10": 0.2}}))
+                                                   "patience": 50, "test": {"NDCG@10": 0.115, "Recall@10": 0.2}}))
     record = report(tmp_path, "toy", "cmd", "machine", suite="converged")
+    assert record["converged"]["models"]["BERT4Rec (RecTools)"]["patience"] == 50
     assert (record["converged"]["strongest"], record["converged"]["vs_strongest"]) == ("BERT4Rec (RecTools)", "+4.3 %")
     assert any(c["measured"] == "+9.1 %" and "(SASRec (RecBole 1.2.1))" in c["comparison"] for c in record["checks"])
     bert.joinpath("metrics.json").unlink()
