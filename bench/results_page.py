@@ -110,11 +110,12 @@ CONVERGED_HEAD = """## Quality: converged view, each model to its own early stop
 
 `make bench-mechanisms`; peer libraries: `python -m bench.mechanisms peer`. Beside the equal-budget table above,
 every model trains until validation NDCG@10 has not improved for 10 epochs, or for the patience its cell names where
-a longer one scored higher on validation (no time budget, epoch caps that never bound). Our SASRec runs with the settings chosen on validation (`make bench-sasrec`), peer libraries with their own
-defaults at dim 64 and length 50. Leave-one-out test NDCG@10, one seed, epochs run in parentheses (a peer on the
-very files S3-Rec published numbers for: its share of that number too); the last column is HyMiRec against the
-strongest other model of the row, with its 95 % paired-bootstrap interval over the test users where both ranked
-lists were kept. Every row and setup: [{link}]({link})."""
+a longer one scored higher on validation (no time budget; epoch caps never bound). Our SASRec runs with the settings
+chosen on validation (`make bench-sasrec`), peer libraries with their own defaults at dim 64 and length 50.
+Leave-one-out test NDCG@10, one seed, epochs run in parentheses (a peer on the very files S3-Rec published numbers
+for: its share of that number too); the last column is HyMiRec against the strongest other model of the row, with
+its 95 % paired-bootstrap interval over the test users where both ranked lists were kept. Every row and setup:
+[{link}]({link})."""
 
 
 def converged_section(records: list[dict]) -> str:
