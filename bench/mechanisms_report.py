@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from bench.mechanisms import BASE, MULTI_CANDIDATES, SUITES
-from bench.paired import run_gain
+from bench.paired import peer_gain, run_gain
 
 
 def _peer_rows(out: Path) -> dict[str, dict]:
@@ -89,8 +89,12 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
         if strongest == "SASRec (ours)":  # both lists in the preset run: a paired interval
             versus = _rel_ci(models["HyMiRec"]["NDCG@10"], others[strongest], preset_dir, preset_dir,
                              "hymirec", "sasrec")
-        else:
-            versus = _rel(models["HyMiRec"]["NDCG@10"], others[strongest])
+        else:  # a peer's lists, paired with HyMiRec's by user where both ranked the same split
+            peer_dir = next((preset_dir.parent / "peers" / name for name, peer in peers.items()
+                             if peer["label"] == strongest), None)
+            versus = peer_gain(preset_dir, peer_dir, preset_dir.parent / "peers" / "split") if peer_dir else "–"
+            if versus == "–":
+                versus = _rel(models["HyMiRec"]["NDCG@10"], others[strongest])
     return {"dataset": dataset_name, "models": models, "strongest": strongest, "vs_strongest": versus}
 
 

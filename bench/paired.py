@@ -72,3 +72,30 @@ def run_gain(run_a: Path, run_b: Path, method_a: str = "hymirec", method_b: str 
     except (OSError, KeyError, ValueError):
         return "–"  # a run without its lists (an older one, or a peer's): the report shows the point gain only
     return f"{100 * gain:+.1f} % (95 % CI {100 * low:+.1f} to {100 * high:+.1f} %)"
+
+
+def peer_user_scores(peer_dir: Path, split_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A peer library's leave-one-out lists (``peer_dir/topk_test.npy``), history items dropped as the bench scores
+    them → ([U_test] NDCG@10, [U_test] targets), in the order of the peer split's test.tsv."""
+    from bench.peers.outputs import clean_lists, read_split
+
+    split = read_split(split_dir)
+    lists, _, _ = clean_lists(np.load(Path(peer_dir) / "topk_test.npy"), split.histories)
+    ranks = ranks_in_lists(lists, split.targets)
+    return np.where((ranks >= 0) & (ranks < 10), 1.0 / np.log2(np.maximum(ranks, 0) + 2), 0.0), split.targets
+
+
+def peer_gain(run_dir: Path, peer_dir: Path, split_dir: Path, method: str = "hymirec") -> str:
+    """``method`` of a leave-one-out run against a peer on that run's split, paired by user, or "–" when the two do
+    not rank the same users in the same order (their test targets must match one for one)."""
+    try:
+        ours = per_user_scores(run_dir, method)
+        theirs, targets = peer_user_scores(peer_dir, split_dir)
+        config = json.loads((Path(run_dir) / "config.json").read_text())
+        ours_targets = _test_targets(config["dataset"], config["train"]["protocol"], int(config["train"]["eval_window"]))[0]
+        if len(ours_targets) != len(targets) or not np.array_equal(np.asarray(ours_targets), targets):
+            return "–"
+        gain, low, high = paired_gain_interval(ours, theirs)
+    except (OSError, KeyError, ValueError):
+        return "–"
+    return f"{100 * gain:+.1f} % (95 % CI {100 * low:+.1f} to {100 * high:+.1f} %)"

@@ -114,7 +114,7 @@ a longer one scored higher on validation (no time budget; epoch caps never bound
 chosen on validation (`make bench-sasrec`), peer libraries with their own defaults at dim 64 and length 50.
 Leave-one-out test NDCG@10, one seed, epochs run in parentheses (a peer on the very files S3-Rec published numbers
 for: its share of that number too); the last column is HyMiRec against the strongest other model of the row, with
-its 95 % paired-bootstrap interval over the test users where both ranked lists were kept. Every row and setup:
+its 95 % paired-bootstrap interval over the test users (peers' lists paired by user). Every row and setup:
 [{link}]({link})."""
 
 

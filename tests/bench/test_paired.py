@@ -75,3 +75,38 @@ def test_window_scores_are_recall50_of_the_distinct_targets(tmp_path):
     assert run_gain(_run(tmp_path, "better", "window", better), base).startswith(
         f"{100 * (np.mean(1 - np.array(want)) / np.mean(want) - 1):+.1f} % (95 % CI")
     assert run_gain(tmp_path / "missing", base) == "–"  # no lists: the report falls back to the point gain
+
+
+def test_peer_lists_pair_with_the_run_by_user_or_not_at_all(tmp_path):
+    from bench.paired import peer_gain, peer_user_scores
+    from bench.peers.split_export import export_split
+    from training.data import leave_one_out
+
+    data = load_run_data("synthetic")
+    split = leave_one_out(data)
+    split_dir = export_split(data, split, tmp_path / "split")
+    targets = np.asarray(split.test.targets)
+    # half the users hit at rank 0; never a target the user had before (a list holds no history item, the peer's
+    # are cleaned of them as the bench scores them)
+    fresh = np.array([t not in set(h.tolist()) for t, h in zip(targets, split.test.histories)])
+    hit = fresh & (np.arange(len(targets)) % 2 == 0)
+    topk = np.zeros((len(targets), 20), dtype=np.int64)
+    topk[hit, 0] = targets[hit]
+    run = _run(tmp_path, "run", "leave_one_out", topk)
+    peer = tmp_path / "peer"
+    peer.mkdir()
+    np.save(peer / "topk_test.npy", topk)  # the same lists: no gain, whatever the resample
+    scores, peer_targets = peer_user_scores(peer, split_dir)
+    assert np.array_equal(peer_targets, targets) and np.allclose(scores, per_user_scores(run))
+    assert peer_gain(run, peer, split_dir) == "+0.0 % (95 % CI +0.0 to +0.0 %)"
+    worse = topk.copy()
+    worse[np.flatnonzero(hit)[::2], 0] = 0  # the peer loses every other hit
+    np.save(peer / "topk_test.npy", worse)
+    kept = hit.sum() - len(np.flatnonzero(hit)[::2])
+    assert peer_gain(run, peer, split_dir).startswith(f"{100 * (hit.sum() / kept - 1):+.1f} % (95 % CI +")
+    # a peer that ranked another split (other users or order) is not paired
+    other = export_split(data, leave_one_out(data), tmp_path / "other")
+    lines = (other / "test.tsv").read_text().splitlines()
+    (other / "test.tsv").write_text("\n".join([lines[0]] + lines[1:][::-1]) + "\n")
+    np.save(peer / "topk_test.npy", topk[::-1].copy())
+    assert peer_gain(run, peer, other) == "–"
