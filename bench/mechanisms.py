@@ -240,9 +240,10 @@ PEER_PATIENCE = 10  # the same patience rule as every model we train (validation
 def run_peer_converged(dataset: str, out: Path, peer_name: str, seed: int = 0, peer=None,
                        pause_after: float | None = None, patience: int = PEER_PATIENCE, **runner) -> dict | None:
     """A peer library's model on this bench's leave-one-out split, to its own early stop: no time budget, an epoch
-    cap that does not bind (PEER_EPOCH_CAP), the runner's patience (10 epochs on validation NDCG@10), the library's default
-    settings at dim 64 and length 50. Its lists are scored by our evaluator (bench/methods.score_lists), as every
-    peer; writes OUT/leave_one_out/peers/<peer>/metrics.json, which ``report`` adds as a row.
+    cap that does not bind (PEER_EPOCH_CAP), early stopping after ``patience`` epochs (at least 10) without a gain in
+    validation NDCG@10, the library's default settings at dim 64 and length 50. Its lists are scored by our
+    evaluator (bench/methods.score_lists), as every peer; writes OUT/leave_one_out/peers/<peer>/metrics.json, which
+    ``report`` adds as a row.
 
     ``pause_after`` seconds: a runner that checkpoints (RecBole's) stops at the next epoch end and this returns None;
     the same call later resumes it. A converged CPU run can so span several sessions."""

@@ -59,7 +59,8 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
                       published: dict[str, float] | None = None) -> dict:
     """The page's converged view of one dataset (bench/results_page.converged_section): every model's test NDCG@10
     and epochs, and HyMiRec against the strongest other model (our SASRec or a peer library's), with its interval
-    where both kept their ranked lists. A peer whose model has a published number for these files gets its share of it."""
+    where both kept their ranked lists. A peer whose model has a published number for these files gets its share
+    of it."""
     models: dict[str, dict] = {}
     for variant, label in (("preset", "HyMiRec"), ("preset-ids-from-scratch", "HyMiRec, ids from scratch")):
         if variant in loo:

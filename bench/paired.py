@@ -61,8 +61,17 @@ def per_user_scores(run_dir: Path, method: str = "hymirec") -> np.ndarray:
         if len(targets) != len(topk):
             raise ValueError(f"{path}: {len(topk)} lists for {len(targets)} test windows")
         return np.array([np.isin(np.unique(t), row[:50]).mean() for t, row in zip(targets, topk)])
-    ranks = ranks_in_lists(topk, targets[0])
+    return _ndcg10_per_user(topk, targets[0])
+
+
+def _ndcg10_per_user(lists: np.ndarray, targets) -> np.ndarray:
+    """[U] NDCG@10 of each user's one target in its ranked list (0 outside the top 10)."""
+    ranks = ranks_in_lists(lists, targets)
     return np.where((ranks >= 0) & (ranks < 10), 1.0 / np.log2(np.maximum(ranks, 0) + 2), 0.0)
+
+
+def _format_gain(gain: float, low: float, high: float) -> str:
+    return f"{100 * gain:+.1f} % (95 % CI {100 * low:+.1f} to {100 * high:+.1f} %)"
 
 
 def run_gain(run_a: Path, run_b: Path, method_a: str = "hymirec", method_b: str = "hymirec") -> str:
@@ -71,7 +80,7 @@ def run_gain(run_a: Path, run_b: Path, method_a: str = "hymirec", method_b: str 
         gain, low, high = paired_gain_interval(per_user_scores(run_a, method_a), per_user_scores(run_b, method_b))
     except (OSError, KeyError, ValueError):
         return "–"  # a run without its lists (an older one, or a peer's): the report shows the point gain only
-    return f"{100 * gain:+.1f} % (95 % CI {100 * low:+.1f} to {100 * high:+.1f} %)"
+    return _format_gain(gain, low, high)
 
 
 def peer_user_scores(peer_dir: Path, split_dir: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -81,8 +90,7 @@ def peer_user_scores(peer_dir: Path, split_dir: Path) -> tuple[np.ndarray, np.nd
 
     split = read_split(split_dir)
     lists, _, _ = clean_lists(np.load(Path(peer_dir) / "topk_test.npy"), split.histories)
-    ranks = ranks_in_lists(lists, split.targets)
-    return np.where((ranks >= 0) & (ranks < 10), 1.0 / np.log2(np.maximum(ranks, 0) + 2), 0.0), split.targets
+    return _ndcg10_per_user(lists, split.targets), split.targets
 
 
 def peer_gain(run_dir: Path, peer_dir: Path, split_dir: Path, method: str = "hymirec") -> str:
@@ -92,10 +100,11 @@ def peer_gain(run_dir: Path, peer_dir: Path, split_dir: Path, method: str = "hym
         ours = per_user_scores(run_dir, method)
         theirs, targets = peer_user_scores(peer_dir, split_dir)
         config = json.loads((Path(run_dir) / "config.json").read_text())
-        ours_targets = _test_targets(config["dataset"], config["train"]["protocol"], int(config["train"]["eval_window"]))[0]
+        train = config["train"]
+        ours_targets = _test_targets(config["dataset"], train["protocol"], int(train["eval_window"]))[0]
         if len(ours_targets) != len(targets) or not np.array_equal(np.asarray(ours_targets), targets):
             return "–"
         gain, low, high = paired_gain_interval(ours, theirs)
     except (OSError, KeyError, ValueError):
         return "–"
-    return f"{100 * gain:+.1f} % (95 % CI {100 * low:+.1f} to {100 * high:+.1f} %)"
+    return _format_gain(gain, low, high)

@@ -176,7 +176,8 @@ def main(argv=None):
     for name in ("epochs", "dim", "max_len", "topk", "interest_num", "negatives", "batch_size", "patience"):
         if getattr(a, name) < 1:
             raise PeerError(f"--{name.replace('_', '-')} must be >= 1")
-    if (a.time_budget is not None and a.time_budget <= 0) or a.temperature <= 0 or (a.init_std is not None and a.init_std <= 0):
+    bad_budget = a.time_budget is not None and a.time_budget <= 0
+    if bad_budget or a.temperature <= 0 or (a.init_std is not None and a.init_std <= 0):
         raise PeerError("--time-budget, --temperature and --init-std must be > 0")
 
     random.seed(a.seed)
