@@ -9,7 +9,7 @@ import json
 import time
 from pathlib import Path
 
-from bench.mechanisms import BASE, MULTI_CANDIDATES, SUITES
+from bench.mechanisms import BASE, MULTI_CANDIDATES, PEER_PATIENCE, SUITES
 from bench.paired import peer_gain, run_gain
 
 
@@ -78,7 +78,7 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
                                                f"batch {train['sasrec_batch_size']}"}
     for peer in peers.values():
         models[peer["label"]] = {"NDCG@10": peer["test"]["NDCG@10"], "epochs": peer["epochs"]}
-        if peer.get("patience", 10) != 10:  # the view's rule is 10; a longer one is shown in the cell
+        if peer.get("patience", PEER_PATIENCE) != PEER_PATIENCE:  # the view's rule; a longer one shows in the cell
             models[peer["label"]]["patience"] = peer["patience"]
         reference = (published or {}).get(peer["label"].split(" (")[0])
         if reference:

@@ -56,8 +56,8 @@ def sweep(dataset: str, out: Path, name: str, seed: int = 0, first: str | None =
     from training.data import leave_one_out
     from training.train import load_run_data
 
-    grid = [point_name(dict(zip(GRID, values))) for values in product(*GRID.values())]
     points = [dict(zip(GRID, values)) for values in product(*GRID.values())]
+    grid = [point_name(p) for p in points]  # the grid's order, kept in the summary
     if first is not None:
         if first not in grid:
             raise SystemExit(f"--first {first!r} is not a grid point; the grid: {grid}")
@@ -70,7 +70,11 @@ def sweep(dataset: str, out: Path, name: str, seed: int = 0, first: str | None =
         path = out / f"{point_name(point)}.json"
         if not path.is_file():  # resumable: finished points stay
             path.write_text(json.dumps(run_point(data, split, point, seed, patience), indent=2))
-        results.append(json.loads(path.read_text()))
+        result = json.loads(path.read_text())
+        if result.get("patience", PATIENCE) != patience:  # points made before it was recorded used PATIENCE
+            raise SystemExit(f"{path} was trained with patience {result.get('patience', PATIENCE)}, not {patience}: "
+                             f"a sweep under another patience needs its own --out")
+        results.append(result)
     results.sort(key=lambda r: grid.index(point_name(r["point"])))  # the summary in grid order, whatever ran first
     chosen = max(results, key=lambda r: r["valid_ndcg10"])
     summary = {"dataset": name, "users": len(data.sequences), "seed": seed, "points": results,
@@ -100,6 +104,8 @@ def chosen_overrides(sweep_out: Path, dataset: str) -> list[str]:
 def report(outs: list[Path], command: str, machine: str) -> dict:
     """One row per grid point, one column per dataset: validation / test NDCG@10 and epochs; the chosen in bold."""
     summaries = [json.loads((Path(out) / "sweep.json").read_text()) for out in outs]
+    # the patience the points ran with (points made before it was recorded: PATIENCE)
+    patience = "/".join(str(x) for x in sorted({r.get("patience", PATIENCE) for s in summaries for r in s["points"]}))
     rows, readings, default_settings = {}, [], default_point()
     for summary in summaries:
         default = next(r for r in summary["points"] if r["point"] == default_settings)
@@ -115,7 +121,7 @@ def report(outs: list[Path], command: str, machine: str) -> dict:
         "area": "SASRec (ours): settings chosen on validation, each to its own early stop",
         "measured_at": time.strftime("%Y-%m-%d", time.gmtime()), "machine": machine, "command": command,
         "setup": (f"Leave-one-out, full ranking, history masked; dim 64, 2 layers, length 50, full-softmax CE on "
-                  f"every position; patience {PATIENCE} on validation NDCG@10 (cap {EPOCH_CAP} epochs, never bound); "
+                  f"every position; patience {patience} on validation NDCG@10 (cap {EPOCH_CAP} epochs, never bound); "
                   "one seed. Cells: validation / test NDCG@10, epochs run (best); the point with the best validation "
                   "score is chosen (bold); test numbers are reported only."),
         "columns": ["dropout / lr / batch"] + [s["dataset"] for s in summaries],

@@ -27,6 +27,8 @@ def test_sweep_chooses_on_validation_and_resumes(small_grid, tmp_path, monkeypat
 
     monkeypatch.setattr(sweep_mod, "run_point", no_training)
     assert sweep_mod.sweep("synthetic", tmp_path, "synthetic")["chosen"] == summary["chosen"]
+    with pytest.raises(SystemExit, match="trained with patience 10, not 50: a sweep under another patience"):
+        sweep_mod.sweep("synthetic", tmp_path, "synthetic", patience=50)  # finished points are not reused
     with pytest.raises(SystemExit, match="'dropout0.9-lr0.001-batch128' is not a grid point"):
         sweep_mod.sweep("synthetic", tmp_path, "synthetic", first="dropout0.9-lr0.001-batch128")
 
