@@ -186,12 +186,13 @@ def _wait(procs: list[tuple[str, subprocess.Popen]]) -> dict[str, int]:
 def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only: list[str] | None = None,
         suite: str = "mechanisms", epochs: int | None = None, long_len: int | None = None,
         variants: list[str] | None = None, base_from: Path | None = None,
-        sasrec_from: Path | None = None) -> dict:
+        sasrec_from: Path | None = None, patience: int | None = None) -> dict:
     """Base runs (our SASRec + the base variant) for both protocols at once, then every other variant at once.
     With ``variants``: only those, on base runs already in OUT (a variant added to a finished run). With
     ``base_from``: every variant of the plan, the base variant too, as stage 2 alone on that OUT's finished base
     runs (their stage 1 and SASRec), all at once: the same comparison under another epoch cap, say. With
-    ``sasrec_from``: our SASRec with the settings that sweep (bench/sasrec_sweep.py) chose on validation."""
+    ``sasrec_from``: our SASRec with the settings that sweep (bench/sasrec_sweep.py) chose on validation, and the
+    patience it chose them under. ``patience``: every model's (ONE_RULE's 10 otherwise)."""
     plan = SUITES[suite]
     if variants:
         unknown = sorted(set(variants) - set(VARIANTS))
@@ -202,6 +203,8 @@ def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only
              "item_encoder.finetune_steps=2"] if smoke else []  # the smoke stage 1 (prepare --smoke)
     if epochs and not smoke:  # the same epoch cap for every variant: a CPU-sized run that stays comparable
         extra += [f"train.epochs={epochs}", f"train.sasrec_epochs={max(epochs, 30)}"]
+    if patience is not None:
+        extra += [f"train.patience={patience}", f"train.sasrec_patience={patience}"]
     if sasrec_from is not None:
         from bench.sasrec_sweep import chosen_overrides
 
@@ -312,20 +315,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="peer: stop at the first epoch end past this many seconds, keeping a checkpoint "
                              "(exit 75); the same command resumes")
     parser.add_argument("--patience", type=int, default=PEER_PATIENCE,
-                        help="peer: epochs without a validation NDCG@10 gain before stopping (at least 10)")
+                        help="peer/run: epochs without a validation NDCG@10 gain before stopping (at least 10)")
     parser.add_argument("--record", help="report: write the record here (bench/records/...)")
     parser.add_argument("--machine", default="development machine kind (2 CPU cores, 24 GiB, no GPU)")
     parser.add_argument("--command", default="python -m bench.mechanisms run", help="report: the command to cite")
     args = parser.parse_args(argv)
     out = Path(args.out)
+    if args.patience < PEER_PATIENCE:  # peer and run: the converged view's rule
+        parser.error(f"--patience {args.patience}: the converged view's rule is at least {PEER_PATIENCE}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.max_users and args.step in ("prepare", "run", "peer"):
         args.dataset = user_cut(args.step, args.dataset, out, args.max_users, args.base_from)
     if args.step == "prepare":
         prepare(args.dataset, out, args.smoke, args.suite, args.only)
     elif args.step == "peer":  # a peer library to its own early stop on the leave-one-out split
-        if args.patience < PEER_PATIENCE:
-            parser.error(f"--patience {args.patience}: the converged view's rule is at least {PEER_PATIENCE}")
         finished = [run_peer_converged(args.dataset, out, name, pause_after=args.pause_after,
                                        patience=args.patience) is not None for name in args.peers or ["recbole-sasrec"]]
         return 0 if all(finished) else 75  # 75: paused with a checkpoint (--pause-after); run it again
@@ -340,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         diagnose(out, args.variants or [v for v in MULTI_CANDIDATES if (out / "window" / v / "metrics.json").is_file()])
     elif args.step == "run":
         codes = run(args.dataset, out, args.budget, args.smoke, args.only, args.suite, args.epochs, args.long_len,
-                    args.variants, args.base_from, args.sasrec_from)
+                    args.variants, args.base_from, args.sasrec_from,
+                    args.patience if args.patience != PEER_PATIENCE else None)
         return 0 if all(c == 0 for c in codes.values()) else 1
     else:
         name = Path(args.dataset).name + (f", {args.max_users:,} random users" if args.max_users else "")

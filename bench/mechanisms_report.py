@@ -66,6 +66,9 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
         if variant in loo:
             models[label] = {"NDCG@10": loo[variant]["hymirec"]["test"]["NDCG@10"],
                              "epochs": loo[variant]["hymirec"].get("epochs")}
+            patience = loo[variant].get("config", {}).get("train", {}).get("patience", PEER_PATIENCE)
+            if patience != PEER_PATIENCE:  # the view's rule; a longer one shows in the cell
+                models[label]["patience"] = patience
     if "sasrec" in loo.get("preset", {}):
         from training.sasrec import SASRecConfig
 
@@ -76,6 +79,8 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
                                    "epochs": loo["preset"]["sasrec"].get("epochs"),
                                    "settings": f"dropout {train['sasrec_dropout']}, lr {train['sasrec_lr']:g}, "
                                                f"batch {train['sasrec_batch_size']}"}
+        if train.get("sasrec_patience", PEER_PATIENCE) != PEER_PATIENCE:
+            models["SASRec (ours)"]["patience"] = train["sasrec_patience"]
     for peer in peers.values():
         models[peer["label"]] = {"NDCG@10": peer["test"]["NDCG@10"], "epochs": peer["epochs"]}
         if peer.get("patience", PEER_PATIENCE) != PEER_PATIENCE:  # the view's rule; a longer one shows in the cell

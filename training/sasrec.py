@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -110,15 +111,37 @@ def evaluate_sasrec(model: SASRec, eval_set, chunk: int = 2048, max_users: int |
 
 def train_sasrec(train_sequences: list[np.ndarray], n_items: int, valid_set, config: SASRecConfig,
                  device: torch.device | str = "cpu", progress: bool = True, log=print,
-                 max_eval_users: int | None = None) -> tuple[SASRec, dict]:
+                 max_eval_users: int | None = None, checkpoint: str | Path | None = None,
+                 pause_after: float | None = None) -> tuple[SASRec, dict]:
+    """Train to early stopping on validation NDCG@10 → (the best epoch's model, {"epochs", "best_valid_ndcg10"}).
+
+    With ``checkpoint`` and ``pause_after``: at the first epoch end past ``pause_after`` seconds the whole training
+    state (weights, optimiser, both random generators, the early-stopping state) goes to ``checkpoint`` and the
+    result says ``"paused": True``; the same call later resumes from it and ends exactly where one uninterrupted
+    run would (a slow dataset trained across CPU sessions). The caller deletes the checkpoint once it has the result.
+    """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = SASRec(n_items, config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     padded = left_pad(training_windows(train_sequences, config.max_len), config.max_len + 1)  # inputs [:, :-1], labels [:, 1:]
     best, best_state, bad, history = -1.0, None, 0, []
+    if checkpoint is not None and Path(checkpoint).is_file():
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if saved["config"] != asdict(config):
+            differ = sorted(k for k in saved["config"] if saved["config"][k] != asdict(config).get(k))
+            raise ValueError(f"{checkpoint} was trained with other SASRec settings ({', '.join(differ)}): "
+                             "delete it to start again")
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        rng.bit_generator.state = saved["numpy_rng"]
+        torch.set_rng_state(saved["torch_rng"])
+        if saved["cuda_rng"] is not None and torch.cuda.is_available():  # dropout on a GPU draws from these
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        best, best_state, bad, history = saved["best"], saved["best_state"], saved["bad"], saved["history"]
+        log(f"[sasrec] resumed after epoch {len(history)} (best valid NDCG@10 {best:.4f})")
     budget_start = time.perf_counter()
-    for epoch in range(config.epochs):
+    for epoch in range(len(history), config.epochs):
         model.train()
         started = time.perf_counter()
         order = rng.permutation(len(padded))
@@ -144,6 +167,14 @@ def train_sasrec(train_sequences: list[np.ndarray], n_items: int, valid_set, con
         if config.max_train_seconds is not None and time.perf_counter() - budget_start > config.max_train_seconds:
             log(f"[sasrec] time budget of {config.max_train_seconds:.0f}s reached after epoch {epoch + 1}")
             break
+        if (checkpoint is not None and pause_after is not None and epoch + 1 < config.epochs
+                and time.perf_counter() - budget_start > pause_after):
+            torch.save({"config": asdict(config), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, "best": best,
+                        "best_state": best_state, "bad": bad, "history": history}, checkpoint)
+            log(f"[sasrec] paused after epoch {epoch + 1}; {checkpoint} resumes it")
+            return model, {"epochs": history, "best_valid_ndcg10": best, "paused": True}
     if best_state is not None:
         model.load_state_dict(best_state)
     return model, {"epochs": history, "best_valid_ndcg10": best}

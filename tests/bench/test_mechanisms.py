@@ -42,6 +42,27 @@ def test_variants_differ_in_the_one_setting_they_name(tmp_path):
     assert _diff(cfg("k3"), cfg("k3", "leave_one_out")) == {"train.protocol"}
 
 
+def test_run_patience_applies_to_every_model_and_the_sweep_sets_its_sasrec(tmp_path, monkeypatch):
+    import bench.mechanisms as mech
+
+    launched = []
+    monkeypatch.setattr(mech, "_launch", lambda dataset, out, p, v, stage1, sasrec, budget, extra:
+                        launched.append(list(extra)) or (f"{p}/{v}", None))
+    monkeypatch.setattr(mech, "_wait", lambda procs: {name: 0 for name, _ in procs})
+    monkeypatch.setattr(mech, "_point_stage1_at", lambda *a: None)
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    point = {"dropout": 0.5, "lr": 1e-3, "batch_size": 128}
+    (sweep / "sweep.json").write_text(json.dumps({"dataset": "synthetic", "chosen": point, "points": [
+        {"point": point, "patience": 50}]}))
+    mech.run("synthetic", tmp_path / "out", None, suite="converged", sasrec_from=sweep, patience=30)
+    cfg = run_config("synthetic", tmp_path / "r", "leave_one_out", "preset", None, launched[0]).train
+    assert (cfg.patience, cfg.sasrec_patience, cfg.sasrec_dropout) == (30, 50, 0.5)  # SASRec: as the sweep chose it
+    assert len(launched) == 2 and launched[0] == launched[1]  # the ids-from-scratch variant: the same rule
+    with pytest.raises(SystemExit):
+        mech.main(["run", "--dataset", "synthetic", "--out", str(tmp_path / "x"), "--patience", "5"])
+
+
 def _write(tmp_path, protocol, variant, test, quota=None, extra=None, valid=None):
     run = tmp_path / protocol / variant
     run.mkdir(parents=True)

@@ -43,6 +43,7 @@ def test_sweep_chooses_on_validation_and_resumes(small_grid, tmp_path, monkeypat
 
     cfg = RunConfig(dataset="synthetic").override(sweep_mod.chosen_overrides(tmp_path, "synthetic"))
     assert (cfg.train.sasrec_dropout, cfg.train.sasrec_lr) == (summary["chosen"]["dropout"], summary["chosen"]["lr"])
+    assert (cfg.train.sasrec_patience, cfg.train.sasrec_epochs) == (10, 2)  # the model the sweep scored: its patience
     with pytest.raises(SystemExit, match="ran on 'synthetic', not on 'ml-1m'"):
         sweep_mod.chosen_overrides(tmp_path, "../shared/data/ml-1m")
     with pytest.raises(SystemExit, match="sweep.json is missing"):
@@ -52,7 +53,7 @@ def test_sweep_chooses_on_validation_and_resumes(small_grid, tmp_path, monkeypat
 def test_first_point_trains_first_and_the_summary_keeps_grid_order(small_grid, tmp_path, monkeypatch):
     trained = []
 
-    def fake_point(data, split, point, seed=0, patience=10):
+    def fake_point(data, split, point, seed=0, patience=10, *checkpointing):
         trained.append(sweep_mod.point_name(point))
         return {"point": point, "valid_ndcg10": point["dropout"], "test": {"NDCG@10": 0.1}, "epochs": 1}
 
@@ -67,3 +68,42 @@ def test_bad_sasrec_settings_are_named():
         SASRecConfig(dropout=1.0)
     with pytest.raises(ValueError, match="train.sasrec_batch_size"):
         SASRecConfig(batch_size=0)
+
+
+def test_a_point_that_ran_into_a_lower_cap_trains_again(small_grid, tmp_path, monkeypatch):
+    trained = []
+
+    def fake_point(data, split, point, seed=0, patience=10, *checkpointing):
+        trained.append(sweep_mod.point_name(point))
+        return {"point": point, "valid_ndcg10": point["dropout"], "test": {"NDCG@10": 0.1}, "epochs": 1,
+                "best_epoch": 1, "early_stopped": True, "patience": patience}
+
+    monkeypatch.setattr(sweep_mod, "run_point", fake_point)
+    # dropout 0.2 ran into a cap of 1 (lower than today's 2); dropout 0.5 stopped early: only the first trains again
+    capped = {"point": {"dropout": 0.2, "lr": 1e-3, "batch_size": 128}, "valid_ndcg10": 0.9, "test": {"NDCG@10": 0.1},
+              "epochs": 1, "best_epoch": 1, "early_stopped": False, "patience": 10}
+    stopped = dict(capped, point={"dropout": 0.5, "lr": 1e-3, "batch_size": 128}, early_stopped=True)
+    for r in (capped, stopped):
+        (tmp_path / f"{sweep_mod.point_name(r['point'])}.json").write_text(json.dumps(r))
+    summary = sweep_mod.sweep("synthetic", tmp_path, "synthetic")
+    assert trained == ["dropout0.2-lr0.001-batch128"]
+    assert summary["chosen"]["dropout"] == 0.5  # the retrained point's own validation score counts now
+    assert "cap 2 epochs, never bound" in sweep_mod.report([tmp_path], "cmd", "machine")["setup"]
+    capped_again = dict(stopped, early_stopped=False, epochs=2)  # at today's cap: reported as bound, not retrained
+    (tmp_path / "dropout0.5-lr0.001-batch128.json").write_text(json.dumps(capped_again))
+    sweep_mod.sweep("synthetic", tmp_path, "synthetic")
+    assert trained == ["dropout0.2-lr0.001-batch128"]
+    assert "cap 2 epochs, bound for synthetic dropout0.5-lr0.001-batch128" in sweep_mod.report(
+        [tmp_path], "cmd", "machine")["setup"]
+
+
+def test_a_paused_sweep_resumes_to_the_same_result(small_grid, tmp_path):
+    straight = sweep_mod.sweep("synthetic", tmp_path / "straight", "synthetic")
+    calls = 0
+    while (summary := sweep_mod.sweep("synthetic", tmp_path / "paused", "synthetic", pause_after=0.0)) is None:
+        calls += 1  # every call trains one epoch, checkpoints it and stops
+        assert len(list((tmp_path / "paused").glob("*.ckpt"))) == 1 and calls < 10
+    assert calls >= 2 and not list((tmp_path / "paused").glob("*.ckpt"))  # a finished point drops its checkpoint
+    strip = lambda s: [{k: v for k, v in p.items() if k != "train_seconds"} for p in s["points"]]  # noqa: E731
+    assert strip(summary) == strip(straight) and summary["chosen"] == straight["chosen"]
+    assert sweep_mod.main(["run", "--dataset", "synthetic", "--out", str(tmp_path / "cli"), "--pause-after", "0"]) == 75
