@@ -122,19 +122,24 @@ def chosen_overrides(sweep_out: Path, dataset: str) -> list[str]:
 def report(outs: list[Path], command: str, machine: str) -> dict:
     """One row per grid point, one column per dataset: validation / test NDCG@10 and epochs; the chosen in bold."""
     summaries = [json.loads((Path(out) / "sweep.json").read_text()) for out in outs]
-    # the patience the points ran with (points made before it was recorded: PATIENCE)
-    patience = "/".join(str(x) for x in sorted({r.get("patience", PATIENCE) for s in summaries for r in s["points"]}))
-    capped = [f"{s['dataset']} {point_name(r['point'])}" for s in summaries for r in s["points"] if not r["early_stopped"]]
+    # the patience the points ran with (points made before it was recorded: PATIENCE); a column per sweep, named by
+    # its patience too where sweeps ran with several
+    runs_with = [sorted({r.get("patience", PATIENCE) for r in s["points"]}) for s in summaries]
+    patience = "/".join(str(x) for x in sorted({p for ps in runs_with for p in ps}))
+    labels = [s["dataset"] + (f", patience {'/'.join(map(str, ps))}" if "/" in patience else "")
+              for s, ps in zip(summaries, runs_with)]
+    capped = [f"{label} {point_name(r['point'])}" for s, label in zip(summaries, labels) for r in s["points"]
+              if not r["early_stopped"]]
     cap = f"cap {EPOCH_CAP} epochs, " + (f"bound for {', '.join(capped)}" if capped else "never bound")
     rows, readings, default_settings = {}, [], default_point()
-    for summary in summaries:
+    for summary, label in zip(summaries, labels):
         default = next(r for r in summary["points"] if r["point"] == default_settings)
         chosen = next(r for r in summary["points"] if r["point"] == summary["chosen"])
         for r in summary["points"]:
             cell = f"{r['valid_ndcg10']:.4f} / {r['test']['NDCG@10']:.4f}, {r['epochs']} ({r['best_epoch']})"
             name = point_name(r["point"]) + (" (default)" if r is default else "")
             rows.setdefault(name, []).append(f"**{cell}**" if r is chosen else cell)
-        readings.append(f"{summary['dataset']}: chosen {point_name(chosen['point'])}, test NDCG@10 "
+        readings.append(f"{label}: chosen {point_name(chosen['point'])}, test NDCG@10 "
                         f"{chosen['test']['NDCG@10']:.4f} vs the default's {default['test']['NDCG@10']:.4f} "
                         f"({100 * (chosen['test']['NDCG@10'] / default['test']['NDCG@10'] - 1):+.1f} %)")
     return {
@@ -144,7 +149,7 @@ def report(outs: list[Path], command: str, machine: str) -> dict:
                   f"every position; patience {patience} on validation NDCG@10 ({cap}); "
                   "one seed. Cells: validation / test NDCG@10, epochs run (best); the point with the best validation "
                   "score is chosen (bold); test numbers are reported only."),
-        "columns": ["dropout / lr / batch"] + [s["dataset"] for s in summaries],
+        "columns": ["dropout / lr / batch"] + labels,
         "rows": [[name] + cells for name, cells in rows.items()], "reading": "; ".join(readings),
     }
 

@@ -107,3 +107,17 @@ def test_a_paused_sweep_resumes_to_the_same_result(small_grid, tmp_path):
     strip = lambda s: [{k: v for k, v in p.items() if k != "train_seconds"} for p in s["points"]]  # noqa: E731
     assert strip(summary) == strip(straight) and summary["chosen"] == straight["chosen"]
     assert sweep_mod.main(["run", "--dataset", "synthetic", "--out", str(tmp_path / "cli"), "--pause-after", "0"]) == 75
+
+
+def test_sweeps_under_several_patiences_get_a_column_each(small_grid, tmp_path, monkeypatch):
+    def fake_point(data, split, point, seed=0, patience=10, *checkpointing):
+        return {"point": point, "valid_ndcg10": point["dropout"] * patience, "test": {"NDCG@10": 0.1 * patience},
+                "epochs": 1, "best_epoch": 1, "early_stopped": True, "patience": patience}
+
+    monkeypatch.setattr(sweep_mod, "run_point", fake_point)
+    sweep_mod.sweep("synthetic", tmp_path / "p10", "synthetic")
+    sweep_mod.sweep("synthetic", tmp_path / "p50", "synthetic", patience=50)
+    record = sweep_mod.report([tmp_path / "p10", tmp_path / "p50"], "cmd", "machine")
+    assert record["columns"] == ["dropout / lr / batch", "synthetic, patience 10", "synthetic, patience 50"]
+    assert "patience 10/50 on validation" in record["setup"]
+    assert record["reading"].count("synthetic, patience") == 2
