@@ -172,7 +172,8 @@ def train_sasrec(train_sequences: list[np.ndarray], n_items: int, valid_set, con
             torch.save({"config": asdict(config), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, "best": best,
-                        "best_state": best_state, "bad": bad, "history": history}, checkpoint)
+                        "best_state": best_state, "bad": bad, "history": history}, f"{checkpoint}.partial")
+            Path(f"{checkpoint}.partial").replace(checkpoint)  # atomic: a kill mid-write keeps the last checkpoint
             log(f"[sasrec] paused after epoch {epoch + 1}; {checkpoint} resumes it")
             return model, {"epochs": history, "best_valid_ndcg10": best, "paused": True}
     if best_state is not None:
