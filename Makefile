@@ -59,6 +59,7 @@ bench-migration: setup
 # and on ML-100K (~3 h on 2 cores).
 MECH := $(PY) -m bench.mechanisms
 MECH_DATA := --dataset ../shared/data/ml-1m --max-users 1000
+BEAUTY := ../shared/data/s3rec-amazon-yelp-lastfm/Beauty
 bench-mechanisms: setup
 	$(MECH) prepare --suite maxmerge $(MECH_DATA) --out runs/mech1m
 	$(MECH) run --suite maxmerge $(MECH_DATA) --out runs/mech1m --epochs 4 --long-len 512
@@ -89,6 +90,13 @@ bench-mechanisms: setup
 	    --peer rechub-mind --patience 50
 	$(MECH) report --suite converged --dataset ../shared/data/ml-100k --out runs/conv100k \
 	    --record bench/records/mechanisms-ml-100k-converged.json --command "make bench-mechanisms"
+	# Beauty: RecBole's SASRec (~250 CPU-seconds per epoch) and our SASRec's sweep (~80 s per epoch) both resume
+	# where a paused run stopped; HyMiRec's converged run there is still to do
+	bench/peers/setup.sh recbole
+	$(MECH) peer --dataset $(BEAUTY) --out runs/convbeauty --peer recbole-sasrec
+	$(PY) -m bench.sasrec_sweep run --dataset $(BEAUTY) --out runs/sweepbeauty --first dropout0.5-lr0.001-batch128
+	$(MECH) report --suite converged --dataset $(BEAUTY) --out runs/convbeauty \
+	    --record bench/records/mechanisms-beauty-converged.json --command "make bench-mechanisms"
 	$(PY) -m hymirec.cli bench page
 
 # our SASRec's dropout and learning rate chosen on validation, each grid point to its own early stop (issue 26)

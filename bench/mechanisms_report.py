@@ -66,7 +66,10 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
         if variant in loo:
             models[label] = {"NDCG@10": loo[variant]["hymirec"]["test"]["NDCG@10"],
                              "epochs": loo[variant]["hymirec"].get("epochs")}
-            patience = loo[variant].get("config", {}).get("train", {}).get("patience", PEER_PATIENCE)
+            train = loo[variant].get("config", {}).get("train", {})
+            patience = train.get("patience", PEER_PATIENCE)
+            if models[label]["epochs"] is not None and models[label]["epochs"] >= train.get("epochs", 10 ** 9):
+                models[label]["capped"] = True  # ran into its epoch cap: not its own early stop
             if patience != PEER_PATIENCE:  # the view's rule; a longer one shows in the cell
                 models[label]["patience"] = patience
     if "sasrec" in loo.get("preset", {}):
@@ -79,10 +82,14 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
                                    "epochs": loo["preset"]["sasrec"].get("epochs"),
                                    "settings": f"dropout {train['sasrec_dropout']}, lr {train['sasrec_lr']:g}, "
                                                f"batch {train['sasrec_batch_size']}"}
+        if (models["SASRec (ours)"]["epochs"] or 0) >= train.get("sasrec_epochs", 10 ** 9):
+            models["SASRec (ours)"]["capped"] = True
         if train.get("sasrec_patience", PEER_PATIENCE) != PEER_PATIENCE:
             models["SASRec (ours)"]["patience"] = train["sasrec_patience"]
     for peer in peers.values():
         models[peer["label"]] = {"NDCG@10": peer["test"]["NDCG@10"], "epochs": peer["epochs"]}
+        if not peer.get("early_stopped", True):
+            models[peer["label"]]["capped"] = True
         if peer.get("patience", PEER_PATIENCE) != PEER_PATIENCE:  # the view's rule; a longer one shows in the cell
             models[peer["label"]]["patience"] = peer["patience"]
         reference = (published or {}).get(peer["label"].split(" (")[0])

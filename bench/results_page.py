@@ -110,7 +110,7 @@ CONVERGED_HEAD = """## Quality: converged view, each model to its own early stop
 
 `make bench-mechanisms`; peer libraries: `python -m bench.mechanisms peer`. Beside the equal-budget table above,
 every model trains until validation NDCG@10 has not improved for 10 epochs, or for the patience its cell names where
-a longer one scored higher on validation (no time budget; epoch caps never bound). Our SASRec runs with the settings
+a longer one scored higher on validation (no time budget; {caps}). Our SASRec runs with the settings
 chosen on validation (`make bench-sasrec`), peer libraries with their own defaults at dim 64 and length 50.
 Leave-one-out test NDCG@10, one seed, epochs run in parentheses (a peer on the very files S3-Rec published numbers
 for: its share of that number too); the last column is HyMiRec against the strongest other model of the row, with
@@ -125,7 +125,9 @@ def converged_section(records: list[dict]) -> str:
         return ""
     fixed = ["HyMiRec", "HyMiRec, ids from scratch", "SASRec (ours)"]
     labels = fixed + sorted({label for s in summaries for label in s["models"]} - set(fixed))
-    lines = [CONVERGED_HEAD.format(link=MECHANISMS_LINK), "",
+    capped = any(m.get("capped") for s in summaries for m in s["models"].values())
+    caps = "an epoch cap bound only where a cell says so" if capped else "epoch caps never bound"
+    lines = [CONVERGED_HEAD.format(link=MECHANISMS_LINK, caps=caps), "",
              "| dataset | " + " | ".join(labels) + " | HyMiRec vs the strongest other |",
              "|" + "---|" * (len(labels) + 2)]
     for s in summaries:
@@ -135,7 +137,8 @@ def converged_section(records: list[dict]) -> str:
             if not m:
                 cells.append("–")
                 continue
-            notes = [str(m["epochs"])] + ([m["settings"]] if "settings" in m else []) + (
+            notes = [str(m["epochs"]) + (", epoch cap" if m.get("capped") else "")] + (
+                [m["settings"]] if "settings" in m else []) + (
                 [f"patience {m['patience']}"] if "patience" in m else []) + (
                 [f"{m['NDCG@10'] / m['published']:.0%} of the published {m['published']:.4f}"]
                 if "published" in m else [])

@@ -140,6 +140,9 @@ def test_report_adds_converged_peers_and_the_headroom(tmp_path):
     assert view["models"]["SASRec (RecBole 1.2.1)"] == {"NDCG@10": 0.11, "epochs": 40}  # no published number
     assert view["models"]["HyMiRec"] == {"NDCG@10": 0.12, "epochs": 4}
     assert view["models"]["SASRec (ours)"]["settings"] == "dropout 0.2, lr 0.001, batch 128"  # the defaults
+    metrics = tmp_path / "leave_one_out" / "preset" / "metrics.json"  # HyMiRec ran all 4 epochs it was allowed
+    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "config": {"train": {"epochs": 4, "sasrec_epochs": 9}, "hybrid": {"long_len": 64}}}))
+    assert report(tmp_path, "toy", "cmd", "machine", suite="converged")["converged"]["models"]["HyMiRec"]["capped"]
     assert "converged" not in report(tmp_path, "toy", "cmd", "machine", suite="maxmerge")  # other suites: no row
     # a stronger peer of another model is "the strongest other" of the converged view (not of the SASRec check)
     bert = tmp_path / "leave_one_out" / "peers" / "rectools-bert4rec"
@@ -148,6 +151,11 @@ def test_report_adds_converged_peers_and_the_headroom(tmp_path):
                                                    "patience": 50, "test": {"NDCG@10": 0.115, "Recall@10": 0.2}}))
     record = report(tmp_path, "toy", "cmd", "machine", suite="converged")
     assert record["converged"]["models"]["BERT4Rec (RecTools)"]["patience"] == 50
+    assert "capped" not in record["converged"]["models"]["BERT4Rec (RecTools)"]  # no early_stopped: not said capped
+    (bert / "metrics.json").write_text(json.dumps({"label": "BERT4Rec (RecTools)", "epochs": 50, "best_epoch": 40,
+                                                   "early_stopped": False, "test": {"NDCG@10": 0.115}}))
+    assert report(tmp_path, "toy", "cmd", "machine", suite="converged")["converged"]["models"][
+        "BERT4Rec (RecTools)"]["capped"]
     assert (record["converged"]["strongest"], record["converged"]["vs_strongest"]) == ("BERT4Rec (RecTools)", "+4.3 %")
     assert any(c["measured"] == "+9.1 %" and "(SASRec (RecBole 1.2.1))" in c["comparison"] for c in record["checks"])
     bert.joinpath("metrics.json").unlink()

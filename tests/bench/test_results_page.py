@@ -73,4 +73,8 @@ def test_converged_view_has_a_row_per_dataset_and_a_column_per_model():
     records[1]["converged"]["models"]["SASRec (RecBole)"]["patience"] = 50  # longer than the view's rule of 10
     assert ("| B | – | – | 0.0300 (40) | 0.0400 (60; patience 50; 80% of the published 0.0500) | – |"
             in converged_section(records))
+    assert "epoch caps never bound" in converged_section(records)
+    records[1]["converged"]["models"]["SASRec (RecBole)"]["capped"] = True  # ran into its cap: said in cell and head
+    assert "0.0400 (60, epoch cap; patience 50;" in converged_section(records)
+    assert "an epoch cap bound only where a cell says so" in converged_section(records)
     assert converged_section([{"area": "Codebook"}]) == ""
