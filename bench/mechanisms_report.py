@@ -184,7 +184,12 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
     long_len = ", ".join(sorted({f"{c['hybrid']['long_len']:,}" for c in configs})) or "?"
     epochs = ", ".join(sorted({str(c["train"]["epochs"]) for c in configs})) or "?"
     capped = sum(m["hymirec"].get("epochs") == m["config"]["train"]["epochs"] for m in got.values() if "config" in m)
-    sasrec_cap = ", ".join(sorted({str(c["train"]["sasrec_epochs"]) for c in configs})) or "?"
+    # our SASRec's cap and patience as the runs that trained one had them (the others train none)
+    sasrec_configs = [m["config"] for m in got.values() if "config" in m and m["config"].get("train_sasrec", True)]
+    sasrec_cap = ", ".join(sorted({str(c["train"]["sasrec_epochs"]) for c in sasrec_configs or configs})) or "?"
+    patience = ", ".join(sorted({str(c["train"].get("patience", 10)) for c in configs}, key=int)) or "10"
+    sasrec_patience = ", ".join(sorted({str(c["train"].get("sasrec_patience", 10)) for c in sasrec_configs}, key=int))
+    peer_patience = ", ".join(sorted({str(p.get("patience", 10)) for p in peers.values()}, key=int))
     diagnosed = any(_diagnostics(out, "window", v) for v in plan["window"])
     capped_note = (f" {capped} of {len(got)} HyMiRec runs stopped at the epoch cap, not by early stopping: first "
                    "measurements, not converged results." if capped
@@ -250,8 +255,9 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
         "measured_at": time.strftime("%Y-%m-%d", time.gmtime()),
         "machine": machine, "command": command,
         "setup": ("Variants differ in one setting each, on one stage 1 per protocol; the bench preset (dim 64, SASRec "
-                  f"ids, exact softmax) with {long_len} older items from codes and 50 recent; patience 10 for every "
-                  f"model, stage 2 capped at {epochs} epochs (our SASRec at {sasrec_cap}).{capped_note} "
+                  f"ids, exact softmax) with {long_len} older items from codes and 50 recent; stage 2's patience "
+                  f"{patience} (our SASRec's {sasrec_patience or patience}), stage 2 capped at {epochs} epochs (our "
+                  f"SASRec at {sasrec_cap}).{capped_note} "
                   + ("Window protocol: last 10 items of each user are the test set, the 10 before validate; coverage "
                      "labels: " + json.dumps(sorted({m.get('interest_labels', {}).get('source', '?')
                                                       for (p, _), m in got.items() if p == 'window'})) + ". "
@@ -265,7 +271,8 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
                      "interests' scores, λ in {0, 0.25, 0.5, 1, 2, 4} picked on validation Recall@50."
                      if diagnosed else "")
                   + (" Peer rows: the library's own settings at dim 64 and length 50, trained to the runner's early "
-                     "stop (patience 10 on validation NDCG@10, no time budget), its lists scored by our evaluator; "
+                     f"stop (patience {peer_patience} on validation NDCG@10, as each row's record says; no time "
+                     "budget), its lists scored by our evaluator; "
                      "epochs = run (best)." if peers else "")
                   + (" The oracle and history-cluster rows train nothing: they rank by the max merge over the K = 1 "
                      "run's item vectors, with K unit directions that are the k-means centres of the user's own test "
