@@ -77,7 +77,8 @@ bench-mechanisms: setup
 	$(MECH) run --suite converged $(MECH_DATA) --out runs/conv1m-tuned --long-len 512 --sasrec-from runs/sweep1m
 	$(MECH) report $(MECH_DATA) --suite converged --out runs/conv1m-tuned \
 	    --record bench/records/mechanisms-ml-1m-converged.json --command "make bench-mechanisms"
-	# ML-100K: patience 50 for every model (our SASRec's validation score rose with it; so did three peers')
+	# ML-100K: patience 50 for every model (our SASRec's validation score rose with it; so did three peers'); the
+	# record's ids-from-scratch run is still its patience-10 run (it reads no SASRec), its cell says so
 	$(PY) -m bench.sasrec_sweep run --dataset ../shared/data/ml-100k --out runs/sweep100k-p50 --patience 50
 	$(MECH) prepare --suite converged --dataset ../shared/data/ml-100k --out runs/conv100k
 	$(MECH) run --suite converged --dataset ../shared/data/ml-100k --out runs/conv100k --long-len 512 \
