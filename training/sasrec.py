@@ -127,7 +127,7 @@ def train_sasrec(train_sequences: list[np.ndarray], n_items: int, valid_set, con
     padded = left_pad(training_windows(train_sequences, config.max_len), config.max_len + 1)  # inputs [:, :-1], labels [:, 1:]
     best, best_state, bad, history = -1.0, None, 0, []
     if checkpoint is not None and Path(checkpoint).is_file():
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
         if saved["config"] != asdict(config):
             differ = sorted(k for k in saved["config"] if saved["config"][k] != asdict(config).get(k))
             raise ValueError(f"{checkpoint} was trained with other SASRec settings ({', '.join(differ)}): "
