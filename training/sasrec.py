@@ -128,8 +128,10 @@ def train_sasrec(train_sequences: list[np.ndarray], n_items: int, valid_set, con
     best, best_state, bad, history = -1.0, None, 0, []
     if checkpoint is not None and Path(checkpoint).is_file():
         saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if saved["config"] != asdict(config):
-            differ = sorted(k for k in saved["config"] if saved["config"][k] != asdict(config).get(k))
+        # the model's settings must match; the epoch cap and time budget may change between calls
+        differ = sorted(k for k, v in saved["config"].items()
+                        if k not in ("epochs", "max_train_seconds") and v != asdict(config).get(k))
+        if differ:
             raise ValueError(f"{checkpoint} was trained with other SASRec settings ({', '.join(differ)}): "
                              "delete it to start again")
         model.load_state_dict(saved["model"])

@@ -40,6 +40,9 @@ def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
     ckpt = tmp_path / "sasrec.ckpt"
     train_sasrec(split.train, data.n_items, split.valid, SASRecConfig(epochs=3), progress=False, log=lambda _: None,
                  checkpoint=ckpt, pause_after=0.0)
+    _, info = train_sasrec(split.train, data.n_items, split.valid, SASRecConfig(epochs=4), progress=False,
+                           log=lambda _: None, checkpoint=ckpt, pause_after=0.0)  # a higher cap: resumed
+    assert len(info["epochs"]) == 2
     with pytest.raises(ValueError, match="other SASRec settings \\(lr\\): delete it"):
         train_sasrec(split.train, data.n_items, split.valid, SASRecConfig(epochs=3, lr=2e-3), progress=False,
                      log=lambda _: None, checkpoint=ckpt, pause_after=0.0)
