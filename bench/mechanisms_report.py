@@ -187,9 +187,12 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
     # our SASRec's cap and patience as the runs that trained one had them (the others train none)
     sasrec_configs = [m["config"] for m in got.values() if "config" in m and m["config"].get("train_sasrec", True)]
     sasrec_cap = ", ".join(sorted({str(c["train"]["sasrec_epochs"]) for c in sasrec_configs or configs})) or "?"
-    patience = ", ".join(sorted({str(c["train"].get("patience", 10)) for c in configs}, key=int)) or "10"
-    sasrec_patience = ", ".join(sorted({str(c["train"].get("sasrec_patience", 10)) for c in sasrec_configs}, key=int))
-    peer_patience = ", ".join(sorted({str(p.get("patience", 10)) for p in peers.values()}, key=int))
+    def listed(values) -> str:  # the distinct patiences, in order
+        return ", ".join(str(v) for v in sorted(set(values)))
+
+    patience = listed(c["train"].get("patience", PEER_PATIENCE) for c in configs) or str(PEER_PATIENCE)
+    sasrec_patience = listed(c["train"].get("sasrec_patience", PEER_PATIENCE) for c in sasrec_configs)
+    peer_patience = listed(p.get("patience", PEER_PATIENCE) for p in peers.values())
     diagnosed = any(_diagnostics(out, "window", v) for v in plan["window"])
     capped_note = (f" {capped} of {len(got)} HyMiRec runs stopped at the epoch cap, not by early stopping: first "
                    "measurements, not converged results." if capped

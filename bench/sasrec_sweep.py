@@ -8,8 +8,8 @@ The baseline HyMiRec is measured against, and warm-started from, should be as go
 as good as our defaults happen to be. The grid is what the SASRec paper and RecBole use: dropout 0.2 (the paper's
 ML-1M value, our default) or 0.5 (the paper's sparse Amazon sets, RecBole's default), learning rate 1e-3 (both)
 or 2e-3 (for the cut datasets' few steps per epoch); batch 128 (the paper). Every point trains on the same
-leave-one-out split, to its patience on validation NDCG@10 (epoch cap 1,000; the record says if it bound); the point with the
-best validation score is chosen, and test numbers are only reported. Resumable: a point already in OUT is skipped,
+leave-one-out split, to its patience on validation NDCG@10 (epoch cap 1,000; the record says if it bound); the
+point with the best validation score is chosen, and test numbers are only reported. Resumable: a point already in OUT is skipped,
 and with ``--pause-after S`` a point still training at S seconds is checkpointed (OUT/<point>.ckpt, exit 75) and
 the same command resumes it: Beauty's points take an hour or more each on one CPU core.
 """
@@ -31,6 +31,11 @@ def default_point() -> dict:
     from training.sasrec import SASRecConfig
 
     return {key: getattr(SASRecConfig(), key) for key in GRID}
+
+
+def trained_patience(result: dict) -> int:
+    """The patience a finished point trained with (points made before it was recorded used PATIENCE)."""
+    return result.get("patience", PATIENCE)
 
 
 def point_name(point: dict) -> str:
@@ -76,6 +81,9 @@ def sweep(dataset: str, out: Path, name: str, seed: int = 0, first: str | None =
     for point in points:
         path = out / f"{point_name(point)}.json"
         result = json.loads(path.read_text()) if path.is_file() else None  # resumable: finished points stay
+        if result is not None and trained_patience(result) != patience:
+            raise SystemExit(f"{path} was trained with patience {trained_patience(result)}, not {patience}: "
+                             f"a sweep under another patience needs its own --out")
         if result is None or (not result["early_stopped"] and result["epochs"] < EPOCH_CAP):  # new, or a lower cap bound
             ckpt = out / f"{point_name(point)}.ckpt"
             left = None if pause_after is None else max(0.0, pause_after - (time.perf_counter() - started))
@@ -85,9 +93,6 @@ def sweep(dataset: str, out: Path, name: str, seed: int = 0, first: str | None =
                 return None
             path.write_text(json.dumps(result, indent=2))
             ckpt.unlink(missing_ok=True)
-        if result.get("patience", PATIENCE) != patience:  # points made before it was recorded used PATIENCE
-            raise SystemExit(f"{path} was trained with patience {result.get('patience', PATIENCE)}, not {patience}: "
-                             f"a sweep under another patience needs its own --out")
         results.append(result)
     results.sort(key=lambda r: grid.index(point_name(r["point"])))  # the summary in grid order, whatever ran first
     chosen = max(results, key=lambda r: r["valid_ndcg10"])
@@ -112,7 +117,7 @@ def chosen_overrides(sweep_out: Path, dataset: str) -> list[str]:
                          f"does not carry over")
     chosen = summary["chosen"]
     # the patience and cap it was chosen under, so the run trains the very model the sweep scored
-    patience = next(r.get("patience", PATIENCE) for r in summary["points"] if r["point"] == chosen)
+    patience = next(trained_patience(r) for r in summary["points"] if r["point"] == chosen)
     return [f"train.sasrec_dropout={chosen['dropout']}", f"train.sasrec_lr={chosen['lr']}",
             f"train.sasrec_batch_size={chosen['batch_size']}", f"train.sasrec_patience={patience}",
             f"train.sasrec_epochs={EPOCH_CAP}"]
@@ -121,9 +126,8 @@ def chosen_overrides(sweep_out: Path, dataset: str) -> list[str]:
 def report(outs: list[Path], command: str, machine: str) -> dict:
     """One row per grid point, one column per dataset: validation / test NDCG@10 and epochs; the chosen in bold."""
     summaries = [json.loads((Path(out) / "sweep.json").read_text()) for out in outs]
-    # the patience the points ran with (points made before it was recorded: PATIENCE); a column per sweep, named by
-    # its patience too where sweeps ran with several
-    runs_with = [sorted({r.get("patience", PATIENCE) for r in s["points"]}) for s in summaries]
+    # the patience the points ran with; a column per sweep, named by its patience too where sweeps ran with several
+    runs_with = [sorted({trained_patience(r) for r in s["points"]}) for s in summaries]
     patience = "/".join(str(x) for x in sorted({p for ps in runs_with for p in ps}))
     labels = [s["dataset"] + (f", patience {'/'.join(map(str, ps))}" if "/" in patience else "")
               for s, ps in zip(summaries, runs_with)]
