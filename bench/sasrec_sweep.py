@@ -23,6 +23,7 @@ from itertools import product
 from pathlib import Path
 
 GRID = {"dropout": (0.2, 0.5), "lr": (1e-3, 2e-3), "batch_size": (128,)}
+LAYOUT = ("attn_dropout", "post_ln", "input_norm")  # --set: RecBole's layout choices, fixed for a whole sweep
 PATIENCE, EPOCH_CAP = 10, 1000  # patience 50 ran one ML-100K point into a cap of 300
 
 
@@ -38,8 +39,26 @@ def trained_patience(result: dict) -> int:
     return result.get("patience", PATIENCE)
 
 
+def parse_layout(settings: list[str]) -> dict:
+    """``--set attn_dropout=0.5 --set post_ln=true`` → {"attn_dropout": 0.5, "post_ln": True}, typed like SASRecConfig."""
+    from training.sasrec import SASRecConfig
+
+    layout = {}
+    for setting in settings:
+        key, _, value = setting.partition("=")
+        if key not in LAYOUT or not value:
+            raise SystemExit(f"--set {setting!r}: expected KEY=VALUE with KEY one of {', '.join(LAYOUT)}")
+        kind = type(getattr(SASRecConfig(), key))
+        if kind is bool and value.lower() not in ("true", "false"):
+            raise SystemExit(f"--set {setting!r}: {key} is true or false")
+        layout[key] = value.lower() == "true" if kind is bool else kind(value)
+    return {key: layout[key] for key in LAYOUT if key in layout}  # one order, so one point has one name
+
+
 def point_name(point: dict) -> str:
-    return f"dropout{point['dropout']}-lr{point['lr']:g}-batch{point['batch_size']}"
+    layout = "".join(f"-{key}" if value is True else f"-{key}{value:g}" for key, value in point.items()
+                     if key in LAYOUT and value is not False)
+    return f"dropout{point['dropout']}-lr{point['lr']:g}-batch{point['batch_size']}{layout}"
 
 
 def run_point(data, split, point: dict, seed: int = 0, patience: int = PATIENCE,
@@ -62,13 +81,14 @@ def run_point(data, split, point: dict, seed: int = 0, patience: int = PATIENCE,
 
 
 def sweep(dataset: str, out: Path, name: str, seed: int = 0, first: str | None = None,
-          patience: int = PATIENCE, pause_after: float | None = None) -> dict | None:
-    """Every grid point (``first``, a point name, trains first: on a slow set the likeliest point lands early).
-    None when ``pause_after`` seconds ran out with a point checkpointed (the same call resumes it)."""
+          patience: int = PATIENCE, pause_after: float | None = None, layout: dict | None = None) -> dict | None:
+    """Every grid point, each with the ``layout`` settings (``first``, a point name, trains first: on a slow set
+    the likeliest point lands early). None when ``pause_after`` seconds ran out with a point checkpointed (the same
+    call resumes it)."""
     from training.data import leave_one_out
     from training.train import load_run_data
 
-    points = [dict(zip(GRID, values)) for values in product(*GRID.values())]
+    points = [{**dict(zip(GRID, values)), **(layout or {})} for values in product(*GRID.values())]
     grid = [point_name(p) for p in points]  # the grid's order, kept in the summary
     if first is not None:
         if first not in grid:
@@ -120,7 +140,7 @@ def chosen_overrides(sweep_out: Path, dataset: str) -> list[str]:
     patience = next(trained_patience(r) for r in summary["points"] if r["point"] == chosen)
     return [f"train.sasrec_dropout={chosen['dropout']}", f"train.sasrec_lr={chosen['lr']}",
             f"train.sasrec_batch_size={chosen['batch_size']}", f"train.sasrec_patience={patience}",
-            f"train.sasrec_epochs={EPOCH_CAP}"]
+            f"train.sasrec_epochs={EPOCH_CAP}"] + [f"train.sasrec_{key}={json.dumps(chosen[key])}" for key in LAYOUT if key in chosen]
 
 
 def report(outs: list[Path], command: str, machine: str) -> dict:
@@ -136,15 +156,17 @@ def report(outs: list[Path], command: str, machine: str) -> dict:
     cap = f"cap {EPOCH_CAP} epochs, " + (f"bound for {', '.join(capped)}" if capped else "never bound")
     rows, readings, default_settings = {}, [], default_point()
     for summary, label in zip(summaries, labels):
-        default = next(r for r in summary["points"] if r["point"] == default_settings)
+        default = next((r for r in summary["points"] if r["point"] == default_settings), None)  # none: a --set sweep
         chosen = next(r for r in summary["points"] if r["point"] == summary["chosen"])
         for r in summary["points"]:
             cell = f"{r['valid_ndcg10']:.4f} / {r['test']['NDCG@10']:.4f}, {r['epochs']} ({r['best_epoch']})"
             name = point_name(r["point"]) + (" (default)" if r is default else "")
             rows.setdefault(name, []).append(f"**{cell}**" if r is chosen else cell)
+        versus = "" if default is None else (
+            f" vs the default's {default['test']['NDCG@10']:.4f} "
+            f"({100 * (chosen['test']['NDCG@10'] / default['test']['NDCG@10'] - 1):+.1f} %)")
         readings.append(f"{label}: chosen {point_name(chosen['point'])}, test NDCG@10 "
-                        f"{chosen['test']['NDCG@10']:.4f} vs the default's {default['test']['NDCG@10']:.4f} "
-                        f"({100 * (chosen['test']['NDCG@10'] / default['test']['NDCG@10'] - 1):+.1f} %)")
+                        f"{chosen['test']['NDCG@10']:.4f}{versus}")
     return {
         "area": "SASRec (ours): settings chosen on validation, each to its own early stop",
         "measured_at": time.strftime("%Y-%m-%d", time.gmtime()), "machine": machine, "command": command,
@@ -167,6 +189,8 @@ def main(argv=None) -> int:
     parser.add_argument("--patience", type=int, default=PATIENCE, help="run: early stopping's patience (epochs)")
     parser.add_argument("--pause-after", type=float, default=None,
                         help="run: checkpoint the point in training at the first epoch end past S seconds (exit 75)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"run: a layout setting for every point ({', '.join(LAYOUT)}), e.g. post_ln=true")
     parser.add_argument("--first", help="run: the grid point to train first (e.g. dropout0.5-lr0.001-batch128)")
     parser.add_argument("--record", help="report: write the record here")
     parser.add_argument("--command", default="python -m bench.sasrec_sweep run ...")
@@ -181,7 +205,8 @@ def main(argv=None) -> int:
 
             dataset = subsample_users(args.dataset, args.out[0], args.max_users)
             name += f", {args.max_users:,} random users"
-        summary = sweep(dataset, args.out[0], name, args.seed, args.first, args.patience, args.pause_after)
+        summary = sweep(dataset, args.out[0], name, args.seed, args.first, args.patience, args.pause_after,
+                        parse_layout(args.set))
         return 0 if summary is not None else 75  # 75: paused with a checkpoint; run the same command again
     from bench.results_page import emit_area_record
 

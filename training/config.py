@@ -148,6 +148,9 @@ class TrainConfig:
     sasrec_lr: float = 1e-3
     sasrec_dropout: float = 0.2  # SASRec paper's value for ML-1M; RecBole's default is 0.5 (bench.sasrec_sweep)
     sasrec_batch_size: int = 128
+    sasrec_attn_dropout: float = 0.0  # the SASRec layout choices where RecBole's differs (training/sasrec.py)
+    sasrec_post_ln: bool = False
+    sasrec_input_norm: bool = False
     sasrec_patience: int = 5  # our SASRec's early stopping (the ledger's runs used 5; set it equal to patience
     #   for one rule across the run's models, as bench/mechanisms.py does)
     max_train_seconds: float | None = None  # time budget per trained model, checked at epoch ends (None = none)

@@ -17,9 +17,12 @@ from training.config import LightweightConfig  # defined beside the run config, 
 
 
 class CausalBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, dropout: float):
+    """One transformer block. Pre-LN by default; ``post_ln`` puts each LayerNorm after its residual sum (the
+    original Transformer's and RecBole's SASRec layout), ``attn_dropout`` drops attention weights (RecBole: 0.5)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float, attn_dropout: float = 0.0, post_ln: bool = False):
         super().__init__()
-        self.heads = heads
+        self.heads, self.attn_dropout, self.post_ln = heads, attn_dropout, post_ln
         self.norm1 = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
@@ -27,12 +30,19 @@ class CausalBlock(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
         self.drop = nn.Dropout(dropout)
 
+    def attend(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        b, s, d = x.shape
+        q, k, v = self.qkv(x).view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                             dropout_p=self.attn_dropout if self.training else 0.0)
+        return self.drop(self.proj(att.transpose(1, 2).reshape(b, s, d)))
+
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
         """x: [B, S, D]; attn_mask: [B, 1, S, S] bool (True = may attend)."""
-        b, s, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        att = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        x = x + self.drop(self.proj(att.transpose(1, 2).reshape(b, s, d)))
+        if self.post_ln:
+            x = self.norm1(x + self.attend(x, attn_mask))
+            return self.norm2(x + self.drop(self.ffn(x)))
+        x = x + self.attend(self.norm1(x), attn_mask)
         return x + self.drop(self.ffn(self.norm2(x)))
 
 

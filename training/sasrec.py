@@ -34,10 +34,15 @@ class SASRecConfig:
     patience: int = 5
     seed: int = 0
     max_train_seconds: float | None = None  # stop at the first epoch end past this budget
+    # Layout choices where RecBole's SASRec differs from ours (bench.sasrec_sweep --set; chosen on validation):
+    attn_dropout: float = 0.0  # dropout on attention weights (RecBole: 0.5)
+    post_ln: bool = False  # LayerNorm after each residual sum, no final norm (RecBole), instead of pre-LN
+    input_norm: bool = False  # LayerNorm(item + position embedding), no sqrt(dim) scale, every weight N(0, 0.02)
 
     def __post_init__(self):
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"SASRec dropout must be in [0, 1), got {self.dropout} (train.sasrec_dropout)")
+        if not 0 <= self.dropout < 1 or not 0 <= self.attn_dropout < 1:
+            raise ValueError(f"SASRec dropout and attn_dropout must be in [0, 1), got {self.dropout} and "
+                             f"{self.attn_dropout} (train.sasrec_dropout)")
         if self.batch_size < 1 or self.lr <= 0:
             raise ValueError(f"SASRec needs batch_size >= 1 and lr > 0, got {self.batch_size} and {self.lr} "
                              "(train.sasrec_batch_size, train.sasrec_lr)")
@@ -51,16 +56,25 @@ class SASRec(nn.Module):
         self.config = config
         self.item_emb = nn.Embedding(n_items + 1, config.dim, padding_idx=0)
         self.pos_emb = nn.Embedding(config.max_len, config.dim)
-        self.blocks = nn.ModuleList(CausalBlock(config.dim, config.n_heads, config.dropout) for _ in range(config.n_layers))
-        self.norm = nn.LayerNorm(config.dim)
+        self.blocks = nn.ModuleList(CausalBlock(config.dim, config.n_heads, config.dropout, config.attn_dropout,
+                                                config.post_ln) for _ in range(config.n_layers))
+        self.input_norm = nn.LayerNorm(config.dim) if config.input_norm else nn.Identity()
+        self.norm = nn.Identity() if config.post_ln else nn.LayerNorm(config.dim)  # post-LN blocks end normed
         self.drop = nn.Dropout(config.dropout)
+        if config.input_norm:  # BERT's and RecBole's initialisation: the position table as small as the item table
+            for module in self.modules():
+                if isinstance(module, (nn.Linear, nn.Embedding)):
+                    nn.init.normal_(module.weight, std=0.02)
+                if isinstance(module, nn.Linear):
+                    nn.init.zeros_(module.bias)
         nn.init.normal_(self.item_emb.weight, std=0.02)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         b, t = ids.shape
         valid = ids > 0
-        x = self.item_emb(ids) * self.config.dim ** 0.5 + self.pos_emb(torch.arange(t, device=ids.device))[None]
-        x = self.drop(x) * valid[..., None]
+        scale = 1.0 if self.config.input_norm else self.config.dim ** 0.5
+        x = self.item_emb(ids) * scale + self.pos_emb(torch.arange(t, device=ids.device))[None]
+        x = self.drop(self.input_norm(x)) * valid[..., None]
         mask = torch.ones(t, t, dtype=torch.bool, device=ids.device).tril()[None] & valid[:, None, :]
         mask = (mask | torch.eye(t, dtype=torch.bool, device=ids.device)[None])[:, None]
         for block in self.blocks:
@@ -129,8 +143,8 @@ def train_sasrec(train_sequences: list[np.ndarray], n_items: int, valid_set, con
     if checkpoint is not None and Path(checkpoint).is_file():
         saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
         # the model's settings must match; the epoch cap and time budget may change between calls
-        differ = sorted(k for k, v in saved["config"].items()
-                        if k not in ("epochs", "max_train_seconds") and v != asdict(config).get(k))
+        now, made = asdict(config), {**asdict(SASRecConfig()), **saved["config"]}  # settings added since: defaults
+        differ = sorted(k for k in now if k not in ("epochs", "max_train_seconds") and made[k] != now[k])
         if differ:
             raise ValueError(f"{checkpoint} was trained with other SASRec settings ({', '.join(differ)}): "
                              "delete it to start again")

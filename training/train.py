@@ -239,7 +239,8 @@ def train_baselines(state: RunState) -> None:
     sas_cfg = SASRecConfig(dim=config.item_encoder.id_embedding_dim if not data.has_text else 64,
                            epochs=config.train.sasrec_epochs, lr=config.train.sasrec_lr,
                            dropout=config.train.sasrec_dropout, batch_size=config.train.sasrec_batch_size,
-                           patience=config.train.sasrec_patience,
+                           patience=config.train.sasrec_patience, attn_dropout=config.train.sasrec_attn_dropout,
+                           post_ln=config.train.sasrec_post_ln, input_norm=config.train.sasrec_input_norm,
                            seed=config.train.seed, max_train_seconds=config.train.max_train_seconds)
     state.sasrec, sas_hist = train_sasrec(split.train, data.n_items, next_item_view(split.valid), sas_cfg,
                                           state.device, state.progress, state.log, config.train.max_eval_users)

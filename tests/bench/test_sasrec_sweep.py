@@ -121,3 +121,30 @@ def test_sweeps_under_several_patiences_get_a_column_each(small_grid, tmp_path, 
     assert record["columns"] == ["dropout / lr / batch", "synthetic, patience 10", "synthetic, patience 50"]
     assert "patience 10/50 on validation" in record["setup"]
     assert record["reading"].count("synthetic, patience") == 2
+
+
+def test_layout_settings_name_every_point_and_carry_to_the_run(small_grid, tmp_path, monkeypatch):
+    layout = sweep_mod.parse_layout(["input_norm=TRUE", "attn_dropout=0.5", "post_ln=false"])
+    assert layout == {"attn_dropout": 0.5, "post_ln": False, "input_norm": True}  # typed, in one order
+    for bad, message in [("depth=3", "KEY one of attn_dropout"), ("post_ln=yes", "post_ln is true or false"),
+                         ("attn_dropout", "expected KEY=VALUE")]:
+        with pytest.raises(SystemExit, match=message):
+            sweep_mod.parse_layout([bad])
+
+    def fake_point(data, split, point, seed=0, patience=10, *checkpointing):
+        return {"point": point, "valid_ndcg10": point["dropout"], "test": {"NDCG@10": 0.1}, "epochs": 1,
+                "best_epoch": 1, "early_stopped": True, "patience": patience}
+
+    monkeypatch.setattr(sweep_mod, "run_point", fake_point)
+    summary = sweep_mod.sweep("synthetic", tmp_path, "synthetic", layout=layout,
+                              first="dropout0.5-lr0.001-batch128-attn_dropout0.5-input_norm")
+    assert summary["chosen"] == {"dropout": 0.5, "lr": 1e-3, "batch_size": 128, **layout}
+    assert (tmp_path / "dropout0.2-lr0.001-batch128-attn_dropout0.5-input_norm.json").is_file()
+    record = sweep_mod.report([tmp_path], "cmd", "machine")  # no default point in a --set sweep: no comparison
+    assert record["reading"] == "synthetic: chosen dropout0.5-lr0.001-batch128-attn_dropout0.5-input_norm, test NDCG@10 0.1000"
+
+    from training.config import RunConfig
+
+    cfg = RunConfig(dataset="synthetic").override(sweep_mod.chosen_overrides(tmp_path, "synthetic"))
+    train = cfg.train
+    assert (train.sasrec_attn_dropout, train.sasrec_post_ln, train.sasrec_input_norm) == (0.5, False, True)

@@ -206,3 +206,23 @@ def test_id_init_copies_a_trained_table_into_every_id_table_of_its_width():
         model.init_ids_from(torch.randn(7, 5))
     with pytest.raises(ValueError, match="id_init must be"):
         HybridRecommender(HybridConfig(id_init="glove"), item_dim=8, n_items=6)
+
+
+def test_sasrec_recbole_layout_normalises_inputs_and_drops_attention_only_in_training():
+    from training.sasrec import SASRec, SASRecConfig
+
+    torch.manual_seed(0)
+    ours = SASRec(50, SASRecConfig(dim=16, max_len=8))
+    recbole = SASRec(50, SASRecConfig(dim=16, max_len=8, attn_dropout=0.5, post_ln=True, input_norm=True))
+    assert ours.pos_emb.weight.std() > 0.5 and recbole.pos_emb.weight.std() < 0.03  # N(0, 1) vs N(0, 0.02)
+    ids = torch.tensor([[0, 0, 3, 9, 4, 1, 7, 2]])
+    recbole.eval()
+    out = recbole(ids)
+    assert torch.allclose(out, recbole(ids))  # no dropout at inference
+    assert torch.allclose(out.mean(-1), torch.zeros(1, 8), atol=1e-5)  # post-LN: every output is a LayerNorm's
+    block = recbole.blocks[0].train()
+    x, mask = torch.randn(1, 8, 16), torch.ones(1, 1, 8, 8, dtype=torch.bool).tril()
+    block.drop.p = 0.0  # only the attention dropout left
+    assert not torch.allclose(block(x, mask), block(x, mask))
+    block.attn_dropout = 0.0
+    assert torch.allclose(block(x, mask), block(x, mask))
