@@ -46,14 +46,6 @@ def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
     with pytest.raises(ValueError, match="other SASRec settings \\(lr\\): delete it"):
         train_sasrec(split.train, data.n_items, split.valid, SASRecConfig(epochs=3, lr=2e-3), progress=False,
                      log=lambda _: None, checkpoint=ckpt, pause_after=0.0)
-
-
-def test_a_checkpoint_of_another_layout_is_refused(tmp_path):
-    data = load_run_data("synthetic")
-    split = leave_one_out(data)
-    ckpt = tmp_path / "sasrec.ckpt"
-    train_sasrec(split.train, data.n_items, split.valid, SASRecConfig(epochs=3), progress=False, log=lambda _: None,
-                 checkpoint=ckpt, pause_after=0.0)
     saved = torch.load(ckpt, weights_only=True)
     del saved["config"]["post_ln"]  # a checkpoint made before the setting existed: it trained with the default
     torch.save(saved, ckpt)
