@@ -61,6 +61,13 @@ def point_name(point: dict) -> str:
     return f"dropout{point['dropout']}-lr{point['lr']:g}-batch{point['batch_size']}{layout}"
 
 
+def summary_order(point: dict) -> tuple[str, int]:
+    """Our layout's points first, then each other layout's; within one, the grid's order."""
+    base = {key: point[key] for key in GRID}
+    names = [point_name(dict(zip(GRID, values))) for values in product(*GRID.values())]
+    return point_name(point)[len(point_name(base)):], names.index(point_name(base)) if point_name(base) in names else 0
+
+
 def run_point(data, split, point: dict, seed: int = 0, patience: int = PATIENCE,
               checkpoint: Path | None = None, pause_after: float | None = None) -> dict | None:
     """One grid point to its own early stop → its validation curve's best and its test metrics (None: paused
@@ -83,8 +90,9 @@ def run_point(data, split, point: dict, seed: int = 0, patience: int = PATIENCE,
 def sweep(dataset: str, out: Path, name: str, seed: int = 0, first: str | None = None,
           patience: int = PATIENCE, pause_after: float | None = None, layout: dict | None = None) -> dict | None:
     """Every grid point, each with the ``layout`` settings (``first``, a point name, trains first: on a slow set
-    the likeliest point lands early). None when ``pause_after`` seconds ran out with a point checkpointed (the same
-    call resumes it)."""
+    the likeliest point lands early); the choice is made over every finished point in ``out`` of this patience, so
+    sweeps of several layouts into one OUT choose among all of them. None when ``pause_after`` seconds ran out with
+    a point checkpointed (the same call resumes it)."""
     from training.data import leave_one_out
     from training.train import load_run_data
 
@@ -114,7 +122,11 @@ def sweep(dataset: str, out: Path, name: str, seed: int = 0, first: str | None =
             path.write_text(json.dumps(result, indent=2))
             ckpt.unlink(missing_ok=True)
         results.append(result)
-    results.sort(key=lambda r: grid.index(point_name(r["point"])))  # the summary in grid order, whatever ran first
+    for path in sorted(out.glob("*.json")):  # points of another layout (--set) trained into this OUT compete too
+        other = json.loads(path.read_text()) if path.name != "sweep.json" and path.stem not in grid else None
+        if other is not None and trained_patience(other) == patience:
+            results.append(other)
+    results.sort(key=lambda r: summary_order(r["point"]))  # one order, whatever ran first
     chosen = max(results, key=lambda r: r["valid_ndcg10"])
     summary = {"dataset": name, "users": len(data.sequences), "seed": seed, "points": results,
                "chosen": chosen["point"]}
@@ -155,13 +167,13 @@ def report(outs: list[Path], command: str, machine: str) -> dict:
               if not r["early_stopped"]]
     cap = f"cap {EPOCH_CAP} epochs, " + (f"bound for {', '.join(capped)}" if capped else "never bound")
     rows, readings, default_settings = {}, [], default_point()
-    for summary, label in zip(summaries, labels):
+    for column, (summary, label) in enumerate(zip(summaries, labels)):
         default = next((r for r in summary["points"] if r["point"] == default_settings), None)  # none: a --set sweep
         chosen = next(r for r in summary["points"] if r["point"] == summary["chosen"])
         for r in summary["points"]:
             cell = f"{r['valid_ndcg10']:.4f} / {r['test']['NDCG@10']:.4f}, {r['epochs']} ({r['best_epoch']})"
             name = point_name(r["point"]) + (" (default)" if r is default else "")
-            rows.setdefault(name, []).append(f"**{cell}**" if r is chosen else cell)
+            rows.setdefault(name, ["—"] * len(summaries))[column] = f"**{cell}**" if r is chosen else cell
         versus = "" if default is None else (
             f" vs the default's {default['test']['NDCG@10']:.4f} "
             f"({100 * (chosen['test']['NDCG@10'] / default['test']['NDCG@10'] - 1):+.1f} %)")
@@ -171,7 +183,10 @@ def report(outs: list[Path], command: str, machine: str) -> dict:
         "area": "SASRec (ours): settings chosen on validation, each to its own early stop",
         "measured_at": time.strftime("%Y-%m-%d", time.gmtime()), "machine": machine, "command": command,
         "setup": (f"Leave-one-out, full ranking, history masked; dim 64, 2 layers, length 50, full-softmax CE on "
-                  f"every position; patience {patience} on validation NDCG@10 ({cap}); "
+                  f"every position; patience {patience} on validation NDCG@10 ({cap}); " + (
+                      "a row named with attn_dropout, post_ln or input_norm trains with RecBole's attention dropout, "
+                      "post-LN blocks or LayerNorm on the summed input embeddings (with N(0, 0.02) init); "
+                      if any(len(row) > len(point_name(default_settings)) for row in rows) else "") +
                   "one seed. Cells: validation / test NDCG@10, epochs run (best); the point with the best validation "
                   "score is chosen (bold); test numbers are reported only."),
         "columns": ["dropout / lr / batch"] + labels,

@@ -132,19 +132,30 @@ def test_layout_settings_name_every_point_and_carry_to_the_run(small_grid, tmp_p
             sweep_mod.parse_layout([bad])
 
     def fake_point(data, split, point, seed=0, patience=10, *checkpointing):
-        return {"point": point, "valid_ndcg10": point["dropout"], "test": {"NDCG@10": 0.1}, "epochs": 1,
+        valid = point["dropout"] + 0.01 * point.get("input_norm", False)
+        return {"point": point, "valid_ndcg10": valid, "test": {"NDCG@10": 0.1}, "epochs": 1,
                 "best_epoch": 1, "early_stopped": True, "patience": patience}
 
     monkeypatch.setattr(sweep_mod, "run_point", fake_point)
-    summary = sweep_mod.sweep("synthetic", tmp_path, "synthetic", layout=layout,
+    plain = sweep_mod.sweep("synthetic", tmp_path / "plain", "synthetic")
+    assert plain["chosen"] == {"dropout": 0.5, "lr": 1e-3, "batch_size": 128}
+    summary = sweep_mod.sweep("synthetic", tmp_path / "plain", "synthetic", layout=layout,
                               first="dropout0.5-lr0.001-batch128-attn_dropout0.5-input_norm")
+    assert len(summary["points"]) == 4  # both layouts in one OUT: chosen among all four on validation
     assert summary["chosen"] == {"dropout": 0.5, "lr": 1e-3, "batch_size": 128, **layout}
-    assert (tmp_path / "dropout0.2-lr0.001-batch128-attn_dropout0.5-input_norm.json").is_file()
-    record = sweep_mod.report([tmp_path], "cmd", "machine")  # no default point in a --set sweep: no comparison
-    assert record["reading"] == "synthetic: chosen dropout0.5-lr0.001-batch128-attn_dropout0.5-input_norm, test NDCG@10 0.1000"
+    assert (tmp_path / "plain" / "dropout0.2-lr0.001-batch128-attn_dropout0.5-input_norm.json").is_file()
+
+    sweep_mod.sweep("synthetic", tmp_path / "layout", "layout", layout=layout)
+    record = sweep_mod.report([tmp_path / "plain", tmp_path / "layout"], "cmd", "machine")
+    assert record["rows"][0] == ["dropout0.2-lr0.001-batch128 (default)", "0.2000 / 0.1000, 1 (1)", "—"]
+    assert record["rows"][-1][1:] == ["**0.5100 / 0.1000, 1 (1)**"] * 2  # each column its own sweep's points
+    assert "RecBole's attention dropout" in record["setup"]
+    # no default point in a --set-only sweep: no comparison with it
+    assert record["reading"].endswith("layout: chosen dropout0.5-lr0.001-batch128-attn_dropout0.5-input_norm, "
+                                      "test NDCG@10 0.1000")
 
     from training.config import RunConfig
 
-    cfg = RunConfig(dataset="synthetic").override(sweep_mod.chosen_overrides(tmp_path, "synthetic"))
+    cfg = RunConfig(dataset="synthetic").override(sweep_mod.chosen_overrides(tmp_path / "plain", "synthetic"))
     train = cfg.train
     assert (train.sasrec_attn_dropout, train.sasrec_post_ln, train.sasrec_input_norm) == (0.5, False, True)
