@@ -87,8 +87,23 @@ def run_point(data, split, point: dict, seed: int = 0, patience: int = PATIENCE,
             "train_seconds": round(sum(e["seconds"] for e in info["epochs"]), 1)}  # every call's epochs, if resumed
 
 
+def parse_grid(settings: list[str]) -> dict:
+    """``--grid lr=0.001 --grid dropout=0.5,0.2`` → GRID with those axes narrowed (a slow dataset's sweep)."""
+    grid = dict(GRID)
+    for setting in settings:
+        key, _, values = setting.partition("=")
+        if key not in GRID or not values:
+            raise SystemExit(f"--grid {setting!r}: expected KEY=V1[,V2...] with KEY one of {', '.join(GRID)}")
+        try:
+            grid[key] = tuple(type(GRID[key][0])(value) for value in values.split(","))
+        except ValueError:
+            raise SystemExit(f"--grid {setting!r}: {key} takes numbers like {GRID[key][0]}") from None
+    return grid
+
+
 def sweep(dataset: str, out: Path, name: str, seed: int = 0, first: str | None = None,
-          patience: int = PATIENCE, pause_after: float | None = None, layout: dict | None = None) -> dict | None:
+          patience: int = PATIENCE, pause_after: float | None = None, layout: dict | None = None,
+          grid_axes: dict | None = None) -> dict | None:
     """Every grid point, each with the ``layout`` settings (``first``, a point name, trains first: on a slow set
     the likeliest point lands early); the choice is made over every finished point in ``out`` of this patience, so
     sweeps of several layouts into one OUT choose among all of them. None when ``pause_after`` seconds ran out with
@@ -96,7 +111,8 @@ def sweep(dataset: str, out: Path, name: str, seed: int = 0, first: str | None =
     from training.data import leave_one_out
     from training.train import load_run_data
 
-    points = [{**dict(zip(GRID, values)), **(layout or {})} for values in product(*GRID.values())]
+    axes = grid_axes or GRID
+    points = [{**dict(zip(axes, values)), **(layout or {})} for values in product(*axes.values())]
     grid = [point_name(p) for p in points]  # the grid's order, kept in the summary
     if first is not None:
         if first not in grid:
@@ -129,7 +145,7 @@ def sweep(dataset: str, out: Path, name: str, seed: int = 0, first: str | None =
     results.sort(key=lambda r: summary_order(r["point"]))  # one order, whatever ran first
     chosen = max(results, key=lambda r: r["valid_ndcg10"])
     summary = {"dataset": name, "users": len(data.sequences), "seed": seed, "points": results,
-               "chosen": chosen["point"]}
+               "grid": {key: list(values) for key, values in axes.items()}, "chosen": chosen["point"]}
     (out / "sweep.json").write_text(json.dumps(summary, indent=2))
     print(f"[sasrec_sweep] {name}: chosen on validation {point_name(chosen['point'])}: test NDCG@10 "
           f"{chosen['test']['NDCG@10']:.4f}", flush=True)
@@ -187,7 +203,7 @@ def report(outs: list[Path], command: str, machine: str) -> dict:
                       "a row named with attn_dropout, post_ln or input_norm trains with RecBole's attention dropout, "
                       "post-LN blocks or LayerNorm on the summed input embeddings (with N(0, 0.02) init); "
                       if any(len(row) > len(point_name(default_settings)) for row in rows) else "") +
-                  "one seed. Cells: validation / test NDCG@10, epochs run (best); the point with the best validation "
+                  "one seed; — : not trained on that dataset (a slow one sweeps part of the grid). Cells: validation / test NDCG@10, epochs run (best); the point with the best validation "
                   "score is chosen (bold); test numbers are reported only."),
         "columns": ["dropout / lr / batch"] + labels,
         "rows": [[name] + cells for name, cells in rows.items()], "reading": "; ".join(readings),
@@ -206,6 +222,8 @@ def main(argv=None) -> int:
                         help="run: checkpoint the point in training at the first epoch end past S seconds (exit 75)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help=f"run: a layout setting for every point ({', '.join(LAYOUT)}), e.g. post_ln=true")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                        help=f"run: narrow one grid axis ({', '.join(GRID)}), e.g. lr=0.001 on a slow dataset")
     parser.add_argument("--first", help="run: the grid point to train first (e.g. dropout0.5-lr0.001-batch128)")
     parser.add_argument("--record", help="report: write the record here")
     parser.add_argument("--command", default="python -m bench.sasrec_sweep run ...")
@@ -221,7 +239,7 @@ def main(argv=None) -> int:
             dataset = subsample_users(args.dataset, args.out[0], args.max_users)
             name += f", {args.max_users:,} random users"
         summary = sweep(dataset, args.out[0], name, args.seed, args.first, args.patience, args.pause_after,
-                        parse_layout(args.set))
+                        parse_layout(args.set), parse_grid(args.grid))
         return 0 if summary is not None else 75  # 75: paused with a checkpoint; run the same command again
     from bench.results_page import emit_area_record
 

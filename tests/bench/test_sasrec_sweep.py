@@ -145,9 +145,16 @@ def test_layout_settings_name_every_point_and_carry_to_the_run(small_grid, tmp_p
     assert summary["chosen"] == {"dropout": 0.5, "lr": 1e-3, "batch_size": 128, **layout}
     assert (tmp_path / "plain" / "dropout0.2-lr0.001-batch128-attn_dropout0.5-input_norm.json").is_file()
 
-    sweep_mod.sweep("synthetic", tmp_path / "layout", "layout", layout=layout)
+    narrow = sweep_mod.parse_grid(["dropout=0.5"])
+    assert narrow == {**sweep_mod.GRID, "dropout": (0.5,)}
+    for bad, message in [("dropout=high", "dropout takes numbers like 0.2"), ("depth=2", "KEY one of dropout")]:
+        with pytest.raises(SystemExit, match=message):
+            sweep_mod.parse_grid([bad])
+    layout_only = sweep_mod.sweep("synthetic", tmp_path / "layout", "layout", layout=layout, grid_axes=narrow)
+    assert [p["point"]["dropout"] for p in layout_only["points"]] == [0.5]
     record = sweep_mod.report([tmp_path / "plain", tmp_path / "layout"], "cmd", "machine")
     assert record["rows"][0] == ["dropout0.2-lr0.001-batch128 (default)", "0.2000 / 0.1000, 1 (1)", "—"]
+    assert record["rows"][2][2] == "—"  # the layout's dropout 0.2 point: not in the narrowed grid
     assert record["rows"][-1][1:] == ["**0.5100 / 0.1000, 1 (1)**"] * 2  # each column its own sweep's points
     assert "RecBole's attention dropout" in record["setup"]
     # no default point in a --set-only sweep: no comparison with it
