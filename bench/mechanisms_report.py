@@ -55,6 +55,9 @@ def published_ndcg10(out: Path) -> dict[str, float]:
     return {model: ndcg for model, (_, ndcg) in entry[1].items()} if entry and entry[0] == users else {}
 
 
+SASREC_LAYOUT = ("sasrec_attn_dropout", "sasrec_post_ln", "sasrec_input_norm")  # named in the cell only when on
+
+
 def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Path,
                       published: dict[str, float] | None = None) -> dict:
     """The page's converged view of one dataset (bench/results_page.converged_section): every model's test NDCG@10
@@ -81,7 +84,10 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
         models["SASRec (ours)"] = {"NDCG@10": loo["preset"]["sasrec"]["test"]["NDCG@10"],
                                    "epochs": loo["preset"]["sasrec"].get("epochs"),
                                    "settings": f"dropout {train['sasrec_dropout']}, lr {train['sasrec_lr']:g}, "
-                                               f"batch {train['sasrec_batch_size']}"}
+                                               f"batch {train['sasrec_batch_size']}" + "".join(
+                                                   f", {key[len('sasrec_'):]}" + ("" if value is True else f" {value}")
+                                                   for key, value in train.items()
+                                                   if key in SASREC_LAYOUT and value)}
         if (models["SASRec (ours)"]["epochs"] or 0) >= train.get("sasrec_epochs", 10 ** 9):
             models["SASRec (ours)"]["capped"] = True
         if train.get("sasrec_patience", PEER_PATIENCE) != PEER_PATIENCE:

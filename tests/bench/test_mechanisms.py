@@ -141,8 +141,12 @@ def test_report_adds_converged_peers_and_the_headroom(tmp_path):
     assert view["models"]["HyMiRec"] == {"NDCG@10": 0.12, "epochs": 4}
     assert view["models"]["SASRec (ours)"]["settings"] == "dropout 0.2, lr 0.001, batch 128"  # the defaults
     metrics = tmp_path / "leave_one_out" / "preset" / "metrics.json"  # HyMiRec ran all 4 epochs it was allowed
-    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "config": {"train": {"epochs": 4, "sasrec_epochs": 9}, "hybrid": {"long_len": 64}}}))
-    assert report(tmp_path, "toy", "cmd", "machine", suite="converged")["converged"]["models"]["HyMiRec"]["capped"]
+    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "config": {
+        "train": {"epochs": 4, "sasrec_epochs": 9, "sasrec_input_norm": True, "sasrec_post_ln": False},
+        "hybrid": {"long_len": 64}}}))
+    view = report(tmp_path, "toy", "cmd", "machine", suite="converged")["converged"]
+    assert view["models"]["HyMiRec"]["capped"]
+    assert view["models"]["SASRec (ours)"]["settings"] == "dropout 0.2, lr 0.001, batch 128, input_norm"  # layout on
     assert "converged" not in report(tmp_path, "toy", "cmd", "machine", suite="maxmerge")  # other suites: no row
     # a stronger peer of another model is "the strongest other" of the converged view (not of the SASRec check)
     bert = tmp_path / "leave_one_out" / "peers" / "rectools-bert4rec"
