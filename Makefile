@@ -73,6 +73,7 @@ bench-mechanisms: setup
 	    --record bench/records/mechanisms-ml-1m-window-converged.json --command "make bench-mechanisms"
 	# HyMiRec's preset against our SASRec, each to its own early stop; SASRec with the settings chosen on validation
 	$(PY) -m bench.sasrec_sweep run $(MECH_DATA) --out runs/sweep1m
+	$(PY) -m bench.sasrec_sweep run $(MECH_DATA) --out runs/sweep1m --set input_norm=true
 	$(MECH) prepare --suite converged $(MECH_DATA) --out runs/conv1m-tuned
 	$(MECH) run --suite converged $(MECH_DATA) --out runs/conv1m-tuned --long-len 512 --sasrec-from runs/sweep1m
 	$(MECH) report $(MECH_DATA) --suite converged --out runs/conv1m-tuned \
@@ -80,6 +81,8 @@ bench-mechanisms: setup
 	# ML-100K: patience 50 for every model (our SASRec's validation score rose with it; so did three peers'); the
 	# record's ids-from-scratch run is still its patience-10 run (it reads no SASRec), its cell says so
 	$(PY) -m bench.sasrec_sweep run --dataset ../shared/data/ml-100k --out runs/sweep100k-p50 --patience 50
+	$(PY) -m bench.sasrec_sweep run --dataset ../shared/data/ml-100k --out runs/sweep100k-p50 --patience 50 \
+	    --set input_norm=true
 	$(MECH) prepare --suite converged --dataset ../shared/data/ml-100k --out runs/conv100k
 	$(MECH) run --suite converged --dataset ../shared/data/ml-100k --out runs/conv100k --long-len 512 \
 	    --sasrec-from runs/sweep100k-p50 --patience 50
@@ -95,7 +98,9 @@ bench-mechanisms: setup
 	# where a paused run stopped; HyMiRec's converged run there is still to do
 	bench/peers/setup.sh recbole
 	$(MECH) peer --dataset $(BEAUTY) --out runs/convbeauty --peer recbole-sasrec
-	$(PY) -m bench.sasrec_sweep run --dataset $(BEAUTY) --out runs/sweepbeauty --first dropout0.5-lr0.001-batch128
+	# our SASRec: RecBole's input LayerNorm and init (input_norm) over the whole grid; our layout at lr 1e-3 only
+	$(PY) -m bench.sasrec_sweep run --dataset $(BEAUTY) --out runs/sweepbeauty --set input_norm=true
+	$(PY) -m bench.sasrec_sweep run --dataset $(BEAUTY) --out runs/sweepbeauty --grid lr=0.001
 	$(MECH) report --suite converged --dataset $(BEAUTY) --out runs/convbeauty \
 	    --record bench/records/mechanisms-beauty-converged.json --command "make bench-mechanisms"
 	$(PY) -m hymirec.cli bench page
@@ -104,8 +109,14 @@ bench-mechanisms: setup
 bench-sasrec: setup
 	$(PY) -m bench.sasrec_sweep run --dataset ../shared/data/ml-100k --out runs/sweep100k
 	$(PY) -m bench.sasrec_sweep run --dataset ../shared/data/ml-100k --out runs/sweep100k-p50 --patience 50
+	$(PY) -m bench.sasrec_sweep run --dataset ../shared/data/ml-100k --out runs/sweep100k-p50 --patience 50 \
+	    --set input_norm=true
 	$(PY) -m bench.sasrec_sweep run $(MECH_DATA) --out runs/sweep1m
+	$(PY) -m bench.sasrec_sweep run $(MECH_DATA) --out runs/sweep1m --set input_norm=true
+	$(PY) -m bench.sasrec_sweep run --dataset $(BEAUTY) --out runs/sweepbeauty --set input_norm=true
+	$(PY) -m bench.sasrec_sweep run --dataset $(BEAUTY) --out runs/sweepbeauty --grid lr=0.001
 	$(PY) -m bench.sasrec_sweep report --out runs/sweep100k --out runs/sweep100k-p50 --out runs/sweep1m \
+	    --out runs/sweepbeauty \
 	    --record bench/records/sasrec-sweep.json \
 	    --command "make bench-sasrec"
 	$(PY) -m hymirec.cli bench page
