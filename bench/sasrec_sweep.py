@@ -40,7 +40,8 @@ def trained_patience(result: dict) -> int:
 
 
 def parse_layout(settings: list[str]) -> dict:
-    """``--set attn_dropout=0.5 --set post_ln=true`` → {"attn_dropout": 0.5, "post_ln": True}, typed like SASRecConfig."""
+    """``--set attn_dropout=0.5 --set post_ln=true`` → {"attn_dropout": 0.5, "post_ln": True}, typed as in
+    SASRecConfig."""
     from training.sasrec import SASRecConfig
 
     layout = {}
@@ -138,7 +139,7 @@ def sweep(dataset: str, out: Path, name: str, seed: int = 0, first: str | None =
             path.write_text(json.dumps(result, indent=2))
             ckpt.unlink(missing_ok=True)
         results.append(result)
-    for path in sorted(out.glob("*.json")):  # points of another layout (--set) trained into this OUT compete too
+    for path in sorted(out.glob("*.json")):  # points of another layout (--set) in this OUT compete too
         other = json.loads(path.read_text()) if path.name != "sweep.json" and path.stem not in grid else None
         if other is not None and trained_patience(other) == patience:
             results.append(other)
@@ -168,7 +169,8 @@ def chosen_overrides(sweep_out: Path, dataset: str) -> list[str]:
     patience = next(trained_patience(r) for r in summary["points"] if r["point"] == chosen)
     return [f"train.sasrec_dropout={chosen['dropout']}", f"train.sasrec_lr={chosen['lr']}",
             f"train.sasrec_batch_size={chosen['batch_size']}", f"train.sasrec_patience={patience}",
-            f"train.sasrec_epochs={EPOCH_CAP}"] + [f"train.sasrec_{key}={json.dumps(chosen[key])}" for key in LAYOUT if key in chosen]
+            f"train.sasrec_epochs={EPOCH_CAP}"] + [f"train.sasrec_{key}={json.dumps(chosen[key])}"
+                                                   for key in LAYOUT if key in chosen]
 
 
 def report(outs: list[Path], command: str, machine: str) -> dict:
@@ -203,8 +205,9 @@ def report(outs: list[Path], command: str, machine: str) -> dict:
                       "a row named with attn_dropout, post_ln or input_norm trains with RecBole's attention dropout, "
                       "post-LN blocks or LayerNorm on the summed input embeddings (with N(0, 0.02) init); "
                       if any(len(row) > len(point_name(default_settings)) for row in rows) else "") +
-                  "one seed; — : not trained on that dataset (a slow one sweeps part of the grid). Cells: validation / test NDCG@10, epochs run (best); the point with the best validation "
-                  "score is chosen (bold); test numbers are reported only."),
+                  "one seed; — : not trained on that dataset (a slow one sweeps part of the grid). Cells: "
+                  "validation / test NDCG@10, epochs run (best); the point with the best validation score is chosen "
+                  "(bold); test numbers are reported only."),
         "columns": ["dropout / lr / batch"] + labels,
         "rows": [[name] + cells for name, cells in rows.items()], "reading": "; ".join(readings),
     }
