@@ -9,9 +9,11 @@ as good as our defaults happen to be. The grid is what the SASRec paper and RecB
 ML-1M value, our default) or 0.5 (the paper's sparse Amazon sets, RecBole's default), learning rate 1e-3 (both)
 or 2e-3 (for the cut datasets' few steps per epoch); batch 128 (the paper). Every point trains on the same
 leave-one-out split, to its patience on validation NDCG@10 (epoch cap 1,000; the record says if it bound); the
-point with the best validation score is chosen, and test numbers are only reported. Resumable: a point already in OUT is skipped,
-and with ``--pause-after S`` a point still training at S seconds is checkpointed (OUT/<point>.ckpt, exit 75) and
-the same command resumes it: Beauty's points take an hour or more each on one CPU core.
+point with the best validation score is chosen, and test numbers are only reported. Resumable: a point already in
+OUT is skipped, and with ``--pause-after S`` a point still training at S seconds is checkpointed (OUT/<point>.ckpt,
+exit 75) and the same command resumes it: Beauty's points take an hour or more each on one CPU core.
+``--set input_norm=true`` (or another LAYOUT setting) trains the grid with RecBole's layout choices into the same
+OUT, where both layouts compete in one choice; ``--grid lr=0.001`` narrows an axis.
 """
 from __future__ import annotations
 
