@@ -54,7 +54,10 @@ def parse_layout(settings: list[str]) -> dict:
         kind = type(getattr(SASRecConfig(), key))
         if kind is bool and value.lower() not in ("true", "false"):
             raise SystemExit(f"--set {setting!r}: {key} is true or false")
-        layout[key] = value.lower() == "true" if kind is bool else kind(value)
+        try:
+            layout[key] = value.lower() == "true" if kind is bool else kind(value)
+        except ValueError:
+            raise SystemExit(f"--set {setting!r}: {key} takes a number") from None
     return {key: layout[key] for key in LAYOUT if key in layout}  # one order, so one point has one name
 
 
