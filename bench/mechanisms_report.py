@@ -55,9 +55,6 @@ def published_ndcg10(out: Path) -> dict[str, float]:
     return {model: ndcg for model, (_, ndcg) in entry[1].items()} if entry and entry[0] == users else {}
 
 
-SASREC_LAYOUT = ("sasrec_attn_dropout", "sasrec_post_ln", "sasrec_input_norm")  # named in the cell only when on
-
-
 def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Path,
                       published: dict[str, float] | None = None) -> dict:
     """The page's converged view of one dataset (bench/results_page.converged_section): every model's test NDCG@10
@@ -76,6 +73,7 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
             if patience != PEER_PATIENCE:  # the view's rule; a longer one shows in the cell
                 models[label]["patience"] = patience
     if "sasrec" in loo.get("preset", {}):
+        from bench.sasrec_sweep import LAYOUT
         from training.sasrec import SASRecConfig
 
         # runs made before these were settings used SASRecConfig's defaults, which have not changed since
@@ -84,10 +82,10 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
         models["SASRec (ours)"] = {"NDCG@10": loo["preset"]["sasrec"]["test"]["NDCG@10"],
                                    "epochs": loo["preset"]["sasrec"].get("epochs"),
                                    "settings": f"dropout {train['sasrec_dropout']}, lr {train['sasrec_lr']:g}, "
-                                               f"batch {train['sasrec_batch_size']}" + "".join(
-                                                   f", {key[len('sasrec_'):]}" + ("" if value is True else f" {value}")
-                                                   for key, value in train.items()
-                                                   if key in SASREC_LAYOUT and value)}
+                                               f"batch {train['sasrec_batch_size']}" + "".join(  # layouts when on
+                                                   f", {key}" + ("" if train[f"sasrec_{key}"] is True
+                                                                 else f" {train[f'sasrec_{key}']}")
+                                                   for key in LAYOUT if train.get(f"sasrec_{key}"))}
         if (models["SASRec (ours)"]["epochs"] or 0) >= train.get("sasrec_epochs", 10 ** 9):
             models["SASRec (ours)"]["capped"] = True
         if train.get("sasrec_patience", PEER_PATIENCE) != PEER_PATIENCE:

@@ -151,7 +151,7 @@ def sweep(dataset: str, out: Path, name: str, seed: int = 0, first: str | None =
     results.sort(key=lambda r: summary_order(r["point"]))  # one order, whatever ran first
     chosen = max(results, key=lambda r: r["valid_ndcg10"])
     summary = {"dataset": name, "users": len(data.sequences), "seed": seed, "points": results,
-               "grid": {key: list(values) for key, values in axes.items()}, "chosen": chosen["point"]}
+               "chosen": chosen["point"]}
     (out / "sweep.json").write_text(json.dumps(summary, indent=2))
     print(f"[sasrec_sweep] {name}: chosen on validation {point_name(chosen['point'])}: test NDCG@10 "
           f"{chosen['test']['NDCG@10']:.4f}", flush=True)
