@@ -79,13 +79,13 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
         # runs made before these were settings used SASRecConfig's defaults, which have not changed since
         train = {"sasrec_dropout": SASRecConfig.dropout, "sasrec_lr": SASRecConfig.lr,
                  "sasrec_batch_size": SASRecConfig.batch_size, **loo["preset"].get("config", {}).get("train", {})}
+        layout = {key: train[f"sasrec_{key}"] for key in LAYOUT if train.get(f"sasrec_{key}")}  # named when on
         models["SASRec (ours)"] = {"NDCG@10": loo["preset"]["sasrec"]["test"]["NDCG@10"],
                                    "epochs": loo["preset"]["sasrec"].get("epochs"),
                                    "settings": f"dropout {train['sasrec_dropout']}, lr {train['sasrec_lr']:g}, "
-                                               f"batch {train['sasrec_batch_size']}" + "".join(  # layouts when on
-                                                   f", {key}" + ("" if train[f"sasrec_{key}"] is True
-                                                                 else f" {train[f'sasrec_{key}']}")
-                                                   for key in LAYOUT if train.get(f"sasrec_{key}"))}
+                                               f"batch {train['sasrec_batch_size']}" + "".join(
+                                                   f", {key}" + ("" if value is True else f" {value}")
+                                                   for key, value in layout.items())}
         if (models["SASRec (ours)"]["epochs"] or 0) >= train.get("sasrec_epochs", 10 ** 9):
             models["SASRec (ours)"]["capped"] = True
         if train.get("sasrec_patience", PEER_PATIENCE) != PEER_PATIENCE:

@@ -58,20 +58,21 @@ def parse_layout(settings: list[str]) -> dict:
             layout[key] = value.lower() == "true" if kind is bool else kind(value)
         except ValueError:
             raise SystemExit(f"--set {setting!r}: {key} takes a number") from None
-    return {key: layout[key] for key in LAYOUT if key in layout}  # one order, so one point has one name
+    # one order, and no default values (attn_dropout=0 is our layout), so one model has one point name
+    return {key: layout[key] for key in LAYOUT if key in layout and layout[key] != getattr(SASRecConfig(), key)}
 
 
 def point_name(point: dict) -> str:
     layout = "".join(f"-{key}" if value is True else f"-{key}{value:g}" for key, value in point.items()
-                     if key in LAYOUT and value is not False)
+                     if key in LAYOUT)  # parse_layout keeps only settings that differ from ours
     return f"dropout{point['dropout']}-lr{point['lr']:g}-batch{point['batch_size']}{layout}"
 
 
 def summary_order(point: dict) -> tuple[str, int]:
     """Our layout's points first, then each other layout's; within one, the grid's order."""
-    base = {key: point[key] for key in GRID}
+    base = point_name({key: point[key] for key in GRID})
     names = [point_name(dict(zip(GRID, values))) for values in product(*GRID.values())]
-    return point_name(point)[len(point_name(base)):], names.index(point_name(base)) if point_name(base) in names else 0
+    return point_name(point)[len(base):], names.index(base) if base in names else 0
 
 
 def run_point(data, split, point: dict, seed: int = 0, patience: int = PATIENCE,

@@ -125,7 +125,8 @@ def test_sweeps_under_several_patiences_get_a_column_each(small_grid, tmp_path, 
 
 def test_layout_settings_name_every_point_and_carry_to_the_run(small_grid, tmp_path, monkeypatch):
     layout = sweep_mod.parse_layout(["input_norm=TRUE", "attn_dropout=0.5", "post_ln=false"])
-    assert layout == {"attn_dropout": 0.5, "post_ln": False, "input_norm": True}  # typed, in one order
+    assert layout == {"attn_dropout": 0.5, "input_norm": True}  # typed, in one order, our own values left out
+    assert sweep_mod.parse_layout(["attn_dropout=0", "input_norm=false"]) == {}  # our layout: no second name for it
     for bad, message in [("depth=3", "KEY one of attn_dropout"), ("post_ln=yes", "post_ln is true or false"),
                          ("attn_dropout", "expected KEY=VALUE"), ("attn_dropout=half", "takes a number")]:
         with pytest.raises(SystemExit, match=message):
