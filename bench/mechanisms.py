@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from bench.methods import BENCH_PRESET, DIM, MULTI_INTEREST
+from training.resume import PAUSED_EXIT, RESUME_DIR
 
 LONG = ["hybrid.long_len=1024", "hybrid.long_window=older"]
 ONE_RULE = ["train.patience=10", "train.sasrec_patience=10", "train.epochs=200", "train.sasrec_epochs=200",
@@ -102,7 +103,9 @@ def run_config(dataset: str, run_dir: Path, protocol: str, variant: str, budget:
 
 def prepare(dataset: str, out: Path, smoke: bool = False, suite: str = "mechanisms",
             only: list[str] | None = None) -> None:
-    """Stage 1 per protocol into OUT/stage1-<protocol>: item_embeddings.npy + the config/metrics reuse checks."""
+    """Stage 1 per protocol into OUT/stage1-<protocol>: item_embeddings.npy + the config/metrics reuse checks. A
+    dataset without item text has no stage 1 to share: each base run's own SASRec item table is its stage 1 (as in
+    training.train.train_stage1), and the folder says so (config and metrics, no embeddings)."""
     from core.artifacts import RunLayout, write_json_atomic
     from training.train import start_run, train_stage1
 
@@ -110,6 +113,12 @@ def prepare(dataset: str, out: Path, smoke: bool = False, suite: str = "mechanis
         layout = RunLayout.at(out / f"stage1-{protocol}")
         extra = ["item_encoder.finetune_steps=2"] if smoke else []
         state = start_run(run_config(dataset, layout.root, protocol, BASE[protocol], None, extra))
+        if not state.data.has_text:
+            layout.item_embeddings.unlink(missing_ok=True)
+            write_json_atomic(layout.config, state.config.to_dict())
+            write_json_atomic(layout.metrics, {"item_representation": NO_TEXT_STAGE1})
+            print(f"[mechanisms] {state.data.name} has no item text: the base run's SASRec gives stage 1", flush=True)
+            continue
         train_stage1(state)
         import numpy as np
 
@@ -117,6 +126,20 @@ def prepare(dataset: str, out: Path, smoke: bool = False, suite: str = "mechanis
         write_json_atomic(layout.config, state.config.to_dict())
         write_json_atomic(layout.metrics, {"item_representation": state.metrics["item_representation"]})
         print(f"[mechanisms] stage 1 ({protocol}) → {layout.root}", flush=True)
+
+
+NO_TEXT_STAGE1 = {"kind": "item_id_embedding", "note": "no item text: the base run's own SASRec item table"}
+
+
+def base_stage1(stage1: Path) -> Path | None:
+    """What a base run reuses as stage 1: the prepared folder, or None where the dataset has no item text (the run
+    then takes its own SASRec's item table)."""
+    if (stage1 / "item_embeddings.npy").is_file():
+        return stage1
+    if (stage1 / "metrics.json").is_file() and \
+            json.loads((stage1 / "metrics.json").read_text()).get("item_representation") == NO_TEXT_STAGE1:
+        return None
+    raise SystemExit(f"no stage 1 in {stage1}: run `python -m bench.mechanisms prepare` with the same --out first")
 
 
 def subsample_users(dataset: str, out: Path, n_users: int, seed: int = 0) -> str:
@@ -162,14 +185,15 @@ def _point_stage1_at(stage1: Path, dataset: str) -> None:
     path.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
-def _launch(dataset: str, out: Path, protocol: str, variant: str, stage1_from: Path, train_sasrec: bool,
+def _launch(dataset: str, out: Path, protocol: str, variant: str, stage1_from: Path | None, train_sasrec: bool,
             budget: float | None, extra: list[str]) -> tuple[str, subprocess.Popen]:
     run_dir = out / protocol / variant
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = run_config(dataset, run_dir, protocol, variant, budget,
-                     extra + [f"stage1_from={stage1_from}", f"train_sasrec={'true' if train_sasrec else 'false'}"])
+                     extra + ([f"stage1_from={stage1_from}"] if stage1_from else [])
+                     + [f"train_sasrec={'true' if train_sasrec else 'false'}"])
     (run_dir / "run_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    log = open(run_dir / "train.log", "w")
+    log = open(run_dir / "train.log", "a" if (run_dir / RESUME_DIR).is_dir() else "w")  # a paused run: resumed
     cmd = [sys.executable, "-m", "hymirec.cli", "train", "--quiet", "--config", str(run_dir / "run_config.json"),
            "--dataset", cfg.dataset, "--run-dir", str(run_dir)]
     return f"{protocol}/{variant}", subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -186,13 +210,16 @@ def _wait(procs: list[tuple[str, subprocess.Popen]]) -> dict[str, int]:
 def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only: list[str] | None = None,
         suite: str = "mechanisms", epochs: int | None = None, long_len: int | None = None,
         variants: list[str] | None = None, base_from: Path | None = None,
-        sasrec_from: Path | None = None, patience: int | None = None) -> dict:
+        sasrec_from: Path | None = None, patience: int | None = None, pause_after: float | None = None) -> dict:
     """Base runs (our SASRec + the base variant) for both protocols at once, then every other variant at once.
     With ``variants``: only those, on base runs already in OUT (a variant added to a finished run). With
     ``base_from``: every variant of the plan, the base variant too, as stage 2 alone on that OUT's finished base
     runs (their stage 1 and SASRec), all at once: the same comparison under another epoch cap, say. With
     ``sasrec_from``: our SASRec with the settings that sweep (bench/sasrec_sweep.py) chose on validation, and the
-    patience it chose them under. ``patience``: every model's (ONE_RULE's 10 otherwise)."""
+    patience it chose them under. ``patience``: every model's (ONE_RULE's 10 otherwise). ``pause_after``: each
+    training run pauses at its first epoch end past that many seconds (exit 75, training/resume.py) and the same
+    call resumes it: a converged run on a slow dataset spans CPU sessions; the variants start once the base runs
+    have finished."""
     plan = SUITES[suite]
     if variants:
         unknown = sorted(set(variants) - set(VARIANTS))
@@ -205,6 +232,8 @@ def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only
         extra += [f"train.epochs={epochs}", f"train.sasrec_epochs={max(epochs, 30)}"]
     if patience is not None:
         extra += [f"train.patience={patience}", f"train.sasrec_patience={patience}"]
+    if pause_after is not None:
+        extra += [f"train.pause_after={pause_after}"]
     if sasrec_from is not None:
         from bench.sasrec_sweep import chosen_overrides
 
@@ -228,7 +257,7 @@ def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only
             raise SystemExit(f"--variant needs finished base runs; none in {[str(out / p / BASE[p]) for p in missing]}")
         codes = {f"{p}/{BASE[p]}": 0 for p in protocols}
     else:
-        codes = _wait([_launch(dataset, out, p, BASE[p], out / f"stage1-{p}", True, budget, extra)
+        codes = _wait([_launch(dataset, out, p, BASE[p], base_stage1(out / f"stage1-{p}"), True, budget, extra)
                        for p in protocols])
     rest = [(p, v) for p in protocols for v in plan[p] if v != BASE[p] and codes[f"{p}/{BASE[p]}"] == 0]
     codes.update(_wait([_launch(dataset, out, p, v, out / p / BASE[p], False, budget, extra) for p, v in rest]))
@@ -312,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer", action="append", dest="peers",
                         help="peer: the peer(s) to run (bench/peers/runner.py PEERS; default recbole-sasrec)")
     parser.add_argument("--pause-after", type=float, default=None,
-                        help="peer: stop at the first epoch end past this many seconds, keeping a checkpoint "
+                        help="peer/run: stop at the first epoch end past this many seconds, keeping a checkpoint "
                              "(exit 75); the same command resumes")
     parser.add_argument("--patience", type=int, default=PEER_PATIENCE,
                         help="peer/run: epochs without a validation NDCG@10 gain before stopping (at least 10)")
@@ -331,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.step == "peer":  # a peer library to its own early stop on the leave-one-out split
         finished = [run_peer_converged(args.dataset, out, name, pause_after=args.pause_after,
                                        patience=args.patience) is not None for name in args.peers or ["recbole-sasrec"]]
-        return 0 if all(finished) else 75  # 75: paused with a checkpoint (--pause-after); run it again
+        return 0 if all(finished) else PAUSED_EXIT  # paused with a checkpoint (--pause-after); run it again
     elif args.step == "headroom":  # how far K vectors could beat one (oracle), and history clusters
         from bench.interest_diagnostics import headroom
 
@@ -344,7 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.step == "run":
         codes = run(args.dataset, out, args.budget, args.smoke, args.only, args.suite, args.epochs, args.long_len,
                     args.variants, args.base_from, args.sasrec_from,
-                    args.patience if args.patience != PEER_PATIENCE else None)
+                    args.patience if args.patience != PEER_PATIENCE else None, args.pause_after)
+        if all(c in (0, PAUSED_EXIT) for c in codes.values()) and PAUSED_EXIT in codes.values():
+            return PAUSED_EXIT  # paused with checkpoints (--pause-after); run the same command again
         return 0 if all(c == 0 for c in codes.values()) else 1
     else:
         name = Path(args.dataset).name + (f", {args.max_users:,} random users" if args.max_users else "")

@@ -72,6 +72,9 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
                 models[label]["capped"] = True  # ran into its epoch cap: not its own early stop
             if patience != PEER_PATIENCE:  # the view's rule; a longer one shows in the cell
                 models[label]["patience"] = patience
+            if loo[variant].get("item_representation", {}).get("kind") == "item_id_embedding":
+                # no item text: stage 1 is SASRec's id table, so even "ids from scratch" starts from SASRec's items
+                models[label]["settings"] = "items: our SASRec's id table (no item text)"
     if "sasrec" in loo.get("preset", {}):
         from bench.sasrec_sweep import LAYOUT
         from training.sasrec import SASRecConfig

@@ -25,6 +25,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from training.config import RunConfig
+    from training.resume import PAUSED_EXIT, RunPaused
     from training.train import run_training
 
     config = RunConfig.load(args.config) if args.config else RunConfig()
@@ -34,7 +35,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.run_dir:
         overrides.append(f"run_dir={json.dumps(args.run_dir)}")
     config = config.override(overrides)  # top-level fields (dataset, run_dir) and section.field alike
-    metrics = run_training(config, progress=not args.quiet)
+    try:
+        metrics = run_training(config, progress=not args.quiet)
+    except RunPaused as paused:
+        print(f"[train] {paused}", flush=True)
+        return PAUSED_EXIT
     print(json.dumps({k: metrics[k] for k in ("popularity", "sasrec", "hymirec") if k in metrics},
                      indent=2, default=lambda o: None)[:4000])
     return 0
@@ -57,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", help="'synthetic' (default) or a dataset folder/file")
     train.add_argument("--run-dir", help="output run directory (default runs/latest)")
     train.add_argument("--config", help="RunConfig JSON file")
-    train.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="config override")
+    train.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                       help="config override (train.pause_after=S: pause at the first epoch end past S seconds, "
+                            "exit 75; the same command resumes)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(handler=_cmd_train)
 

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 import numpy as np
@@ -234,3 +235,39 @@ def subsample_eval(histories: Sequence[np.ndarray], targets: np.ndarray, max_use
     if keep is None:
         return list(histories), targets
     return [histories[i] for i in keep], targets[keep]
+
+
+TOPK_LISTS = 100  # length of the test top-K lists written to the run directory
+
+
+def sasrec_test(model, eval_set, k: int = TOPK_LISTS, chunk: int = 1024) -> tuple[dict, np.ndarray, float]:
+    """SASRec on a test set, scoring users in chunks so [U, n_items+1] never sits in memory at once.
+
+    Returns the evaluator's metrics (target never masked; = ``evaluate_sasrec``), the top-``k`` lists
+    (whole history masked, the peer protocol's rule) and the inference seconds (scores + top-k).
+    """
+    parts, lists, seconds = [], [], 0.0
+    for i in range(0, len(eval_set.targets), chunk):
+        histories, targets = eval_set.histories[i:i + chunk], eval_set.targets[i:i + chunk]
+        t0 = time.perf_counter()
+        scores = model.score(histories)
+        lists.append(topk_from_scores(scores, histories, k))
+        seconds += time.perf_counter() - t0
+        parts.append(evaluate_scores(scores, histories, targets))
+        del scores
+    topk = np.concatenate(lists) if lists else np.zeros((0, k), np.int64)
+    return merge_metric_batches(parts), topk, seconds
+
+
+def hybrid_test(model, tables, eval_set, batch: int = 256, k: int = TOPK_LISTS) -> tuple[dict, np.ndarray, float]:
+    """HyMiRec on a test set: interests once, then the evaluator's metrics (= ``evaluate_hybrid``), the
+    top-``k`` lists under the protocol's rule and the inference seconds (interests + item vectors + top-k)."""
+    from training.stage2 import predict_interests
+
+    t0 = time.perf_counter()
+    interests = predict_interests(model, tables, eval_set.histories, batch)
+    vectors = model.item_vectors(tables.exact).float().cpu().numpy()
+    topk = topk_from_interests(interests, vectors, eval_set.histories, k, batch_size=batch)
+    seconds = time.perf_counter() - t0
+    metrics = evaluate_interests(interests, vectors, eval_set.histories, eval_set.targets, batch_size=batch)
+    return metrics, topk, seconds

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from training.batches import left_pad
 from training.evaluate import evaluate_scores, merge_metric_batches, subsample_eval
 from training.lightweight import CausalBlock
+from training.resume import load_checkpoint, save_checkpoint
 
 
 @dataclass
@@ -140,20 +141,11 @@ def train_sasrec(train_sequences: list[np.ndarray], n_items: int, valid_set, con
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     padded = left_pad(training_windows(train_sequences, config.max_len), config.max_len + 1)  # inputs [:, :-1], labels [:, 1:]
     best, best_state, bad, history = -1.0, None, 0, []
-    if checkpoint is not None and Path(checkpoint).is_file():
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        # the model's settings must match; the epoch cap and time budget may change between calls
-        now, made = asdict(config), {**asdict(SASRecConfig()), **saved["config"]}  # settings added since: defaults
-        differ = sorted(k for k in now if k not in ("epochs", "max_train_seconds") and made[k] != now[k])
-        if differ:
-            raise ValueError(f"{checkpoint} was trained with other SASRec settings ({', '.join(differ)}): "
-                             "delete it to start again")
+    saved = None if checkpoint is None else load_checkpoint(checkpoint, asdict(config), asdict(SASRecConfig()), rng,
+                                                            "SASRec")
+    if saved is not None:  # the model's settings must match; the epoch cap and time budget may change between calls
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-        rng.bit_generator.state = saved["numpy_rng"]
-        torch.set_rng_state(saved["torch_rng"])
-        if saved["cuda_rng"] is not None and torch.cuda.is_available():  # dropout on a GPU draws from these
-            torch.cuda.set_rng_state_all(saved["cuda_rng"])
         best, best_state, bad, history = saved["best"], saved["best_state"], saved["bad"], saved["history"]
         log(f"[sasrec] resumed after epoch {len(history)} (best valid NDCG@10 {best:.4f})")
     budget_start = time.perf_counter()
@@ -185,11 +177,8 @@ def train_sasrec(train_sequences: list[np.ndarray], n_items: int, valid_set, con
             break
         if (checkpoint is not None and pause_after is not None and epoch + 1 < config.epochs
                 and time.perf_counter() - budget_start > pause_after):
-            torch.save({"config": asdict(config), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, "best": best,
-                        "best_state": best_state, "bad": bad, "history": history}, f"{checkpoint}.partial")
-            Path(f"{checkpoint}.partial").replace(checkpoint)  # atomic: a kill mid-write keeps the last checkpoint
+            save_checkpoint(checkpoint, asdict(config), rng, model=model.state_dict(),
+                            optimizer=optimizer.state_dict(), best=best, best_state=best_state, bad=bad, history=history)
             log(f"[sasrec] paused after epoch {epoch + 1}; {checkpoint} resumes it")
             return model, {"epochs": history, "best_valid_ndcg10": best, "paused": True}
     if best_state is not None:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from training.dmil import (DMILStats, dmil_loss, interest_stats, logit_scale_val
 from training.evaluate import evaluate_interests, subsample_eval
 from training.hybrid import HybridRecommender
 from training.protocols import interest_window_metrics, is_window, subsample, valid_metric
+from training.resume import load_checkpoint, save_checkpoint
 
 
 def pick_device(name: str) -> torch.device:
@@ -103,8 +105,14 @@ def interest_losses(model, hybrid: HybridConfig, interests, target_vecs, target_
 
 
 def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: list[np.ndarray], valid_set,
-                 hybrid: HybridConfig, train: TrainConfig, progress: bool = True, log=print) -> dict:
-    """Trains in place; restores the best validation state. Returns the training history."""
+                 hybrid: HybridConfig, train: TrainConfig, progress: bool = True, log=print,
+                 checkpoint: str | Path | None = None, pause_after: float | None = None) -> dict:
+    """Trains in place; restores the best validation state. Returns the training history.
+
+    With ``checkpoint`` and ``pause_after``: at the first epoch end past ``pause_after`` seconds the whole training
+    state goes to ``checkpoint`` and the history says ``"paused": True``; the same call resumes it from there
+    (training/resume.py). The caller deletes the checkpoint once the training has ended.
+    """
     device = tables.exact.device
     rng = np.random.default_rng(train.seed)
     torch.manual_seed(train.seed)
@@ -124,9 +132,19 @@ def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: 
     scored = ema.module if ema is not None else model
     use_bf16 = device.type == "cuda"
     best, best_state, bad_epochs, history = -1.0, None, 0, []
+    settings = {"hybrid": asdict(hybrid), "train": asdict(train)}
+    saved = None if checkpoint is None else load_checkpoint(
+        checkpoint, settings, {"hybrid": asdict(HybridConfig()), "train": asdict(TrainConfig())}, rng, "stage-2")
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(saved["ema"])
+        best, best_state, bad_epochs, history = saved["best"], saved["best_state"], saved["bad"], saved["history"]
+        log(f"[hybrid] resumed after epoch {len(history)} (best valid {best:.4f})")
     key = valid_metric(valid_set)  # what early stopping follows: NDCG@10 (leave-one-out) or Recall@50 (window)
     budget_start = time.perf_counter()
-    for epoch in range(train.epochs):
+    for epoch in range(len(history), train.epochs):
         model.train()
         started = time.perf_counter()
         samples = window_samples(train_sequences, hybrid.window, train.samples_per_user, rng,
@@ -193,6 +211,13 @@ def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: 
         if train.max_train_seconds is not None and time.perf_counter() - budget_start > train.max_train_seconds:
             log(f"[hybrid] time budget of {train.max_train_seconds:.0f}s reached after epoch {epoch + 1}")
             break
+        if (checkpoint is not None and pause_after is not None and epoch + 1 < train.epochs
+                and time.perf_counter() - budget_start > pause_after):
+            save_checkpoint(checkpoint, settings, rng, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                            ema=ema.state_dict() if ema is not None else None, best=best, best_state=best_state,
+                            bad=bad_epochs, history=history)
+            log(f"[hybrid] paused after epoch {epoch + 1}; {checkpoint} resumes it")
+            return {"epochs": history, "valid_metric": key, "best_valid": best, "paused": True}
     if best_state is not None:
         model.load_state_dict(best_state)
     # best_valid_ndcg10: the leave-one-out name every reader of metrics.json knows; best_valid: any protocol's

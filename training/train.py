@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,9 @@ import torch
 from core.artifacts import RunLayout, write_json_atomic
 from features.codebook import CodebookConfig
 from training.config import RunConfig
+from training.evaluate import TOPK_LISTS, hybrid_test, sasrec_test
+from training.resume import (RESUME_DIR, RunPaused, finished_step, keep_finished_step,
+                             seconds_left)
 
 
 def load_run_data(dataset: str, seed: int = 0):
@@ -65,45 +69,6 @@ def hybrid_item_tables(item_emb: np.ndarray, codebook, codes: np.ndarray, use_co
     exact = torch.from_numpy(item_emb).to(device)
     long = torch.from_numpy(decoded_item_table(codebook, codes)).to(device) if use_codebook else exact
     return ItemTables(exact=exact, long=long)
-
-
-TOPK_LISTS = 100  # length of the test top-K lists written to the run directory
-
-
-def sasrec_test(model, eval_set, k: int = TOPK_LISTS, chunk: int = 1024) -> tuple[dict, np.ndarray, float]:
-    """SASRec on a test set, scoring users in chunks so [U, n_items+1] never sits in memory at once.
-
-    Returns the evaluator's metrics (target never masked; = ``evaluate_sasrec``), the top-``k`` lists
-    (whole history masked, the peer protocol's rule) and the inference seconds (scores + top-k).
-    """
-    from training.evaluate import evaluate_scores, merge_metric_batches, topk_from_scores
-
-    parts, lists, seconds = [], [], 0.0
-    for i in range(0, len(eval_set.targets), chunk):
-        histories, targets = eval_set.histories[i:i + chunk], eval_set.targets[i:i + chunk]
-        t0 = time.perf_counter()
-        scores = model.score(histories)
-        lists.append(topk_from_scores(scores, histories, k))
-        seconds += time.perf_counter() - t0
-        parts.append(evaluate_scores(scores, histories, targets))
-        del scores
-    topk = np.concatenate(lists) if lists else np.zeros((0, k), np.int64)
-    return merge_metric_batches(parts), topk, seconds
-
-
-def hybrid_test(model, tables, eval_set, batch: int = 256, k: int = TOPK_LISTS) -> tuple[dict, np.ndarray, float]:
-    """HyMiRec on a test set: interests once, then the evaluator's metrics (= ``evaluate_hybrid``), the
-    top-``k`` lists under the protocol's rule and the inference seconds (interests + item vectors + top-k)."""
-    from training.evaluate import evaluate_interests, topk_from_interests
-    from training.stage2 import predict_interests
-
-    t0 = time.perf_counter()
-    interests = predict_interests(model, tables, eval_set.histories, batch)
-    vectors = model.item_vectors(tables.exact).float().cpu().numpy()
-    topk = topk_from_interests(interests, vectors, eval_set.histories, k, batch_size=batch)
-    seconds = time.perf_counter() - t0
-    metrics = evaluate_interests(interests, vectors, eval_set.histories, eval_set.targets, batch_size=batch)
-    return metrics, topk, seconds
 
 
 def reuse_stage1(config: RunConfig, n_items: int, log=print) -> tuple[np.ndarray, dict]:
@@ -164,6 +129,16 @@ def content_item_embeddings(config: RunConfig, data, train_sequences, device, pr
     return item_emb, encoder, record
 
 
+def resume_dir(state: "RunState") -> Path | None:
+    """Where a run that may pause (``train.pause_after``) keeps what its next call resumes from; None otherwise."""
+    return state.layout.root / RESUME_DIR if state.config.train.pause_after is not None else None
+
+
+def pause_left(state: "RunState") -> float | None:
+    """Seconds of ``train.pause_after`` this call has left (None: the run never pauses)."""
+    return seconds_left(state.config.train.pause_after, time.perf_counter() - state.started)
+
+
 @dataclass
 class RunState:
     """What the named training steps hand each other (one run, one run directory)."""
@@ -213,7 +188,7 @@ def train_baselines(state: RunState) -> None:
     """Popularity, and SASRec (also stage 1 when the dataset has no text); their test top-K lists."""
     from training.evaluate import evaluate_rankings, popularity_topk
     from training.protocols import list_window_metrics, masked_histories, next_item_view, sasrec_window_test
-    from training.sasrec import SASRecConfig, train_sasrec
+    from training.sasrec import SASRec, SASRecConfig, train_sasrec
 
     config, split, layout, data, m = state.config, state.split, state.layout, state.data, state.metrics
     window = config.train.protocol == "window"
@@ -232,8 +207,8 @@ def train_baselines(state: RunState) -> None:
     np.save(layout.test_users, split.test.users.astype(np.int64))
     state.log(f"[popularity] test {m['popularity']['test']}")
 
-    layout.topk_test_sasrec.unlink(missing_ok=True)  # never leave a previous run's lists behind
     if not (config.train_sasrec or (not data.has_text and not config.stage1_from)):
+        layout.topk_test_sasrec.unlink(missing_ok=True)  # never leave a previous run's lists behind
         return
     t0 = time.perf_counter()
     sas_cfg = SASRecConfig(dim=config.item_encoder.id_embedding_dim if not data.has_text else 64,
@@ -242,9 +217,23 @@ def train_baselines(state: RunState) -> None:
                            patience=config.train.sasrec_patience, attn_dropout=config.train.sasrec_attn_dropout,
                            post_ln=config.train.sasrec_post_ln, input_norm=config.train.sasrec_input_norm,
                            seed=config.train.seed, max_train_seconds=config.train.max_train_seconds)
+    resume = resume_dir(state)
+    done = finished_step(resume, "sasrec")
+    if done is not None:  # an earlier call of this paused run trained it (its test lists are on disk)
+        state.sasrec = SASRec(data.n_items, sas_cfg).to(state.device)
+        state.sasrec.load_state_dict(done["model"])
+        m["sasrec"] = done["record"]
+        state.log(f"[sasrec] trained by an earlier call of this run: test {m['sasrec']['test']}")
+        return
+    layout.topk_test_sasrec.unlink(missing_ok=True)  # never leave a previous run's lists behind
     state.sasrec, sas_hist = train_sasrec(split.train, data.n_items, next_item_view(split.valid), sas_cfg,
-                                          state.device, state.progress, state.log, config.train.max_eval_users)
-    train_seconds = time.perf_counter() - t0
+                                          state.device, state.progress, state.log, config.train.max_eval_users,
+                                          checkpoint=resume and resume / "sasrec.ckpt",
+                                          pause_after=pause_left(state))
+    if sas_hist.get("paused"):
+        raise RunPaused(f"SASRec paused after epoch {len(sas_hist['epochs'])}; the same command resumes it")
+    # a paused run's every call: the epochs' seconds (validation included); otherwise the wall time of this one
+    train_seconds = time.perf_counter() - t0 if resume is None else sum(e["seconds"] for e in sas_hist["epochs"])
     if window:
         test, topk, infer_seconds = sasrec_window_test(state.sasrec, split.test)
     else:
@@ -254,6 +243,7 @@ def train_baselines(state: RunState) -> None:
                    "train_seconds": train_seconds, "epochs": len(sas_hist["epochs"]),
                    "inference_ms_per_user": 1000 * infer_seconds / max(1, len(split.test))}
     torch.save(state.sasrec.state_dict(), layout.sasrec)
+    keep_finished_step(resume, "sasrec", m["sasrec"], model=state.sasrec.state_dict())
     state.log(f"[sasrec] test {m['sasrec']['test']}")
 
 
@@ -261,7 +251,10 @@ def train_stage1(state: RunState) -> None:
     """Item embeddings, frozen afterwards: reused from ``stage1_from``, the content encoder, or SASRec's id table."""
     config, data, m = state.config, state.data, state.metrics
     t0 = time.perf_counter()
-    if config.stage1_from:
+    done = finished_step(resume_dir(state), "stage1")
+    if done is not None:  # an earlier call of this paused run made it
+        item_emb, m["item_representation"] = done["item_emb"].numpy(), done["record"]
+    elif config.stage1_from:
         item_emb, m["item_representation"] = reuse_stage1(config, data.n_items, state.log)
     elif data.has_text:
         item_emb, _, m["item_representation"] = content_item_embeddings(config, data, state.split.train, state.device,
@@ -276,6 +269,9 @@ def train_stage1(state: RunState) -> None:
         state.log("[stage 1] no item text: using a learned item-id embedding (flagged in metrics.json)")
     state.item_emb = item_emb.astype(np.float32)
     m["stage1_seconds"] = time.perf_counter() - t0
+    if done is None:
+        keep_finished_step(resume_dir(state), "stage1", m["item_representation"],
+                           item_emb=torch.from_numpy(state.item_emb))
 
 
 def fit_run_codebook(state: RunState) -> None:
@@ -301,9 +297,12 @@ def train_stage2(state: RunState) -> None:
     model = HybridRecommender(config.hybrid, state.item_emb.shape[1], state.data.n_items).to(device)
     if config.hybrid.id_init == "sasrec":
         state.metrics["id_init"] = init_ids_from_sasrec(model, config, state.sasrec, state.log)
+    resume = resume_dir(state)
     history = train_hybrid(model, tables, split.train, split.valid, config.hybrid, config.train, state.progress,
-                           state.log)
-    train_seconds = time.perf_counter() - t0
+                           state.log, checkpoint=resume and resume / "stage2.ckpt", pause_after=pause_left(state))
+    if history.get("paused"):
+        raise RunPaused(f"stage 2 paused after epoch {len(history['epochs'])}; the same command resumes it")
+    train_seconds = time.perf_counter() - t0 if resume is None else sum(e["seconds"] for e in history["epochs"])
     window = config.train.protocol == "window"
     if window:  # interests once, both merges, coverage against the interest labels
         labels = window_labels(state)
@@ -344,8 +343,9 @@ def write_run(state: RunState) -> None:
     write_json_atomic(layout.item_titles, item_texts_or_ids(data) if data.has_text else [""] * len(data.item_ids))
     write_json_atomic(layout.dataset, dataset_summary(data))
     write_json_atomic(layout.config, config.to_dict())
-    state.metrics["total_seconds"] = time.perf_counter() - state.started
+    state.metrics["total_seconds"] = time.perf_counter() - state.started  # a paused run's: its last call's
     write_json_atomic(layout.metrics, state.metrics)
+    shutil.rmtree(layout.root / RESUME_DIR, ignore_errors=True)  # the run is whole: nothing left to resume
 
 
 # The run, in order. The CLI, the quality bench and the retrain DAG all train through run_training.

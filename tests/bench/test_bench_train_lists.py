@@ -8,7 +8,7 @@ from peer_support import tiny_data_and_split
 
 from training.evaluate import evaluate_rankings, topk_from_interests, topk_from_scores
 from training.sasrec import SASRec, SASRecConfig, evaluate_sasrec
-from training.train import hybrid_test, sasrec_test
+from training.evaluate import hybrid_test, sasrec_test
 
 
 def test_sasrec_lists_and_metrics_in_chunks(tmp_path):

@@ -50,6 +50,7 @@ def test_run_patience_applies_to_every_model_and_the_sweep_sets_its_sasrec(tmp_p
                         launched.append(list(extra)) or (f"{p}/{v}", None))
     monkeypatch.setattr(mech, "_wait", lambda procs: {name: 0 for name, _ in procs})
     monkeypatch.setattr(mech, "_point_stage1_at", lambda *a: None)
+    monkeypatch.setattr(mech, "base_stage1", lambda stage1: stage1)  # no prepared stage 1 here
     sweep = tmp_path / "sweep"
     sweep.mkdir()
     point = {"dropout": 0.5, "lr": 1e-3, "batch_size": 128}
@@ -222,3 +223,39 @@ def test_user_cut_is_written_by_prepare_and_read_from_the_base_run(tmp_path):
     assert user_cut("run", str(src), later, 4, base_from=base) == str(cut)  # the stage 1 it reuses was made on it
     with pytest.raises(SystemExit, match="prepare --max-users 4"):
         user_cut("run", str(src), later, 4)  # no cut in a fresh OUT: a clear error, not a run on a missing path
+
+
+def test_a_dataset_without_text_gets_stage_1_from_the_base_runs_sasrec_and_runs_pause(tmp_path, monkeypatch):
+    """prepare on a dataset with no item text writes no shared stage 1 (the base run takes its own SASRec's item
+    table, as training.train does); run --pause-after reaches every training run, and paused runs exit 75."""
+    import bench.mechanisms as mech
+    from training.resume import PAUSED_EXIT
+
+    src = tmp_path / "toy"
+    src.mkdir()
+    rows = [f"u{u}\ti{(u + i) % 12}\t{i}" for u in range(20) for i in range(6)]
+    (src / "toy.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    mech.prepare(str(src), out, suite="converged")
+    stage1 = out / "stage1-leave_one_out"
+    assert not (stage1 / "item_embeddings.npy").exists() and mech.base_stage1(stage1) is None
+    with pytest.raises(SystemExit, match="no stage 1 in .*: run `python -m bench.mechanisms prepare`"):
+        mech.base_stage1(tmp_path / "missing")
+
+    launched = []
+    monkeypatch.setattr(mech, "_launch", lambda dataset, out, p, v, stage1, sasrec, budget, extra:
+                        launched.append((v, stage1, list(extra))) or (f"{p}/{v}", None))
+    monkeypatch.setattr(mech, "_wait", lambda procs: {name: PAUSED_EXIT for name, _ in procs})
+    codes = mech.run(str(src), out, None, suite="converged", pause_after=600.0)
+    assert launched == [("preset", None, ["train.pause_after=600.0"])]  # paused: the variants wait for the base
+    assert codes == {"leave_one_out/preset": PAUSED_EXIT}
+    assert mech.main(["run", "--suite", "converged", "--dataset", str(src), "--out", str(out),
+                      "--pause-after", "600"]) == PAUSED_EXIT
+
+
+def test_the_converged_view_says_where_items_come_from_sasrec(tmp_path):
+    """Without item text, stage 1 is SASRec's id table: "ids from scratch" still starts from SASRec's items."""
+    extra = {"sasrec": {"test": {"NDCG@10": 0.10}}, "item_representation": {"kind": "item_id_embedding"}}
+    _write(tmp_path, "leave_one_out", "preset-ids-from-scratch", {"NDCG@10": 0.09}, extra=extra)
+    view = report(tmp_path, "toy", "cmd", "machine", suite="converged")["converged"]
+    assert view["models"]["HyMiRec, ids from scratch"]["settings"] == "items: our SASRec's id table (no item text)"
