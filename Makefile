@@ -56,7 +56,8 @@ bench-migration: setup
 # Several interests on ML-1M (1,000 random users, window protocol, CPU): K = 1 against the K >= 3 trainings (max-merge
 # loss alone, hard and smooth; queries seeded by the user's recent tastes), the oracle headroom of K vectors, then the
 # best of both at 12 epochs; and HyMiRec's preset against our SASRec, each to its own early stop, on those users
-# and on ML-100K (~3 h on 2 cores).
+# on ML-100K and on Beauty (a day or more of CPU on 2 cores: RecBole's SASRec and Beauty's runs take hours each,
+# and each can be run by hand with --pause-after S to span sessions, then resumed by the same command).
 MECH := $(PY) -m bench.mechanisms
 MECH_DATA := --dataset ../shared/data/ml-1m --max-users 1000
 BEAUTY := ../shared/data/s3rec-amazon-yelp-lastfm/Beauty
@@ -76,6 +77,7 @@ bench-mechanisms: setup
 	$(PY) -m bench.sasrec_sweep run $(MECH_DATA) --out runs/sweep1m --set input_norm=true
 	$(MECH) prepare --suite converged $(MECH_DATA) --out runs/conv1m-tuned
 	$(MECH) run --suite converged $(MECH_DATA) --out runs/conv1m-tuned --long-len 512 --sasrec-from runs/sweep1m
+	bench/peers/setup.sh recbole && $(MECH) peer $(MECH_DATA) --out runs/conv1m-tuned --peer recbole-sasrec
 	$(MECH) report $(MECH_DATA) --suite converged --out runs/conv1m-tuned \
 	    --record bench/records/mechanisms-ml-1m-converged.json --command "make bench-mechanisms"
 	# ML-100K: patience 50 for every model (our SASRec's validation score rose with it; so did three peers'); the
@@ -94,13 +96,15 @@ bench-mechanisms: setup
 	    --peer rechub-mind --patience 50
 	$(MECH) report --suite converged --dataset ../shared/data/ml-100k --out runs/conv100k \
 	    --record bench/records/mechanisms-ml-100k-converged.json --command "make bench-mechanisms"
-	# Beauty: RecBole's SASRec (~250 CPU-seconds per epoch) and our SASRec's sweep (~80 s per epoch) both resume
-	# where a paused run stopped; HyMiRec's converged run there is still to do
+	# Beauty: RecBole's SASRec (~250 CPU-seconds per epoch), our SASRec's sweep (~80 s per epoch) and HyMiRec's run
+	# (no item text: its stage 1 is its own SASRec's item table) all resume where a paused run stopped (--pause-after S)
 	bench/peers/setup.sh recbole
 	$(MECH) peer --dataset $(BEAUTY) --out runs/convbeauty --peer recbole-sasrec
 	# our SASRec: RecBole's input LayerNorm and init (input_norm) over the whole grid; our layout at lr 1e-3 only
 	$(PY) -m bench.sasrec_sweep run --dataset $(BEAUTY) --out runs/sweepbeauty --set input_norm=true
 	$(PY) -m bench.sasrec_sweep run --dataset $(BEAUTY) --out runs/sweepbeauty --grid lr=0.001
+	$(MECH) prepare --suite converged --dataset $(BEAUTY) --out runs/convbeauty
+	$(MECH) run --suite converged --dataset $(BEAUTY) --out runs/convbeauty --long-len 512 --sasrec-from runs/sweepbeauty
 	$(MECH) report --suite converged --dataset $(BEAUTY) --out runs/convbeauty \
 	    --record bench/records/mechanisms-beauty-converged.json --command "make bench-mechanisms"
 	$(PY) -m hymirec.cli bench page

@@ -345,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
                              "(exit 75); the same command resumes")
     parser.add_argument("--patience", type=int, default=PEER_PATIENCE,
                         help="peer/run: epochs without a validation NDCG@10 gain before stopping (at least 10)")
+    parser.add_argument("--warm-start-from", type=Path, action="append", dest="warm_starts", default=[],
+                        help="report (converged): another OUT on the same split whose preset HyMiRec started from "
+                             "another SASRec; HyMiRec's row is the warm start validation chose (repeatable)")
     parser.add_argument("--record", help="report: write the record here (bench/records/...)")
     parser.add_argument("--machine", default="development machine kind (2 CPU cores, 24 GiB, no GPU)")
     parser.add_argument("--command", default="python -m bench.mechanisms run", help="report: the command to cite")
@@ -382,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench.mechanisms_report import report
         from bench.results_page import emit_area_record
 
-        emit_area_record(report(out, name, args.command, args.machine, args.suite), args.record)
+        emit_area_record(report(out, name, args.command, args.machine, args.suite, args.warm_starts), args.record)
     return 0
 
 

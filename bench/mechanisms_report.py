@@ -55,40 +55,75 @@ def published_ndcg10(out: Path) -> dict[str, float]:
     return {model: ndcg for model, (_, ndcg) in entry[1].items()} if entry and entry[0] == users else {}
 
 
+def sasrec_settings(run_metrics: dict) -> str:
+    """"dropout 0.5, lr 0.001, batch 128, input_norm": the settings of the SASRec a run trained (its layout settings
+    named when on); runs made before a setting existed used SASRecConfig's defaults, which have not changed since."""
+    from bench.sasrec_sweep import LAYOUT
+    from training.sasrec import SASRecConfig
+
+    train = {"sasrec_dropout": SASRecConfig.dropout, "sasrec_lr": SASRecConfig.lr,
+             "sasrec_batch_size": SASRecConfig.batch_size, **run_metrics.get("config", {}).get("train", {})}
+    layout = {key: train[f"sasrec_{key}"] for key in LAYOUT if train.get(f"sasrec_{key}")}
+    return (f"dropout {train['sasrec_dropout']}, lr {train['sasrec_lr']:g}, batch {train['sasrec_batch_size']}"
+            + "".join(f", {key}" + ("" if value is True else f" {value}") for key, value in layout.items()))
+
+
+def warm_start_choice(out: Path, others: list[Path]) -> dict:
+    """Which SASRec HyMiRec starts its id tables from is a setting of HyMiRec's: among the preset runs of OUT and of
+    ``others`` (each warm-started from the SASRec its own base run trained, on the same split), the one with the
+    best HyMiRec validation score. → {"chosen": run, "candidates": [run, ...]}, run = {"dir", "metrics", "sasrec"}."""
+    runs = []
+    for root in [out, *others]:
+        metrics = _metrics(root, "leave_one_out", BASE["leave_one_out"])
+        if metrics is None or "sasrec" not in metrics:
+            raise SystemExit(f"--warm-start-from {root}: no finished preset run with its SASRec in "
+                             f"{root / 'leave_one_out' / BASE['leave_one_out']}")
+        if runs and (metrics.get("dataset"), metrics["hymirec"]["test"].get("users")) != (
+                runs[0]["metrics"].get("dataset"), runs[0]["metrics"]["hymirec"]["test"].get("users")):
+            raise SystemExit(f"--warm-start-from {root}: another dataset or split than {out}'s")
+        runs.append({"dir": root / "leave_one_out" / BASE["leave_one_out"], "metrics": metrics,
+                     "sasrec": sasrec_settings(metrics)})
+    return {"chosen": max(runs, key=lambda r: _valid_best(r["metrics"])), "candidates": runs}
+
+
+def _valid_best(run_metrics: dict) -> float:
+    """HyMiRec's best validation score in a run (runs before the window protocol named it valid_best_ndcg10)."""
+    hymirec = run_metrics["hymirec"]
+    return hymirec["valid_best"] if hymirec.get("valid_best") is not None else hymirec["valid_best_ndcg10"]
+
+
 def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Path,
-                      published: dict[str, float] | None = None) -> dict:
+                      published: dict[str, float] | None = None, warm: dict | None = None) -> dict:
     """The page's converged view of one dataset (bench/results_page.converged_section): every model's test NDCG@10
     and epochs, and HyMiRec against the strongest other model (our SASRec or a peer library's), with its interval
     where both kept their ranked lists. A peer whose model has a published number for these files gets its share
-    of it."""
+    of it. ``warm`` (:func:`warm_start_choice`): HyMiRec is the run whose warm start validation chose; our SASRec
+    stays OUT's, the one chosen on its own validation."""
     models: dict[str, dict] = {}
+    hymirec_runs = {**loo, "preset": warm["chosen"]["metrics"]} if warm and "preset" in loo else loo
+    hymirec_dir = warm["chosen"]["dir"] if warm else preset_dir
     for variant, label in (("preset", "HyMiRec"), ("preset-ids-from-scratch", "HyMiRec, ids from scratch")):
-        if variant in loo:
-            models[label] = {"NDCG@10": loo[variant]["hymirec"]["test"]["NDCG@10"],
-                             "epochs": loo[variant]["hymirec"].get("epochs")}
-            train = loo[variant].get("config", {}).get("train", {})
+        if variant in hymirec_runs:
+            run = hymirec_runs[variant]
+            models[label] = {"NDCG@10": run["hymirec"]["test"]["NDCG@10"], "epochs": run["hymirec"].get("epochs")}
+            train = run.get("config", {}).get("train", {})
             patience = train.get("patience", PEER_PATIENCE)
             if models[label]["epochs"] is not None and models[label]["epochs"] >= train.get("epochs", 10 ** 9):
                 models[label]["capped"] = True  # ran into its epoch cap: not its own early stop
             if patience != PEER_PATIENCE:  # the view's rule; a longer one shows in the cell
                 models[label]["patience"] = patience
-            if loo[variant].get("item_representation", {}).get("kind") == "item_id_embedding":
+            if run.get("item_representation", {}).get("kind") == "item_id_embedding":
                 # no item text: stage 1 is SASRec's id table, so even "ids from scratch" starts from SASRec's items
                 models[label]["settings"] = "items: our SASRec's id table (no item text)"
+    if warm and "HyMiRec" in models:
+        scores = "; ".join(f"{r['sasrec']}: {_valid_best(r['metrics']):.4f}" for r in warm["candidates"])
+        models["HyMiRec"]["settings"] = (f"warm start: SASRec {warm['chosen']['sasrec']}, chosen on HyMiRec's "
+                                         f"validation ({scores})")
     if "sasrec" in loo.get("preset", {}):
-        from bench.sasrec_sweep import LAYOUT
-        from training.sasrec import SASRecConfig
-
-        # runs made before these were settings used SASRecConfig's defaults, which have not changed since
-        train = {"sasrec_dropout": SASRecConfig.dropout, "sasrec_lr": SASRecConfig.lr,
-                 "sasrec_batch_size": SASRecConfig.batch_size, **loo["preset"].get("config", {}).get("train", {})}
-        layout = {key: train[f"sasrec_{key}"] for key in LAYOUT if train.get(f"sasrec_{key}")}  # named when on
+        train = loo["preset"].get("config", {}).get("train", {})
         models["SASRec (ours)"] = {"NDCG@10": loo["preset"]["sasrec"]["test"]["NDCG@10"],
                                    "epochs": loo["preset"]["sasrec"].get("epochs"),
-                                   "settings": f"dropout {train['sasrec_dropout']}, lr {train['sasrec_lr']:g}, "
-                                               f"batch {train['sasrec_batch_size']}" + "".join(
-                                                   f", {key}" + ("" if value is True else f" {value}")
-                                                   for key, value in layout.items())}
+                                   "settings": sasrec_settings(loo["preset"])}
         if (models["SASRec (ours)"]["epochs"] or 0) >= train.get("sasrec_epochs", 10 ** 9):
             models["SASRec (ours)"]["capped"] = True
         if train.get("sasrec_patience", PEER_PATIENCE) != PEER_PATIENCE:
@@ -106,13 +141,13 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
     strongest = max(others, key=others.get) if others else None
     versus = "–"
     if strongest and "HyMiRec" in models:
-        if strongest == "SASRec (ours)":  # both lists in the preset run: a paired interval
-            versus = _rel_ci(models["HyMiRec"]["NDCG@10"], others[strongest], preset_dir, preset_dir,
+        if strongest == "SASRec (ours)":  # both lists kept by the runs, on one split: a paired interval
+            versus = _rel_ci(models["HyMiRec"]["NDCG@10"], others[strongest], hymirec_dir, preset_dir,
                              "hymirec", "sasrec")
         else:  # a peer's lists, paired with HyMiRec's by user where both ranked the same split
             peer_dir = next((preset_dir.parent / "peers" / name for name, peer in peers.items()
                              if peer["label"] == strongest), None)
-            versus = peer_gain(preset_dir, peer_dir, preset_dir.parent / "peers" / "split") if peer_dir else "–"
+            versus = peer_gain(hymirec_dir, peer_dir, preset_dir.parent / "peers" / "split") if peer_dir else "–"
             if versus == "–":
                 versus = _rel(models["HyMiRec"]["NDCG@10"], others[strongest])
     return {"dataset": dataset_name, "models": models, "strongest": strongest, "vs_strongest": versus}
@@ -126,8 +161,11 @@ TITLES = {"mechanisms": "several interests, long coded history, codes vs exact",
           "maxmerge": "K ≥ 3 interests trained through the merged score, or seeded by recent tastes; the room for K > 1"}
 
 
-def report(out: Path, dataset_name: str, command: str, machine: str, suite: str = "mechanisms") -> dict:
-    """The record (bench/records format) of one `run`: a row per method and merge, the comparisons below it."""
+def report(out: Path, dataset_name: str, command: str, machine: str, suite: str = "mechanisms",
+           warm_starts: list[Path] = ()) -> dict:
+    """The record (bench/records format) of one `run`: a row per method and merge, the comparisons below it.
+    ``warm_starts``: other OUTs of the same split whose preset HyMiRec started from another SASRec; HyMiRec's
+    comparisons take the one validation chose (:func:`warm_start_choice`), each gets a row."""
     got: dict = {}
     by_label: dict[str, dict] = {}  # one row per method: its window and its leave-one-out results side by side
     plan = {p: list(dict.fromkeys(v for variants in SUITES.values() for v in variants.get(p, []))) for p in BASE}
@@ -153,6 +191,10 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
                     [("SASRec (ours)", m["sasrec"]["test"], m["sasrec"])] if "sasrec" in m else []) + methods
             for label, test, info in methods:
                 by_label.setdefault(label, {})[protocol] = (test, info)
+    warm = warm_start_choice(out, list(warm_starts)) if warm_starts else None
+    for run in (warm or {}).get("candidates", [])[1:]:  # OUT's own preset is a row already
+        by_label[f"HyMiRec preset, warm start: SASRec {run['sasrec']}"] = {
+            "leave_one_out": (run["metrics"]["hymirec"]["test"], run["metrics"]["hymirec"])}
     peers = _peer_rows(out)
     for peer in peers.values():
         by_label.setdefault(peer["label"], {})["leave_one_out"] = (
@@ -209,6 +251,10 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
         return out / "window" / str(v)
 
     preset_dir = out / "leave_one_out" / BASE["leave_one_out"]
+    # HyMiRec's preset: OUT's, or the warm start validation chose among --warm-start-from runs
+    hymirec_dir = warm["chosen"]["dir"] if warm else preset_dir
+    hymirec_loo = warm["chosen"]["metrics"]["hymirec"]["test"]["NDCG@10"] if warm else lv("preset")
+    warm_note = f", warm start: SASRec {warm['chosen']['sasrec']}" if warm else ""
     checks = [
         ("K=3 vs K=1, window Recall@50 (max merge; quota merge)",
          f"{_rel(wv('k3', 'test', 'Recall@50'), wv('k1', 'test', 'Recall@50'))}; "
@@ -230,13 +276,13 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
         ("long coded history vs recent only, leave-one-out NDCG@10 (K=3)", _rel(lv("k3"), lv("k3-recent-only")), "> 0"),
         ("codes (12 B/item) vs exact embeddings (1,536 B/item), window Recall@50 (K=3)",
          _rel(wv("k3", "test", "Recall@50"), wv("k3-exact", "test", "Recall@50")), "within ±1 %"),
-        ("HyMiRec (preset + long history) vs our SASRec, leave-one-out NDCG@10",
-         _rel_ci(lv("preset"), sasrec_loo, preset_dir, preset_dir, "hymirec", "sasrec"), "≥ +10 %"),
+        (f"HyMiRec (preset + long history{warm_note}) vs our SASRec, leave-one-out NDCG@10",
+         _rel_ci(hymirec_loo, sasrec_loo, hymirec_dir, preset_dir, "hymirec", "sasrec"), "≥ +10 %"),
         ("HyMiRec without the SASRec warm start (ids from scratch) vs our SASRec, leave-one-out NDCG@10",
          _rel_ci(lv("preset-ids-from-scratch"), sasrec_loo, out / "leave_one_out" / "preset-ids-from-scratch",
                  preset_dir, "hymirec", "sasrec"), "≥ +10 %"),
-        (f"HyMiRec (preset + long history) vs the strongest SASRec ({strongest}), leave-one-out NDCG@10",
-         _rel(lv("preset"), sasrecs.get(strongest)) if len(sasrecs) > 1 else "–", "≥ +10 %"),
+        (f"HyMiRec (preset + long history{warm_note}) vs the strongest SASRec ({strongest}), leave-one-out NDCG@10",
+         _rel(hymirec_loo, sasrecs.get(strongest)) if len(sasrecs) > 1 else "–", "≥ +10 %"),
         ("SmolLM2 (4 layers) pretrained vs the same shape random, leave-one-out NDCG@10",
          _rel(lv("smollm2-4"), lv("smollm2-4-random")), "measured"),
         ("SmolLM2 (4 layers) pretrained vs the default 2 × 128 Qwen2, leave-one-out NDCG@10",
@@ -287,10 +333,13 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
                   + (" The oracle and history-cluster rows train nothing: they rank by the max merge over the K = 1 "
                      "run's item vectors, with K unit directions that are the k-means centres of the user's own test "
                      "window (an upper bound: it knows the targets) or of the last 50 history items (a method)."
-                     if headroom_path.is_file() else "")),
+                     if headroom_path.is_file() else "")
+                  + (" Which SASRec HyMiRec's id tables start from is a HyMiRec setting, chosen on HyMiRec's "
+                     "validation NDCG@10 among the preset runs warm-started from each candidate SASRec (one row "
+                     "each); our SASRec's row stays the one chosen on its own validation." if warm else "")),
         "columns": columns,
         "rows": rows,
         "reading": "; ".join(f"{name}: {value} (goal {goal})" for name, value, goal in checks),
         "checks": [{"comparison": n, "measured": v, "goal": g} for n, v, g in checks],
-    } | ({"converged": converged_summary(dataset_name, loo, peers, preset_dir, published_ndcg10(out))}
+    } | ({"converged": converged_summary(dataset_name, loo, peers, preset_dir, published_ndcg10(out), warm)}
          if suite == "converged" else {})

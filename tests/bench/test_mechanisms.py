@@ -259,3 +259,37 @@ def test_the_converged_view_says_where_items_come_from_sasrec(tmp_path):
     _write(tmp_path, "leave_one_out", "preset-ids-from-scratch", {"NDCG@10": 0.09}, extra=extra)
     view = report(tmp_path, "toy", "cmd", "machine", suite="converged")["converged"]
     assert view["models"]["HyMiRec, ids from scratch"]["settings"] == "items: our SASRec's id table (no item text)"
+
+
+def test_hymirecs_warm_start_is_chosen_on_its_validation_and_our_sasrec_stays_its_own_choice(tmp_path):
+    """--warm-start-from: HyMiRec started from another SASRec is a row; the converged view and the checks take the
+    HyMiRec run validation chose, while "SASRec (ours)" stays OUT's (chosen on SASRec's own validation)."""
+    def preset(root, valid, test, sasrec_test, layout):
+        _write(root, "leave_one_out", "preset", {"NDCG@10": test, "users": 9}, valid=valid, extra={
+            "sasrec": {"test": {"NDCG@10": sasrec_test}}, "dataset": {"name": "toy"},
+            "config": {"train": {"epochs": 200, "sasrec_epochs": 1000, "sasrec_input_norm": layout}, "hybrid": {"long_len": 512}}})
+
+    preset(tmp_path / "tuned", valid=0.12, test=0.110, sasrec_test=0.100, layout=True)
+    preset(tmp_path / "plain", valid=0.13, test=0.115, sasrec_test=0.101, layout=False)
+    record = report(tmp_path / "tuned", "toy", "cmd", "machine", suite="converged", warm_starts=[tmp_path / "plain"])
+    view = record["converged"]
+    assert view["models"]["HyMiRec"]["NDCG@10"] == 0.115  # validation 0.13 beats 0.12
+    assert view["models"]["HyMiRec"]["settings"] == (
+        "warm start: SASRec dropout 0.2, lr 0.001, batch 128, chosen on HyMiRec's validation (dropout 0.2, lr 0.001, "
+        "batch 128, input_norm: 0.1200; dropout 0.2, lr 0.001, batch 128: 0.1300)")
+    assert view["models"]["SASRec (ours)"]["NDCG@10"] == 0.100  # not the other run's SASRec
+    assert view["vs_strongest"] == "+15.0 %"
+    checks = {c["comparison"]: c["measured"] for c in record["checks"]}
+    assert checks["HyMiRec (preset + long history, warm start: SASRec dropout 0.2, lr 0.001, batch 128) vs our "
+                  "SASRec, leave-one-out NDCG@10"] == "+15.0 %"
+    rows = {r[0]: r for r in record["rows"]}
+    assert rows["HyMiRec preset, warm start: SASRec dropout 0.2, lr 0.001, batch 128"][
+        record["columns"].index("LOO N@10")] == "0.1150"
+    # the other way round, OUT's own run is chosen; another split is refused by name
+    assert report(tmp_path / "plain", "toy", "c", "m", suite="converged",
+                  warm_starts=[tmp_path / "tuned"])["converged"]["models"]["HyMiRec"]["NDCG@10"] == 0.115
+    preset(tmp_path / "other", valid=0.2, test=0.2, sasrec_test=0.1, layout=False)
+    metrics = tmp_path / "other" / "leave_one_out" / "preset" / "metrics.json"
+    metrics.write_text(metrics.read_text().replace('"name": "toy"', '"name": "toys"'))
+    with pytest.raises(SystemExit, match="--warm-start-from .*other: another dataset or split"):
+        report(tmp_path / "tuned", "toy", "c", "m", suite="converged", warm_starts=[tmp_path / "other"])
