@@ -77,8 +77,13 @@ bench-mechanisms: setup
 	$(PY) -m bench.sasrec_sweep run $(MECH_DATA) --out runs/sweep1m --set input_norm=true
 	$(MECH) prepare --suite converged $(MECH_DATA) --out runs/conv1m-tuned
 	$(MECH) run --suite converged $(MECH_DATA) --out runs/conv1m-tuned --long-len 512 --sasrec-from runs/sweep1m
+	# HyMiRec's warm-start candidate: the SASRec our layout chose (report --warm-start-from picks on validation)
+	$(MECH) prepare --suite warm-start $(MECH_DATA) --out runs/conv1m-tuned-plainsasrec
+	$(MECH) run --suite warm-start $(MECH_DATA) --out runs/conv1m-tuned-plainsasrec --long-len 512 \
+	    --sasrec-from runs/sweep1m --sasrec-layout input_norm=false
 	bench/peers/setup.sh recbole && $(MECH) peer $(MECH_DATA) --out runs/conv1m-tuned --peer recbole-sasrec
 	$(MECH) report $(MECH_DATA) --suite converged --out runs/conv1m-tuned \
+	    --warm-start-from runs/conv1m-tuned-plainsasrec \
 	    --record bench/records/mechanisms-ml-1m-converged.json --command "make bench-mechanisms"
 	# ML-100K: patience 50 for every model (our SASRec's validation score rose with it; so did three peers'); the
 	# record's ids-from-scratch run is still its patience-10 run (it reads no SASRec), its cell says so
@@ -88,6 +93,9 @@ bench-mechanisms: setup
 	$(MECH) prepare --suite converged --dataset ../shared/data/ml-100k --out runs/conv100k
 	$(MECH) run --suite converged --dataset ../shared/data/ml-100k --out runs/conv100k --long-len 512 \
 	    --sasrec-from runs/sweep100k-p50 --patience 50
+	$(MECH) prepare --suite warm-start --dataset ../shared/data/ml-100k --out runs/conv100k-plainsasrec
+	$(MECH) run --suite warm-start --dataset ../shared/data/ml-100k --out runs/conv100k-plainsasrec --long-len 512 \
+	    --sasrec-from runs/sweep100k-p50 --sasrec-layout input_norm=false --patience 50
 	# the peer libraries on the same split, each to its own early stop (patience 50 where it beat 10 on validation:
 	# BERT4Rec's validation plateaus for longer than 10 epochs; ComiRec-SA's run with 50 is still to do)
 	bench/peers/setup.sh rectools && bench/peers/setup.sh rechub
@@ -95,6 +103,7 @@ bench-mechanisms: setup
 	$(MECH) peer --dataset ../shared/data/ml-100k --out runs/conv100k --peer rectools-sasrec --peer rectools-bert4rec \
 	    --peer rechub-mind --patience 50
 	$(MECH) report --suite converged --dataset ../shared/data/ml-100k --out runs/conv100k \
+	    --warm-start-from runs/conv100k-plainsasrec \
 	    --record bench/records/mechanisms-ml-100k-converged.json --command "make bench-mechanisms"
 	# Beauty: RecBole's SASRec (~250 CPU-seconds per epoch), our SASRec's sweep (~80 s per epoch) and HyMiRec's run
 	# (no item text: its stage 1 is its own SASRec's item table) all resume where a paused run stopped (--pause-after S)

@@ -81,6 +81,8 @@ SUITES["maxmerge"] = {"window": ["k1", "k3-maxonly", "k5-maxonly", "k3-softonly"
                       "leave_one_out": ["preset"]}
 # each model to its own early stop (patience 10, no epoch cap that binds): HyMiRec's preset against our SASRec
 SUITES["converged"] = {"leave_one_out": ["preset", "preset-ids-from-scratch"]}
+# the preset alone, warm-started from another SASRec: a candidate for report --warm-start-from
+SUITES["warm-start"] = {"leave_one_out": ["preset"]}
 # The K ≥ 3 trainings that compete for "the multi-interest model"; the report picks one on validation Recall@50
 MULTI_CANDIDATES = ("k3", "k3-nearest", "k3-holistic", "k3-maxloss", "k5-maxloss", "k3-maxonly", "k5-maxonly",
                     "k3-seeded", "k5-seeded", "k3-seeded-maxloss", "k3-softonly")
@@ -210,13 +212,15 @@ def _wait(procs: list[tuple[str, subprocess.Popen]]) -> dict[str, int]:
 def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only: list[str] | None = None,
         suite: str = "mechanisms", epochs: int | None = None, long_len: int | None = None,
         variants: list[str] | None = None, base_from: Path | None = None,
-        sasrec_from: Path | None = None, patience: int | None = None, pause_after: float | None = None) -> dict:
+        sasrec_from: Path | None = None, patience: int | None = None, pause_after: float | None = None,
+        sasrec_layout: dict | None = None) -> dict:
     """Base runs (our SASRec + the base variant) for both protocols at once, then every other variant at once.
     With ``variants``: only those, on base runs already in OUT (a variant added to a finished run). With
     ``base_from``: every variant of the plan, the base variant too, as stage 2 alone on that OUT's finished base
     runs (their stage 1 and SASRec), all at once: the same comparison under another epoch cap, say. With
     ``sasrec_from``: our SASRec with the settings that sweep (bench/sasrec_sweep.py) chose on validation, and the
-    patience it chose them under. ``patience``: every model's (ONE_RULE's 10 otherwise). ``pause_after``: each
+    patience it chose them under (``sasrec_layout``: chosen among that layout's points only, for HyMiRec's
+    warm-start candidates, bench/mechanisms_report.warm_start_choice). ``patience``: every model's (ONE_RULE's 10 otherwise). ``pause_after``: each
     training run pauses at its first epoch end past that many seconds (exit 75, training/resume.py) and the same
     call resumes it: a converged run on a slow dataset spans CPU sessions; the variants start once the base runs
     have finished."""
@@ -237,7 +241,7 @@ def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only
     if sasrec_from is not None:
         from bench.sasrec_sweep import chosen_overrides
 
-        extra += chosen_overrides(sasrec_from, dataset)
+        extra += chosen_overrides(sasrec_from, dataset, sasrec_layout)
     if long_len:  # the lightweight recommender's window (default 1,024; attention cost grows with its square)
         extra += [f"hybrid.long_len={long_len}"]
     protocols = [p for p in plan if not only or p in only]
@@ -338,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
                              "(stage 1 + SASRec) of this earlier --out")
     parser.add_argument("--sasrec-from", type=Path, default=None,
                         help="run: our SASRec with the settings chosen on validation by this bench.sasrec_sweep --out")
+    parser.add_argument("--sasrec-layout", action="append", metavar="KEY=VALUE",
+                        help="run: with --sasrec-from, the best point of this layout only (bench.sasrec_sweep --set "
+                             "syntax; input_norm=false = our own layout); repeatable")
     parser.add_argument("--peer", action="append", dest="peers",
                         help="peer: the peer(s) to run (bench/peers/runner.py PEERS; default recbole-sasrec)")
     parser.add_argument("--pause-after", type=float, default=None,
@@ -374,9 +381,14 @@ def main(argv: list[str] | None = None) -> int:
 
         diagnose(out, args.variants or [v for v in MULTI_CANDIDATES if (out / "window" / v / "metrics.json").is_file()])
     elif args.step == "run":
+        from bench.sasrec_sweep import parse_layout
+
+        if args.sasrec_layout and args.sasrec_from is None:
+            parser.error("--sasrec-layout chooses among the points of --sasrec-from: give both")
         codes = run(args.dataset, out, args.budget, args.smoke, args.only, args.suite, args.epochs, args.long_len,
                     args.variants, args.base_from, args.sasrec_from,
-                    args.patience if args.patience != PEER_PATIENCE else None, args.pause_after)
+                    args.patience if args.patience != PEER_PATIENCE else None, args.pause_after,
+                    parse_layout(args.sasrec_layout, "--sasrec-layout") if args.sasrec_layout else None)
         if all(c in (0, PAUSED_EXIT) for c in codes.values()) and PAUSED_EXIT in codes.values():
             return PAUSED_EXIT  # paused with checkpoints (--pause-after); run the same command again
         return 0 if all(c == 0 for c in codes.values()) else 1

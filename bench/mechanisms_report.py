@@ -158,6 +158,7 @@ TITLES = {"mechanisms": "several interests, long coded history, codes vs exact",
           "llm": "the LLM recommender's backbone (SmolLM2 pretrained vs random vs default)",
           "interests": "how the window targets train K ≥ 3 interests (balanced DMIL, nearest, holistic, max-merge loss)",
           "converged": "HyMiRec's preset against converged SASRec, each model to its own early stop",
+          "warm-start": "HyMiRec's preset warm-started from another SASRec, to its own early stop",
           "maxmerge": "K ≥ 3 interests trained through the merged score, or seeded by recent tastes; the room for K > 1"}
 
 

@@ -41,7 +41,7 @@ def trained_patience(result: dict) -> int:
     return result.get("patience", PATIENCE)
 
 
-def parse_layout(settings: list[str]) -> dict:
+def parse_layout(settings: list[str], flag: str = "--set") -> dict:
     """``--set attn_dropout=0.5 --set post_ln=true`` → {"attn_dropout": 0.5, "post_ln": True}, typed as in
     SASRecConfig."""
     from training.sasrec import SASRecConfig
@@ -50,14 +50,14 @@ def parse_layout(settings: list[str]) -> dict:
     for setting in settings:
         key, _, value = setting.partition("=")
         if key not in LAYOUT or not value:
-            raise SystemExit(f"--set {setting!r}: expected KEY=VALUE with KEY one of {', '.join(LAYOUT)}")
+            raise SystemExit(f"{flag} {setting!r}: expected KEY=VALUE with KEY one of {', '.join(LAYOUT)}")
         kind = type(getattr(SASRecConfig(), key))
         if kind is bool and value.lower() not in ("true", "false"):
-            raise SystemExit(f"--set {setting!r}: {key} is true or false")
+            raise SystemExit(f"{flag} {setting!r}: {key} is true or false")
         try:
             layout[key] = value.lower() == "true" if kind is bool else kind(value)
         except ValueError:
-            raise SystemExit(f"--set {setting!r}: {key} takes a number") from None
+            raise SystemExit(f"{flag} {setting!r}: {key} takes a number") from None
     # one order, and no default values (attn_dropout=0 is our layout), so one model has one point name
     return {key: layout[key] for key in LAYOUT if key in layout and layout[key] != getattr(SASRecConfig(), key)}
 
@@ -159,9 +159,10 @@ def sweep(dataset: str, out: Path, name: str, seed: int = 0, first: str | None =
     return summary
 
 
-def chosen_overrides(sweep_out: Path, dataset: str) -> list[str]:
+def chosen_overrides(sweep_out: Path, dataset: str, layout: dict | None = None) -> list[str]:
     """The run-config overrides (train.sasrec_*) of the point a finished sweep chose on validation, for a run on
-    the same data: the sweep's own dataset, or the same user cut (OUT/data/<name> of both)."""
+    the same data: the sweep's own dataset, or the same user cut (OUT/data/<name> of both). ``layout``
+    (:func:`parse_layout`; {} = our own): the best point on validation among that layout's only."""
     path = sweep_out / "sweep.json"
     if not path.is_file():
         raise SystemExit(f"{path} is missing: run `python -m bench.sasrec_sweep run --out {sweep_out} ...` first")
@@ -171,6 +172,11 @@ def chosen_overrides(sweep_out: Path, dataset: str) -> list[str]:
         raise SystemExit(f"the sweep in {sweep_out} ran on {summary['dataset']!r}, not on {name!r}: its choice "
                          f"does not carry over")
     chosen = summary["chosen"]
+    if layout is not None:
+        points = [r for r in summary["points"] if {k: v for k, v in r["point"].items() if k in LAYOUT} == layout]
+        if not points:
+            raise SystemExit(f"the sweep in {sweep_out} trained no point with the layout {layout or 'of our own'}")
+        chosen = max(points, key=lambda r: r["valid_ndcg10"])["point"]
     # the patience and cap it was chosen under, so the run trains the very model the sweep scored
     patience = next(trained_patience(r) for r in summary["points"] if r["point"] == chosen)
     return [f"train.sasrec_dropout={chosen['dropout']}", f"train.sasrec_lr={chosen['lr']}",

@@ -167,3 +167,11 @@ def test_layout_settings_name_every_point_and_carry_to_the_run(small_grid, tmp_p
     cfg = RunConfig(dataset="synthetic").override(sweep_mod.chosen_overrides(tmp_path / "plain", "synthetic"))
     train = cfg.train
     assert (train.sasrec_attn_dropout, train.sasrec_post_ln, train.sasrec_input_norm) == (0.5, False, True)
+    # one layout's best point only (HyMiRec's warm-start candidates): our own layout, named by its default values
+    ours = sweep_mod.parse_layout(["input_norm=false"], "--sasrec-layout")
+    cfg = RunConfig(dataset="synthetic").override(sweep_mod.chosen_overrides(tmp_path / "plain", "synthetic", ours))
+    assert (cfg.train.sasrec_dropout, cfg.train.sasrec_input_norm, cfg.train.sasrec_attn_dropout) == (0.5, False, 0.0)
+    with pytest.raises(SystemExit, match="trained no point with the layout {'post_ln': True}"):
+        sweep_mod.chosen_overrides(tmp_path / "plain", "synthetic", {"post_ln": True})
+    with pytest.raises(SystemExit, match="--sasrec-layout 'input_norm=maybe': input_norm is true or false"):
+        sweep_mod.parse_layout(["input_norm=maybe"], "--sasrec-layout")
