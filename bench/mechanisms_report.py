@@ -116,9 +116,9 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
                 # no item text: stage 1 is SASRec's id table, so even "ids from scratch" starts from SASRec's items
                 models[label]["settings"] = "items: our SASRec's id table (no item text)"
     if warm and "HyMiRec" in models:
-        scores = "; ".join(f"{r['sasrec']}: {_valid_best(r['metrics']):.4f}" for r in warm["candidates"])
+        others = ", ".join(f"{_valid_best(r['metrics']):.4f}" for r in warm["candidates"] if r is not warm["chosen"])
         models["HyMiRec"]["settings"] = (f"warm start: SASRec {warm['chosen']['sasrec']}, chosen on HyMiRec's "
-                                         f"validation ({scores})")
+                                         f"validation ({_valid_best(warm['chosen']['metrics']):.4f} vs {others})")
     if "sasrec" in loo.get("preset", {}):
         train = loo["preset"].get("config", {}).get("train", {})
         models["SASRec (ours)"] = {"NDCG@10": loo["preset"]["sasrec"]["test"]["NDCG@10"],
