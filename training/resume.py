@@ -76,23 +76,31 @@ def load_checkpoint(path: str | Path, settings: dict, defaults: dict, numpy_rng,
     return saved
 
 
-def finished_step(resume_dir: Path | None, name: str) -> dict | None:
+def finished_step(resume_dir: Path | None, name: str, config: dict, defaults: dict) -> dict | None:
     """What :func:`keep_finished_step` kept of step ``name`` in an earlier call (None: not finished, or the run does
-    not pause), with the torch generator as that step left it, so the steps after it draw as in one run."""
+    not pause), with the torch generator as that step left it, so the steps after it draw as in one run. ``config``
+    (the run's, as a dict) must match the one it was kept under; ``defaults`` stand in for settings added since."""
     path = None if resume_dir is None else resume_dir / f"{name}.done.pt"
     if path is None or not path.is_file():
         return None
     saved = torch.load(path, map_location="cpu", weights_only=True)
+    # both through JSON, as kept: a tuple setting reads back as a list
+    differ = settings_differ(json.loads(json.dumps(config)), json.loads(saved.pop("config")),
+                             json.loads(json.dumps(defaults)))
+    if differ:
+        raise ValueError(f"{path} was made with other run settings ({', '.join(differ)}): delete {resume_dir} to "
+                         "start again")
     torch.set_rng_state(saved.pop("torch_rng"))
     return {**saved, "record": json.loads(saved["record"])}
 
 
-def keep_finished_step(resume_dir: Path | None, name: str, record: dict, **tensors) -> None:
+def keep_finished_step(resume_dir: Path | None, name: str, config: dict, record: dict, **tensors) -> None:
     """Keep a finished step's ``record`` (its metrics.json part) and tensors for the later calls of a paused run."""
     if resume_dir is None:
         return
     resume_dir.mkdir(parents=True, exist_ok=True)
     partial = resume_dir / f"{name}.done.pt.partial"
     # the record as JSON: it holds numpy scalars, which a weights_only load refuses
-    torch.save({"record": json.dumps(record, default=float), "torch_rng": torch.get_rng_state(), **tensors}, partial)
+    torch.save({"record": json.dumps(record, default=float), "config": json.dumps(config),
+                "torch_rng": torch.get_rng_state(), **tensors}, partial)
     partial.replace(resume_dir / f"{name}.done.pt")

@@ -218,9 +218,10 @@ def train_baselines(state: RunState) -> None:
                            post_ln=config.train.sasrec_post_ln, input_norm=config.train.sasrec_input_norm,
                            seed=config.train.seed, max_train_seconds=config.train.max_train_seconds)
     resume = resume_dir(state)
-    done = finished_step(resume, "sasrec")
+    done = finished_step(resume, "sasrec", config.to_dict(), RunConfig().to_dict())
     if done is not None:  # an earlier call of this paused run trained it (its test lists are on disk)
-        state.sasrec = SASRec(data.n_items, sas_cfg).to(state.device)
+        with torch.random.fork_rng(devices=[]):  # the generator stays where that run's SASRec left it
+            state.sasrec = SASRec(data.n_items, sas_cfg).to(state.device)
         state.sasrec.load_state_dict(done["model"])
         m["sasrec"] = done["record"]
         state.log(f"[sasrec] trained by an earlier call of this run: test {m['sasrec']['test']}")
@@ -243,7 +244,7 @@ def train_baselines(state: RunState) -> None:
                    "train_seconds": train_seconds, "epochs": len(sas_hist["epochs"]),
                    "inference_ms_per_user": 1000 * infer_seconds / max(1, len(split.test))}
     torch.save(state.sasrec.state_dict(), layout.sasrec)
-    keep_finished_step(resume, "sasrec", m["sasrec"], model=state.sasrec.state_dict())
+    keep_finished_step(resume, "sasrec", config.to_dict(), m["sasrec"], model=state.sasrec.state_dict())
     state.log(f"[sasrec] test {m['sasrec']['test']}")
 
 
@@ -251,7 +252,7 @@ def train_stage1(state: RunState) -> None:
     """Item embeddings, frozen afterwards: reused from ``stage1_from``, the content encoder, or SASRec's id table."""
     config, data, m = state.config, state.data, state.metrics
     t0 = time.perf_counter()
-    done = finished_step(resume_dir(state), "stage1")
+    done = finished_step(resume_dir(state), "stage1", config.to_dict(), RunConfig().to_dict())
     if done is not None:  # an earlier call of this paused run made it
         item_emb, m["item_representation"] = done["item_emb"].numpy(), done["record"]
     elif config.stage1_from:
@@ -270,7 +271,7 @@ def train_stage1(state: RunState) -> None:
     state.item_emb = item_emb.astype(np.float32)
     m["stage1_seconds"] = time.perf_counter() - t0
     if done is None:
-        keep_finished_step(resume_dir(state), "stage1", m["item_representation"],
+        keep_finished_step(resume_dir(state), "stage1", config.to_dict(), m["item_representation"],
                            item_emb=torch.from_numpy(state.item_emb))
 
 

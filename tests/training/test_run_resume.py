@@ -35,6 +35,11 @@ def test_a_paused_and_resumed_run_equals_one_run(tmp_path):
         except RunPaused as paused:
             calls += 1
             assert "the same command resumes it" in str(paused)
+            if calls == 2:  # SASRec finished and kept: resuming under another SASRec setting is refused by name
+                other = RunConfig.from_dict({**config.to_dict()}).override(["train.sasrec_lr=0.01"])
+                with pytest.raises(ValueError, match=r"sasrec.done.pt was made with other run settings "
+                                                     r"\(train.sasrec_lr\): delete .*resume to start again"):
+                    run_training(other, progress=False, log=lambda *_: None)
     # the CLI's call: SASRec's epoch 1; the next: its epoch 2 (a last epoch never pauses), stage 1 and stage 2's
     # epoch 1; the last: stage 2's epoch 2 and the test
     assert calls == 2
