@@ -2,7 +2,8 @@
 
 A run with ``train.pause_after = S`` seconds stops at the first epoch end past S (SASRec's or stage 2's), keeps its
 whole state in ``<run_dir>/resume/`` and exits with :data:`PAUSED_EXIT`; the same command later resumes it and ends
-where one uninterrupted run ends (tests/training/test_run_resume.py checks the weights bit for bit). What a
+where one uninterrupted run ends (tests/training/test_run_resume.py: SASRec bit for bit; stage 2, whose CPU kernels
+are not bitwise reproducible even run to run, to float noise). What a
 training keeps: weights, optimiser, both random generators, the early-stopping state and its history. What a
 finished step keeps (SASRec's model and record, stage 1's item table): enough that a later call skips it.
 
