@@ -154,8 +154,8 @@ class TrainConfig:
     sasrec_patience: int = 5  # our SASRec's early stopping (the ledger's runs used 5; set it equal to patience
     #   for one rule across the run's models, as bench/mechanisms.py does)
     max_train_seconds: float | None = None  # time budget per trained model, checked at epoch ends (None = none)
-    pause_after: float | None = None  # seconds into this call: at the first epoch end past it the run keeps its state
-    #   in run_dir/resume/ and exits 75; the same command resumes it (a long CPU run across sessions, training/resume.py)
+    pause_after: float | None = None  # seconds into this call: at the first epoch end past it the run keeps its
+    #   state in run_dir/resume/ and exits 75; the same command resumes it (CPU runs across sessions: training/resume.py)
     ema_decay: float = 0.0  # stage 2: validate, keep and export an exponential moving average of the weights
     #   (updated after every optimiser step) instead of the raw weights; 0 = off. Measured on ML-100K at 0.99:
     #   no gain (test NDCG@10 0.0993 ± 0.0050 vs 0.1032 ± 0.0025 without, BENCHMARKS.md), so the bench leaves it off

@@ -177,8 +177,8 @@ def train_sasrec(train_sequences: list[np.ndarray], n_items: int, valid_set, con
             break
         if (checkpoint is not None and pause_after is not None and epoch + 1 < config.epochs
                 and time.perf_counter() - budget_start > pause_after):
-            save_checkpoint(checkpoint, asdict(config), rng, model=model.state_dict(),
-                            optimizer=optimizer.state_dict(), best=best, best_state=best_state, bad=bad, history=history)
+            save_checkpoint(checkpoint, asdict(config), rng, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                            best=best, best_state=best_state, bad=bad, history=history)
             log(f"[sasrec] paused after epoch {epoch + 1}; {checkpoint} resumes it")
             return model, {"epochs": history, "best_valid_ndcg10": best, "paused": True}
     if best_state is not None:

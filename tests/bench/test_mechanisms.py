@@ -39,6 +39,7 @@ def test_variants_differ_in_the_one_setting_they_name(tmp_path):
     base = cfg("k3")
     assert base["hybrid"]["long_len"] == 1024 and base["hybrid"]["long_window"] == "older"
     assert base["train"]["patience"] == base["train"]["sasrec_patience"] == 10  # one rule for every model
+    assert base["train"]["max_eval_users"] is None  # validated on every user, as the sweep and the peers are
     assert _diff(cfg("k3"), cfg("k3", "leave_one_out")) == {"train.protocol"}
 
 
@@ -267,7 +268,8 @@ def test_hymirecs_warm_start_is_chosen_on_its_validation_and_our_sasrec_stays_it
     def preset(root, valid, test, sasrec_test, layout):
         _write(root, "leave_one_out", "preset", {"NDCG@10": test, "users": 9}, valid=valid, extra={
             "sasrec": {"test": {"NDCG@10": sasrec_test}}, "dataset": {"name": "toy"},
-            "config": {"train": {"epochs": 200, "sasrec_epochs": 1000, "sasrec_input_norm": layout}, "hybrid": {"long_len": 512}}})
+            "config": {"train": {"epochs": 200, "sasrec_epochs": 1000, "sasrec_input_norm": layout},
+                       "hybrid": {"long_len": 512}}})
 
     preset(tmp_path / "tuned", valid=0.12, test=0.110, sasrec_test=0.100, layout=True)
     preset(tmp_path / "plain", valid=0.13, test=0.115, sasrec_test=0.101, layout=False)
