@@ -193,9 +193,12 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
             for label, test, info in methods:
                 by_label.setdefault(label, {})[protocol] = (test, info)
     warm = warm_start_choice(out, list(warm_starts)) if warm_starts else None
-    for run in (warm or {}).get("candidates", [])[1:]:  # OUT's own preset is a row already
-        by_label[f"HyMiRec preset, warm start: SASRec {run['sasrec']}"] = {
-            "leave_one_out": (run["metrics"]["hymirec"]["test"], run["metrics"]["hymirec"])}
+    if warm:  # a row per candidate, each named by the SASRec it started from (OUT's preset is the first)
+        own = f"HyMiRec preset, warm start: SASRec {warm['candidates'][0]['sasrec']}"
+        by_label = {own if label == "HyMiRec preset" else label: row for label, row in by_label.items()}
+        for run in warm["candidates"][1:]:
+            by_label[f"HyMiRec preset, warm start: SASRec {run['sasrec']}"] = {
+                "leave_one_out": (run["metrics"]["hymirec"]["test"], run["metrics"]["hymirec"])}
     peers = _peer_rows(out)
     for peer in peers.values():
         by_label.setdefault(peer["label"], {})["leave_one_out"] = (

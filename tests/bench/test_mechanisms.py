@@ -283,9 +283,10 @@ def test_hymirecs_warm_start_is_chosen_on_its_validation_and_our_sasrec_stays_it
     checks = {c["comparison"]: c["measured"] for c in record["checks"]}
     assert checks["HyMiRec (preset + long history, warm start: SASRec dropout 0.2, lr 0.001, batch 128) vs our "
                   "SASRec, leave-one-out NDCG@10"] == "+15.0 %"
-    rows = {r[0]: r for r in record["rows"]}
-    assert rows["HyMiRec preset, warm start: SASRec dropout 0.2, lr 0.001, batch 128"][
-        record["columns"].index("LOO N@10")] == "0.1150"
+    rows = {r[0]: r[record["columns"].index("LOO N@10")] for r in record["rows"]}
+    assert rows["HyMiRec preset, warm start: SASRec dropout 0.2, lr 0.001, batch 128"] == "0.1150"
+    assert rows["HyMiRec preset, warm start: SASRec dropout 0.2, lr 0.001, batch 128, input_norm"] == "0.1100"
+    assert "HyMiRec preset" not in rows
     # the other way round, OUT's own run is chosen; another split is refused by name
     assert report(tmp_path / "plain", "toy", "c", "m", suite="converged",
                   warm_starts=[tmp_path / "tuned"])["converged"]["models"]["HyMiRec"]["NDCG@10"] == 0.115
