@@ -190,6 +190,15 @@ def _point_stage1_at(stage1: Path, dataset: str) -> None:
     path.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
+def resumable_done(run_dir: Path, pause_after: float | None) -> bool:
+    """A run that an earlier call of a pausing `run` (``pause_after``) finished: the same command resumes the others
+    and keeps it (without ``pause_after``, a call trains every run afresh, as before)."""
+    done = (run_dir / "metrics.json").is_file() and not (run_dir / RESUME_DIR).is_dir()
+    if done and pause_after is not None:
+        print(f"[mechanisms] {run_dir}: finished by an earlier call, kept", flush=True)
+    return done and pause_after is not None
+
+
 def _launch(dataset: str, out: Path, protocol: str, variant: str, stage1_from: Path | None, train_sasrec: bool,
             budget: float | None, extra: list[str]) -> tuple[str, subprocess.Popen]:
     run_dir = out / protocol / variant
@@ -264,9 +273,11 @@ def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only
             raise SystemExit(f"--variant needs finished base runs; none in {[str(out / p / BASE[p]) for p in missing]}")
         codes = {f"{p}/{BASE[p]}": 0 for p in protocols}
     else:
-        codes = _wait([_launch(dataset, out, p, BASE[p], base_stage1(out / f"stage1-{p}"), True, budget, extra)
-                       for p in protocols])
-    rest = [(p, v) for p in protocols for v in plan[p] if v != BASE[p] and codes[f"{p}/{BASE[p]}"] == 0]
+        done = {f"{p}/{BASE[p]}": 0 for p in protocols if resumable_done(out / p / BASE[p], pause_after)}
+        codes = done | _wait([_launch(dataset, out, p, BASE[p], base_stage1(out / f"stage1-{p}"), True, budget,
+                                      extra) for p in protocols if f"{p}/{BASE[p]}" not in done])
+    rest = [(p, v) for p in protocols for v in plan[p] if v != BASE[p] and codes[f"{p}/{BASE[p]}"] == 0
+            and not resumable_done(out / p / v, pause_after)]
     codes.update(_wait([_launch(dataset, out, p, v, out / p / BASE[p], False, budget, extra) for p, v in rest]))
     print(f"[mechanisms] {len(codes)} runs in {time.perf_counter() - started:.0f} s", flush=True)
     return codes

@@ -252,6 +252,15 @@ def test_a_dataset_without_text_gets_stage_1_from_the_base_runs_sasrec_and_runs_
     assert codes == {"leave_one_out/preset": PAUSED_EXIT}
     assert mech.main(["run", "--suite", "converged", "--dataset", str(src), "--out", str(out),
                       "--pause-after", "600"]) == PAUSED_EXIT
+    # a base run an earlier call finished is kept; the same command goes on with the variants
+    (out / "leave_one_out" / "preset").mkdir(parents=True)
+    (out / "leave_one_out" / "preset" / "metrics.json").write_text("{}")
+    launched.clear()
+    mech.run(str(src), out, None, suite="converged", pause_after=600.0)
+    assert [v for v, _, _ in launched] == ["preset-ids-from-scratch"]
+    launched.clear()
+    mech.run(str(src), out, None, suite="converged")  # not pausing: every run trains afresh, as before
+    assert [v for v, _, _ in launched] == ["preset"]
 
 
 def test_the_converged_view_says_where_items_come_from_sasrec(tmp_path):
