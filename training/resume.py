@@ -52,11 +52,17 @@ def seconds_left(pause_after: float | None, elapsed: float) -> float | None:
 
 
 def save_checkpoint(path: str | Path, settings: dict, numpy_rng, **state) -> None:
-    """The training state plus both random generators, written atomically: a kill mid-write keeps the last one."""
+    """The training state plus both random generators, written atomically."""
+    _save_atomically({"config": settings, "numpy_rng": numpy_rng.bit_generator.state,
+                      "torch_rng": torch.get_rng_state(),
+                      "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, **state}, path)
+
+
+def _save_atomically(obj: dict, path: str | Path) -> None:
+    """torch.save through a partial file: a kill mid-write keeps the last complete one."""
     partial = Path(f"{path}.partial")
     partial.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": settings, "numpy_rng": numpy_rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, **state}, partial)
+    torch.save(obj, partial)
     partial.replace(path)
 
 
@@ -99,9 +105,6 @@ def keep_finished_step(resume_dir: Path | None, name: str, config: dict, record:
     """Keep a finished step's ``record`` (its metrics.json part) and tensors for the later calls of a paused run."""
     if resume_dir is None:
         return
-    resume_dir.mkdir(parents=True, exist_ok=True)
-    partial = resume_dir / f"{name}.done.pt.partial"
     # the record as JSON: it holds numpy scalars, which a weights_only load refuses
-    torch.save({"record": json.dumps(record, default=float), "config": json.dumps(config),
-                "torch_rng": torch.get_rng_state(), **tensors}, partial)
-    partial.replace(resume_dir / f"{name}.done.pt")
+    _save_atomically({"record": json.dumps(record, default=float), "config": json.dumps(config),
+                      "torch_rng": torch.get_rng_state(), **tensors}, resume_dir / f"{name}.done.pt")
