@@ -64,6 +64,13 @@ VARIANTS: dict[str, list[str]] = {
     "preset": LONG,  # the leave-one-out bench's own configuration (K = 1, anchored), with the long history
     # the same without the warm start: id tables from zero, not from the run's SASRec (the quality ablation's way)
     "preset-ids-from-scratch": LONG + ["hybrid.id_init=zeros"],
+    # The preset with more dropout everywhere it has some (recent-item inputs, the backbone's attention and head, the
+    # item tower's head, the lightweight recommender): candidates for HyMiRec's regularisation, chosen on validation
+    # (report: HyMIREC_CANDIDATES). On Beauty the preset's best validation came at epoch 4 of 14, then its training
+    # loss fell on while validation fell too; the SASRec sweep there chose dropout 0.5 over 0.2.
+    **{f"preset-dropout{p}": LONG + [f"hybrid.llm.input_dropout={p}", f"hybrid.llm.dropout={p}",
+                                     f"hybrid.item_tower_dropout={p}", f"hybrid.lightweight.dropout={p}"]
+       for p in (0.3, 0.5)},
     # The LLM recommender's backbone: SmolLM2-135M's first 4 of 30 layers (CPU-sized; width 576) pretrained, the same
     # shape freshly initialised, against the preset's default (a 2-layer, 128-wide Qwen2 trained from scratch).
     # The backbone learns at 1e-4 (the layers around it at the preset's rate), so fine-tuning keeps what it knows.
@@ -86,6 +93,10 @@ SUITES["maxmerge"] = {"window": ["k1", "k3-maxonly", "k5-maxonly", "k3-softonly"
 SUITES["converged"] = {"leave_one_out": ["preset", "preset-ids-from-scratch"]}
 # the preset alone, warm-started from another SASRec: a candidate for report --warm-start-from
 SUITES["warm-start"] = {"leave_one_out": ["preset"]}
+# the preset's dropout candidates, each stage 2 alone on a finished base run (`run --variant`, the base's SASRec)
+SUITES["dropout"] = {"leave_one_out": ["preset", "preset-dropout0.3", "preset-dropout0.5"]}
+# HyMiRec's rivals for "the preset" on validation beside it (report: bench/mechanisms_report.hymirec_choice)
+HYMIREC_CANDIDATES = ("preset-dropout0.3", "preset-dropout0.5")
 # The K ≥ 3 trainings that compete for "the multi-interest model"; the report picks one on validation Recall@50
 MULTI_CANDIDATES = ("k3", "k3-nearest", "k3-holistic", "k3-maxloss", "k5-maxloss", "k3-maxonly", "k5-maxonly",
                     "k3-seeded", "k5-seeded", "k3-seeded-maxloss", "k3-softonly")
@@ -232,7 +243,7 @@ def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only
     runs (their stage 1 and SASRec), all at once: the same comparison under another epoch cap, say. With
     ``sasrec_from``: our SASRec with the settings that sweep (bench/sasrec_sweep.py) chose on validation, and the
     patience it chose them under (``sasrec_layout``: chosen among that layout's points only, for HyMiRec's
-    warm-start candidates, bench/mechanisms_report.warm_start_choice). ``patience``: every model's (ONE_RULE's 10
+    warm-start candidates, bench/mechanisms_report.hymirec_choice). ``patience``: every model's (ONE_RULE's 10
     otherwise). ``pause_after``: each training run pauses at its first epoch end past that many seconds (exit 75,
     training/resume.py) and the same call resumes it: a converged run on a slow dataset spans CPU sessions; the
     variants start once the base runs have finished."""

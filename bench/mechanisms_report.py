@@ -9,7 +9,7 @@ import json
 import time
 from pathlib import Path
 
-from bench.mechanisms import BASE, MULTI_CANDIDATES, PEER_PATIENCE, SUITES
+from bench.mechanisms import BASE, HYMIREC_CANDIDATES, MULTI_CANDIDATES, PEER_PATIENCE, SUITES
 from bench.paired import peer_gain, run_gain
 
 
@@ -68,21 +68,35 @@ def sasrec_settings(run_metrics: dict) -> str:
             + "".join(f", {key}" + ("" if value is True else f" {value}") for key, value in layout.items()))
 
 
-def warm_start_choice(out: Path, others: list[Path]) -> dict:
-    """Which SASRec HyMiRec starts its id tables from is a setting of HyMiRec's: among the preset runs of OUT and of
-    ``others`` (each warm-started from the SASRec its own base run trained, on the same split), the one with the
-    best HyMiRec validation score. → {"chosen": run, "candidates": [run, ...]}, run = {"dir", "metrics", "sasrec"}."""
+def hymirec_choice(out: Path, others: list[Path]) -> dict | None:
+    """HyMiRec's warm-start SASRec and its dropout are settings of HyMiRec's, chosen on its validation: among the
+    preset runs of OUT and of ``others`` (each warm-started from the SASRec its own base run trained, on the same
+    split) and their dropout candidates (HYMIREC_CANDIDATES, stage 2 alone on that preset's SASRec), the one with the
+    best HyMiRec validation score. None where OUT has no candidate beside its preset and no ``others`` are given.
+    → {"chosen": run, "candidates": [run, ...]}, run = {"dir", "metrics", "name"} (OUT's preset first)."""
     runs = []
-    for root in [out, *others]:
-        metrics = _metrics(root, "leave_one_out", BASE["leave_one_out"])
-        if metrics is None or "sasrec" not in metrics:
-            raise SystemExit(f"--warm-start-from {root}: no finished preset run with its SASRec in "
-                             f"{root / 'leave_one_out' / BASE['leave_one_out']}")
+
+    def add(root: Path, variant: str, must: bool) -> None:
+        metrics = _metrics(root, "leave_one_out", variant)
+        if metrics is None or (variant == BASE["leave_one_out"] and "sasrec" not in metrics):
+            if must:
+                raise SystemExit(f"--warm-start-from {root}: no finished preset run with its SASRec in "
+                                 f"{root / 'leave_one_out' / BASE['leave_one_out']}")
+            return
         if runs and (metrics.get("dataset"), metrics["hymirec"]["test"].get("users")) != (
                 runs[0]["metrics"].get("dataset"), runs[0]["metrics"]["hymirec"]["test"].get("users")):
             raise SystemExit(f"--warm-start-from {root}: another dataset or split than {out}'s")
-        runs.append({"dir": root / "leave_one_out" / BASE["leave_one_out"], "metrics": metrics,
-                     "sasrec": sasrec_settings(metrics)})
+        dropout = metrics.get("config", {}).get("hybrid", {}).get("llm", {}).get("input_dropout")
+        runs.append({"dir": root / "leave_one_out" / variant, "metrics": metrics,
+                     "name": f"warm start: SASRec {sasrec_settings(metrics)}"
+                             + (f"; dropout {dropout}" if variant != BASE["leave_one_out"] else "")})
+
+    for root in [out, *others]:
+        add(root, BASE["leave_one_out"], must=bool(others))
+        for variant in HYMIREC_CANDIDATES:
+            add(root, variant, must=False)
+    if len(runs) < 2:
+        return None
     return {"chosen": max(runs, key=lambda r: _valid_best(r["metrics"])), "candidates": runs}
 
 
@@ -97,7 +111,7 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
     """The page's converged view of one dataset (bench/results_page.converged_section): every model's test NDCG@10
     and epochs, and HyMiRec against the strongest other model (our SASRec or a peer library's), with its interval
     where both kept their ranked lists. A peer whose model has a published number for these files gets its share
-    of it. ``warm`` (:func:`warm_start_choice`): HyMiRec is the run whose warm start validation chose; our SASRec
+    of it. ``warm`` (:func:`hymirec_choice`): HyMiRec is the run whose warm start validation chose; our SASRec
     stays OUT's, the one chosen on its own validation."""
     models: dict[str, dict] = {}
     hymirec_runs = {**loo, "preset": warm["chosen"]["metrics"]} if warm and "preset" in loo else loo
@@ -117,7 +131,7 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
                 models[label]["settings"] = "items: our SASRec's id table (no item text)"
     if warm and "HyMiRec" in models:
         others = ", ".join(f"{_valid_best(r['metrics']):.4f}" for r in warm["candidates"] if r is not warm["chosen"])
-        models["HyMiRec"]["settings"] = (f"warm start: SASRec {warm['chosen']['sasrec']}, chosen on HyMiRec's "
+        models["HyMiRec"]["settings"] = (f"{warm['chosen']['name']}, chosen on HyMiRec's "
                                          f"validation ({_valid_best(warm['chosen']['metrics']):.4f} vs {others})")
     if "sasrec" in loo.get("preset", {}):
         train = loo["preset"].get("config", {}).get("train", {})
@@ -166,7 +180,7 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
            warm_starts: list[Path] = ()) -> dict:
     """The record (bench/records format) of one `run`: a row per method and merge, the comparisons below it.
     ``warm_starts``: other OUTs of the same split whose preset HyMiRec started from another SASRec; HyMiRec's
-    comparisons take the one validation chose (:func:`warm_start_choice`), each gets a row."""
+    comparisons take the one validation chose (:func:`hymirec_choice`, OUT's dropout candidates too), each gets a row."""
     got: dict = {}
     by_label: dict[str, dict] = {}  # one row per method: its window and its leave-one-out results side by side
     plan = {p: list(dict.fromkeys(v for variants in SUITES.values() for v in variants.get(p, []))) for p in BASE}
@@ -192,12 +206,14 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
                     [("SASRec (ours)", m["sasrec"]["test"], m["sasrec"])] if "sasrec" in m else []) + methods
             for label, test, info in methods:
                 by_label.setdefault(label, {})[protocol] = (test, info)
-    warm = warm_start_choice(out, list(warm_starts)) if warm_starts else None
-    if warm:  # a row per candidate, each named by the SASRec it started from (OUT's preset is the first)
-        own = f"HyMiRec preset, warm start: SASRec {warm['candidates'][0]['sasrec']}"
+    warm = hymirec_choice(out, list(warm_starts))
+    if warm:  # a row per candidate, each named by its warm start (and dropout); OUT's preset is the first
+        by_label = {label: row for label, row in by_label.items()
+                    if label not in {"HyMiRec " + v for v in HYMIREC_CANDIDATES}}
+        own = f"HyMiRec preset, {warm['candidates'][0]['name']}"
         by_label = {own if label == "HyMiRec preset" else label: row for label, row in by_label.items()}
         for run in warm["candidates"][1:]:
-            by_label[f"HyMiRec preset, warm start: SASRec {run['sasrec']}"] = {
+            by_label[f"HyMiRec preset, {run['name']}"] = {
                 "leave_one_out": (run["metrics"]["hymirec"]["test"], run["metrics"]["hymirec"])}
     peers = _peer_rows(out)
     for peer in peers.values():
@@ -258,7 +274,7 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
     # HyMiRec's preset: OUT's, or the warm start validation chose among --warm-start-from runs
     hymirec_dir = warm["chosen"]["dir"] if warm else preset_dir
     hymirec_loo = warm["chosen"]["metrics"]["hymirec"]["test"]["NDCG@10"] if warm else lv("preset")
-    warm_note = f", warm start: SASRec {warm['chosen']['sasrec']}" if warm else ""
+    warm_note = f", {warm['chosen']['name']}" if warm else ""
     checks = [
         ("K=3 vs K=1, window Recall@50 (max merge; quota merge)",
          f"{_rel(wv('k3', 'test', 'Recall@50'), wv('k1', 'test', 'Recall@50'))}; "
@@ -338,9 +354,10 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
                      "run's item vectors, with K unit directions that are the k-means centres of the user's own test "
                      "window (an upper bound: it knows the targets) or of the last 50 history items (a method)."
                      if headroom_path.is_file() else "")
-                  + (" Which SASRec HyMiRec's id tables start from is a HyMiRec setting, chosen on HyMiRec's "
-                     "validation NDCG@10 among the preset runs warm-started from each candidate SASRec (one row "
-                     "each); our SASRec's row stays the one chosen on its own validation." if warm else "")),
+                  + (" Which SASRec HyMiRec's id tables start from, and its dropout, are HyMiRec settings, chosen on "
+                     "HyMiRec's validation NDCG@10 among the preset runs warm-started from each candidate SASRec "
+                     "and its dropout candidates (one row each); our SASRec's row stays the one chosen on its own "
+                     "validation." if warm else "")),
         "columns": columns,
         "rows": rows,
         "reading": "; ".join(f"{name}: {value} (goal {goal})" for name, value, goal in checks),

@@ -304,3 +304,28 @@ def test_hymirecs_warm_start_is_chosen_on_its_validation_and_our_sasrec_stays_it
     metrics.write_text(metrics.read_text().replace('"name": "toy"', '"name": "toys"'))
     with pytest.raises(SystemExit, match="--warm-start-from .*other: another dataset or split"):
         report(tmp_path / "tuned", "toy", "c", "m", suite="converged", warm_starts=[tmp_path / "other"])
+
+
+def test_hymirecs_dropout_candidates_compete_with_its_preset_on_validation(tmp_path):
+    """A dropout candidate trained beside the preset (stage 2 alone on its SASRec) becomes HyMiRec's row when its
+    validation is higher, whatever its test score; it shows as one named row, not as a loose variant row."""
+    sasrec = {"sasrec": {"test": {"NDCG@10": 0.100}}, "dataset": {"name": "toy"}}
+    config = lambda drop: {"config": {"train": {"epochs": 200, "sasrec_epochs": 1000},  # noqa: E731
+                                      "hybrid": {"long_len": 512, "llm": {"input_dropout": drop}}}}
+    _write(tmp_path, "leave_one_out", "preset", {"NDCG@10": 0.110, "users": 9}, valid=0.12,
+           extra=sasrec | config(0.0))
+    _write(tmp_path, "leave_one_out", "preset-dropout0.5", {"NDCG@10": 0.105, "users": 9}, valid=0.13,
+           extra={"dataset": {"name": "toy"}} | config(0.5))
+    record = report(tmp_path, "toy", "cmd", "machine", suite="converged")
+    hymirec = record["converged"]["models"]["HyMiRec"]
+    assert hymirec["NDCG@10"] == 0.105  # validation 0.13 beats 0.12: chosen although its test score is lower
+    assert hymirec["settings"] == ("warm start: SASRec dropout 0.2, lr 0.001, batch 128; dropout 0.5, chosen on "
+                                   "HyMiRec's validation (0.1300 vs 0.1200)")
+    rows = {r[0]: r[record["columns"].index("LOO N@10")] for r in record["rows"]}
+    assert rows["HyMiRec preset, warm start: SASRec dropout 0.2, lr 0.001, batch 128; dropout 0.5"] == "0.1050"
+    assert rows["HyMiRec preset, warm start: SASRec dropout 0.2, lr 0.001, batch 128"] == "0.1100"
+    assert "HyMiRec preset-dropout0.5" not in rows
+    # the candidate with the lower validation loses
+    path = tmp_path / "leave_one_out" / "preset-dropout0.5" / "metrics.json"
+    path.write_text(path.read_text().replace('"valid_best": 0.13', '"valid_best": 0.11'))
+    assert report(tmp_path, "toy", "c", "m", suite="converged")["converged"]["models"]["HyMiRec"]["NDCG@10"] == 0.110
