@@ -64,6 +64,9 @@ VARIANTS: dict[str, list[str]] = {
     "preset": LONG,  # the leave-one-out bench's own configuration (K = 1, anchored), with the long history
     # the same without the warm start: id tables from zero, not from the run's SASRec (the quality ablation's way)
     "preset-ids-from-scratch": LONG + ["hybrid.id_init=zeros"],
+    # id tables learnt from zero may want SASRec's learning rate rather than the warm-started preset's 2e-4 (on the ML-1M
+    # cut the 2e-4 run's validation was still climbing when patience stopped it): a candidate, chosen on validation
+    "preset-ids-from-scratch-lr0.001": LONG + ["hybrid.id_init=zeros", "train.lr=0.001"],
     # The preset with more dropout everywhere it has some (recent-item inputs, the backbone's attention and head, the
     # item tower's head, the lightweight recommender): candidates for HyMiRec's regularisation, chosen on validation
     # (report: HyMIREC_CANDIDATES). On Beauty the preset's best validation came at epoch 4 of 14, then its training
@@ -97,6 +100,9 @@ SUITES["warm-start"] = {"leave_one_out": ["preset"]}
 SUITES["dropout"] = {"leave_one_out": ["preset", "preset-dropout0.3", "preset-dropout0.5"]}
 # HyMiRec's rivals for "the preset" on validation beside it (report: bench/mechanisms_report.hymirec_choice)
 HYMIREC_CANDIDATES = ("preset-dropout0.3", "preset-dropout0.5")
+# and for "ids from scratch" (`run --suite scratch-lr --variant preset-ids-from-scratch-lr0.001` beside a converged run)
+SCRATCH_CANDIDATES = ("preset-ids-from-scratch", "preset-ids-from-scratch-lr0.001")
+SUITES["scratch-lr"] = {"leave_one_out": ["preset", "preset-ids-from-scratch-lr0.001"]}
 # The K ≥ 3 trainings that compete for "the multi-interest model"; the report picks one on validation Recall@50
 MULTI_CANDIDATES = ("k3", "k3-nearest", "k3-holistic", "k3-maxloss", "k5-maxloss", "k3-maxonly", "k5-maxonly",
                     "k3-seeded", "k5-seeded", "k3-seeded-maxloss", "k3-softonly")

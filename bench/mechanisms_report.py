@@ -9,7 +9,7 @@ import json
 import time
 from pathlib import Path
 
-from bench.mechanisms import BASE, HYMIREC_CANDIDATES, MULTI_CANDIDATES, PEER_PATIENCE, SUITES
+from bench.mechanisms import BASE, HYMIREC_CANDIDATES, MULTI_CANDIDATES, PEER_PATIENCE, SCRATCH_CANDIDATES, SUITES
 from bench.paired import peer_gain, run_gain
 
 
@@ -100,6 +100,12 @@ def hymirec_choice(out: Path, others: list[Path]) -> dict | None:
     return {"chosen": max(runs, key=lambda r: _valid_best(r["metrics"])), "candidates": runs}
 
 
+def scratch_choice(loo: dict) -> str | None:
+    """Which "ids from scratch" run (SCRATCH_CANDIDATES: the preset's learning rate or SASRec's) validated higher."""
+    trained = [v for v in SCRATCH_CANDIDATES if v in loo]
+    return max(trained, key=lambda v: _valid_best(loo[v])) if len(trained) > 1 else (trained or [None])[0]
+
+
 def _valid_best(run_metrics: dict) -> float:
     """HyMiRec's best validation score in a run (runs before the window protocol named it valid_best_ndcg10)."""
     hymirec = run_metrics["hymirec"]
@@ -116,7 +122,8 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
     models: dict[str, dict] = {}
     hymirec_runs = {**loo, "preset": warm["chosen"]["metrics"]} if warm and "preset" in loo else loo
     hymirec_dir = warm["chosen"]["dir"] if warm else preset_dir
-    for variant, label in (("preset", "HyMiRec"), ("preset-ids-from-scratch", "HyMiRec, ids from scratch")):
+    scratch = scratch_choice(loo)
+    for variant, label in (("preset", "HyMiRec"), (scratch, "HyMiRec, ids from scratch")):
         if variant in hymirec_runs:
             run = hymirec_runs[variant]
             models[label] = {"NDCG@10": run["hymirec"]["test"]["NDCG@10"], "epochs": run["hymirec"].get("epochs")}
@@ -129,6 +136,13 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
             if run.get("item_representation", {}).get("kind") == "item_id_embedding":
                 # no item text: stage 1 is SASRec's id table, so even "ids from scratch" starts from SASRec's items
                 models[label]["settings"] = "items: our SASRec's id table (no item text)"
+    rivals = [v for v in SCRATCH_CANDIDATES if v in loo and v != scratch]
+    if rivals and "HyMiRec, ids from scratch" in models:
+        lr = loo[scratch].get("config", {}).get("train", {}).get("lr")
+        chose = (f"lr {lr:g}, chosen on validation ({_valid_best(loo[scratch]):.4f} vs "
+                 + ", ".join(f"{_valid_best(loo[v]):.4f}" for v in rivals) + ")")
+        models["HyMiRec, ids from scratch"]["settings"] = "; ".join(
+            filter(None, [models["HyMiRec, ids from scratch"].get("settings"), chose]))
     if warm and "HyMiRec" in models:
         others = ", ".join(f"{_valid_best(r['metrics']):.4f}" for r in warm["candidates"] if r is not warm["chosen"])
         models["HyMiRec"]["settings"] = (f"{warm['chosen']['name']}, chosen on HyMiRec's "
@@ -267,6 +281,8 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
                    "measurements, not converged results." if capped
                    else " No epoch cap bound: every model stopped on its own early stopping.")
 
+    scratch = scratch_choice(loo)
+
     def wdir(v):
         return out / "window" / str(v)
 
@@ -298,9 +314,11 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
          _rel(wv("k3", "test", "Recall@50"), wv("k3-exact", "test", "Recall@50")), "within ±1 %"),
         (f"HyMiRec (preset + long history{warm_note}) vs our SASRec, leave-one-out NDCG@10",
          _rel_ci(hymirec_loo, sasrec_loo, hymirec_dir, preset_dir, "hymirec", "sasrec"), "≥ +10 %"),
-        ("HyMiRec without the SASRec warm start (ids from scratch) vs our SASRec, leave-one-out NDCG@10",
-         _rel_ci(lv("preset-ids-from-scratch"), sasrec_loo, out / "leave_one_out" / "preset-ids-from-scratch",
-                 preset_dir, "hymirec", "sasrec"), "≥ +10 %"),
+        ("HyMiRec without the SASRec warm start (ids from scratch"
+         + (f", {scratch} chosen on validation" if scratch and scratch != SCRATCH_CANDIDATES[0] else "")
+         + ") vs our SASRec, leave-one-out NDCG@10",
+         _rel_ci(lv(scratch), sasrec_loo, out / "leave_one_out" / str(scratch), preset_dir, "hymirec", "sasrec"),
+         "≥ +10 %"),
         (f"HyMiRec (preset + long history{warm_note}) vs the strongest SASRec ({strongest}), leave-one-out NDCG@10",
          _rel(hymirec_loo, sasrecs.get(strongest)) if len(sasrecs) > 1 else "–", "≥ +10 %"),
         ("SmolLM2 (4 layers) pretrained vs the same shape random, leave-one-out NDCG@10",

@@ -329,3 +329,21 @@ def test_hymirecs_dropout_candidates_compete_with_its_preset_on_validation(tmp_p
     path = tmp_path / "leave_one_out" / "preset-dropout0.5" / "metrics.json"
     path.write_text(path.read_text().replace('"valid_best": 0.13', '"valid_best": 0.11'))
     assert report(tmp_path, "toy", "c", "m", suite="converged")["converged"]["models"]["HyMiRec"]["NDCG@10"] == 0.110
+
+
+def test_ids_from_scratch_takes_the_learning_rate_validation_chose(tmp_path):
+    """Two ids-from-scratch runs (the preset's lr and SASRec's): the row and the check take the higher validation."""
+    sasrec = {"sasrec": {"test": {"NDCG@10": 0.100}}}
+    _write(tmp_path, "leave_one_out", "preset", {"NDCG@10": 0.110}, valid=0.12, extra=sasrec)
+    config = lambda lr: {"config": {"train": {"lr": lr, "epochs": 200, "sasrec_epochs": 1000},  # noqa: E731
+                                    "hybrid": {"long_len": 512}}}
+    _write(tmp_path, "leave_one_out", "preset-ids-from-scratch", {"NDCG@10": 0.095}, valid=0.10, extra=config(2e-4))
+    _write(tmp_path, "leave_one_out", "preset-ids-from-scratch-lr0.001", {"NDCG@10": 0.090}, valid=0.11,
+           extra=config(1e-3))
+    record = report(tmp_path, "toy", "cmd", "machine", suite="converged")
+    scratch = record["converged"]["models"]["HyMiRec, ids from scratch"]
+    assert scratch["NDCG@10"] == 0.090  # validation 0.11 beats 0.10, although its test score is lower
+    assert scratch["settings"] == "lr 0.001, chosen on validation (0.1100 vs 0.1000)"
+    checks = {c["comparison"]: c["measured"] for c in record["checks"]}
+    assert checks["HyMiRec without the SASRec warm start (ids from scratch, preset-ids-from-scratch-lr0.001 chosen on "
+                  "validation) vs our SASRec, leave-one-out NDCG@10"] == "-10.0 %"
