@@ -81,6 +81,11 @@ bench-mechanisms: setup
 	$(MECH) prepare --suite warm-start $(MECH_DATA) --out runs/conv1m-tuned-plainsasrec
 	$(MECH) run --suite warm-start $(MECH_DATA) --out runs/conv1m-tuned-plainsasrec --long-len 512 \
 	    --sasrec-from runs/sweep1m --sasrec-layout input_norm=false
+	# candidates chosen on validation: ids from scratch at SASRec's lr; the chosen warm start's dropout
+	$(MECH) run --suite scratch-lr $(MECH_DATA) --out runs/conv1m-tuned --long-len 512 --sasrec-from runs/sweep1m \
+	    --variant preset-ids-from-scratch-lr0.001
+	$(MECH) run --suite dropout $(MECH_DATA) --out runs/conv1m-tuned-plainsasrec --long-len 512 \
+	    --sasrec-from runs/sweep1m --sasrec-layout input_norm=false --variant preset-dropout0.5
 	bench/peers/setup.sh recbole && $(MECH) peer $(MECH_DATA) --out runs/conv1m-tuned --peer recbole-sasrec
 	$(MECH) report $(MECH_DATA) --suite converged --out runs/conv1m-tuned \
 	    --warm-start-from runs/conv1m-tuned-plainsasrec \
@@ -114,6 +119,9 @@ bench-mechanisms: setup
 	$(PY) -m bench.sasrec_sweep run --dataset $(BEAUTY) --out runs/sweepbeauty --grid lr=0.001
 	$(MECH) prepare --suite converged --dataset $(BEAUTY) --out runs/convbeauty
 	$(MECH) run --suite converged --dataset $(BEAUTY) --out runs/convbeauty --long-len 512 --sasrec-from runs/sweepbeauty
+	# HyMiRec's dropout on Beauty (the preset's validation peaked at epoch 4, then it overfit), chosen on validation
+	$(MECH) run --suite dropout --dataset $(BEAUTY) --out runs/convbeauty --long-len 512 --sasrec-from runs/sweepbeauty \
+	    --variant preset-dropout0.3 --variant preset-dropout0.5
 	$(MECH) report --suite converged --dataset $(BEAUTY) --out runs/convbeauty \
 	    --record bench/records/mechanisms-beauty-converged.json --command "make bench-mechanisms"
 	$(PY) -m hymirec.cli bench page
