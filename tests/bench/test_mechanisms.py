@@ -182,7 +182,7 @@ def test_peer_step_scores_a_runner_on_the_same_split_with_our_evaluator(tmp_path
     equal our own popularity baseline's metrics on the same leave-one-out split; the report then shows its row."""
     import sys
 
-    from bench.mechanisms import run_peer_converged
+    from bench.peers.converged import run_peer_converged
     from bench.peers.runner import Peer
     from training.data import leave_one_out, load_dataset
     from training.evaluate import evaluate_rankings, popularity_topk
