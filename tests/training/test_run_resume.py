@@ -17,8 +17,19 @@ SETTINGS = ["item_encoder.finetune_steps=2", "train.epochs=2", "train.sasrec_epo
             "hybrid.item_id_residual=true", "hybrid.id_init=sasrec"]  # dropout and the EMA: all state is restored
 
 
+@pytest.fixture
+def one_thread():
+    """Stage 2's CPU kernels sum in an order that depends on how the threads split the work, so on a loaded
+    machine two identical runs drift apart by ~1e-4 in an epoch's loss (seen in CI). One thread takes that
+    noise out, so the comparison below can stay tight enough to catch a lost state."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
-def test_a_paused_and_resumed_run_equals_one_run(tmp_path):
+def test_a_paused_and_resumed_run_equals_one_run(tmp_path, one_thread):
     straight = RunConfig(dataset="synthetic", run_dir=str(tmp_path / "straight")).override(SETTINGS)
     expected = run_training(straight, progress=False, log=lambda *_: None)
 
@@ -47,9 +58,9 @@ def test_a_paused_and_resumed_run_equals_one_run(tmp_path):
     assert any("[sasrec] trained by an earlier call of this run" in line for line in logs)
     assert not (paused_dir / RESUME_DIR).exists()  # the finished run leaves nothing to resume
 
-    # SASRec: bit for bit. Stage 2: its CPU kernels are not bitwise reproducible run to run (the loss of its first
-    # epoch, before any pause, differs in the 9th digit), so its weights match to float noise; a lost optimiser
-    # state, EMA or random generator moves the second epoch's loss in the 2nd-3rd digit
+    # SASRec: bit for bit. Stage 2 on one thread: its losses agree (they did to the last digit here; the bound leaves
+    # room for float noise across machines) and its weights to float noise; a lost optimiser state, EMA or random
+    # generator moves the second epoch's loss in the 2nd-3rd digit
     assert metrics["sasrec"]["test"] == expected["sasrec"]["test"]
     assert metrics["hymirec"]["test"] == pytest.approx(expected["hymirec"]["test"], abs=0.005)
     losses = [[epoch["loss"] for epoch in m["hymirec"]["history"]] for m in (metrics, expected)]
