@@ -81,11 +81,9 @@ bench-mechanisms: setup
 	$(MECH) prepare --suite warm-start $(MECH_DATA) --out runs/conv1m-tuned-plainsasrec
 	$(MECH) run --suite warm-start $(MECH_DATA) --out runs/conv1m-tuned-plainsasrec --long-len 512 \
 	    --sasrec-from runs/sweep1m --sasrec-layout input_norm=false
-	# candidates chosen on validation: ids from scratch at SASRec's lr; the chosen warm start's dropout
+	# ids from scratch at SASRec's learning rate: a candidate chosen on validation beside the preset's 2e-4
 	$(MECH) run --suite scratch-lr $(MECH_DATA) --out runs/conv1m-tuned --long-len 512 --sasrec-from runs/sweep1m \
 	    --variant preset-ids-from-scratch-lr0.001
-	$(MECH) run --suite dropout $(MECH_DATA) --out runs/conv1m-tuned-plainsasrec --long-len 512 \
-	    --sasrec-from runs/sweep1m --sasrec-layout input_norm=false --variant preset-dropout0.5
 	bench/peers/setup.sh recbole && $(MECH) peer $(MECH_DATA) --out runs/conv1m-tuned --peer recbole-sasrec
 	$(MECH) report $(MECH_DATA) --suite converged --out runs/conv1m-tuned \
 	    --warm-start-from runs/conv1m-tuned-plainsasrec \
