@@ -70,7 +70,7 @@ VARIANTS: dict[str, list[str]] = {
     "preset-ids-from-scratch-lr0.001": LONG + ["hybrid.id_init=zeros", "train.lr=0.001"],
     # The preset with more dropout everywhere it has some (recent-item inputs, the backbone's attention and head, the
     # item tower's head, the lightweight recommender): candidates for HyMiRec's regularisation, chosen on validation
-    # (report: HyMIREC_CANDIDATES). On Beauty the preset's best validation came at epoch 4 of 14, then its training
+    # (report: HYMIREC_CANDIDATES). On Beauty the preset's best validation came at epoch 4 of 14, then its training
     # loss fell on while validation fell too; the SASRec sweep there chose dropout 0.5 over 0.2.
     **{f"preset-dropout{p}": LONG + [f"hybrid.llm.input_dropout={p}", f"hybrid.llm.dropout={p}",
                                      f"hybrid.item_tower_dropout={p}", f"hybrid.lightweight.dropout={p}"]
