@@ -113,16 +113,17 @@ def _valid_best(run_metrics: dict) -> float:
 
 
 def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Path,
-                      published: dict[str, float] | None = None, warm: dict | None = None) -> dict:
+                      published: dict[str, float] | None = None, warm: dict | None = None,
+                      scratch: str | None = None) -> dict:
     """The page's converged view of one dataset (bench/results_page.converged_section): every model's test NDCG@10
     and epochs, and HyMiRec against the strongest other model (our SASRec or a peer library's), with its interval
     where both kept their ranked lists. A peer whose model has a published number for these files gets its share
     of it. ``warm`` (:func:`hymirec_choice`): HyMiRec is the run whose warm start validation chose; our SASRec
-    stays OUT's, the one chosen on its own validation."""
+    stays OUT's, the one chosen on its own validation. ``scratch`` (:func:`scratch_choice`): the ids-from-scratch
+    run validation chose."""
     models: dict[str, dict] = {}
     hymirec_runs = {**loo, "preset": warm["chosen"]["metrics"]} if warm and "preset" in loo else loo
     hymirec_dir = warm["chosen"]["dir"] if warm else preset_dir
-    scratch = scratch_choice(loo)
     for variant, label in (("preset", "HyMiRec"), (scratch, "HyMiRec, ids from scratch")):
         if variant in hymirec_runs:
             run = hymirec_runs[variant]
@@ -380,5 +381,6 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
         "rows": rows,
         "reading": "; ".join(f"{name}: {value} (goal {goal})" for name, value, goal in checks),
         "checks": [{"comparison": n, "measured": v, "goal": g} for n, v, g in checks],
-    } | ({"converged": converged_summary(dataset_name, loo, peers, preset_dir, published_ndcg10(out), warm)}
+    } | ({"converged": converged_summary(dataset_name, loo, peers, preset_dir, published_ndcg10(out), warm,
+                                         scratch)}
          if suite == "converged" else {})
