@@ -56,11 +56,13 @@ bench-migration: setup
 # Several interests on ML-1M (1,000 random users, window protocol, CPU): K = 1 against the K >= 3 trainings (max-merge
 # loss alone, hard and smooth; queries seeded by the user's recent tastes), the oracle headroom of K vectors, then the
 # best of both at 12 epochs; and HyMiRec's preset against our SASRec, each to its own early stop, on those users
-# on ML-100K and on Beauty (a day or more of CPU on 2 cores: RecBole's SASRec and Beauty's runs take hours each,
-# and each can be run by hand with --pause-after S to span sessions, then resumed by the same command).
+# on ML-100K, on Beauty and on a 10,000-user cut of Games (a day or more of CPU on 2 cores: RecBole's SASRec and
+# Beauty's runs take hours each, and each can be run by hand with --pause-after S to span sessions, then resumed by
+# the same command).
 MECH := $(PY) -m bench.mechanisms
 MECH_DATA := --dataset ../shared/data/ml-1m --max-users 1000
 BEAUTY := ../shared/data/s3rec-amazon-yelp-lastfm/Beauty
+GAMES_DATA := --dataset ../shared/data/amazon-games-2018 --max-users 10000
 bench-mechanisms: setup
 	$(MECH) prepare --suite maxmerge $(MECH_DATA) --out runs/mech1m
 	$(MECH) run --suite maxmerge $(MECH_DATA) --out runs/mech1m --epochs 4 --long-len 512
@@ -122,6 +124,15 @@ bench-mechanisms: setup
 	    --variant preset-dropout0.3 --variant preset-dropout0.5
 	$(MECH) report --suite converged --dataset $(BEAUTY) --out runs/convbeauty \
 	    --record bench/records/mechanisms-beauty-converged.json --command "make bench-mechanisms"
+	# Games (amazon-games-2018, UniSRec's files; titles give HyMiRec a text stage 1) on 10,000 random users: the whole
+	# set is days of CPU. Our SASRec's grid narrowed to the layout and dropout every other dataset's validation chose
+	$(PY) -m bench.sasrec_sweep run $(GAMES_DATA) --out runs/sweepgames --set input_norm=true --grid dropout=0.5
+	$(MECH) prepare --suite converged $(GAMES_DATA) --out runs/convgames
+	$(MECH) run --suite warm-start $(GAMES_DATA) --out runs/convgames --long-len 512 --sasrec-from runs/sweepgames
+	$(MECH) run --suite dropout $(GAMES_DATA) --out runs/convgames --long-len 512 --sasrec-from runs/sweepgames \
+	    --variant preset-dropout0.3 --variant preset-dropout0.5
+	$(MECH) report --suite converged $(GAMES_DATA) --out runs/convgames \
+	    --record bench/records/mechanisms-games-converged.json --command "make bench-mechanisms"
 	$(PY) -m hymirec.cli bench page
 
 # our SASRec's dropout and learning rate chosen on validation, each grid point to its own early stop (issue 26)

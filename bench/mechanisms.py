@@ -166,22 +166,24 @@ def base_stage1(stage1: Path) -> Path | None:
 
 
 def subsample_users(dataset: str, out: Path, n_users: int, seed: int = 0) -> str:
-    """A RecBole atomic dataset cut to ``n_users`` random users (every interaction of each kept): the CPU-sized
-    version of a large set, with its long histories intact. Written to OUT/data/<name>-u<N>/; returns that path."""
+    """A dataset folder cut to ``n_users`` random users (every interaction of each kept): the CPU-sized version of a
+    large set, with its histories intact. The folder is RecBole atomic (<name>.inter) or UniSRec's layout
+    (<name>.{train,valid,test}.inter, one row per user and split: each file is cut to the same users). Written to
+    OUT/data/<name>-u<N>/ with the item file(s); returns that path."""
     import numpy as np
 
     src = Path(dataset)
-    inter = next(src.glob("*.inter"), None) if src.is_dir() else None
-    if inter is None:
-        raise ValueError(f"--max-users needs a RecBole atomic folder (<name>.inter), got {dataset}")
-    lines = inter.read_text().splitlines()
-    users = sorted({line.split("\t", 1)[0] for line in lines[1:]})
+    inters = sorted(src.glob("*.inter")) if src.is_dir() else []
+    if not inters:
+        raise ValueError(f"--max-users needs a folder of <name>.inter files (RecBole or UniSRec layout), got {dataset}")
+    tables = {path: path.read_text().splitlines() for path in inters}
+    users = sorted({line.split("\t", 1)[0] for lines in tables.values() for line in lines[1:]})
     keep = set(np.random.default_rng(seed).choice(users, size=min(n_users, len(users)), replace=False).tolist())
     dst = out / "data" / f"{src.name}-u{n_users}"
     dst.mkdir(parents=True, exist_ok=True)
-    name = inter.name.removesuffix(".inter")
-    (dst / f"{name}.inter").write_text("\n".join([lines[0]] + [line for line in lines[1:]
-                                                              if line.split("\t", 1)[0] in keep]) + "\n")
+    for path, lines in tables.items():
+        (dst / path.name).write_text("\n".join([lines[0]] + [line for line in lines[1:]
+                                                             if line.split("\t", 1)[0] in keep]) + "\n")
     for item_file in src.glob("*.item"):
         (dst / item_file.name).write_bytes(item_file.read_bytes())
     print(f"[mechanisms] {len(keep)} of {len(users)} users of {src} → {dst}", flush=True)

@@ -226,6 +226,28 @@ def test_user_cut_is_written_by_prepare_and_read_from_the_base_run(tmp_path):
         user_cut("run", str(src), later, 4)  # no cut in a fresh OUT: a clear error, not a run on a missing path
 
 
+def test_user_cut_of_a_unisrec_folder_keeps_the_same_users_in_every_split_file(tmp_path):
+    """Games ships UniSRec's layout (one row per user in <name>.valid.inter and <name>.test.inter): the cut keeps
+    both files' rows of the same users, and the loader rebuilds each kept user's whole sequence."""
+    from bench.mechanisms import subsample_users
+    from training.data import load_dataset
+
+    src = tmp_path / "games"
+    src.mkdir()
+    header = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
+    seqs = {f"{u}": [f"{(u + j) % 7}" for j in range(4)] for u in range(12)}
+    (src / "g.valid.inter").write_text(header + "".join(f"{u}\t{' '.join(s[:2])}\t{s[2]}\n" for u, s in seqs.items()))
+    (src / "g.test.inter").write_text(header + "".join(f"{u}\t{' '.join(s[:3])}\t{s[3]}\n" for u, s in seqs.items()))
+    (src / "g.item").write_text("item_id:token\ttitle:token_seq\n" + "".join(f"{i}\tgame {i}\n" for i in range(7)))
+    cut = Path(subsample_users(str(src), tmp_path / "out", 5))
+    users_of = {name: [line.split("\t")[0] for line in (cut / name).read_text().splitlines()[1:]]
+                for name in ("g.valid.inter", "g.test.inter")}
+    assert len(users_of["g.test.inter"]) == 5 and users_of["g.valid.inter"] == users_of["g.test.inter"]
+    data = load_dataset(cut)
+    assert len(data.user_ids) == 5 and data.item_texts is not None
+    assert all(len(seq) == 4 for seq in data.sequences)  # valid + test rows chain into the whole sequence
+
+
 def test_a_dataset_without_text_gets_stage_1_from_the_base_runs_sasrec_and_runs_pause(tmp_path, monkeypatch):
     """prepare on a dataset with no item text writes no shared stage 1 (the base run takes its own SASRec's item
     table, as training.train does); run --pause-after reaches every training run, and paused runs exit 75."""
