@@ -125,7 +125,7 @@ def run_config(dataset: str, run_dir: Path, protocol: str, variant: str, budget:
 
 
 def prepare(dataset: str, out: Path, smoke: bool = False, suite: str = "mechanisms",
-            only: list[str] | None = None) -> None:
+            only: list[str] | None = None, seed: int = 0) -> None:
     """Stage 1 per protocol into OUT/stage1-<protocol>: item_embeddings.npy + the config/metrics reuse checks. A
     dataset without item text has no stage 1 to share: each base run's own SASRec item table is its stage 1 (as in
     training.train.train_stage1), and the folder says so (config and metrics, no embeddings)."""
@@ -134,7 +134,7 @@ def prepare(dataset: str, out: Path, smoke: bool = False, suite: str = "mechanis
 
     for protocol in [p for p in SUITES[suite] if not only or p in only]:
         layout = RunLayout.at(out / f"stage1-{protocol}")
-        extra = ["item_encoder.finetune_steps=2"] if smoke else []
+        extra = (["item_encoder.finetune_steps=2"] if smoke else []) + seed_overrides(seed)
         state = start_run(run_config(dataset, layout.root, protocol, BASE[protocol], None, extra))
         if not state.data.has_text:
             layout.item_embeddings.unlink(missing_ok=True)
@@ -149,6 +149,12 @@ def prepare(dataset: str, out: Path, smoke: bool = False, suite: str = "mechanis
         write_json_atomic(layout.config, state.config.to_dict())
         write_json_atomic(layout.metrics, {"item_representation": state.metrics["item_representation"]})
         print(f"[mechanisms] stage 1 ({protocol}) → {layout.root}", flush=True)
+
+
+def seed_overrides(seed: int) -> list[str]:
+    """Another training seed for a whole OUT (stage 1, SASRec, every stage 2): a replicate of the same comparison
+    on the same users (the --max-users cut stays seed 0's). Seed 0 adds nothing, so earlier runs' configs match."""
+    return [f"train.seed={seed}"] if seed else []
 
 
 NO_TEXT_STAGE1 = {"kind": "item_id_embedding", "note": "no item text: the base run's own SASRec item table"}
@@ -245,7 +251,7 @@ def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only
         suite: str = "mechanisms", epochs: int | None = None, long_len: int | None = None,
         variants: list[str] | None = None, base_from: Path | None = None,
         sasrec_from: Path | None = None, patience: int | None = None, pause_after: float | None = None,
-        sasrec_layout: dict | None = None) -> dict:
+        sasrec_layout: dict | None = None, seed: int = 0) -> dict:
     """Base runs (our SASRec + the base variant) for both protocols at once, then every other variant at once.
     With ``variants``: only those, on base runs already in OUT (a variant added to a finished run). With
     ``base_from``: every variant of the plan, the base variant too, as stage 2 alone on that OUT's finished base
@@ -264,6 +270,7 @@ def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only
         plan = {p: [v for v in variants if base_from is not None or v != BASE[p]] for p in plan}
     extra = ["train.epochs=1", "train.sasrec_epochs=1", "train.max_eval_users=50",
              "item_encoder.finetune_steps=2"] if smoke else []  # the smoke stage 1 (prepare --smoke)
+    extra += seed_overrides(seed)
     if epochs and not smoke:  # the same epoch cap for every variant: a CPU-sized run that stays comparable
         extra += [f"train.epochs={epochs}", f"train.sasrec_epochs={max(epochs, 30)}"]
     if patience is not None:
@@ -340,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm-start-from", type=Path, action="append", dest="warm_starts", default=[],
                         help="report (converged): another OUT on the same split whose preset HyMiRec started from "
                              "another SASRec; HyMiRec's row is the warm start validation chose (repeatable)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="prepare/run: the training seed of every model in OUT (one OUT per seed; same users)")
     parser.add_argument("--record", help="report: write the record here (bench/records/...)")
     parser.add_argument("--machine", default="development machine kind (2 CPU cores, 24 GiB, no GPU)")
     parser.add_argument("--command", default="python -m bench.mechanisms run", help="report: the command to cite")
@@ -351,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_users and args.step in ("prepare", "run", "peer"):
         args.dataset = user_cut(args.step, args.dataset, out, args.max_users, args.base_from)
     if args.step == "prepare":
-        prepare(args.dataset, out, args.smoke, args.suite, args.only)
+        prepare(args.dataset, out, args.smoke, args.suite, args.only, args.seed)
     elif args.step == "peer":  # a peer library to its own early stop on the leave-one-out split
         finished = [run_peer_converged(args.dataset, out, name, pause_after=args.pause_after,
                                        patience=args.patience) is not None for name in args.peers or ["recbole-sasrec"]]
@@ -373,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         codes = run(args.dataset, out, args.budget, args.smoke, args.only, args.suite, args.epochs, args.long_len,
                     args.variants, args.base_from, args.sasrec_from,
                     args.patience if args.patience != PEER_PATIENCE else None, args.pause_after,
-                    parse_layout(args.sasrec_layout, "--sasrec-layout") if args.sasrec_layout else None)
+                    parse_layout(args.sasrec_layout, "--sasrec-layout") if args.sasrec_layout else None, args.seed)
         if all(c in (0, PAUSED_EXIT) for c in codes.values()) and PAUSED_EXIT in codes.values():
             return PAUSED_EXIT  # paused with checkpoints (--pause-after); run the same command again
         return 0 if all(c == 0 for c in codes.values()) else 1

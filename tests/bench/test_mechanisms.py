@@ -65,6 +65,24 @@ def test_run_patience_applies_to_every_model_and_the_sweep_sets_its_sasrec(tmp_p
         mech.main(["run", "--dataset", "synthetic", "--out", str(tmp_path / "x"), "--patience", "5"])
 
 
+def test_a_seed_reaches_every_model_of_an_out_and_seed_0_changes_nothing(tmp_path, monkeypatch):
+    """`run --seed 1` replicates a comparison: the base run (SASRec + HyMiRec) and each variant train with that seed."""
+    import bench.mechanisms as mech
+
+    launched = []
+    monkeypatch.setattr(mech, "_launch", lambda dataset, out, p, v, stage1, sasrec, budget, extra:
+                        launched.append(list(extra)) or (f"{p}/{v}", None))
+    monkeypatch.setattr(mech, "_wait", lambda procs: {name: 0 for name, _ in procs})
+    monkeypatch.setattr(mech, "_point_stage1_at", lambda *a: None)
+    monkeypatch.setattr(mech, "base_stage1", lambda stage1: stage1)
+    mech.run("synthetic", tmp_path / "seed1", None, suite="converged", seed=1)
+    mech.run("synthetic", tmp_path / "seed0", None, suite="converged")
+    seeds = [run_config("synthetic", tmp_path / "r", "leave_one_out", "preset", None, extra).train.seed
+             for extra in launched]
+    assert seeds == [1, 1, 0, 0]  # base and ids-from-scratch of each OUT
+    assert launched[2] == launched[3] == []  # seed 0: the very configs earlier runs (and their stage 1) were made with
+
+
 def _write(tmp_path, protocol, variant, test, quota=None, extra=None, valid=None):
     run = tmp_path / protocol / variant
     run.mkdir(parents=True)
