@@ -43,15 +43,23 @@ def test_variants_differ_in_the_one_setting_they_name(tmp_path):
     assert _diff(cfg("k3"), cfg("k3", "leave_one_out")) == {"train.protocol"}
 
 
-def test_run_patience_applies_to_every_model_and_the_sweep_sets_its_sasrec(tmp_path, monkeypatch):
+@pytest.fixture
+def launched(monkeypatch):
+    """bench.mechanisms.run with its training processes recorded, not started: each launch's config overrides."""
     import bench.mechanisms as mech
 
-    launched = []
+    launches = []
     monkeypatch.setattr(mech, "_launch", lambda dataset, out, p, v, stage1, sasrec, budget, extra:
-                        launched.append(list(extra)) or (f"{p}/{v}", None))
+                        launches.append(list(extra)) or (f"{p}/{v}", None))
     monkeypatch.setattr(mech, "_wait", lambda procs: {name: 0 for name, _ in procs})
     monkeypatch.setattr(mech, "_point_stage1_at", lambda *a: None)
     monkeypatch.setattr(mech, "base_stage1", lambda stage1: stage1)  # no prepared stage 1 here
+    return launches
+
+
+def test_run_patience_applies_to_every_model_and_the_sweep_sets_its_sasrec(tmp_path, launched):
+    import bench.mechanisms as mech
+
     sweep = tmp_path / "sweep"
     sweep.mkdir()
     point = {"dropout": 0.5, "lr": 1e-3, "batch_size": 128}
@@ -65,16 +73,10 @@ def test_run_patience_applies_to_every_model_and_the_sweep_sets_its_sasrec(tmp_p
         mech.main(["run", "--dataset", "synthetic", "--out", str(tmp_path / "x"), "--patience", "5"])
 
 
-def test_a_seed_reaches_every_model_of_an_out_and_seed_0_changes_nothing(tmp_path, monkeypatch):
+def test_a_seed_reaches_every_model_of_an_out_and_seed_0_changes_nothing(tmp_path, launched):
     """`run --seed 1` replicates a comparison: the base run (SASRec + HyMiRec) and each variant train with that seed."""
     import bench.mechanisms as mech
 
-    launched = []
-    monkeypatch.setattr(mech, "_launch", lambda dataset, out, p, v, stage1, sasrec, budget, extra:
-                        launched.append(list(extra)) or (f"{p}/{v}", None))
-    monkeypatch.setattr(mech, "_wait", lambda procs: {name: 0 for name, _ in procs})
-    monkeypatch.setattr(mech, "_point_stage1_at", lambda *a: None)
-    monkeypatch.setattr(mech, "base_stage1", lambda stage1: stage1)
     mech.run("synthetic", tmp_path / "seed1", None, suite="converged", seed=1)
     mech.run("synthetic", tmp_path / "seed0", None, suite="converged")
     seeds = [run_config("synthetic", tmp_path / "r", "leave_one_out", "preset", None, extra).train.seed
