@@ -348,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="report (converged): another OUT on the same split whose preset HyMiRec started from "
                              "another SASRec; HyMiRec's row is the warm start validation chose (repeatable)")
     parser.add_argument("--seed", type=int, default=0,
-                        help="prepare/run: the training seed of every model in OUT (one OUT per seed; same users)")
+                        help="prepare/run: the training seed of every model in OUT (one OUT per seed, same users); "
+                             "report: names the seed in the row")
     parser.add_argument("--record", help="report: write the record here (bench/records/...)")
     parser.add_argument("--machine", default="development machine kind (2 CPU cores, 24 GiB, no GPU)")
     parser.add_argument("--command", default="python -m bench.mechanisms run", help="report: the command to cite")
@@ -387,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
             return PAUSED_EXIT  # paused with checkpoints (--pause-after); run the same command again
         return 0 if all(c == 0 for c in codes.values()) else 1
     else:
-        name = Path(args.dataset).name + (f", {args.max_users:,} random users" if args.max_users else "")
+        name = Path(args.dataset).name + (f", {args.max_users:,} random users" if args.max_users else "") + (
+            f", seed {args.seed}" if args.seed else "")  # a replicate's record is its own row, named so
         from bench.mechanisms_report import report
         from bench.results_page import emit_area_record
 

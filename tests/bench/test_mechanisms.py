@@ -132,6 +132,17 @@ def test_report_picks_the_k3_training_on_validation_not_on_test(tmp_path):
     assert k1_row[record["columns"].index("valid (W / LOO)")] == "0.3000 / 0.0900"  # every row: its validation
 
 
+def test_a_replicates_record_names_its_seed(tmp_path):
+    """`report --seed 1` on a replicate OUT: its converged row says which seed, beside seed 0's row."""
+    from bench.mechanisms import main
+
+    _write(tmp_path, "leave_one_out", "preset", {"NDCG@10": 0.12}, extra={"sasrec": {"test": {"NDCG@10": 0.10}}})
+    record = tmp_path / "record.json"
+    main(["report", "--suite", "converged", "--dataset", "data/games", "--out", str(tmp_path), "--seed", "1",
+          "--record", str(record)])
+    assert json.loads(record.read_text())["converged"]["dataset"] == "games, seed 1"
+
+
 def test_report_adds_converged_peers_and_the_headroom(tmp_path):
     """A peer run by the `peer` step is a row and competes for "the strongest SASRec"; the headroom step's oracle
     and history-cluster rows come with their K = 3 vs K = 1 comparisons."""
