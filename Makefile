@@ -141,7 +141,7 @@ bench-mechanisms: setup
 	    --seed 1
 	$(MECH) run --suite dropout $(GAMES_DATA) --out runs/convgames-seed1 --long-len 512 --sasrec-from runs/sweepgames \
 	    --seed 1 --variant preset-dropout0.3
-	$(MECH) report --suite converged $(GAMES_DATA) --out runs/convgames-seed1 --seed 1 \
+	$(MECH) report --suite converged $(GAMES_DATA) --out runs/convgames-seed1 \
 	    --record bench/records/mechanisms-games-converged-seed1.json --command "make bench-mechanisms"
 	$(PY) -m hymirec.cli bench page
 

@@ -157,6 +157,15 @@ def seed_overrides(seed: int) -> list[str]:
     return [f"train.seed={seed}"] if seed else []
 
 
+def trained_seed(out: Path) -> int:
+    """The training seed OUT's base runs were made with (their config.json), which a replicate's record names."""
+    configs = [out / protocol / variant / "config.json" for protocol, variant in BASE.items()]
+    seeds = {json.loads(path.read_text())["train"]["seed"] for path in configs if path.is_file()}
+    if len(seeds) > 1:
+        raise SystemExit(f"the base runs in {out} were trained with different seeds {sorted(seeds)}")
+    return seeds.pop() if seeds else 0
+
+
 NO_TEXT_STAGE1 = {"kind": "item_id_embedding", "note": "no item text: the base run's own SASRec item table"}
 
 
@@ -349,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                              "another SASRec; HyMiRec's row is the warm start validation chose (repeatable)")
     parser.add_argument("--seed", type=int, default=0,
                         help="prepare/run: the training seed of every model in OUT (one OUT per seed, same users); "
-                             "report: names the seed in the row")
+                             "report reads it from the runs and names it in the row")
     parser.add_argument("--record", help="report: write the record here (bench/records/...)")
     parser.add_argument("--machine", default="development machine kind (2 CPU cores, 24 GiB, no GPU)")
     parser.add_argument("--command", default="python -m bench.mechanisms run", help="report: the command to cite")
@@ -388,8 +397,9 @@ def main(argv: list[str] | None = None) -> int:
             return PAUSED_EXIT  # paused with checkpoints (--pause-after); run the same command again
         return 0 if all(c == 0 for c in codes.values()) else 1
     else:
+        seed = trained_seed(out)  # a replicate's record is its own row, named so
         name = Path(args.dataset).name + (f", {args.max_users:,} random users" if args.max_users else "") + (
-            f", seed {args.seed}" if args.seed else "")  # a replicate's record is its own row, named so
+            f", seed {seed}" if seed else "")
         from bench.mechanisms_report import report
         from bench.results_page import emit_area_record
 

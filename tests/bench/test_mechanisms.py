@@ -133,13 +133,13 @@ def test_report_picks_the_k3_training_on_validation_not_on_test(tmp_path):
 
 
 def test_a_replicates_record_names_its_seed(tmp_path):
-    """`report --seed 1` on a replicate OUT: its converged row says which seed, beside seed 0's row."""
+    """A replicate OUT (`run --seed 1`): its converged row says which seed, read from the base run's config."""
     from bench.mechanisms import main
 
     _write(tmp_path, "leave_one_out", "preset", {"NDCG@10": 0.12}, extra={"sasrec": {"test": {"NDCG@10": 0.10}}})
+    (tmp_path / "leave_one_out" / "preset" / "config.json").write_text(json.dumps({"train": {"seed": 1}}))
     record = tmp_path / "record.json"
-    main(["report", "--suite", "converged", "--dataset", "data/games", "--out", str(tmp_path), "--seed", "1",
-          "--record", str(record)])
+    main(["report", "--suite", "converged", "--dataset", "data/games", "--out", str(tmp_path), "--record", str(record)])
     assert json.loads(record.read_text())["converged"]["dataset"] == "games, seed 1"
 
 
