@@ -9,7 +9,8 @@ import json
 import time
 from pathlib import Path
 
-from bench.mechanisms import BASE, HYMIREC_CANDIDATES, MULTI_CANDIDATES, PEER_PATIENCE, SCRATCH_CANDIDATES, SUITES
+from bench.mechanism_variants import BASE, HYMIREC_CANDIDATES, MULTI_CANDIDATES, SCRATCH_CANDIDATES, SUITES
+from bench.peers.converged import PEER_PATIENCE
 from bench.paired import peer_gain, run_gain
 
 
