@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench.converged_plot import plot_converged
 from bench.results import aggregate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +25,7 @@ PAGE = ROOT / "BENCHMARKS.md"
 # the mechanisms areas (bench/mechanisms.py) are many rows each: the page shows their comparisons, this file their tables
 MECHANISMS_PAGE = ROOT / "bench" / "results" / "mechanisms.md"
 MECHANISMS_LINK = MECHANISMS_PAGE.relative_to(ROOT).as_posix()
+CONVERGED_PLOT = ROOT / "bench" / "results" / "converged_vs_strongest.png"  # bench/converged_plot.py draws it
 FULL_TABLE = "bench/results/quality_table.md"  # every row and metric, written by `make bench-quality-report`
 AREA_ORDER = ("codebook", "codebook_migration", "streaming", "serving", "gpu")
 METRIC = "NDCG@10"
@@ -112,7 +114,7 @@ CONVERGED_HEAD = """## Quality: converged view, each model to its own early stop
 every model trains until validation NDCG@10 has not improved for 10 epochs, or for the patience its cell names where
 a longer one scored higher on validation (no time budget; {caps}). Our SASRec runs with the settings
 chosen on validation (`make bench-sasrec`), peer libraries with their own defaults at dim 64 and length 50.
-Leave-one-out test NDCG@10, one seed, epochs run in parentheses (a peer on the very files S3-Rec published numbers
+Leave-one-out test NDCG@10, seed 0 unless the row names another, epochs run in parentheses (a peer on the very files S3-Rec published numbers
 for: its share of that number too); the last column is HyMiRec against the strongest other model of the row, with
 its 95 % paired-bootstrap interval over the test users (peers' lists paired by user). Every row and setup:
 [{link}]({link})."""
@@ -145,7 +147,8 @@ def converged_section(records: list[dict]) -> str:
             cells.append(f"{m['NDCG@10']:.4f} ({'; '.join(notes)})")
         versus = f"{s['vs_strongest']} ({s['strongest']})" if s["vs_strongest"] != "–" else "–"
         lines.append(f"| {s['dataset']} | " + " | ".join(cells) + f" | {versus} |")
-    return "\n".join(lines)
+    plot = CONVERGED_PLOT.relative_to(ROOT).as_posix()
+    return "\n".join(lines + ["", f"![HyMiRec against the strongest other model of each row, with the +10 % goal]({plot})"])
 
 
 def emit_area_record(record: dict, path: str | Path | None = None) -> None:
@@ -220,4 +223,6 @@ def write_page(path: Path = PAGE, check: bool = False) -> int:
     for p, text in pages.items():
         p.write_text(text)
         print(f"wrote {p} ({len(text.splitlines())} lines)")
+    if plot_converged(area_records(), CONVERGED_PLOT):
+        print(f"wrote {CONVERGED_PLOT}")
     return 0
