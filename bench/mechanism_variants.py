@@ -14,6 +14,7 @@ ONE_RULE = ["train.patience=10", "train.sasrec_patience=10", "train.epochs=200",
             # preset's 3,000 is the equal-budget bench's speed cap; it never bound on the ≤ 1,000-user ML sets)
             "train.max_eval_users=null"]
 # K = 1 with the multi-interest training (W = 10 windows, DMIL + dense loss, no anchor): differs from k3 in K only
+TEXT_ONLY = ["hybrid.item_id_residual=false", "hybrid.recent_id_embedding=false", "hybrid.id_init=zeros"]
 K1_SAME_TRAINING = [o for o in MULTI_INTEREST if not o.startswith("hybrid.n_interests")] + ["hybrid.n_interests=1"]
 VARIANTS: dict[str, list[str]] = {
     "k1": K1_SAME_TRAINING,
@@ -44,6 +45,10 @@ VARIANTS: dict[str, list[str]] = {
     # id tables learnt from zero may want SASRec's learning rate rather than the warm-started preset's 2e-4 (on the ML-1M
     # cut the 2e-4 run's validation was still climbing when patience stopped it): a candidate, chosen on validation
     "preset-ids-from-scratch-lr0.001": LONG + ["hybrid.id_init=zeros", "train.lr=0.001"],
+    # Items from their text alone, as the paper has them: no id table anywhere (neither the item tower's residual nor
+    # the recent items'), so nothing to warm-start from SASRec; at the preset's learning rate and at SASRec's
+    "preset-text-only": LONG + TEXT_ONLY,
+    "preset-text-only-lr0.001": LONG + TEXT_ONLY + ["train.lr=0.001"],
     # The preset with more dropout everywhere it has some (recent-item inputs, the backbone's attention and head, the
     # item tower's head, the lightweight recommender): candidates for HyMiRec's regularisation, chosen on validation
     # (report: HYMIREC_CANDIDATES). On Beauty the preset's best validation came at epoch 4 of 14, then its training
@@ -80,6 +85,9 @@ HYMIREC_CANDIDATES = ("preset-dropout0.3", "preset-dropout0.5")
 # and for "ids from scratch" (`run --suite scratch-lr --variant preset-ids-from-scratch-lr0.001` beside a converged run)
 SCRATCH_CANDIDATES = ("preset-ids-from-scratch", "preset-ids-from-scratch-lr0.001")
 SUITES["scratch-lr"] = {"leave_one_out": ["preset", "preset-ids-from-scratch-lr0.001"]}
+# and for "text only" (`run --suite text-only --variant V`, each beside a converged run; needs item text)
+TEXT_CANDIDATES = ("preset-text-only", "preset-text-only-lr0.001")
+SUITES["text-only"] = {"leave_one_out": ["preset", *TEXT_CANDIDATES]}
 # The K ≥ 3 trainings that compete for "the multi-interest model"; the report picks one on validation Recall@50
 MULTI_CANDIDATES = ("k3", "k3-nearest", "k3-holistic", "k3-maxloss", "k5-maxloss", "k3-maxonly", "k5-maxonly",
                     "k3-seeded", "k5-seeded", "k3-seeded-maxloss", "k3-softonly")

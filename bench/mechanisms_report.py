@@ -9,7 +9,8 @@ import json
 import time
 from pathlib import Path
 
-from bench.mechanism_variants import BASE, HYMIREC_CANDIDATES, MULTI_CANDIDATES, SCRATCH_CANDIDATES, SUITES
+from bench.mechanism_variants import (BASE, HYMIREC_CANDIDATES, MULTI_CANDIDATES, SCRATCH_CANDIDATES, SUITES,
+                                      TEXT_CANDIDATES)
 from bench.peers.converged import PEER_PATIENCE
 from bench.paired import peer_gain, run_gain
 
@@ -101,9 +102,10 @@ def hymirec_choice(out: Path, others: list[Path]) -> dict | None:
     return {"chosen": max(runs, key=lambda r: _valid_best(r["metrics"])), "candidates": runs}
 
 
-def scratch_choice(loo: dict) -> str | None:
-    """Which "ids from scratch" run (SCRATCH_CANDIDATES: the preset's learning rate or SASRec's) validated higher."""
-    trained = [v for v in SCRATCH_CANDIDATES if v in loo]
+def scratch_choice(loo: dict, candidates: tuple[str, ...] = SCRATCH_CANDIDATES) -> str | None:
+    """Which "ids from scratch" run (SCRATCH_CANDIDATES: the preset's learning rate or SASRec's) validated higher;
+    ``candidates=TEXT_CANDIDATES``: which "text only" run."""
+    trained = [v for v in candidates if v in loo]
     return max(trained, key=lambda v: _valid_best(loo[v])) if len(trained) > 1 else (trained or [None])[0]
 
 
@@ -125,7 +127,9 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
     models: dict[str, dict] = {}
     hymirec_runs = {**loo, "preset": warm["chosen"]["metrics"]} if warm and "preset" in loo else loo
     hymirec_dir = warm["chosen"]["dir"] if warm else preset_dir
-    for variant, label in (("preset", "HyMiRec"), (scratch, "HyMiRec, ids from scratch")):
+    text = scratch_choice(loo, TEXT_CANDIDATES)
+    for variant, label in (("preset", "HyMiRec"), (scratch, "HyMiRec, ids from scratch"),
+                           (text, "HyMiRec, text only (no id tables)")):
         if variant in hymirec_runs:
             run = hymirec_runs[variant]
             models[label] = {"NDCG@10": run["hymirec"]["test"]["NDCG@10"], "epochs": run["hymirec"].get("epochs")}
@@ -138,13 +142,14 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
             if run.get("item_representation", {}).get("kind") == "item_id_embedding":
                 # no item text: stage 1 is SASRec's id table, so even "ids from scratch" starts from SASRec's items
                 models[label]["settings"] = "items: our SASRec's id table (no item text)"
-    rivals = [v for v in SCRATCH_CANDIDATES if v in loo and v != scratch]
-    if rivals and "HyMiRec, ids from scratch" in models:
-        lr = loo[scratch].get("config", {}).get("train", {}).get("lr")
-        chose = (f"lr {lr:g}, chosen on validation ({_valid_best(loo[scratch]):.4f} vs "
-                 + ", ".join(f"{_valid_best(loo[v]):.4f}" for v in rivals) + ")")
-        models["HyMiRec, ids from scratch"]["settings"] = "; ".join(
-            filter(None, [models["HyMiRec, ids from scratch"].get("settings"), chose]))
+    for chosen, candidates, label in ((scratch, SCRATCH_CANDIDATES, "HyMiRec, ids from scratch"),
+                                      (text, TEXT_CANDIDATES, "HyMiRec, text only (no id tables)")):
+        rivals = [v for v in candidates if v in loo and v != chosen]
+        if rivals and label in models:
+            lr = loo[chosen].get("config", {}).get("train", {}).get("lr")
+            chose = (f"lr {lr:g}, chosen on validation ({_valid_best(loo[chosen]):.4f} vs "
+                     + ", ".join(f"{_valid_best(loo[v]):.4f}" for v in rivals) + ")")
+            models[label]["settings"] = "; ".join(filter(None, [models[label].get("settings"), chose]))
     if warm and "HyMiRec" in models:
         others = ", ".join(f"{_valid_best(r['metrics']):.4f}" for r in warm["candidates"] if r is not warm["chosen"])
         models["HyMiRec"]["settings"] = (f"{warm['chosen']['name']}, chosen on HyMiRec's "
@@ -284,6 +289,7 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
                    else " No epoch cap bound: every model stopped on its own early stopping.")
 
     scratch = scratch_choice(loo)
+    text = scratch_choice(loo, TEXT_CANDIDATES)
 
     def wdir(v):
         return out / "window" / str(v)
@@ -321,6 +327,10 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
          + ") vs our SASRec, leave-one-out NDCG@10",
          _rel_ci(lv(scratch), sasrec_loo, out / "leave_one_out" / str(scratch), preset_dir, "hymirec", "sasrec"),
          "≥ +10 %"),
+        *([("HyMiRec with items from their text only (no id tables, no warm start; " + text + " chosen on validation)"
+            " vs our SASRec, leave-one-out NDCG@10",
+            _rel_ci(lv(text), sasrec_loo, out / "leave_one_out" / text, preset_dir, "hymirec", "sasrec"), "≥ +10 %")]
+          if text else []),
         (f"HyMiRec (preset + long history{warm_note}) vs the strongest SASRec ({strongest}), leave-one-out NDCG@10",
          _rel(hymirec_loo, sasrecs.get(strongest)) if len(sasrecs) > 1 else "–", "≥ +10 %"),
         ("SmolLM2 (4 layers) pretrained vs the same shape random, leave-one-out NDCG@10",

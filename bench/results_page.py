@@ -125,8 +125,9 @@ def converged_section(records: list[dict]) -> str:
     summaries = [r["converged"] for r in records if "converged" in r]
     if not summaries:
         return ""
-    fixed = ["HyMiRec", "HyMiRec, ids from scratch", "SASRec (ours)"]
-    labels = fixed + sorted({label for s in summaries for label in s["models"]} - set(fixed))
+    fixed = ["HyMiRec", "HyMiRec, ids from scratch", "HyMiRec, text only (no id tables)", "SASRec (ours)"]
+    present = {label for s in summaries for label in s["models"]}
+    labels = [label for label in fixed if label in present] + sorted(present - set(fixed))
     capped = any(m.get("capped") for s in summaries for m in s["models"].values())
     caps = "an epoch cap bound only where a cell says so" if capped else "epoch caps never bound"
     lines = [CONVERGED_HEAD.format(link=MECHANISMS_LINK, caps=caps), "",

@@ -400,3 +400,33 @@ def test_ids_from_scratch_takes_the_learning_rate_validation_chose(tmp_path):
     checks = {c["comparison"]: c["measured"] for c in record["checks"]}
     assert checks["HyMiRec without the SASRec warm start (ids from scratch, preset-ids-from-scratch-lr0.001 chosen on "
                   "validation) vs our SASRec, leave-one-out NDCG@10"] == "-10.0 %"
+
+
+def test_text_only_is_its_own_column_with_the_learning_rate_validation_chose(tmp_path):
+    """HyMiRec with items from text alone (no id tables): its own row and check, the candidate validation chose."""
+    sasrec = {"sasrec": {"test": {"NDCG@10": 0.100}}}
+    _write(tmp_path, "leave_one_out", "preset", {"NDCG@10": 0.110}, valid=0.12, extra=sasrec)
+    config = lambda lr: {"config": {"train": {"lr": lr, "epochs": 200, "sasrec_epochs": 1000},  # noqa: E731
+                                    "hybrid": {"long_len": 512}}}
+    _write(tmp_path, "leave_one_out", "preset-text-only", {"NDCG@10": 0.105}, valid=0.115, extra=config(2e-4))
+    _write(tmp_path, "leave_one_out", "preset-text-only-lr0.001", {"NDCG@10": 0.120}, valid=0.110, extra=config(1e-3))
+    record = report(tmp_path, "toy", "cmd", "machine", suite="converged")
+    text = record["converged"]["models"]["HyMiRec, text only (no id tables)"]
+    assert text["NDCG@10"] == 0.105  # validation 0.115 beats 0.110, although its test score is lower
+    assert text["settings"] == "lr 0.0002, chosen on validation (0.1150 vs 0.1100)"
+    assert "HyMiRec, ids from scratch" not in record["converged"]["models"]  # none trained
+    checks = {c["comparison"]: c["measured"] for c in record["checks"]}
+    assert checks["HyMiRec with items from their text only (no id tables, no warm start; preset-text-only chosen on "
+                  "validation) vs our SASRec, leave-one-out NDCG@10"] == "+5.0 %"
+    assert record["converged"]["models"]["HyMiRec"]["NDCG@10"] == 0.110  # the preset's row is untouched
+
+
+def test_text_only_variants_have_no_id_table_to_warm_start():
+    from bench.mechanism_variants import TEXT_CANDIDATES, VARIANTS
+
+    for variant in TEXT_CANDIDATES:
+        config = run_config("toy", Path("runs/x"), "leave_one_out", variant, None)
+        assert not config.hybrid.item_id_residual and not config.hybrid.recent_id_embedding
+        assert config.hybrid.id_init == "zeros" and config.hybrid.long_len == 1024
+    assert run_config("toy", Path("runs/x"), "leave_one_out", "preset-text-only-lr0.001", None).train.lr == 0.001
+    assert "train.lr=0.001" not in VARIANTS["preset-text-only"]
