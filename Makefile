@@ -132,9 +132,19 @@ bench-mechanisms: setup
 	$(MECH) run --suite warm-start $(GAMES_DATA) --out runs/convgames --long-len 512 --sasrec-from runs/sweepgames
 	$(MECH) run --suite dropout $(GAMES_DATA) --out runs/convgames --long-len 512 --sasrec-from runs/sweepgames \
 	    --variant preset-dropout0.3 --variant preset-dropout0.5
+	# HyMiRec without the warm start: ids from scratch at SASRec's learning rate, and items from their titles alone (no
+	# id tables) at both rates, each a candidate chosen on validation; the multi-interest peers to their own early stop
+	$(MECH) run --suite scratch-lr $(GAMES_DATA) --out runs/convgames --long-len 512 --sasrec-from runs/sweepgames \
+	    --variant preset-ids-from-scratch-lr0.001
+	$(MECH) run --suite text-only $(GAMES_DATA) --out runs/convgames --long-len 512 --sasrec-from runs/sweepgames \
+	    --variant preset-text-only-lr0.001
+	$(MECH) run --suite text-only $(GAMES_DATA) --out runs/convgames --long-len 512 --sasrec-from runs/sweepgames \
+	    --variant preset-text-only
+	bench/peers/setup.sh rechub
+	$(MECH) peer $(GAMES_DATA) --out runs/convgames --peer rechub-comirec-sa --peer rechub-mind
 	$(MECH) report --suite converged $(GAMES_DATA) --out runs/convgames \
 	    --record bench/records/mechanisms-games-converged.json --command "make bench-mechanisms"
-	# a second seed (SASRec's settings as seed 0's sweep chose them; HyMiRec: the preset or seed 0's dropout 0.3, chosen
+	# a second and a third seed (SASRec's settings as seed 0's sweep chose them; HyMiRec: the preset or seed 0's dropout 0.3, chosen
 	# again on this seed's validation)
 	$(MECH) prepare --suite converged $(GAMES_DATA) --out runs/convgames-seed1 --seed 1
 	$(MECH) run --suite warm-start $(GAMES_DATA) --out runs/convgames-seed1 --long-len 512 --sasrec-from runs/sweepgames \
@@ -143,6 +153,13 @@ bench-mechanisms: setup
 	    --seed 1 --variant preset-dropout0.3
 	$(MECH) report --suite converged $(GAMES_DATA) --out runs/convgames-seed1 \
 	    --record bench/records/mechanisms-games-converged-seed1.json --command "make bench-mechanisms"
+	$(MECH) prepare --suite converged $(GAMES_DATA) --out runs/convgames-seed2 --seed 2
+	$(MECH) run --suite warm-start $(GAMES_DATA) --out runs/convgames-seed2 --long-len 512 --sasrec-from runs/sweepgames \
+	    --seed 2
+	$(MECH) run --suite dropout $(GAMES_DATA) --out runs/convgames-seed2 --long-len 512 --sasrec-from runs/sweepgames \
+	    --seed 2 --variant preset-dropout0.3
+	$(MECH) report --suite converged $(GAMES_DATA) --out runs/convgames-seed2 \
+	    --record bench/records/mechanisms-games-converged-seed2.json --command "make bench-mechanisms"
 	$(PY) -m hymirec.cli bench page
 
 # our SASRec's dropout and learning rate chosen on validation, each grid point to its own early stop (issue 26)
