@@ -327,8 +327,9 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
          + ") vs our SASRec, leave-one-out NDCG@10",
          _rel_ci(lv(scratch), sasrec_loo, out / "leave_one_out" / str(scratch), preset_dir, "hymirec", "sasrec"),
          "≥ +10 %"),
-        *([("HyMiRec with items from their text only (no id tables, no warm start; " + text + " chosen on validation)"
-            " vs our SASRec, leave-one-out NDCG@10",
+        *([("HyMiRec with items from their text only (no id tables, no warm start; " + text
+            + (" chosen on validation" if sum(v in loo for v in TEXT_CANDIDATES) > 1 else "")
+            + ") vs our SASRec, leave-one-out NDCG@10",
             _rel_ci(lv(text), sasrec_loo, out / "leave_one_out" / text, preset_dir, "hymirec", "sasrec"), "≥ +10 %")]
           if text else []),
         (f"HyMiRec (preset + long history{warm_note}) vs the strongest SASRec ({strongest}), leave-one-out NDCG@10",

@@ -419,6 +419,10 @@ def test_text_only_is_its_own_column_with_the_learning_rate_validation_chose(tmp
     assert checks["HyMiRec with items from their text only (no id tables, no warm start; preset-text-only chosen on "
                   "validation) vs our SASRec, leave-one-out NDCG@10"] == "+5.0 %"
     assert record["converged"]["models"]["HyMiRec"]["NDCG@10"] == 0.110  # the preset's row is untouched
+    (tmp_path / "leave_one_out" / "preset-text-only" / "metrics.json").unlink()  # one candidate: nothing chosen
+    checks = {c["comparison"] for c in report(tmp_path, "toy", "cmd", "machine", suite="converged")["checks"]}
+    assert ("HyMiRec with items from their text only (no id tables, no warm start; preset-text-only-lr0.001) vs our "
+            "SASRec, leave-one-out NDCG@10") in checks
 
 
 def test_text_only_variants_have_no_id_table_to_warm_start():
