@@ -13,8 +13,9 @@ ONE_RULE = ["train.patience=10", "train.sasrec_patience=10", "train.epochs=200",
             # early stopping reads every validation user, as the SASRec sweep and the peer libraries do (the
             # preset's 3,000 is the equal-budget bench's speed cap; it never bound on the ≤ 1,000-user ML sets)
             "train.max_eval_users=null"]
-# K = 1 with the multi-interest training (W = 10 windows, DMIL + dense loss, no anchor): differs from k3 in K only
+# items from their stage-1 text embeddings alone: no id table in the item tower nor for the recent items
 TEXT_ONLY = ["hybrid.item_id_residual=false", "hybrid.recent_id_embedding=false", "hybrid.id_init=zeros"]
+# K = 1 with the multi-interest training (W = 10 windows, DMIL + dense loss, no anchor): differs from k3 in K only
 K1_SAME_TRAINING = [o for o in MULTI_INTEREST if not o.startswith("hybrid.n_interests")] + ["hybrid.n_interests=1"]
 VARIANTS: dict[str, list[str]] = {
     "k1": K1_SAME_TRAINING,
