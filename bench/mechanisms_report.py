@@ -102,9 +102,9 @@ def hymirec_choice(out: Path, others: list[Path]) -> dict | None:
     return {"chosen": max(runs, key=lambda r: _valid_best(r["metrics"])), "candidates": runs}
 
 
-def scratch_choice(loo: dict, candidates: tuple[str, ...] = SCRATCH_CANDIDATES) -> str | None:
-    """Which "ids from scratch" run (SCRATCH_CANDIDATES: the preset's learning rate or SASRec's) validated higher;
-    ``candidates=TEXT_CANDIDATES``: which "text only" run."""
+def validated_choice(loo: dict, candidates: tuple[str, ...]) -> str | None:
+    """Which of the trained ``candidates`` validated highest: SCRATCH_CANDIDATES (ids from scratch at the preset's
+    learning rate or SASRec's), TEXT_CANDIDATES (items from text alone, the same two rates)."""
     trained = [v for v in candidates if v in loo]
     return max(trained, key=lambda v: _valid_best(loo[v])) if len(trained) > 1 else (trained or [None])[0]
 
@@ -117,17 +117,16 @@ def _valid_best(run_metrics: dict) -> float:
 
 def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Path,
                       published: dict[str, float] | None = None, warm: dict | None = None,
-                      scratch: str | None = None) -> dict:
+                      scratch: str | None = None, text: str | None = None) -> dict:
     """The page's converged view of one dataset (bench/results_page.converged_section): every model's test NDCG@10
     and epochs, and HyMiRec against the strongest other model (our SASRec or a peer library's), with its interval
     where both kept their ranked lists. A peer whose model has a published number for these files gets its share
     of it. ``warm`` (:func:`hymirec_choice`): HyMiRec is the run whose warm start validation chose; our SASRec
-    stays OUT's, the one chosen on its own validation. ``scratch`` (:func:`scratch_choice`): the ids-from-scratch
-    run validation chose."""
+    stays OUT's, the one chosen on its own validation. ``scratch``, ``text`` (:func:`validated_choice`): the
+    ids-from-scratch and the text-only run validation chose."""
     models: dict[str, dict] = {}
     hymirec_runs = {**loo, "preset": warm["chosen"]["metrics"]} if warm and "preset" in loo else loo
     hymirec_dir = warm["chosen"]["dir"] if warm else preset_dir
-    text = scratch_choice(loo, TEXT_CANDIDATES)
     for variant, label in (("preset", "HyMiRec"), (scratch, "HyMiRec, ids from scratch"),
                            (text, "HyMiRec, text only (no id tables)")):
         if variant in hymirec_runs:
@@ -288,8 +287,8 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
                    "measurements, not converged results." if capped
                    else " No epoch cap bound: every model stopped on its own early stopping.")
 
-    scratch = scratch_choice(loo)
-    text = scratch_choice(loo, TEXT_CANDIDATES)
+    scratch = validated_choice(loo, SCRATCH_CANDIDATES)
+    text = validated_choice(loo, TEXT_CANDIDATES)
 
     def wdir(v):
         return out / "window" / str(v)
@@ -394,5 +393,5 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
         "reading": "; ".join(f"{name}: {value} (goal {goal})" for name, value, goal in checks),
         "checks": [{"comparison": n, "measured": v, "goal": g} for n, v, g in checks],
     } | ({"converged": converged_summary(dataset_name, loo, peers, preset_dir, published_ndcg10(out), warm,
-                                         scratch)}
+                                         scratch, text)}
          if suite == "converged" else {})
