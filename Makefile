@@ -146,20 +146,16 @@ bench-mechanisms: setup
 	    --record bench/records/mechanisms-games-converged.json --command "make bench-mechanisms"
 	# a second and a third seed (SASRec's settings as seed 0's sweep chose them; HyMiRec: the preset or seed 0's dropout 0.3, chosen
 	# again on this seed's validation)
-	$(MECH) prepare --suite converged $(GAMES_DATA) --out runs/convgames-seed1 --seed 1
-	$(MECH) run --suite warm-start $(GAMES_DATA) --out runs/convgames-seed1 --long-len 512 --sasrec-from runs/sweepgames \
-	    --seed 1
-	$(MECH) run --suite dropout $(GAMES_DATA) --out runs/convgames-seed1 --long-len 512 --sasrec-from runs/sweepgames \
-	    --seed 1 --variant preset-dropout0.3
-	$(MECH) report --suite converged $(GAMES_DATA) --out runs/convgames-seed1 \
-	    --record bench/records/mechanisms-games-converged-seed1.json --command "make bench-mechanisms"
-	$(MECH) prepare --suite converged $(GAMES_DATA) --out runs/convgames-seed2 --seed 2
-	$(MECH) run --suite warm-start $(GAMES_DATA) --out runs/convgames-seed2 --long-len 512 --sasrec-from runs/sweepgames \
-	    --seed 2
-	$(MECH) run --suite dropout $(GAMES_DATA) --out runs/convgames-seed2 --long-len 512 --sasrec-from runs/sweepgames \
-	    --seed 2 --variant preset-dropout0.3
-	$(MECH) report --suite converged $(GAMES_DATA) --out runs/convgames-seed2 \
-	    --record bench/records/mechanisms-games-converged-seed2.json --command "make bench-mechanisms"
+	for s in 1 2; do \
+	  $(MECH) prepare --suite converged $(GAMES_DATA) --out runs/convgames-seed$$s --seed $$s && \
+	  $(MECH) run --suite warm-start $(GAMES_DATA) --out runs/convgames-seed$$s --long-len 512 \
+	      --sasrec-from runs/sweepgames --seed $$s && \
+	  $(MECH) run --suite dropout $(GAMES_DATA) --out runs/convgames-seed$$s --long-len 512 \
+	      --sasrec-from runs/sweepgames --seed $$s --variant preset-dropout0.3 && \
+	  $(MECH) report --suite converged $(GAMES_DATA) --out runs/convgames-seed$$s \
+	      --record bench/records/mechanisms-games-converged-seed$$s.json --command "make bench-mechanisms" \
+	  || exit 1; \
+	done
 	$(PY) -m hymirec.cli bench page
 
 # our SASRec's dropout and learning rate chosen on validation, each grid point to its own early stop (issue 26)

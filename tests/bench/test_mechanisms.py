@@ -384,16 +384,20 @@ def test_hymirecs_dropout_candidates_compete_with_its_preset_on_validation(tmp_p
     assert report(tmp_path, "toy", "c", "m", suite="converged")["converged"]["models"]["HyMiRec"]["NDCG@10"] == 0.110
 
 
-def test_ids_from_scratch_takes_the_learning_rate_validation_chose(tmp_path):
-    """Two ids-from-scratch runs (the preset's lr and SASRec's): the row and the check take the higher validation."""
+def _preset_and_two_rates(tmp_path, variant: str, at_2e4: tuple[float, float], at_1e3: tuple[float, float]) -> dict:
+    """A converged OUT: the preset (test 0.110) with our SASRec (0.100), and ``variant`` at the preset's learning rate
+    and at SASRec's (``variant``-lr0.001), each given as (test NDCG@10, best validation); → its report."""
     sasrec = {"sasrec": {"test": {"NDCG@10": 0.100}}}
     _write(tmp_path, "leave_one_out", "preset", {"NDCG@10": 0.110}, valid=0.12, extra=sasrec)
-    config = lambda lr: {"config": {"train": {"lr": lr, "epochs": 200, "sasrec_epochs": 1000},  # noqa: E731
-                                    "hybrid": {"long_len": 512}}}
-    _write(tmp_path, "leave_one_out", "preset-ids-from-scratch", {"NDCG@10": 0.095}, valid=0.10, extra=config(2e-4))
-    _write(tmp_path, "leave_one_out", "preset-ids-from-scratch-lr0.001", {"NDCG@10": 0.090}, valid=0.11,
-           extra=config(1e-3))
-    record = report(tmp_path, "toy", "cmd", "machine", suite="converged")
+    for name, (test, valid), lr in ((variant, at_2e4, 2e-4), (f"{variant}-lr0.001", at_1e3, 1e-3)):
+        config = {"config": {"train": {"lr": lr, "epochs": 200, "sasrec_epochs": 1000}, "hybrid": {"long_len": 512}}}
+        _write(tmp_path, "leave_one_out", name, {"NDCG@10": test}, valid=valid, extra=config)
+    return report(tmp_path, "toy", "cmd", "machine", suite="converged")
+
+
+def test_ids_from_scratch_takes_the_learning_rate_validation_chose(tmp_path):
+    """Two ids-from-scratch runs (the preset's lr and SASRec's): the row and the check take the higher validation."""
+    record = _preset_and_two_rates(tmp_path, "preset-ids-from-scratch", (0.095, 0.10), (0.090, 0.11))
     scratch = record["converged"]["models"]["HyMiRec, ids from scratch"]
     assert scratch["NDCG@10"] == 0.090  # validation 0.11 beats 0.10, although its test score is lower
     assert scratch["settings"] == "lr 0.001, chosen on validation (0.1100 vs 0.1000)"
@@ -404,13 +408,7 @@ def test_ids_from_scratch_takes_the_learning_rate_validation_chose(tmp_path):
 
 def test_text_only_is_its_own_column_with_the_learning_rate_validation_chose(tmp_path):
     """HyMiRec with items from text alone (no id tables): its own row and check, the candidate validation chose."""
-    sasrec = {"sasrec": {"test": {"NDCG@10": 0.100}}}
-    _write(tmp_path, "leave_one_out", "preset", {"NDCG@10": 0.110}, valid=0.12, extra=sasrec)
-    config = lambda lr: {"config": {"train": {"lr": lr, "epochs": 200, "sasrec_epochs": 1000},  # noqa: E731
-                                    "hybrid": {"long_len": 512}}}
-    _write(tmp_path, "leave_one_out", "preset-text-only", {"NDCG@10": 0.105}, valid=0.115, extra=config(2e-4))
-    _write(tmp_path, "leave_one_out", "preset-text-only-lr0.001", {"NDCG@10": 0.120}, valid=0.110, extra=config(1e-3))
-    record = report(tmp_path, "toy", "cmd", "machine", suite="converged")
+    record = _preset_and_two_rates(tmp_path, "preset-text-only", (0.105, 0.115), (0.120, 0.110))
     text = record["converged"]["models"]["HyMiRec, text only (no id tables)"]
     assert text["NDCG@10"] == 0.105  # validation 0.115 beats 0.110, although its test score is lower
     assert text["settings"] == "lr 0.0002, chosen on validation (0.1150 vs 0.1100)"
