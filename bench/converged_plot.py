@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-# bench/paired._format_gain's text: "+9.2 % (95 % CI +3.3 to +15.7 %)", or the point gain alone: "+1.0 %"
+# bench/paired.format_gain's text: "+9.2 % (95 % CI +3.3 to +15.7 %)", or the point gain alone: "+1.0 %"
 _GAIN = re.compile(r"^([+-]?\d+(?:\.\d+)?) %(?: \(95 % CI ([+-]?\d+(?:\.\d+)?) to ([+-]?\d+(?:\.\d+)?) %\))?$")
 GOAL = 10.0  # issue 25: HyMiRec ≥ 1.10 × the strongest converged SASRec / peer
 
@@ -27,10 +27,14 @@ def converged_gains(records: list[dict]) -> list[dict]:
     rows = []
     for record in records:
         summary = record.get("converged")
-        parsed = parse_gain(summary["vs_strongest"]) if summary else None
-        if parsed:
-            rows.append({"dataset": summary["dataset"], "strongest": summary["strongest"],
-                         "gain": parsed[0], "low": parsed[1], "high": parsed[2]})
+        if not summary:
+            continue
+        numbers = summary.get("vs_strongest_pct")  # written by the report beside its text since 2026-12-06
+        if numbers is None:  # a record written before: its text is the only copy of the numbers
+            parsed = parse_gain(summary["vs_strongest"])
+            numbers = dict(zip(("gain", "low", "high"), parsed)) if parsed else None
+        if numbers:
+            rows.append({"dataset": summary["dataset"], "strongest": summary["strongest"], **numbers})
     return rows
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from bench.mechanism_variants import (BASE, HYMIREC_CANDIDATES, MULTI_CANDIDATES, SCRATCH_CANDIDATES, SUITES,
                                       TEXT_CANDIDATES)
 from bench.peers.converged import PEER_PATIENCE
-from bench.paired import peer_gain, run_gain
+from bench.paired import format_gain, peer_gain_interval, run_gain, run_gain_interval
 
 
 def _peer_rows(out: Path) -> dict[str, dict]:
@@ -37,7 +37,7 @@ def _diagnostics(out: Path, protocol: str, variant: str) -> dict[str, dict]:
 
 
 def _rel(a: float | None, b: float | None) -> str:
-    return f"{100 * (a / b - 1):+.1f} %" if a is not None and b else "–"
+    return format_gain(a / b - 1) if a is not None and b else "–"
 
 
 def _rel_ci(a: float | None, b: float | None, run_a: Path, run_b: Path, method_a="hymirec", method_b="hymirec") -> str:
@@ -173,18 +173,22 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
             models[peer["label"]]["published"] = reference
     others = {label: m["NDCG@10"] for label, m in models.items() if not label.startswith("HyMiRec")}
     strongest = max(others, key=others.get) if others else None
-    versus = "–"
+    gain = None  # (gain, low, high) as fractions; low/high None where no paired lists exist
     if strongest and "HyMiRec" in models:
         if strongest == "SASRec (ours)":  # both lists kept by the runs, on one split: a paired interval
-            versus = _rel_ci(models["HyMiRec"]["NDCG@10"], others[strongest], hymirec_dir, preset_dir,
-                             "hymirec", "sasrec")
+            gain = run_gain_interval(hymirec_dir, preset_dir, "hymirec", "sasrec")
         else:  # a peer's lists, paired with HyMiRec's by user where both ranked the same split
             peer_dir = next((preset_dir.parent / "peers" / name for name, peer in peers.items()
                              if peer["label"] == strongest), None)
-            versus = peer_gain(hymirec_dir, peer_dir, preset_dir.parent / "peers" / "split") if peer_dir else "–"
-            if versus == "–":
-                versus = _rel(models["HyMiRec"]["NDCG@10"], others[strongest])
-    return {"dataset": dataset_name, "models": models, "strongest": strongest, "vs_strongest": versus}
+            gain = peer_gain_interval(hymirec_dir, peer_dir, preset_dir.parent / "peers" / "split") if peer_dir else None
+        if gain is None and others[strongest]:
+            gain = (models["HyMiRec"]["NDCG@10"] / others[strongest] - 1, None, None)
+    summary = {"dataset": dataset_name, "models": models, "strongest": strongest,
+               "vs_strongest": format_gain(*gain) if gain else "–"}
+    if gain is not None:  # the numbers behind the text, in %, for the page's plot (bench/converged_plot.py)
+        summary["vs_strongest_pct"] = {key: None if value is None else round(100 * value, 2)
+                                       for key, value in zip(("gain", "low", "high"), gain)}
+    return summary
 
 
 TITLES = {"mechanisms": "several interests, long coded history, codes vs exact",

@@ -70,17 +70,27 @@ def _ndcg10_per_user(lists: np.ndarray, targets) -> np.ndarray:
     return np.where((ranks >= 0) & (ranks < 10), 1.0 / np.log2(np.maximum(ranks, 0) + 2), 0.0)
 
 
-def _format_gain(gain: float, low: float, high: float) -> str:
+def format_gain(gain: float, low: float | None = None, high: float | None = None) -> str:
+    """(0.092, 0.033, 0.157) → "+9.2 % (95 % CI +3.3 to +15.7 %)"; without an interval "+9.2 %"."""
+    if low is None or high is None:
+        return f"{100 * gain:+.1f} %"
     return f"{100 * gain:+.1f} % (95 % CI {100 * low:+.1f} to {100 * high:+.1f} %)"
 
 
-def run_gain(run_a: Path, run_b: Path, method_a: str = "hymirec", method_b: str = "hymirec") -> str:
-    """"+5.9 % (95 % CI −4.8 to +17.7 %)" for method_a in run_a against method_b in run_b (same split), or "–"."""
+def run_gain_interval(run_a: Path, run_b: Path, method_a: str = "hymirec",
+                      method_b: str = "hymirec") -> tuple[float, float, float] | None:
+    """(gain, low, high) of method_a in run_a against method_b in run_b (same split), or None where a run has no
+    lists (an older one, or a peer's): the report then shows the point gain only."""
     try:
-        gain, low, high = paired_gain_interval(per_user_scores(run_a, method_a), per_user_scores(run_b, method_b))
+        return paired_gain_interval(per_user_scores(run_a, method_a), per_user_scores(run_b, method_b))
     except (OSError, KeyError, ValueError):
-        return "–"  # a run without its lists (an older one, or a peer's): the report shows the point gain only
-    return _format_gain(gain, low, high)
+        return None
+
+
+def run_gain(run_a: Path, run_b: Path, method_a: str = "hymirec", method_b: str = "hymirec") -> str:
+    """"+5.9 % (95 % CI −4.8 to +17.7 %)" for :func:`run_gain_interval`, or "–"."""
+    interval = run_gain_interval(run_a, run_b, method_a, method_b)
+    return format_gain(*interval) if interval else "–"
 
 
 def peer_user_scores(peer_dir: Path, split_dir: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -93,9 +103,10 @@ def peer_user_scores(peer_dir: Path, split_dir: Path) -> tuple[np.ndarray, np.nd
     return _ndcg10_per_user(lists, split.targets), split.targets
 
 
-def peer_gain(run_dir: Path, peer_dir: Path, split_dir: Path, method: str = "hymirec") -> str:
-    """``method`` of a leave-one-out run against a peer on that run's split, paired by user, or "–" when the two do
-    not rank the same users in the same order (their test targets must match one for one)."""
+def peer_gain_interval(run_dir: Path, peer_dir: Path, split_dir: Path,
+                       method: str = "hymirec") -> tuple[float, float, float] | None:
+    """(gain, low, high) of ``method`` of a leave-one-out run against a peer on that run's split, paired by user, or
+    None when the two do not rank the same users in the same order (their test targets must match one for one)."""
     try:
         ours = per_user_scores(run_dir, method)
         theirs, targets = peer_user_scores(peer_dir, split_dir)
@@ -103,8 +114,13 @@ def peer_gain(run_dir: Path, peer_dir: Path, split_dir: Path, method: str = "hym
         train = config["train"]
         ours_targets = _test_targets(config["dataset"], train["protocol"], int(train["eval_window"]))[0]
         if len(ours_targets) != len(targets) or not np.array_equal(np.asarray(ours_targets), targets):
-            return "–"
-        gain, low, high = paired_gain_interval(ours, theirs)
+            return None
+        return paired_gain_interval(ours, theirs)
     except (OSError, KeyError, ValueError):
-        return "–"
-    return _format_gain(gain, low, high)
+        return None
+
+
+def peer_gain(run_dir: Path, peer_dir: Path, split_dir: Path, method: str = "hymirec") -> str:
+    """"+5.9 % (95 % CI −4.8 to +17.7 %)" for :func:`peer_gain_interval`, or "–"."""
+    interval = peer_gain_interval(run_dir, peer_dir, split_dir, method)
+    return format_gain(*interval) if interval else "–"

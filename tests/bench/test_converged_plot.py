@@ -24,3 +24,14 @@ def test_only_converged_records_with_a_rival_are_drawn(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not plot_converged(records[:1], tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+
+
+def test_recorded_numbers_win_over_the_text():
+    """A record written since the report stores its numbers is drawn from them; its text (rounded) is not parsed."""
+    records = [{"converged": {"dataset": "Games", "strongest": "SASRec (ours)", "vs_strongest": "+9.2 % (…)",
+                              "vs_strongest_pct": {"gain": 9.21, "low": 3.34, "high": 15.68}}},
+               {"converged": {"dataset": "ml-1m", "strongest": "SASRec (ours)", "vs_strongest": "+1.0 %",
+                              "vs_strongest_pct": {"gain": 1.04, "low": None, "high": None}}}]
+    assert converged_gains(records) == [
+        {"dataset": "Games", "strongest": "SASRec (ours)", "gain": 9.21, "low": 3.34, "high": 15.68},
+        {"dataset": "ml-1m", "strongest": "SASRec (ours)", "gain": 1.04, "low": None, "high": None}]

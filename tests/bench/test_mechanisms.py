@@ -170,6 +170,8 @@ def test_report_adds_converged_peers_and_the_headroom(tmp_path):
     # the converged view's row for this dataset (bench/results_page.converged_section): every model, the strongest
     view = record["converged"]
     assert view["strongest"] == "SASRec (RecBole 1.2.1)" and view["vs_strongest"] == "+9.1 %"
+    # the numbers behind that text, for the page's plot (no lists kept here, so no interval)
+    assert view["vs_strongest_pct"] == {"gain": 9.09, "low": None, "high": None}
     assert view["models"]["SASRec (RecBole 1.2.1)"] == {"NDCG@10": 0.11, "epochs": 40}  # no published number
     assert view["models"]["HyMiRec"] == {"NDCG@10": 0.12, "epochs": 4}
     assert view["models"]["SASRec (ours)"]["settings"] == "dropout 0.2, lr 0.001, batch 128"  # the defaults
