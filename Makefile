@@ -63,6 +63,7 @@ MECH := $(PY) -m bench.mechanisms
 MECH_DATA := --dataset ../shared/data/ml-1m --max-users 1000
 BEAUTY := ../shared/data/s3rec-amazon-yelp-lastfm/Beauty
 GAMES_DATA := --dataset ../shared/data/amazon-games-2018 --max-users 10000
+GAMES_SASREC_INORM := --sasrec-from runs/sweepgames --sasrec-layout input_norm=true
 bench-mechanisms: setup
 	$(MECH) prepare --suite maxmerge $(MECH_DATA) --out runs/mech1m
 	$(MECH) run --suite maxmerge $(MECH_DATA) --out runs/mech1m --epochs 4 --long-len 512
@@ -128,31 +129,46 @@ bench-mechanisms: setup
 	# set is days of CPU. Our SASRec's grid narrowed to the layout every other dataset's validation chose, and the
 	# dropout Beauty's and ML-100K's chose (ML-1M's dense cut chose 0.2)
 	$(PY) -m bench.sasrec_sweep run $(GAMES_DATA) --out runs/sweepgames --set input_norm=true --grid dropout=0.5
+	# RecBole's whole layout (attention dropout 0.5, post-LN blocks) at the better lr: RecBole's own SASRec validated
+	# above ours there. It validated highest (0.0385 vs 0.0383), so it is our SASRec since; the runs in
+	# runs/convgames(-seedS) were made before it, from the input_norm point (--sasrec-layout input_norm=true)
+	$(PY) -m bench.sasrec_sweep run $(GAMES_DATA) --out runs/sweepgames --set input_norm=true --set attn_dropout=0.5 \
+	    --set post_ln=true --grid dropout=0.5 --grid lr=0.001
 	$(MECH) prepare --suite converged $(GAMES_DATA) --out runs/convgames
-	$(MECH) run --suite warm-start $(GAMES_DATA) --out runs/convgames --long-len 512 --sasrec-from runs/sweepgames
-	$(MECH) run --suite dropout $(GAMES_DATA) --out runs/convgames --long-len 512 --sasrec-from runs/sweepgames \
+	$(MECH) run --suite warm-start $(GAMES_DATA) --out runs/convgames --long-len 512 $(GAMES_SASREC_INORM)
+	$(MECH) run --suite dropout $(GAMES_DATA) --out runs/convgames --long-len 512 $(GAMES_SASREC_INORM) \
 	    --variant preset-dropout0.3 --variant preset-dropout0.5
 	# HyMiRec without the warm start: ids from scratch at SASRec's learning rate, and items from their titles alone (no
 	# id tables) at both rates, each a candidate chosen on validation; the multi-interest peers to their own early stop
-	$(MECH) run --suite scratch-lr $(GAMES_DATA) --out runs/convgames --long-len 512 --sasrec-from runs/sweepgames \
+	$(MECH) run --suite scratch-lr $(GAMES_DATA) --out runs/convgames --long-len 512 $(GAMES_SASREC_INORM) \
 	    --variant preset-ids-from-scratch-lr0.001
-	$(MECH) run --suite text-only $(GAMES_DATA) --out runs/convgames --long-len 512 --sasrec-from runs/sweepgames \
+	$(MECH) run --suite text-only $(GAMES_DATA) --out runs/convgames --long-len 512 $(GAMES_SASREC_INORM) \
 	    --variant preset-text-only-lr0.001
-	$(MECH) run --suite text-only $(GAMES_DATA) --out runs/convgames --long-len 512 --sasrec-from runs/sweepgames \
+	$(MECH) run --suite text-only $(GAMES_DATA) --out runs/convgames --long-len 512 $(GAMES_SASREC_INORM) \
 	    --variant preset-text-only
 	bench/peers/setup.sh rechub
 	$(MECH) peer $(GAMES_DATA) --out runs/convgames --peer rechub-comirec-sa --peer rechub-mind
-	$(MECH) report --suite converged $(GAMES_DATA) --out runs/convgames \
+	# our SASRec as the sweep now chooses it, and HyMiRec warm-started from it: the report's "SASRec (ours)" is the
+	# better-validating SASRec of the two OUTs, HyMiRec the warm start its own validation chose
+	$(MECH) prepare --suite warm-start $(GAMES_DATA) --out runs/convgames-fullrb
+	$(MECH) run --suite warm-start $(GAMES_DATA) --out runs/convgames-fullrb --long-len 512 --sasrec-from runs/sweepgames
+	bench/peers/setup.sh recbole && $(MECH) peer $(GAMES_DATA) --out runs/convgames --peer recbole-sasrec
+	$(MECH) report --suite converged $(GAMES_DATA) --out runs/convgames --warm-start-from runs/convgames-fullrb \
 	    --record bench/records/mechanisms-games-converged.json --command "make bench-mechanisms"
-	# a second and a third seed (SASRec's settings as seed 0's sweep chose them; HyMiRec: the preset or seed 0's dropout 0.3, chosen
-	# again on this seed's validation)
+	# a second and a third seed (SASRec's settings as seed 0's sweep chose them, the input_norm point before the RecBole
+	# layout's and that one since; HyMiRec: the preset from either or seed 0's dropout 0.3, chosen again on this seed's
+	# validation)
 	for s in 1 2; do \
 	  $(MECH) prepare --suite converged $(GAMES_DATA) --out runs/convgames-seed$$s --seed $$s && \
 	  $(MECH) run --suite warm-start $(GAMES_DATA) --out runs/convgames-seed$$s --long-len 512 \
-	      --sasrec-from runs/sweepgames --seed $$s && \
+	      $(GAMES_SASREC_INORM) --seed $$s && \
 	  $(MECH) run --suite dropout $(GAMES_DATA) --out runs/convgames-seed$$s --long-len 512 \
-	      --sasrec-from runs/sweepgames --seed $$s --variant preset-dropout0.3 && \
+	      $(GAMES_SASREC_INORM) --seed $$s --variant preset-dropout0.3 && \
+	  $(MECH) prepare --suite warm-start $(GAMES_DATA) --out runs/convgames-seed$$s-fullrb --seed $$s && \
+	  $(MECH) run --suite warm-start $(GAMES_DATA) --out runs/convgames-seed$$s-fullrb --long-len 512 \
+	      --sasrec-from runs/sweepgames --seed $$s && \
 	  $(MECH) report --suite converged $(GAMES_DATA) --out runs/convgames-seed$$s \
+	      --warm-start-from runs/convgames-seed$$s-fullrb \
 	      --record bench/records/mechanisms-games-converged-seed$$s.json --command "make bench-mechanisms" \
 	  || exit 1; \
 	done

@@ -81,7 +81,7 @@ SUITES["converged"] = {"leave_one_out": ["preset", "preset-ids-from-scratch"]}
 SUITES["warm-start"] = {"leave_one_out": ["preset"]}
 # the preset's dropout candidates, each stage 2 alone on a finished base run (`run --variant`, the base's SASRec)
 SUITES["dropout"] = {"leave_one_out": ["preset", "preset-dropout0.3", "preset-dropout0.5"]}
-# HyMiRec's rivals for "the preset" on validation beside it (report: bench/mechanisms_report.hymirec_choice)
+# HyMiRec's rivals for "the preset" on validation beside it (report: bench/converged_view.hymirec_choice)
 HYMIREC_CANDIDATES = ("preset-dropout0.3", "preset-dropout0.5")
 # and for "ids from scratch" (`run --suite scratch-lr --variant preset-ids-from-scratch-lr0.001` beside a converged run)
 SCRATCH_CANDIDATES = ("preset-ids-from-scratch", "preset-ids-from-scratch-lr0.001")

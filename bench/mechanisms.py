@@ -189,7 +189,7 @@ def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only
     runs (their stage 1 and SASRec), all at once: the same comparison under another epoch cap, say. With
     ``sasrec_from``: our SASRec with the settings that sweep (bench/sasrec_sweep.py) chose on validation, and the
     patience it chose them under (``sasrec_layout``: chosen among that layout's points only, for HyMiRec's
-    warm-start candidates, bench/mechanisms_report.hymirec_choice). ``patience``: every model's (ONE_RULE's 10
+    warm-start candidates, bench/converged_view.hymirec_choice). ``patience``: every model's (ONE_RULE's 10
     otherwise). ``pause_after``: each training run pauses at its first epoch end past that many seconds (exit 75,
     training/resume.py) and the same call resumes it: a converged run on a slow dataset spans CPU sessions; the
     variants start once the base runs have finished."""

@@ -9,10 +9,12 @@ import json
 import time
 from pathlib import Path
 
+from bench.converged_view import (converged_summary, hymirec_choice, published_ndcg10, run_metrics, sasrec_choice,
+                                  validated_choice)
 from bench.mechanism_variants import (BASE, HYMIREC_CANDIDATES, MULTI_CANDIDATES, SCRATCH_CANDIDATES, SUITES,
                                       TEXT_CANDIDATES)
 from bench.peers.converged import PEER_PATIENCE
-from bench.paired import format_gain, peer_gain_interval, run_gain, run_gain_interval
+from bench.paired import format_gain, run_gain
 
 
 def _peer_rows(out: Path) -> dict[str, dict]:
@@ -23,11 +25,6 @@ def _peer_rows(out: Path) -> dict[str, dict]:
 WINDOW_COLUMNS = ("Recall@20", "Recall@50", "Recall@100", "NDCG@50", "Coverage@10", "Coverage@50", "ILD@50")
 QUOTA_COLUMNS = ("Recall@50", "Coverage@50")  # of the quota merge (each interest k // K slots), K > 1 only
 LOO_COLUMNS = ("NDCG@10", "Recall@10")
-
-
-def _metrics(out: Path, protocol: str, variant: str) -> dict | None:
-    path = out / protocol / variant / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _diagnostics(out: Path, protocol: str, variant: str) -> dict[str, dict]:
@@ -44,151 +41,6 @@ def _rel_ci(a: float | None, b: float | None, run_a: Path, run_b: Path, method_a
     """The relative gain with its paired-bootstrap interval over the test users, where both runs kept their lists."""
     with_interval = run_gain(run_a, run_b, method_a, method_b) if a is not None and b else "–"
     return with_interval if with_interval != "–" else _rel(a, b)
-
-
-def published_ndcg10(out: Path) -> dict[str, float]:
-    """Published NDCG@10 per model (bench/datasets.PUBLISHED: S3-Rec's table) for the very file the run's peer
-    split came from (same name, users and items), else nothing: a check that our harness runs a library right."""
-    from bench.datasets import PUBLISHED
-
-    manifest = out / "leave_one_out" / "peers" / "split" / "manifest.json"
-    split = json.loads(manifest.read_text()) if manifest.is_file() else {}
-    users, entry = (split.get("n_users"), split.get("n_items")), PUBLISHED.get(split.get("dataset"))
-    return {model: ndcg for model, (_, ndcg) in entry[1].items()} if entry and entry[0] == users else {}
-
-
-def sasrec_settings(run_metrics: dict) -> str:
-    """"dropout 0.5, lr 0.001, batch 128, input_norm": the settings of the SASRec a run trained (its layout settings
-    named when on); runs made before a setting existed used SASRecConfig's defaults, which have not changed since."""
-    from bench.sasrec_sweep import LAYOUT
-    from training.sasrec import SASRecConfig
-
-    train = {"sasrec_dropout": SASRecConfig.dropout, "sasrec_lr": SASRecConfig.lr,
-             "sasrec_batch_size": SASRecConfig.batch_size, **run_metrics.get("config", {}).get("train", {})}
-    layout = {key: train[f"sasrec_{key}"] for key in LAYOUT if train.get(f"sasrec_{key}")}
-    return (f"dropout {train['sasrec_dropout']}, lr {train['sasrec_lr']:g}, batch {train['sasrec_batch_size']}"
-            + "".join(f", {key}" + ("" if value is True else f" {value}") for key, value in layout.items()))
-
-
-def hymirec_choice(out: Path, others: list[Path]) -> dict | None:
-    """HyMiRec's warm-start SASRec and its dropout are settings of HyMiRec's, chosen on its validation: among the
-    preset runs of OUT and of ``others`` (each warm-started from the SASRec its own base run trained, on the same
-    split) and their dropout candidates (HYMIREC_CANDIDATES, stage 2 alone on that preset's SASRec), the one with the
-    best HyMiRec validation score. None where OUT has no candidate beside its preset and no ``others`` are given.
-    → {"chosen": run, "candidates": [run, ...]}, run = {"dir", "metrics", "name"} (OUT's preset first)."""
-    runs = []
-
-    def add(root: Path, variant: str, must: bool) -> None:
-        metrics = _metrics(root, "leave_one_out", variant)
-        if metrics is None or (variant == BASE["leave_one_out"] and "sasrec" not in metrics):
-            if must:
-                raise SystemExit(f"--warm-start-from {root}: no finished preset run with its SASRec in "
-                                 f"{root / 'leave_one_out' / BASE['leave_one_out']}")
-            return
-        if runs and (metrics.get("dataset"), metrics["hymirec"]["test"].get("users")) != (
-                runs[0]["metrics"].get("dataset"), runs[0]["metrics"]["hymirec"]["test"].get("users")):
-            raise SystemExit(f"--warm-start-from {root}: another dataset or split than {out}'s")
-        dropout = metrics.get("config", {}).get("hybrid", {}).get("llm", {}).get("input_dropout")
-        runs.append({"dir": root / "leave_one_out" / variant, "metrics": metrics,
-                     "name": f"warm start: SASRec {sasrec_settings(metrics)}"
-                             + (f"; dropout {dropout}" if variant != BASE["leave_one_out"] else "")})
-
-    for root in [out, *others]:
-        add(root, BASE["leave_one_out"], must=bool(others))
-        for variant in HYMIREC_CANDIDATES:
-            add(root, variant, must=False)
-    if len(runs) < 2:
-        return None
-    return {"chosen": max(runs, key=lambda r: _valid_best(r["metrics"])), "candidates": runs}
-
-
-def validated_choice(loo: dict, candidates: tuple[str, ...]) -> str | None:
-    """Which of the trained ``candidates`` validated highest: SCRATCH_CANDIDATES (ids from scratch at the preset's
-    learning rate or SASRec's), TEXT_CANDIDATES (items from text alone, the same two rates)."""
-    trained = [v for v in candidates if v in loo]
-    return max(trained, key=lambda v: _valid_best(loo[v])) if len(trained) > 1 else (trained or [None])[0]
-
-
-def _valid_best(run_metrics: dict) -> float:
-    """HyMiRec's best validation score in a run (runs before the window protocol named it valid_best_ndcg10)."""
-    hymirec = run_metrics["hymirec"]
-    return hymirec["valid_best"] if hymirec.get("valid_best") is not None else hymirec["valid_best_ndcg10"]
-
-
-def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Path,
-                      published: dict[str, float] | None = None, warm: dict | None = None,
-                      scratch: str | None = None, text: str | None = None) -> dict:
-    """The page's converged view of one dataset (bench/results_page.converged_section): every model's test NDCG@10
-    and epochs, and HyMiRec against the strongest other model (our SASRec or a peer library's), with its interval
-    where both kept their ranked lists. A peer whose model has a published number for these files gets its share
-    of it. ``warm`` (:func:`hymirec_choice`): HyMiRec is the run whose warm start validation chose; our SASRec
-    stays OUT's, the one chosen on its own validation. ``scratch``, ``text`` (:func:`validated_choice`): the
-    ids-from-scratch and the text-only run validation chose."""
-    models: dict[str, dict] = {}
-    hymirec_runs = {**loo, "preset": warm["chosen"]["metrics"]} if warm and "preset" in loo else loo
-    hymirec_dir = warm["chosen"]["dir"] if warm else preset_dir
-    for variant, label in (("preset", "HyMiRec"), (scratch, "HyMiRec, ids from scratch"),
-                           (text, "HyMiRec, text only (no id tables)")):
-        if variant in hymirec_runs:
-            run = hymirec_runs[variant]
-            models[label] = {"NDCG@10": run["hymirec"]["test"]["NDCG@10"], "epochs": run["hymirec"].get("epochs")}
-            train = run.get("config", {}).get("train", {})
-            patience = train.get("patience", PEER_PATIENCE)
-            if models[label]["epochs"] is not None and models[label]["epochs"] >= train.get("epochs", 10 ** 9):
-                models[label]["capped"] = True  # ran into its epoch cap: not its own early stop
-            if patience != PEER_PATIENCE:  # the view's rule; a longer one shows in the cell
-                models[label]["patience"] = patience
-            if run.get("item_representation", {}).get("kind") == "item_id_embedding":
-                # no item text: stage 1 is SASRec's id table, so even "ids from scratch" starts from SASRec's items
-                models[label]["settings"] = "items: our SASRec's id table (no item text)"
-    for chosen, candidates, label in ((scratch, SCRATCH_CANDIDATES, "HyMiRec, ids from scratch"),
-                                      (text, TEXT_CANDIDATES, "HyMiRec, text only (no id tables)")):
-        rivals = [v for v in candidates if v in loo and v != chosen]
-        if rivals and label in models:
-            lr = loo[chosen].get("config", {}).get("train", {}).get("lr")
-            chose = (f"lr {lr:g}, chosen on validation ({_valid_best(loo[chosen]):.4f} vs "
-                     + ", ".join(f"{_valid_best(loo[v]):.4f}" for v in rivals) + ")")
-            models[label]["settings"] = "; ".join(filter(None, [models[label].get("settings"), chose]))
-    if warm and "HyMiRec" in models:
-        others = ", ".join(f"{_valid_best(r['metrics']):.4f}" for r in warm["candidates"] if r is not warm["chosen"])
-        models["HyMiRec"]["settings"] = (f"{warm['chosen']['name']}, chosen on HyMiRec's "
-                                         f"validation ({_valid_best(warm['chosen']['metrics']):.4f} vs {others})")
-    if "sasrec" in loo.get("preset", {}):
-        train = loo["preset"].get("config", {}).get("train", {})
-        models["SASRec (ours)"] = {"NDCG@10": loo["preset"]["sasrec"]["test"]["NDCG@10"],
-                                   "epochs": loo["preset"]["sasrec"].get("epochs"),
-                                   "settings": sasrec_settings(loo["preset"])}
-        if (models["SASRec (ours)"]["epochs"] or 0) >= train.get("sasrec_epochs", 10 ** 9):
-            models["SASRec (ours)"]["capped"] = True
-        if train.get("sasrec_patience", PEER_PATIENCE) != PEER_PATIENCE:
-            models["SASRec (ours)"]["patience"] = train["sasrec_patience"]
-    for peer in peers.values():
-        models[peer["label"]] = {"NDCG@10": peer["test"]["NDCG@10"], "epochs": peer["epochs"]}
-        if not peer.get("early_stopped", True):
-            models[peer["label"]]["capped"] = True
-        if peer.get("patience", PEER_PATIENCE) != PEER_PATIENCE:  # the view's rule; a longer one shows in the cell
-            models[peer["label"]]["patience"] = peer["patience"]
-        reference = (published or {}).get(peer["label"].split(" (")[0])
-        if reference:
-            models[peer["label"]]["published"] = reference
-    others = {label: m["NDCG@10"] for label, m in models.items() if not label.startswith("HyMiRec")}
-    strongest = max(others, key=others.get) if others else None
-    gain = None  # (gain, low, high) as fractions; low/high None where no paired lists exist
-    if strongest and "HyMiRec" in models:
-        if strongest == "SASRec (ours)":  # both lists kept by the runs, on one split: a paired interval
-            gain = run_gain_interval(hymirec_dir, preset_dir, "hymirec", "sasrec")
-        else:  # a peer's lists, paired with HyMiRec's by user where both ranked the same split
-            peer_dir = next((preset_dir.parent / "peers" / name for name, peer in peers.items()
-                             if peer["label"] == strongest), None)
-            gain = peer_gain_interval(hymirec_dir, peer_dir, preset_dir.parent / "peers" / "split") if peer_dir else None
-        if gain is None and others[strongest]:
-            gain = (models["HyMiRec"]["NDCG@10"] / others[strongest] - 1, None, None)
-    summary = {"dataset": dataset_name, "models": models, "strongest": strongest,
-               "vs_strongest": format_gain(*gain) if gain else "–"}
-    if gain is not None:  # the numbers behind the text, in %, for the page's plot (bench/converged_plot.py)
-        summary["vs_strongest_pct"] = {key: None if value is None else round(100 * value, 2)
-                                       for key, value in zip(("gain", "low", "high"), gain)}
-    return summary
 
 
 TITLES = {"mechanisms": "several interests, long coded history, codes vs exact",
@@ -210,7 +62,7 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
     plan = {p: list(dict.fromkeys(v for variants in SUITES.values() for v in variants.get(p, []))) for p in BASE}
     for protocol, variants in plan.items():
         for variant in variants:
-            m = _metrics(out, protocol, variant)
+            m = run_metrics(out, protocol, variant)
             if m is None:
                 continue
             got[(protocol, variant)] = m
@@ -231,6 +83,9 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
             for label, test, info in methods:
                 by_label.setdefault(label, {})[protocol] = (test, info)
     warm = hymirec_choice(out, list(warm_starts))
+    sasrec = sasrec_choice(out, list(warm_starts))
+    if sasrec and sasrec[1].parent.parent != out:  # a warm-start OUT trained the SASRec its validation chose
+        by_label.setdefault("SASRec (ours)", {})["leave_one_out"] = (sasrec[0]["sasrec"]["test"], sasrec[0]["sasrec"])
     if warm:  # a row per candidate, each named by its warm start (and dropout); OUT's preset is the first
         by_label = {label: row for label, row in by_label.items()
                     if label not in {"HyMiRec " + v for v in HYMIREC_CANDIDATES}}
@@ -267,7 +122,7 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
     # The K ≥ 3 model is picked on validation (max merge's Recall@50, the metric stage 2 early-stops on)
     trained = [v for v in MULTI_CANDIDATES if v in w]
     chosen = max(trained, key=lambda v: w[v].get("valid_best") or -1.0) if trained else None
-    sasrec_loo = loo.get(BASE["leave_one_out"], {}).get("sasrec", {}).get("test", {}).get("NDCG@10")
+    sasrec_loo = sasrec[0]["sasrec"]["test"].get("NDCG@10") if sasrec else None
     # the strongest SASRec of the run: ours or a peer library's, both to their own early stop
     sasrecs = {"our SASRec": sasrec_loo} | {p["label"]: p["test"]["NDCG@10"] for p in peers.values()
                                             if "SASRec" in p["label"]}
@@ -298,6 +153,7 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
         return out / "window" / str(v)
 
     preset_dir = out / "leave_one_out" / BASE["leave_one_out"]
+    sasrec_dir = sasrec[1] if sasrec else preset_dir  # our SASRec's lists, for the paired intervals
     # HyMiRec's preset: OUT's, or the warm start validation chose among --warm-start-from runs
     hymirec_dir = warm["chosen"]["dir"] if warm else preset_dir
     hymirec_loo = warm["chosen"]["metrics"]["hymirec"]["test"]["NDCG@10"] if warm else lv("preset")
@@ -324,16 +180,16 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
         ("codes (12 B/item) vs exact embeddings (1,536 B/item), window Recall@50 (K=3)",
          _rel(wv("k3", "test", "Recall@50"), wv("k3-exact", "test", "Recall@50")), "within ±1 %"),
         (f"HyMiRec (preset + long history{warm_note}) vs our SASRec, leave-one-out NDCG@10",
-         _rel_ci(hymirec_loo, sasrec_loo, hymirec_dir, preset_dir, "hymirec", "sasrec"), "≥ +10 %"),
+         _rel_ci(hymirec_loo, sasrec_loo, hymirec_dir, sasrec_dir, "hymirec", "sasrec"), "≥ +10 %"),
         ("HyMiRec without the SASRec warm start (ids from scratch"
          + (f", {scratch} chosen on validation" if scratch and scratch != SCRATCH_CANDIDATES[0] else "")
          + ") vs our SASRec, leave-one-out NDCG@10",
-         _rel_ci(lv(scratch), sasrec_loo, out / "leave_one_out" / str(scratch), preset_dir, "hymirec", "sasrec"),
+         _rel_ci(lv(scratch), sasrec_loo, out / "leave_one_out" / str(scratch), sasrec_dir, "hymirec", "sasrec"),
          "≥ +10 %"),
         *([("HyMiRec with items from their text only (no id tables, no warm start; " + text
             + (" chosen on validation" if sum(v in loo for v in TEXT_CANDIDATES) > 1 else "")
             + ") vs our SASRec, leave-one-out NDCG@10",
-            _rel_ci(lv(text), sasrec_loo, out / "leave_one_out" / text, preset_dir, "hymirec", "sasrec"), "≥ +10 %")]
+            _rel_ci(lv(text), sasrec_loo, out / "leave_one_out" / text, sasrec_dir, "hymirec", "sasrec"), "≥ +10 %")]
           if text else []),
         (f"HyMiRec (preset + long history{warm_note}) vs the strongest SASRec ({strongest}), leave-one-out NDCG@10",
          _rel(hymirec_loo, sasrecs.get(strongest)) if len(sasrecs) > 1 else "–", "≥ +10 %"),
@@ -390,12 +246,13 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
                      if headroom_path.is_file() else "")
                   + (" Which SASRec HyMiRec's id tables start from, and its dropout, are HyMiRec settings, chosen on "
                      "HyMiRec's validation NDCG@10 among the preset runs warm-started from each candidate SASRec "
-                     "and its dropout candidates (one row each); our SASRec's row stays the one chosen on its own "
-                     "validation." if warm else "")),
+                     "and its dropout candidates (one row each); our SASRec's row is the SASRec with the best "
+                     "validation NDCG@10 among those runs' SASRecs (each a sweep point), whichever HyMiRec started "
+                     "from." if warm else "")),
         "columns": columns,
         "rows": rows,
         "reading": "; ".join(f"{name}: {value} (goal {goal})" for name, value, goal in checks),
         "checks": [{"comparison": n, "measured": v, "goal": g} for n, v, g in checks],
     } | ({"converged": converged_summary(dataset_name, loo, peers, preset_dir, published_ndcg10(out), warm,
-                                         scratch, text)}
+                                         scratch, text, sasrec)}
          if suite == "converged" else {})

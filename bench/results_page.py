@@ -121,7 +121,7 @@ its 95 % paired-bootstrap interval over the test users (peers' lists paired by u
 
 
 def converged_section(records: list[dict]) -> str:
-    """One row per dataset from the converged records' summaries (bench/mechanisms_report.converged_summary)."""
+    """One row per dataset from the converged records' summaries (bench/converged_view.converged_summary)."""
     summaries = [r["converged"] for r in records if "converged" in r]
     if not summaries:
         return ""

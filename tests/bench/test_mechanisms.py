@@ -434,3 +434,26 @@ def test_text_only_variants_have_no_id_table_to_warm_start():
         assert config.hybrid.id_init == "zeros" and config.hybrid.long_len == 1024
     assert run_config("toy", Path("runs/x"), "leave_one_out", "preset-text-only-lr0.001", None).train.lr == 0.001
     assert "train.lr=0.001" not in VARIANTS["preset-text-only"]
+
+
+def test_our_sasrec_is_the_best_validating_one_of_the_warm_start_outs(tmp_path):
+    """A sweep point chosen after OUT's runs were made is trained in a warm-start OUT: that OUT's SASRec, which
+    validated higher, becomes "SASRec (ours)" (cell, table row, checks); a lower-validating one never does."""
+    def preset(root, sasrec_valid, sasrec_test, layout):
+        _write(root, "leave_one_out", "preset", {"NDCG@10": 0.11, "users": 9}, valid=0.12, extra={
+            "sasrec": {"test": {"NDCG@10": sasrec_test}, "valid_best_ndcg10": sasrec_valid, "epochs": 20},
+            "dataset": {"name": "toy"}, "config": {"train": {"epochs": 200, "sasrec_epochs": 1000,
+                                                              "sasrec_post_ln": layout}, "hybrid": {"long_len": 512}}})
+
+    preset(tmp_path / "old", sasrec_valid=0.0383, sasrec_test=0.0358, layout=False)
+    preset(tmp_path / "new", sasrec_valid=0.0385, sasrec_test=0.0343, layout=True)
+    record = report(tmp_path / "old", "toy", "cmd", "machine", suite="converged", warm_starts=[tmp_path / "new"])
+    ours = record["converged"]["models"]["SASRec (ours)"]
+    assert (ours["NDCG@10"], ours["settings"]) == (0.0343, "dropout 0.2, lr 0.001, batch 128, post_ln")
+    rows = {r[0]: r[record["columns"].index("LOO N@10")] for r in record["rows"]}
+    assert rows["SASRec (ours)"] == "0.0343"
+    assert any(c["comparison"].endswith("vs our SASRec, leave-one-out NDCG@10") and c["measured"] == "+220.7 %"
+               for c in record["checks"])  # HyMiRec 0.11 against the chosen SASRec's 0.0343, not 0.0358
+    # the other way round: OUT's SASRec validated lower, so the warm-start OUT's is still ours
+    view = report(tmp_path / "new", "toy", "c", "m", suite="converged", warm_starts=[tmp_path / "old"])["converged"]
+    assert view["models"]["SASRec (ours)"]["NDCG@10"] == 0.0343
