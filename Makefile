@@ -134,6 +134,8 @@ bench-mechanisms: setup
 	# runs/convgames(-seedS) were made before it, from the input_norm point (--sasrec-layout input_norm=true)
 	$(PY) -m bench.sasrec_sweep run $(GAMES_DATA) --out runs/sweepgames --set input_norm=true --set attn_dropout=0.5 \
 	    --set post_ln=true --grid dropout=0.5 --grid lr=0.001
+	$(PY) -m bench.sasrec_sweep report --out runs/sweepgames --part Games \
+	    --record bench/records/sasrec-sweep-games.json --command "make bench-mechanisms"
 	$(MECH) prepare --suite converged $(GAMES_DATA) --out runs/convgames
 	$(MECH) run --suite warm-start $(GAMES_DATA) --out runs/convgames --long-len 512 $(GAMES_SASREC_INORM)
 	$(MECH) run --suite dropout $(GAMES_DATA) --out runs/convgames --long-len 512 $(GAMES_SASREC_INORM) \

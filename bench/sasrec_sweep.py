@@ -185,8 +185,9 @@ def chosen_overrides(sweep_out: Path, dataset: str, layout: dict | None = None) 
                                                    for key in LAYOUT if key in chosen]
 
 
-def report(outs: list[Path], command: str, machine: str) -> dict:
-    """One row per grid point, one column per dataset: validation / test NDCG@10 and epochs; the chosen in bold."""
+def report(outs: list[Path], command: str, machine: str, part: str = "") -> dict:
+    """One row per grid point, one column per dataset: validation / test NDCG@10 and epochs; the chosen in bold.
+    ``part``: a sweep recorded apart from the main one (another make target) names itself in its area: "(Games)"."""
     summaries = [json.loads((Path(out) / "sweep.json").read_text()) for out in outs]
     # the patience the points ran with; a column per sweep, named by its patience too where sweeps ran with several
     runs_with = [sorted({trained_patience(r) for r in s["points"]}) for s in summaries]
@@ -210,7 +211,7 @@ def report(outs: list[Path], command: str, machine: str) -> dict:
         readings.append(f"{label}: chosen {point_name(chosen['point'])}, test NDCG@10 "
                         f"{chosen['test']['NDCG@10']:.4f}{versus}")
     return {
-        "area": "SASRec (ours): settings chosen on validation, each to its own early stop",
+        "area": "SASRec (ours): settings chosen on validation, each to its own early stop" + (f" ({part})" if part else ""),
         "measured_at": time.strftime("%Y-%m-%d", time.gmtime()), "machine": machine, "command": command,
         "setup": (f"Leave-one-out, full ranking, history masked; dim 64, 2 layers, length 50, full-softmax CE on "
                   f"every position; patience {patience} on validation NDCG@10 ({cap}); " + (
@@ -241,6 +242,7 @@ def main(argv=None) -> int:
                         help=f"run: narrow one grid axis ({', '.join(GRID)}), e.g. lr=0.001 on a slow dataset")
     parser.add_argument("--first", help="run: the grid point to train first (e.g. dropout0.5-lr0.001-batch128)")
     parser.add_argument("--record", help="report: write the record here")
+    parser.add_argument("--part", default="", help="report: a sweep recorded apart names itself in the area (Games)")
     parser.add_argument("--command", default="python -m bench.sasrec_sweep run ...")
     parser.add_argument("--machine", default="development machine kind (2 CPU cores, 24 GiB, no GPU)")
     args = parser.parse_args(argv)
@@ -258,7 +260,7 @@ def main(argv=None) -> int:
         return 0 if summary is not None else 75  # 75: paused with a checkpoint; run the same command again
     from bench.results_page import emit_area_record
 
-    emit_area_record(report(args.out, args.command, args.machine), args.record)
+    emit_area_record(report(args.out, args.command, args.machine, args.part), args.record)
     return 0
 
 

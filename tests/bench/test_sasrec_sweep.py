@@ -37,6 +37,8 @@ def test_sweep_chooses_on_validation_and_resumes(small_grid, tmp_path, monkeypat
     assert record["columns"] == ["dropout / lr / batch", "synthetic"]
     assert record["reading"].startswith(f"synthetic: chosen {sweep_mod.point_name(summary['chosen'])}")
     json.dumps(record)  # a bench/records file
+    # a sweep recorded apart (Games, in bench-mechanisms) is its own area on the page, not a second one of this name
+    assert sweep_mod.report([tmp_path], "cmd", "machine", part="Games")["area"] == record["area"] + " (Games)"
 
     # a later run on the same data takes the chosen settings as run-config overrides (bench.mechanisms --sasrec-from)
     from training.config import RunConfig
