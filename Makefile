@@ -108,6 +108,9 @@ bench-mechanisms: setup
 	$(MECH) peer --dataset ../shared/data/ml-100k --out runs/conv100k --peer rechub-comirec-sa
 	$(MECH) peer --dataset ../shared/data/ml-100k --out runs/conv100k --peer rectools-sasrec --peer rectools-bert4rec \
 	    --peer rechub-mind --patience 50
+	# RecBole's SASRec (~160 CPU-seconds per epoch here, patience 50 as the row's other models): resumes where it paused
+	bench/peers/setup.sh recbole && $(MECH) peer --dataset ../shared/data/ml-100k --out runs/conv100k \
+	    --peer recbole-sasrec --patience 50
 	$(MECH) report --suite converged --dataset ../shared/data/ml-100k --out runs/conv100k \
 	    --warm-start-from runs/conv100k-plainsasrec \
 	    --record bench/records/mechanisms-ml-100k-converged.json --command "make bench-mechanisms"
