@@ -33,14 +33,14 @@ def published_ndcg10(out: Path) -> dict[str, float]:
     return {model: ndcg for model, (_, ndcg) in entry[1].items()} if entry and entry[0] == users else {}
 
 
-def sasrec_settings(run_metrics: dict) -> str:
+def sasrec_settings(run: dict) -> str:
     """"dropout 0.5, lr 0.001, batch 128, input_norm": the settings of the SASRec a run trained (its layout settings
     named when on); runs made before a setting existed used SASRecConfig's defaults, which have not changed since."""
     from bench.sasrec_sweep import LAYOUT
     from training.sasrec import SASRecConfig
 
     train = {"sasrec_dropout": SASRecConfig.dropout, "sasrec_lr": SASRecConfig.lr,
-             "sasrec_batch_size": SASRecConfig.batch_size, **run_metrics.get("config", {}).get("train", {})}
+             "sasrec_batch_size": SASRecConfig.batch_size, **run.get("config", {}).get("train", {})}
     layout = {key: train[f"sasrec_{key}"] for key in LAYOUT if train.get(f"sasrec_{key}")}
     return (f"dropout {train['sasrec_dropout']}, lr {train['sasrec_lr']:g}, batch {train['sasrec_batch_size']}"
             + "".join(f", {key}" + ("" if value is True else f" {value}") for key, value in layout.items()))
@@ -99,9 +99,10 @@ def validated_choice(loo: dict, candidates: tuple[str, ...]) -> str | None:
     return max(trained, key=lambda v: _valid_best(loo[v])) if len(trained) > 1 else (trained or [None])[0]
 
 
-def _valid_best(run_metrics: dict) -> float:
-    """HyMiRec's best validation score in a run (runs before the window protocol named it valid_best_ndcg10)."""
-    hymirec = run_metrics["hymirec"]
+def _valid_best(run: dict) -> float:
+    """HyMiRec's best validation score in a run's metrics (runs before the window protocol named it
+    valid_best_ndcg10)."""
+    hymirec = run["hymirec"]
     return hymirec["valid_best"] if hymirec.get("valid_best") is not None else hymirec["valid_best_ndcg10"]
 
 
