@@ -160,9 +160,9 @@ bench-mechanisms: setup
 	bench/peers/setup.sh recbole && $(MECH) peer $(GAMES_DATA) --out runs/convgames --peer recbole-sasrec
 	$(MECH) report --suite converged $(GAMES_DATA) --out runs/convgames --warm-start-from runs/convgames-fullrb \
 	    --record bench/records/mechanisms-games-converged.json --command "make bench-mechanisms"
-	# a second and a third seed (SASRec's settings as seed 0's sweep chose them, the input_norm point before the RecBole
-	# layout's and that one since; HyMiRec: the preset from either or seed 0's dropout 0.3, chosen again on this seed's
-	# validation)
+	# a second and a third seed, each with both SASRec points seed 0's sweep ranked first (input_norm, then RecBole's
+	# whole layout): our SASRec is the one that validates higher on that seed; HyMiRec the preset from either or seed
+	# 0's dropout 0.3, chosen again on this seed's validation
 	for s in 1 2; do \
 	  $(MECH) prepare --suite converged $(GAMES_DATA) --out runs/convgames-seed$$s --seed $$s && \
 	  $(MECH) run --suite warm-start $(GAMES_DATA) --out runs/convgames-seed$$s --long-len 512 \
