@@ -75,6 +75,13 @@ bench-mechanisms: setup
 	    --long-len 512 --variant k1 --variant k5-maxonly
 	$(MECH) report $(MECH_DATA) --suite maxmerge --out runs/mech1m-conv \
 	    --record bench/records/mechanisms-ml-1m-window-converged.json --command "make bench-mechanisms"
+	# K = 1 and SASRec to their own early stop, then K = 1's interest tilted toward K history clusters (no training;
+	# K, the tilt and keeping the untilted interest chosen on validation)
+	$(MECH) prepare --suite steer $(MECH_DATA) --out runs/mech1m-steer
+	$(MECH) run --suite steer $(MECH_DATA) --out runs/mech1m-steer --long-len 512
+	$(MECH) headroom --out runs/mech1m-steer --variant k1
+	$(MECH) report $(MECH_DATA) --suite steer --out runs/mech1m-steer \
+	    --record bench/records/mechanisms-ml-1m-steered.json --command "make bench-mechanisms"
 	# HyMiRec's preset against our SASRec, each to its own early stop; SASRec with the settings chosen on validation
 	$(PY) -m bench.sasrec_sweep run $(MECH_DATA) --out runs/sweep1m
 	$(PY) -m bench.sasrec_sweep run $(MECH_DATA) --out runs/sweep1m --set input_norm=true

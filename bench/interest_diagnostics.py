@@ -135,6 +135,15 @@ def cluster_interests(item_sets, vectors: np.ndarray, k: int) -> np.ndarray:
     return np.stack([_cluster_centres(unit[np.asarray(items, np.int64)], k) for items in item_sets]).astype(np.float32)
 
 
+def steered_interests(interest: np.ndarray, centres: np.ndarray, alpha: float, keep: bool = True) -> np.ndarray:
+    """K interests from one: the user's single interest [U, 1, d] (unit) tilted toward each of K unit directions
+    [U, K, d] (the user's history clusters), unit(u + alpha * c_k); with ``keep`` the untilted interest is one more.
+    alpha 0 gives K copies of u; large alpha gives the clusters themselves. → [U, K (+1), d]"""
+    tilted = interest + alpha * centres
+    tilted /= np.maximum(np.linalg.norm(tilted, axis=-1, keepdims=True), 1e-12)
+    return (np.concatenate([interest, tilted], 1) if keep else tilted).astype(np.float32)
+
+
 HEADROOM_KS = (1, 3, 5)
 
 
@@ -162,7 +171,44 @@ def headroom_run(run_dir: Path, recent: int = 50) -> dict[str, dict]:
         clusters = cluster_interests([h[-recent:] for h in test.histories], vectors, k)
         out[f"history clusters K={k} (last {recent} items)"] = interest_window_metrics(
             clusters, vectors, test, labels, item_emb)[0]
+    if model.config.n_interests == 1:  # the run's own interest, tilted toward those clusters: a K > 1 method
+        name, metrics = steered_choice(model, tables, state.split.valid, test, vectors, labels, item_emb, recent)
+        out[name] = metrics
     return out
+
+
+STEER_KS = (3, 5)
+STEER_ALPHAS = (0.1, 0.2, 0.35, 0.5, 0.75)
+
+
+def steered_choice(model, tables, valid, test, vectors, labels, item_emb, recent: int = 50) -> tuple[str, dict]:
+    """K = 1's interest tilted toward K clusters of the last ``recent`` history items (:func:`steered_interests`,
+    the untilted interest kept or not), every setting chosen on validation Recall@50 (max merge); its test metrics,
+    max and quota merge. → (row name, metrics)."""
+    from training.protocols import interest_window_metrics
+    from training.stage2 import predict_interests
+
+    def interests_of(eval_set):
+        own = np.asarray(predict_interests(model, tables, eval_set.histories), np.float32)
+        return own, {k: cluster_interests([h[-recent:] for h in eval_set.histories], vectors, k) for k in STEER_KS}
+
+    own, centres = interests_of(valid)
+    scored = {}
+    for k, alpha, keep in [(k, a, keep) for k in STEER_KS for a in STEER_ALPHAS for keep in (True, False)]:
+        steered = steered_interests(own, centres[k], alpha, keep)
+        scored[(k, alpha, keep)] = interest_window_metrics(steered, vectors, valid)[0]["Recall@50"]
+        print(f"[headroom] steered K={k} alpha={alpha} keep={keep}: validation Recall@50 "
+              f"{scored[(k, alpha, keep)]:.4f}", flush=True)
+    # ties: fewer clusters, less tilt, the untilted interest not kept (one vector fewer to search)
+    k, alpha, keep = max(scored, key=lambda c: (scored[c], -c[0], -c[1], not c[2]))
+    own, centres = interests_of(test)
+    steered = steered_interests(own, centres[k], alpha, keep)
+    metrics = interest_window_metrics(steered, vectors, test, labels, item_emb)[0]
+    quota = interest_window_metrics(steered, vectors, test, labels, item_emb, merge="quota")[0]
+    metrics.update({f"quota {key}": value for key, value in quota.items()})
+    name = (f"K={k + keep} steered: the K=1 interest tilted toward {k} clusters of the last {recent} items "
+            f"(alpha {alpha:g}{', untilted kept' if keep else ''}; on validation)")
+    return name, metrics
 
 
 def headroom(out: Path, variant: str = "k1", protocol: str = "window") -> dict[str, dict]:

@@ -22,6 +22,9 @@ VARIANTS: dict[str, list[str]] = {
     "k3": list(MULTI_INTEREST),
     "k3-recent-only": list(MULTI_INTEREST) + ["hybrid.use_lightweight=false"],
     "k3-exact": list(MULTI_INTEREST) + ["hybrid.use_codebook=false"],
+    # the same two settings on K = 1 (the steer suite's converged runs): no lightweight recommender; exact embeddings
+    "k1-recent-only": K1_SAME_TRAINING + ["hybrid.use_lightweight=false"],
+    "k1-exact": K1_SAME_TRAINING + ["hybrid.use_codebook=false"],
     # How the window targets train the queries (training/dmil.py), one setting each on top of k3
     "k3-nearest": list(MULTI_INTEREST) + ["hybrid.interest_routing=nearest"],
     "k3-holistic": list(MULTI_INTEREST) + ["hybrid.holistic_interest=true"],
@@ -75,6 +78,10 @@ SUITES = {
 # the K queries trained through the served max-merge score alone (hard and smooth), or seeded by recent tastes
 SUITES["maxmerge"] = {"window": ["k1", "k3-maxonly", "k5-maxonly", "k3-softonly", "k3-seeded", "k5-seeded"],
                       "leave_one_out": ["preset"]}
+# K = 1 on the window protocol, to its own early stop (SASRec too): `headroom` then scores its interest tilted
+# toward the user's history clusters (bench/interest_diagnostics.steered_choice), K > 1 without training; and K = 1
+# without the long coded history, and with exact embeddings instead of codes, each to its own early stop
+SUITES["steer"] = {"window": ["k1", "k1-recent-only", "k1-exact"]}
 # each model to its own early stop (patience 10, no epoch cap that binds): HyMiRec's preset against our SASRec
 SUITES["converged"] = {"leave_one_out": ["preset", "preset-ids-from-scratch"]}
 # the preset alone, warm-started from another SASRec: a candidate for report --warm-start-from

@@ -49,7 +49,9 @@ TITLES = {"mechanisms": "several interests, long coded history, codes vs exact",
           "interests": "how the window targets train K ≥ 3 interests (balanced DMIL, nearest, holistic, max-merge loss)",
           "converged": "HyMiRec's preset against converged SASRec, each model to its own early stop",
           "warm-start": "HyMiRec's preset warm-started from another SASRec, to its own early stop",
-          "maxmerge": "K ≥ 3 interests trained through the merged score, or seeded by recent tastes; the room for K > 1"}
+          "maxmerge": "K ≥ 3 interests trained through the merged score, or seeded by recent tastes; the room for K > 1",
+          "steer": "K = 1 converged: its interest tilted toward the user's history clusters (K > 1 without "
+                   "training), the room for K > 1, the long coded history, codes vs exact"}
 
 
 def report(out: Path, dataset_name: str, command: str, machine: str, suite: str = "mechanisms",
@@ -67,7 +69,7 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
                 continue
             got[(protocol, variant)] = m
             test = dict(m["hymirec"]["test"])
-            if protocol == "window" and variant != "k1":  # the quota merge's figures as columns of the same row
+            if protocol == "window" and not variant.startswith("k1"):  # K > 1: the quota merge's figures beside
                 test.update({f"quota {key}": m["hymirec"]["test_quota"][key] for key in QUOTA_COLUMNS})
             methods = [("HyMiRec " + variant, test, m["hymirec"])]
             if protocol == "window":
@@ -179,6 +181,12 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
         ("long coded history vs recent only, leave-one-out NDCG@10 (K=3)", _rel(lv("k3"), lv("k3-recent-only")), "> 0"),
         ("codes (12 B/item) vs exact embeddings (1,536 B/item), window Recall@50 (K=3)",
          _rel(wv("k3", "test", "Recall@50"), wv("k3-exact", "test", "Recall@50")), "within ±1 %"),
+        (f"long coded history ({long_len} older items) vs recent only, window Recall@50 (K=1)",
+         _rel_ci(wv("k1", "test", "Recall@50"), wv("k1-recent-only", "test", "Recall@50"), wdir("k1"),
+                 wdir("k1-recent-only")), "> 0"),
+        ("codes (12 B/item) vs exact embeddings (1,536 B/item), window Recall@50 (K=1)",
+         _rel_ci(wv("k1", "test", "Recall@50"), wv("k1-exact", "test", "Recall@50"), wdir("k1"), wdir("k1-exact")),
+         "within ±1 %"),
         (f"HyMiRec (preset + long history{warm_note}) vs our SASRec, leave-one-out NDCG@10",
          _rel_ci(hymirec_loo, sasrec_loo, hymirec_dir, sasrec_dir, "hymirec", "sasrec"), "≥ +10 %"),
         ("HyMiRec without the SASRec warm start (ids from scratch"
@@ -207,6 +215,12 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
             ("history clusters, K=3 vs K=1 (last 50 items, no training), window Recall@50",
              _rel(room.get("history clusters K=3"), room.get("history clusters K=1")), "measured"),
         ]
+        steered = {name: m for name, m in json.loads(headroom_path.read_text()).items() if " steered" in name}
+        for name, m in steered.items():  # K = 1's own interest tilted toward history clusters, chosen on validation
+            label = name.split(":")[0]
+            checks += [(f"{label} vs K=1 (the same run's interest), window {key} (max; quota)",
+                        f"{_rel(m.get(key), wv('k1', 'test', key))}; {_rel(m.get('quota ' + key), wv('k1', 'test', key))}",
+                        "≥ +5 %") for key in ("Recall@50", "Coverage@50")]
     checks = [c for c in checks if c[1].strip("–; ")]  # only what this run measured
     columns = (["method"] + [c.replace("Recall", "R").replace("NDCG", "N").replace("Coverage", "Cov")
                              for c in WINDOW_COLUMNS]

@@ -41,3 +41,22 @@ def test_soft_merge_ranks_by_max_plus_lambda_mean_with_history_masked():
     # history masked, item 0 never returned
     top = soft_merge_topk(interests, vectors, [np.array([3])], 2.0, k=3)[0].tolist()
     assert 3 not in top and 0 not in top and sorted(top) == [1, 2, 4]
+
+
+def test_steered_interests_tilt_the_one_interest_toward_each_centre():
+    import numpy as np
+
+    from bench.interest_diagnostics import steered_interests
+
+    interest = np.array([[[1.0, 0.0]]], np.float32)  # one user, K = 1
+    centres = np.array([[[0.0, 1.0], [0.0, -1.0], [1.0, 0.0]]], np.float32)  # three history clusters
+    tilted = steered_interests(interest, centres, alpha=1.0, keep=False)
+    r = 1 / np.sqrt(2)
+    np.testing.assert_allclose(tilted[0], [[r, r], [r, -r], [1, 0]], atol=1e-6)  # unit(u + c_k)
+    kept = steered_interests(interest, centres, alpha=1.0, keep=True)
+    assert kept.shape == (1, 4, 2)
+    np.testing.assert_allclose(kept[0, 0], [1, 0])  # the untilted interest first
+    np.testing.assert_allclose(kept[0, 1:], tilted[0], atol=1e-6)
+    # alpha 0: K copies of the interest; a large alpha: (nearly) the centres themselves
+    np.testing.assert_allclose(steered_interests(interest, centres, 0.0, False)[0], [[1, 0]] * 3, atol=1e-6)
+    np.testing.assert_allclose(steered_interests(interest, centres[:, :2], 1e6, False)[0], centres[0, :2], atol=1e-5)

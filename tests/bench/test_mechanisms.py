@@ -156,9 +156,22 @@ def test_report_adds_converged_peers_and_the_headroom(tmp_path):
         "oracle K=1: centres of the test window": {"Recall@50": 0.5},
         "oracle K=3: centres of the test window": {"Recall@50": 0.8},
         "history clusters K=1 (last 50 items)": {"Recall@50": 0.10},
-        "history clusters K=3 (last 50 items)": {"Recall@50": 0.11}}))
+        "history clusters K=3 (last 50 items)": {"Recall@50": 0.11},
+        "K=4 steered: the K=1 interest tilted toward 3 clusters (alpha 0.2; on validation)": {
+            "Recall@50": 0.33, "Coverage@50": 0.8, "quota Recall@50": 0.27, "quota Coverage@50": 0.84}}))
     record = report(tmp_path, "toy", "cmd", "machine", suite="converged")
     checks = {c["comparison"]: c["measured"] for c in record["checks"]}
+    # the steered row against the same run's K = 1, max merge then quota merge
+    assert checks["K=4 steered vs K=1 (the same run's interest), window Recall@50 (max; quota)"] == "+10.0 %; -10.0 %"
+    assert checks["K=4 steered vs K=1 (the same run's interest), window Coverage@50 (max; quota)"] == "+0.0 %; +5.0 %"
+    assert not any("recent only, window Recall@50 (K=1)" in c for c in checks)  # not run
+    _write(tmp_path, "window", "k1-recent-only", {"Recall@50": 0.25, "Coverage@50": 0.8})
+    _write(tmp_path, "window", "k1-exact", {"Recall@50": 0.3, "Coverage@50": 0.8})
+    checks = {c["comparison"]: c["measured"] for c in report(tmp_path, "toy", "cmd", "machine", "steer")["checks"]}
+    assert checks["long coded history (? older items) vs recent only, window Recall@50 (K=1)"] == "+20.0 %"
+    assert checks["codes (12 B/item) vs exact embeddings (1,536 B/item), window Recall@50 (K=1)"] == "+0.0 %"
+    steered_row = next(r for r in record["rows"] if r[0].startswith("K=4 steered"))
+    assert steered_row[record["columns"].index("quota R@50")] == "0.2700"
     assert checks["HyMiRec (preset + long history) vs the strongest SASRec (SASRec (RecBole 1.2.1)), leave-one-out "
                   "NDCG@10"] == "+9.1 %"
     assert checks["oracle, K=3 vs K=1 directions of the test window itself (not a method), window Recall@50"] == "+60.0 %"
