@@ -102,6 +102,8 @@ class HybridConfig:
     #   = the queries learn only through the served max-merge score (no routing: k-means/Hungarian are skipped)
     holistic_interest: bool = False  # K > 1: the first query is trained on every window target (what K = 1's single
     #   query learns) and only the other K - 1 are routed; served like the others (its own output, not an anchor)
+    residual_rank: int = 0  # > 0 (with holistic_interest): the other K - 1 queries train only on the window targets
+    #   the first query ranks at or below this rank among the candidates: they learn what one taste misses
     out_dim: int = 64  # retrieval space (item vectors and interests)
     item_tower_dropout: float = 0.1  # the item tower's projection head
     temperature: float = 0.07  # initial; learnable, clamped to [0.01, 1]

@@ -156,6 +156,16 @@ def interest_stats(loss: torch.Tensor, interests: torch.Tensor, query_of_target:
     return DMILStats(float(loss.detach()), share, inter, float(1.0 / scale.detach()))
 
 
+@torch.no_grad()
+def missed_targets(first: torch.Tensor, target_vecs: torch.Tensor, candidate_vecs: torch.Tensor,
+                   rank: int) -> torch.Tensor:
+    """Which window targets one interest misses (``hybrid.residual_rank``): first [B, d], target_vecs [B, W, d],
+    candidate_vecs [M, d] → [B, W] bool, True where at least ``rank`` candidates score above the target."""
+    target_scores = torch.einsum("bd,bwd->bw", first, target_vecs)
+    above = (first @ candidate_vecs.T)[:, None, :] > target_scores[..., None]  # [B, W, M]
+    return above.sum(-1) >= rank
+
+
 def max_merge_loss(
     interests: torch.Tensor, target_vecs: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor,
     negative_vecs: torch.Tensor, negative_ids: torch.Tensor, logit_scale: torch.Tensor,

@@ -58,6 +58,9 @@ class HybridRecommender(nn.Module):
         if config.holistic_interest and config.n_interests < 2:
             raise ValueError("hybrid.holistic_interest=true needs n_interests >= 2 (with K = 1 the one query is "
                              "already trained on every target)")
+        if config.residual_rank < 0 or (config.residual_rank > 0 and not config.holistic_interest):
+            raise ValueError("hybrid.residual_rank must be 0 (off) or > 0 with hybrid.holistic_interest=true (the "
+                             f"first query is the one whose misses the others learn), got {config.residual_rank}")
         if config.max_merge_softness < 0:
             raise ValueError(f"hybrid.max_merge_softness must be >= 0 (0 = the hard max), got {config.max_merge_softness}")
         if config.dmil_weight < 0 or config.max_merge_weight < 0:

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from training.batches import ModelInputs, model_inputs, train_batch, window_samples
 from training.config import HybridConfig, TrainConfig
-from training.dmil import (DMILStats, dmil_loss, interest_stats, logit_scale_value, max_merge_loss,
+from training.dmil import (DMILStats, dmil_loss, interest_stats, logit_scale_value, max_merge_loss, missed_targets,
                            nearest_query_assignment, next_item_loss, route_targets)
 from training.evaluate import evaluate_interests, subsample_eval
 from training.hybrid import HybridRecommender
@@ -82,6 +82,12 @@ def interest_losses(model, hybrid: HybridConfig, interests, target_vecs, target_
     # holistic_interest: query 0 learns every target (as K = 1's query does); the rest are routed
     routed = interests[:, 1:] if hybrid.holistic_interest else interests
     unit_targets = F.normalize(target_vecs.detach(), dim=-1).cpu().numpy()
+    if hybrid.residual_rank > 0:  # the other queries learn only what the first one ranks low
+        target_mask = target_mask & missed_targets(interests[:, 0], target_vecs, neg_vecs, hybrid.residual_rank)
+        mask_np = target_mask.cpu().numpy()
+        if not mask_np.any():  # the first query ranks every target of the batch high: nothing for the others
+            loss = interests.new_zeros(())
+            return loss, interest_stats(loss, routed, target_ids.new_zeros(0), logit_scale_value(model.logit_scale))
     if hybrid.dmil_weight > 0:
         assignment = route_targets(routed.detach().cpu().numpy(), unit_targets, mask_np, hybrid.interest_routing,
                                    rng)

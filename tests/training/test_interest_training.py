@@ -35,8 +35,9 @@ def _train(hybrid: HybridConfig):
 @pytest.mark.parametrize("changes", [{"interest_routing": "nearest"}, {"holistic_interest": True},
                                      {"max_merge_weight": 1.0},
                                      {"max_merge_weight": 1.0, "dmil_weight": 0.0},
-                                     {"max_merge_weight": 1.0, "dmil_weight": 0.0, "max_merge_softness": 0.05}],
-                         ids=["nearest", "holistic", "max-merge", "max-merge-only", "soft-max-merge-only"])
+                                     {"max_merge_weight": 1.0, "dmil_weight": 0.0, "max_merge_softness": 0.05},
+                                     {"holistic_interest": True, "residual_rank": 3, "interest_routing": "nearest"}],
+                         ids=["nearest", "holistic", "max-merge", "max-merge-only", "soft-max-merge-only", "residual"])
 def test_each_option_trains_every_query(changes):
     model, before, epoch = _train(_hybrid(**changes))
     assert torch.isfinite(torch.tensor(epoch["loss"]))
@@ -59,3 +60,15 @@ def test_bad_settings_are_refused_by_name():
         HybridRecommender(_hybrid(max_merge_weight=-1.0), ITEM_DIM, N_ITEMS)
     with pytest.raises(ValueError, match="max_merge_softness"):
         HybridRecommender(_hybrid(max_merge_softness=-0.1), ITEM_DIM, N_ITEMS)
+    with pytest.raises(ValueError, match="residual_rank"):  # whose misses? the first query is only set apart holistically
+        HybridRecommender(_hybrid(residual_rank=50), ITEM_DIM, N_ITEMS)
+
+
+def test_missed_targets_are_those_the_first_interest_ranks_low():
+    from training.dmil import missed_targets
+
+    first = torch.tensor([[1.0, 0.0]])  # one sample's first interest
+    candidates = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.5, 0.5], [0.0, 1.0]])  # scores 1, .9, .5, 0
+    targets = torch.tensor([[[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]])  # scores 1 (rank 0), .5 (2 above), 0 (3 above)
+    assert missed_targets(first, targets, candidates, rank=2).tolist() == [[False, True, True]]
+    assert missed_targets(first, targets, candidates, rank=3).tolist() == [[False, False, True]]
