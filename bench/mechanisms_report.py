@@ -219,8 +219,9 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
         for name, m in steered.items():  # K = 1's own interest tilted toward history clusters, chosen on validation
             label = name.split(":")[0]
             checks += [(f"{label} vs K=1 (the same run's interest), window {key} (max; quota)",
-                        f"{_rel(m.get(key), wv('k1', 'test', key))}; {_rel(m.get('quota ' + key), wv('k1', 'test', key))}",
-                        "≥ +5 %") for key in ("Recall@50", "Coverage@50")]
+                        f"{_rel(m.get(key), wv('k1', 'test', key))}; "
+                        f"{_rel(m.get('quota ' + key), wv('k1', 'test', key))}", "≥ +5 %")
+                       for key in ("Recall@50", "Coverage@50")]
     checks = [c for c in checks if c[1].strip("–; ")]  # only what this run measured
     columns = (["method"] + [c.replace("Recall", "R").replace("NDCG", "N").replace("Coverage", "Cov")
                              for c in WINDOW_COLUMNS]
