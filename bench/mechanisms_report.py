@@ -208,14 +208,15 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
     ]
     headroom_path = out / "window" / BASE["window"] / "interest_headroom.json"
     if headroom_path.is_file():  # `headroom`: what K vectors could add (oracle), and what clustering alone adds
-        room = {name.split(":")[0].split(" (")[0]: m["Recall@50"] for name, m in json.loads(headroom_path.read_text()).items()}
+        headroom = json.loads(headroom_path.read_text())
+        room = {name.split(":")[0].split(" (")[0]: m["Recall@50"] for name, m in headroom.items()}
         checks += [
             ("oracle, K=3 vs K=1 directions of the test window itself (not a method), window Recall@50",
              _rel(room.get("oracle K=3"), room.get("oracle K=1")), "room for K > 1"),
             ("history clusters, K=3 vs K=1 (last 50 items, no training), window Recall@50",
              _rel(room.get("history clusters K=3"), room.get("history clusters K=1")), "measured"),
         ]
-        steered = {name: m for name, m in json.loads(headroom_path.read_text()).items() if " steered" in name}
+        steered = {name: m for name, m in headroom.items() if " steered" in name}
         for name, m in steered.items():  # K = 1's own interest tilted toward history clusters, chosen on validation
             label = name.split(":")[0]
             checks += [(f"{label} vs K=1 (the same run's interest), window {key} (max; quota)",
