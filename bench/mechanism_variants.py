@@ -48,6 +48,8 @@ VARIANTS: dict[str, list[str]] = {
     "k3-seeded-maxloss": list(MULTI_INTEREST) + ["hybrid.llm.query_seeds=recent_clusters",
                                                  "hybrid.max_merge_weight=1.0"],
     "preset": LONG,  # the leave-one-out bench's own configuration (K = 1, anchored), with the long history
+    # the same without the lightweight recommender (no long coded history): the leave-one-out half of issue 25's check
+    "preset-recent-only": LONG + ["hybrid.use_lightweight=false"],
     # the same without the warm start: id tables from zero, not from the run's SASRec (the quality ablation's way)
     "preset-ids-from-scratch": LONG + ["hybrid.id_init=zeros"],
     # id tables learnt from zero may want SASRec's learning rate rather than the warm-started preset's 2e-4 (on the ML-1M
@@ -87,6 +89,9 @@ SUITES["maxmerge"] = {"window": ["k1", "k3-maxonly", "k5-maxonly", "k3-softonly"
 # without the long coded history, with exact embeddings instead of codes, and K = 3 residual interests (trained on
 # what the first interest misses), each to its own early stop
 SUITES["steer"] = {"window": ["k1", "k1-recent-only", "k1-exact", "k3-residual"]}
+# the long coded history against recent items only under leave-one-out, both to their own early stop (the window
+# half is the steer suite's k1 against k1-recent-only)
+SUITES["long-loo"] = {"leave_one_out": ["preset", "preset-recent-only"]}
 # each model to its own early stop (patience 10, no epoch cap that binds): HyMiRec's preset against our SASRec
 SUITES["converged"] = {"leave_one_out": ["preset", "preset-ids-from-scratch"]}
 # the preset alone, warm-started from another SASRec: a candidate for report --warm-start-from

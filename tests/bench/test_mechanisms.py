@@ -36,6 +36,8 @@ def test_variants_differ_in_the_one_setting_they_name(tmp_path):
     assert _diff(cfg("k3-maxloss"), cfg("k3-maxonly")) == {"hybrid.dmil_weight"}
     assert _diff(cfg("k3-maxonly"), cfg("k3-softonly")) == {"hybrid.max_merge_softness"}
     assert _diff(cfg("k3"), cfg("k3-seeded")) == {"hybrid.llm.query_seeds"}
+    assert _diff(cfg("preset", "leave_one_out"), cfg("preset-recent-only", "leave_one_out")) == {
+        "hybrid.use_lightweight"}
     base = cfg("k3")
     assert base["hybrid"]["long_len"] == 1024 and base["hybrid"]["long_window"] == "older"
     assert base["train"]["patience"] == base["train"]["sasrec_patience"] == 10  # one rule for every model
@@ -109,6 +111,10 @@ def test_report_compares_the_runs_it_finds(tmp_path):
     assert checks["K=3 vs K=1 leave-one-out NDCG@10"] == "-1.0 %"
     assert any(c["measured"] == "+20.0 %" and "SASRec" in c["comparison"] for c in record["checks"])
     assert not any("recent only" in c["comparison"] for c in record["checks"])  # not run here: not reported
+    _write(tmp_path, "leave_one_out", "preset-recent-only", {"NDCG@10": 0.10})
+    record = report(tmp_path, "toy", "cmd", "machine", suite="long-loo")
+    long_loo = [c for c in record["checks"] if "recent only, leave-one-out NDCG@10 (preset" in c["comparison"]]
+    assert [c["measured"] for c in long_loo] == ["+20.0 %"] and "long coded history" in record["area"]
     assert '["planted"]' in record["setup"]
     assert [r[0] for r in record["rows"]][:2] == ["Popularity", "HyMiRec k1"]
     k3 = next(r for r in record["rows"] if r[0] == "HyMiRec k3")  # one row: window and leave-one-out side by side
