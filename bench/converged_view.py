@@ -33,6 +33,20 @@ def published_ndcg10(out: Path) -> dict[str, float]:
     return {model: ndcg for model, (_, ndcg) in entry[1].items()} if entry and entry[0] == users else {}
 
 
+def peer_model_entry(peer: dict, published: dict[str, float]) -> dict:
+    """The converged view's entry for one peer: test NDCG@10, epochs run, and what sets it apart from the view's rule
+    (capped by its epoch limit, a longer patience, the published number for these files)."""
+    entry = {"NDCG@10": peer["test"]["NDCG@10"], "epochs": peer["epochs"]}
+    if not peer.get("early_stopped", True):
+        entry["capped"] = True
+    if peer.get("patience", PEER_PATIENCE) != PEER_PATIENCE:  # the view's rule; a longer one shows in the cell
+        entry["patience"] = peer["patience"]
+    reference = published.get(peer["label"].split(" (")[0])
+    if reference:
+        entry["published"] = reference
+    return entry
+
+
 def sasrec_settings(run: dict) -> str:
     """"dropout 0.5, lr 0.001, batch 128, input_norm": the settings of the SASRec a run trained (its layout settings
     named when on); runs made before a setting existed used SASRecConfig's defaults, which have not changed since."""
@@ -157,14 +171,7 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
         if train.get("sasrec_patience", PEER_PATIENCE) != PEER_PATIENCE:
             models["SASRec (ours)"]["patience"] = train["sasrec_patience"]
     for peer in peers.values():
-        models[peer["label"]] = {"NDCG@10": peer["test"]["NDCG@10"], "epochs": peer["epochs"]}
-        if not peer.get("early_stopped", True):
-            models[peer["label"]]["capped"] = True
-        if peer.get("patience", PEER_PATIENCE) != PEER_PATIENCE:  # the view's rule; a longer one shows in the cell
-            models[peer["label"]]["patience"] = peer["patience"]
-        reference = (published or {}).get(peer["label"].split(" (")[0])
-        if reference:
-            models[peer["label"]]["published"] = reference
+        models[peer["label"]] = peer_model_entry(peer, published or {})
     others = {label: m["NDCG@10"] for label, m in models.items() if not label.startswith("HyMiRec")}
     strongest = max(others, key=others.get) if others else None
     gain = None  # (gain, low, high) as fractions; low/high None where no paired lists exist

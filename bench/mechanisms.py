@@ -244,7 +244,7 @@ def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.mechanisms", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=("prepare", "run", "peer", "diagnose", "headroom", "report"))
+    parser.add_argument("step", choices=("prepare", "run", "peer", "diagnose", "headroom", "report", "add-peer"))
     parser.add_argument("--dataset", default="../shared/data/ml-1m")
     parser.add_argument("--out", default="runs/mechanisms")
     parser.add_argument("--budget", type=float, default=None, help="seconds of training per model (default: none)")
@@ -281,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0,
                         help="prepare/run: the training seed of every model in OUT (one OUT per seed, same users); "
                              "report reads it from the runs and names it in the row")
-    parser.add_argument("--record", help="report: write the record here (bench/records/...)")
+    parser.add_argument("--record", help="report: write the record here (bench/records/...); add-peer: the record "
+                        "OUT's finished peers join")
     parser.add_argument("--machine", default="development machine kind (2 CPU cores, 24 GiB, no GPU)")
     parser.add_argument("--command", default="python -m bench.mechanisms run", help="report: the command to cite")
     args = parser.parse_args(argv)
@@ -297,6 +298,15 @@ def main(argv: list[str] | None = None) -> int:
         finished = [run_peer_converged(args.dataset, out, name, pause_after=args.pause_after,
                                        patience=args.patience) is not None for name in args.peers or ["recbole-sasrec"]]
         return 0 if all(finished) else PAUSED_EXIT  # paused with a checkpoint (--pause-after); run it again
+    elif args.step == "add-peer":  # a peer finished after its record was written joins it (bench/record_amend.py)
+        from bench.record_amend import add_peers_to_file
+
+        if not args.record:
+            parser.error("add-peer: give the --record the peers of --out join")
+        try:
+            print("added:", ", ".join(add_peers_to_file(Path(args.record), out)), file=sys.stderr)
+        except ValueError as error:
+            parser.error(f"add-peer: {error}")
     elif args.step == "headroom":  # how far K vectors could beat one (oracle), and history clusters
         from bench.interest_diagnostics import headroom
 

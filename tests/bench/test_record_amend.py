@@ -1,0 +1,72 @@
+"""A peer that finishes after its dataset's converged record was written joins that record (bench/record_amend.py)
+with the same row and view entries a full report would have given it."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.mechanisms_report import report
+from bench.record_amend import add_peers
+
+
+def _peer(out, name, label, ndcg, **extra):
+    run = out / "leave_one_out" / "peers" / name
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"label": label, "epochs": 60, "best_epoch": 50, "patience": 50,
+                                                  "test": {"NDCG@10": ndcg, "Recall@10": 0.2}, **extra}))
+
+
+@pytest.fixture
+def out(tmp_path):
+    """A converged run: HyMiRec 0.12, our SASRec 0.10, RecTools' BERT4Rec 0.105, on the split of "toy"."""
+    preset = tmp_path / "leave_one_out" / "preset"
+    preset.mkdir(parents=True)
+    (preset / "metrics.json").write_text(json.dumps({
+        "hymirec": {"test": {"NDCG@10": 0.12, "Recall@10": 0.2}, "epochs": 30, "valid_best": 0.13},
+        "popularity": {"test": {"NDCG@10": 0.02}}, "sasrec": {"test": {"NDCG@10": 0.10}, "epochs": 40}}))
+    _peer(tmp_path, "rectools-bert4rec", "BERT4Rec (RecTools)", 0.105)
+    split = tmp_path / "leave_one_out" / "peers" / "split"
+    split.mkdir()
+    (split / "manifest.json").write_text(json.dumps({"dataset": "toy", "n_users": 10, "n_items": 20}))
+    return tmp_path
+
+
+def test_an_added_peer_gets_the_row_and_view_a_full_report_gives_it(out):
+    record = report(out, "toy", "cmd", "machine", suite="converged")
+    _peer(out, "recbole-sasrec", "SASRec (RecBole 1.2.1)", 0.115)  # finishes later, stronger than BERT4Rec
+    full = report(out, "toy", "cmd", "machine", suite="converged")
+    assert add_peers(record, out, today="2026-12-06") == ["SASRec (RecBole 1.2.1)"]
+    assert record["converged"]["models"] == full["converged"]["models"]
+    assert sorted(record["rows"]) == sorted(full["rows"])
+    view = record["converged"]
+    assert (view["strongest"], view["vs_strongest"]) == ("SASRec (RecBole 1.2.1)", "+4.3 %")
+    assert view["vs_strongest_pct"] == {"gain": 4.35, "low": None, "high": None}
+    assert record["checks"] == full["checks"]  # "vs the strongest SASRec" now names RecBole's
+    assert "Added on 2026-12-06" in record["setup"] and "SASRec (RecBole 1.2.1)" in record["setup"]
+
+
+def test_a_weaker_added_peer_leaves_the_strongest_and_its_interval(out):
+    record = report(out, "toy", "cmd", "machine", suite="converged")
+    record["converged"]["vs_strongest"] = "+14.3 % (95 % CI +1.0 to +20.0 %)"  # as if HyMiRec's lists were kept
+    _peer(out, "recbole-sasrec", "SASRec (RecBole 1.2.1)", 0.09)
+    add_peers(record, out)
+    assert record["converged"]["strongest"] == "BERT4Rec (RecTools)"
+    assert record["converged"]["vs_strongest"] == "+14.3 % (95 % CI +1.0 to +20.0 %)"
+
+
+def test_nothing_to_add_another_split_or_no_view_is_refused_by_name(out):
+    record = report(out, "toy", "cmd", "machine", suite="converged")
+    with pytest.raises(ValueError, match="no finished peer .* that the record lacks"):
+        add_peers(record, out)
+    _peer(out, "recbole-sasrec", "SASRec (RecBole 1.2.1)", 0.115)
+    other = json.loads(json.dumps(record))
+    other["converged"]["dataset"] = "ml-1m, 1,000 random users"
+    with pytest.raises(ValueError, match="split of 'toy', but the record is about 'ml-1m"):
+        add_peers(other, out)
+    with pytest.raises(ValueError, match="has no converged view"):
+        add_peers(report(out, "toy", "cmd", "machine", suite="steer"), out)
+    unchanged = json.loads(json.dumps(record))
+    with pytest.raises(ValueError):
+        add_peers(other, out)
+    assert record == unchanged  # a refused amendment changes nothing
