@@ -82,6 +82,11 @@ bench-mechanisms: setup
 	$(MECH) headroom --out runs/mech1m-steer --variant k1
 	$(MECH) report $(MECH_DATA) --suite steer --out runs/mech1m-steer \
 	    --record bench/records/mechanisms-ml-1m-steered.json --command "make bench-mechanisms"
+	# the long coded history against recent items only under leave-one-out (the preset, K = 1), both to their own early stop
+	$(MECH) prepare --suite long-loo $(MECH_DATA) --out runs/mech1m-longloo
+	$(MECH) run --suite long-loo $(MECH_DATA) --out runs/mech1m-longloo --long-len 512
+	$(MECH) report $(MECH_DATA) --suite long-loo --out runs/mech1m-longloo \
+	    --record bench/records/mechanisms-ml-1m-long-loo.json --command "make bench-mechanisms"
 	# HyMiRec's preset against our SASRec, each to its own early stop; SASRec with the settings chosen on validation
 	$(PY) -m bench.sasrec_sweep run $(MECH_DATA) --out runs/sweep1m
 	$(PY) -m bench.sasrec_sweep run $(MECH_DATA) --out runs/sweep1m --set input_norm=true
