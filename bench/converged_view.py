@@ -22,6 +22,12 @@ def run_metrics(out: Path, protocol: str, variant: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def finished_peers(out: Path) -> dict[str, dict]:
+    """OUT/leave_one_out/peers/<name>/metrics.json of every finished peer run (a paused one has only a checkpoint)."""
+    root = out / "leave_one_out" / "peers"
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(root.glob("*/metrics.json"))}
+
+
 def published_ndcg10(out: Path) -> dict[str, float]:
     """Published NDCG@10 per model (bench/datasets.PUBLISHED: S3-Rec's table) for the very file the run's peer
     split came from (same name, users and items), else nothing: a check that our harness runs a library right."""

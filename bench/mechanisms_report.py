@@ -9,17 +9,12 @@ import json
 import time
 from pathlib import Path
 
-from bench.converged_view import (converged_summary, hymirec_choice, published_ndcg10, run_metrics, sasrec_choice,
-                                  validated_choice)
+from bench.converged_view import (converged_summary, finished_peers, hymirec_choice, published_ndcg10, run_metrics,
+                                  sasrec_choice, validated_choice)
 from bench.mechanism_variants import (BASE, HYMIREC_CANDIDATES, MULTI_CANDIDATES, SCRATCH_CANDIDATES, SUITES,
                                       TEXT_CANDIDATES)
 from bench.peers.converged import PEER_PATIENCE
 from bench.paired import format_gain, run_gain
-
-
-def _peer_rows(out: Path) -> dict[str, dict]:
-    root = out / "leave_one_out" / "peers"
-    return {p.parent.name: json.loads(p.read_text()) for p in sorted(root.glob("*/metrics.json"))}
 
 
 WINDOW_COLUMNS = ("Recall@20", "Recall@50", "Recall@100", "NDCG@50", "Coverage@10", "Coverage@50", "ILD@50")
@@ -97,7 +92,7 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
         for run in warm["candidates"][1:]:
             by_label[f"HyMiRec preset, {run['name']}"] = {
                 "leave_one_out": (run["metrics"]["hymirec"]["test"], run["metrics"]["hymirec"])}
-    peers = _peer_rows(out)
+    peers = finished_peers(out)
     for peer in peers.values():
         by_label.setdefault(peer["label"], {})["leave_one_out"] = (
             peer["test"], {"epochs": f"{peer['epochs']} (best {peer['best_epoch']})"})

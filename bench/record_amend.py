@@ -14,14 +14,8 @@ import json
 import time
 from pathlib import Path
 
-from bench.converged_view import peer_model_entry, published_ndcg10
+from bench.converged_view import finished_peers, peer_model_entry, published_ndcg10
 from bench.paired import format_gain
-
-
-def finished_peers(out: Path) -> dict[str, dict]:
-    """OUT/leave_one_out/peers/<name>/metrics.json of every finished peer run (a paused one has only a checkpoint)."""
-    root = out / "leave_one_out" / "peers"
-    return {p.parent.name: json.loads(p.read_text()) for p in sorted(root.glob("*/metrics.json"))}
 
 
 def _peer_row(peer: dict, columns: list[str]) -> list[str]:
@@ -40,7 +34,7 @@ def add_peers(record: dict, out: Path, today: str | None = None) -> list[str]:
         raise ValueError(f"the record of {record.get('area', '?')!r} has no converged view to add a peer to")
     manifest = out / "leave_one_out" / "peers" / "split" / "manifest.json"
     split = json.loads(manifest.read_text()).get("dataset") if manifest.is_file() else None
-    if split is None or not view["dataset"].startswith(split):
+    if split is None or view["dataset"].split(",")[0] != split:  # "ml-1m, 1,000 random users" ranked "ml-1m"
         raise ValueError(f"{manifest}: split of {split!r}, but the record is about {view['dataset']!r}")
     models = view["models"]
     added = [peer for peer in finished_peers(out).values() if peer["label"] not in models]
