@@ -244,7 +244,7 @@ def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.mechanisms", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=("prepare", "run", "peer", "diagnose", "headroom", "report", "add-peer"))
+    parser.add_argument("step", choices=("prepare", "run", "peer", "diagnose", "headroom", "report", "add-peer", "adopt-sasrec"))
     parser.add_argument("--dataset", default="../shared/data/ml-1m")
     parser.add_argument("--out", default="runs/mechanisms")
     parser.add_argument("--budget", type=float, default=None, help="seconds of training per model (default: none)")
@@ -307,6 +307,15 @@ def main(argv: list[str] | None = None) -> int:
             print("added:", ", ".join(add_peers_to_file(Path(args.record), out)), file=sys.stderr)
         except ValueError as error:
             parser.error(f"add-peer: {error}")
+    elif args.step == "adopt-sasrec":  # a better-validating SASRec sweep point becomes the record's our SASRec
+        from bench.record_amend import adopt_sasrec_in_file
+
+        if not (args.record and args.sasrec_from):
+            parser.error("adopt-sasrec: give the --record and the sweep (--sasrec-from) whose chosen point it weighs")
+        try:
+            adopt_sasrec_in_file(Path(args.record), Path(args.sasrec_from))
+        except ValueError as error:
+            parser.error(f"adopt-sasrec: {error}")
     elif args.step == "headroom":  # how far K vectors could beat one (oracle), and history clusters
         from bench.interest_diagnostics import headroom
 

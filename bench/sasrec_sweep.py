@@ -242,6 +242,8 @@ def main(argv=None) -> int:
                         help=f"run: narrow one grid axis ({', '.join(GRID)}), e.g. lr=0.001 on a slow dataset")
     parser.add_argument("--first", help="run: the grid point to train first (e.g. dropout0.5-lr0.001-batch128)")
     parser.add_argument("--record", help="report: write the record here")
+    parser.add_argument("--amend", help="report: add the --out sweeps' points to this record's columns of the same "
+                        "dataset and patience, and re-choose there (for points trained after the other runs are gone)")
     parser.add_argument("--part", default="", help="report: a sweep recorded apart names itself in the area (Games)")
     parser.add_argument("--command", default="python -m bench.sasrec_sweep run ...")
     parser.add_argument("--machine", default="development machine kind (2 CPU cores, 24 GiB, no GPU)")
@@ -258,6 +260,14 @@ def main(argv=None) -> int:
         summary = sweep(dataset, args.out[0], name, args.seed, args.first, args.patience, args.pause_after,
                         parse_layout(args.set), parse_grid(args.grid))
         return 0 if summary is not None else 75  # 75: paused with a checkpoint; run the same command again
+    if args.amend:
+        from bench.record_amend import add_sweep_points_to_file
+
+        try:
+            print("amended:", ", ".join(add_sweep_points_to_file(Path(args.amend), args.out)), file=sys.stderr)
+        except ValueError as error:
+            parser.error(f"--amend: {error}")
+        return 0
     from bench.results_page import emit_area_record
 
     emit_area_record(report(args.out, args.command, args.machine, args.part), args.record)

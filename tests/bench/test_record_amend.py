@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bench.mechanisms_report import report
-from bench.record_amend import add_peers
+from bench.record_amend import add_peers, add_sweep_points, adopt_sasrec
 
 
 def _peer(out, name, label, ndcg, **extra):
@@ -70,3 +70,60 @@ def test_nothing_to_add_another_split_or_no_view_is_refused_by_name(out):
     with pytest.raises(ValueError):
         add_peers(other, out)
     assert record == unchanged  # a refused amendment changes nothing
+
+
+def _point(valid, test, epochs=60, **point):
+    return {"point": {"dropout": 0.5, "lr": 0.001, "batch_size": 128, **point}, "valid_ndcg10": valid,
+            "test": {"NDCG@10": test, "Recall@10": 0.3}, "epochs": epochs, "best_epoch": epochs - 50, "patience": 50,
+            "early_stopped": True}
+
+
+def _sweep(tmp_path, name, dataset, *points):
+    out = tmp_path / name
+    out.mkdir()
+    best = max(points, key=lambda p: p["valid_ndcg10"])
+    (out / "sweep.json").write_text(json.dumps({"dataset": dataset, "points": list(points),
+                                                "chosen": best["point"]}))
+    return out
+
+
+def test_a_later_sweep_point_joins_its_column_and_is_chosen_there_only_if_it_validates_higher(tmp_path):
+    from bench.sasrec_sweep import report as sweep_report
+
+    first = _sweep(tmp_path, "a", "toy", _point(0.10, 0.09, dropout=0.2), _point(0.12, 0.10))
+    record = sweep_report([first], "cmd", "machine")
+    later = json.loads(_sweep(tmp_path, "b", "toy", _point(0.13, 0.08, attn_dropout=0.5)).joinpath(
+        "sweep.json").read_text())
+    both = _sweep(tmp_path, "c", "toy", _point(0.10, 0.09, dropout=0.2), _point(0.12, 0.10),
+                  _point(0.13, 0.08, attn_dropout=0.5))
+    assert add_sweep_points(record, later, today="2026-12-06") == "toy"
+    full = sweep_report([both], "cmd", "machine")
+    assert sorted(record["rows"]) == sorted(full["rows"]) and record["reading"] == full["reading"]
+    assert "Added on 2026-12-06 to the toy column" in record["setup"]
+    weaker = json.loads(_sweep(tmp_path, "d", "toy", _point(0.11, 0.2, lr=0.002)).joinpath("sweep.json").read_text())
+    add_sweep_points(record, weaker)
+    assert "chosen dropout0.5-lr0.001-batch128-attn_dropout0.5" in record["reading"]  # still the best validating
+    with pytest.raises(ValueError, match="no column 'games, patience 50'"):
+        add_sweep_points(record, {**weaker, "dataset": "games"})
+
+
+def test_a_better_validating_sweep_point_becomes_our_sasrec_and_moves_the_gains(out):
+    record = report(out, "toy", "cmd", "machine", suite="converged")
+    row = next(r for r in record["rows"] if r[0] == "SASRec (ours)")
+    row[record["columns"].index("valid (W / LOO)")] = "– / 0.1100"  # the fixture's SASRec validated 0.11
+    weaker = {"dataset": "toy", "points": [_point(0.105, 0.2)], "chosen": _point(0.105, 0.2)["point"]}
+    assert not adopt_sasrec(record, weaker)  # validates lower: the record's own choice stays
+    better = {"dataset": "toy", "points": [_point(0.12, 0.11, 120, attn_dropout=0.5, post_ln=True)],
+              "chosen": _point(0.12, 0.11, attn_dropout=0.5, post_ln=True)["point"]}
+    assert adopt_sasrec(record, better)
+    view = record["converged"]
+    assert view["models"]["SASRec (ours)"] == {"NDCG@10": 0.11, "epochs": 120, "patience": 50,
+                                               "settings": "dropout 0.5, lr 0.001, batch 128, attn_dropout 0.5, post_ln"}
+    assert (view["strongest"], view["vs_strongest"]) == ("SASRec (ours)", "+9.1 %")  # HyMiRec 0.12 vs 0.11
+    checks = {c["comparison"]: c["measured"] for c in record["checks"]}
+    assert checks["HyMiRec (preset + long history) vs our SASRec, leave-one-out NDCG@10"] == "+9.1 %"
+    row = next(r for r in record["rows"] if r[0] == "SASRec (ours)")
+    assert row[record["columns"].index("LOO N@10")] == "0.1100" and row[-2:] == ["– / 0.1200", "– / 120"]
+    assert "validates 0.1200 against the earlier choice's 0.1100" in record["setup"]
+    with pytest.raises(ValueError, match="the sweep is on 'games'"):
+        adopt_sasrec(record, {**better, "dataset": "games"})
