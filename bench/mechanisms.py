@@ -244,7 +244,8 @@ def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.mechanisms", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=("prepare", "run", "peer", "diagnose", "headroom", "report", "add-peer", "adopt-sasrec"))
+    parser.add_argument("step", choices=("prepare", "run", "peer", "diagnose", "headroom", "report", "add-peer",
+                                         "add-warm-start", "adopt-sasrec"))
     parser.add_argument("--dataset", default="../shared/data/ml-1m")
     parser.add_argument("--out", default="runs/mechanisms")
     parser.add_argument("--budget", type=float, default=None, help="seconds of training per model (default: none)")
@@ -298,24 +299,17 @@ def main(argv: list[str] | None = None) -> int:
         finished = [run_peer_converged(args.dataset, out, name, pause_after=args.pause_after,
                                        patience=args.patience) is not None for name in args.peers or ["recbole-sasrec"]]
         return 0 if all(finished) else PAUSED_EXIT  # paused with a checkpoint (--pause-after); run it again
-    elif args.step == "add-peer":  # a peer finished after its record was written joins it (bench/record_amend.py)
-        from bench.record_amend import add_peers_to_file
+    elif args.step in ("add-peer", "add-warm-start", "adopt-sasrec"):  # a run finished after its record joins it
+        from bench.record_amend import CONVERGED_AMENDMENTS, amend_file
 
-        if not args.record:
-            parser.error("add-peer: give the --record the peers of --out join")
+        if not args.record or (args.step == "adopt-sasrec" and not args.sasrec_from):
+            parser.error(f"{args.step}: give the --record to amend (adopt-sasrec: and the sweep, --sasrec-from)")
+        amend = CONVERGED_AMENDMENTS[args.step]
         try:
-            print("added:", ", ".join(add_peers_to_file(Path(args.record), out)), file=sys.stderr)
+            done = amend_file(Path(args.record), lambda record: amend(record, out, args.sasrec_from))
+            print(f"{args.step}: {done}", file=sys.stderr)
         except ValueError as error:
-            parser.error(f"add-peer: {error}")
-    elif args.step == "adopt-sasrec":  # a better-validating SASRec sweep point becomes the record's our SASRec
-        from bench.record_amend import adopt_sasrec_in_file
-
-        if not (args.record and args.sasrec_from):
-            parser.error("adopt-sasrec: give the --record and the sweep (--sasrec-from) whose chosen point it weighs")
-        try:
-            adopt_sasrec_in_file(Path(args.record), Path(args.sasrec_from))
-        except ValueError as error:
-            parser.error(f"adopt-sasrec: {error}")
+            parser.error(f"{args.step}: {error}")
     elif args.step == "headroom":  # how far K vectors could beat one (oracle), and history clusters
         from bench.interest_diagnostics import headroom
 

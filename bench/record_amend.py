@@ -55,16 +55,19 @@ def add_peers(record: dict, out: Path, today: str | None = None) -> list[str]:
     return labels
 
 
-def _restrongest(view: dict, changed: set[str]) -> None:
-    """The strongest model besides HyMiRec, and HyMiRec's gain over it, where ``changed`` models moved it: a point
-    gain (HyMiRec's ranked lists are not in the record); otherwise the gain and its interval stay."""
+def _restrongest(view: dict, changed: set[str], interval: tuple | None = None) -> None:
+    """The strongest model besides HyMiRec, and HyMiRec's gain over it, where ``changed`` models moved them: with
+    ``interval`` (HyMiRec against our SASRec, paired) where our SASRec is the strongest, else a point gain (HyMiRec's
+    ranked lists are not in the record); where nothing moved, the gain and its interval stay."""
     models = view["models"]
     others = {label: m["NDCG@10"] for label, m in models.items() if not label.startswith("HyMiRec")}
     strongest = max(others, key=others.get)
-    if "HyMiRec" in models and (strongest in changed or strongest != view["strongest"]):
-        gain = models["HyMiRec"]["NDCG@10"] / others[strongest] - 1
-        view.update(strongest=strongest, vs_strongest=format_gain(gain),
-                    vs_strongest_pct={"gain": round(100 * gain, 2), "low": None, "high": None})
+    if "HyMiRec" in models and (strongest in changed or "HyMiRec" in changed or strongest != view["strongest"]):
+        gain, low, high = (interval if interval and strongest == "SASRec (ours)"
+                           else (models["HyMiRec"]["NDCG@10"] / others[strongest] - 1, None, None))
+        view.update(strongest=strongest, vs_strongest=format_gain(gain, low, high),
+                    vs_strongest_pct={key: None if value is None else round(100 * value, 2)
+                                      for key, value in zip(("gain", "low", "high"), (gain, low, high))})
 
 
 def _update_strongest_sasrec_check(record: dict, models: dict) -> None:
@@ -94,63 +97,143 @@ def _reread(record: dict) -> None:
     record["reading"] = "; ".join(f"{c['comparison']}: {c['measured']} (goal {c['goal']})" for c in record["checks"])
 
 
-def add_peers_to_file(record_path: Path, out: Path) -> list[str]:
-    from bench.results_page import emit_area_record
-
-    record = json.loads(Path(record_path).read_text())
-    labels = add_peers(record, out)
-    emit_area_record(record, record_path)
-    return labels
-
 
 # the converged view's checks against our SASRec, by the HyMiRec model each compares (mechanisms_report's wording)
 OUR_SASREC_CHECKS = {"HyMiRec (preset": "HyMiRec", "HyMiRec without the SASRec warm start": "HyMiRec, ids from scratch",
                      "HyMiRec with items from their text only": "HyMiRec, text only (no id tables)"}
 
 
+def _view_with_our_sasrec(record: dict) -> dict:
+    view = record.get("converged")
+    if not view or "SASRec (ours)" not in view["models"]:
+        raise ValueError(f"the record of {record.get('area', '?')!r} has no converged view with our SASRec")
+    return view
+
+
+def _loo_cells(test: dict, valid: float, epochs: int) -> dict[str, str]:
+    return {"LOO N@10": f"{test['NDCG@10']:.4f}", "LOO R@10": f"{test['Recall@10']:.4f}",
+            "valid (W / LOO)": f"– / {valid:.4f}", "epochs (W / LOO)": f"– / {epochs}"}
+
+
+def _row_valid(record: dict, row: list[str]) -> float:
+    """The leave-one-out validation score in a row's "valid (W / LOO)" cell ("– / 0.1183")."""
+    cell = row[record["columns"].index("valid (W / LOO)")]
+    try:
+        return float(cell.split(" / ")[1])
+    except (IndexError, ValueError):
+        raise ValueError(f"the row {row[0]!r} has no validation score to weigh against ({cell!r})") from None
+
+
+def _set_our_sasrec(record: dict, entry: dict, cells: dict[str, str]) -> None:
+    """Our SASRec's row and view entry replaced, and every check against it recomputed (point gains)."""
+    models = record["converged"]["models"]
+    row = next(row for row in record["rows"] if row[0] == "SASRec (ours)")
+    row[:] = [cells.get(column, cell) for column, cell in zip(record["columns"], row)]
+    models["SASRec (ours)"] = entry
+    for check in record["checks"]:
+        model = next((m for prefix, m in OUR_SASREC_CHECKS.items() if check["comparison"].startswith(prefix)), None)
+        if " vs our SASRec, " in check["comparison"] and model in models:
+            check["measured"] = format_gain(models[model]["NDCG@10"] / entry["NDCG@10"] - 1)
+
+
+def _patience(patience: int | None) -> dict:
+    return {"patience": patience} if patience not in (None, PEER_PATIENCE) else {}
+
+
 def adopt_sasrec(record: dict, summary: dict) -> bool:
     """Make the SASRec sweep's chosen point (OUT/sweep.json, on the record's split) the converged record's "SASRec
     (ours)" where it validates higher than the one there, as the report's rule has it (our SASRec is the one its own
     validation chose); its row, entry, HyMiRec's gains over it and the strongest model follow. Returns whether it
-    replaced it. HyMiRec's warm start is not re-chosen: that needs a HyMiRec run from this SASRec."""
+    replaced it. HyMiRec's warm start is not re-chosen: that needs a HyMiRec run from this SASRec (add-warm-start)."""
     from bench.converged_view import sasrec_settings
     from bench.sasrec_sweep import point_name
 
-    view = record.get("converged")
-    if not view or "SASRec (ours)" not in view["models"]:
-        raise ValueError(f"the record of {record.get('area', '?')!r} has no converged view with our SASRec")
+    view = _view_with_our_sasrec(record)
     if view["dataset"].split(",")[0] != summary["dataset"].split(",")[0]:
         raise ValueError(f"the sweep is on {summary['dataset']!r}, the record on {view['dataset']!r}")
     chosen = next(r for r in summary["points"] if r["point"] == summary["chosen"])
-    row = next(row for row in record["rows"] if row[0] == "SASRec (ours)")
-    valid_at = record["columns"].index("valid (W / LOO)")
-    try:
-        earlier = float(row[valid_at].split(" / ")[1])
-    except (IndexError, ValueError):
-        raise ValueError(f"our SASRec's row has no validation score to weigh against ({row[valid_at]!r})") from None
-    if chosen["valid_ndcg10"] <= earlier:
+    earlier = _row_valid(record, next(row for row in record["rows"] if row[0] == "SASRec (ours)"))
+    if round(chosen["valid_ndcg10"], 4) <= earlier:  # the row keeps 4 decimals: the same point again is no gain
         return False
-    cells = {"LOO N@10": f"{chosen['test']['NDCG@10']:.4f}", "LOO R@10": f"{chosen['test']['Recall@10']:.4f}",
-             "valid (W / LOO)": f"– / {chosen['valid_ndcg10']:.4f}", "epochs (W / LOO)": f"– / {chosen['epochs']}"}
-    row[:] = [cells.get(column, cell) for column, cell in zip(record["columns"], row)]
-    models = view["models"]
-    models["SASRec (ours)"] = {"NDCG@10": chosen["test"]["NDCG@10"], "epochs": chosen["epochs"],
-                               "settings": sasrec_settings({"config": {"train": {
-                                   f"sasrec_{key}": value for key, value in chosen["point"].items()}}}),
-                               **({"patience": chosen["patience"]} if chosen.get("patience", PEER_PATIENCE)
-                                  != PEER_PATIENCE else {})}
-    for check in record["checks"]:
-        model = next((m for prefix, m in OUR_SASREC_CHECKS.items() if check["comparison"].startswith(prefix)), None)
-        if " vs our SASRec, " in check["comparison"] and model in models:
-            check["measured"] = format_gain(models[model]["NDCG@10"] / chosen["test"]["NDCG@10"] - 1)
+    settings = sasrec_settings({"config": {"train": {f"sasrec_{key}": v for key, v in chosen["point"].items()}}})
+    _set_our_sasrec(record, {"NDCG@10": chosen["test"]["NDCG@10"], "epochs": chosen["epochs"], "settings": settings,
+                             **_patience(chosen.get("patience"))},
+                    _loo_cells(chosen["test"], chosen["valid_ndcg10"], chosen["epochs"]))
     _restrongest(view, {"SASRec (ours)"})
-    _update_strongest_sasrec_check(record, models)
+    _update_strongest_sasrec_check(record, view["models"])
     record["setup"] += (f" Our SASRec re-chosen on {time.strftime('%Y-%m-%d', time.gmtime())} (bench.mechanisms "
                         f"adopt-sasrec): the sweep's {point_name(chosen['point'])} validates "
                         f"{chosen['valid_ndcg10']:.4f} against the earlier choice's {earlier:.4f}; "
                         "HyMiRec's gains over it have no interval (the sweep keeps no ranked lists), and HyMiRec's "
                         "warm start was chosen before this SASRec existed.")
     return True
+
+
+def add_warm_start(record: dict, out: Path) -> str:
+    """OUT's preset run, warm-started from another SASRec (``run --suite warm-start``) after the record was written,
+    joins it as the report's rules would have had it (converged_view.hymirec_choice, sasrec_choice): its row;
+    HyMiRec re-chosen on HyMiRec's validation among the record's preset rows and it; our SASRec re-chosen on SASRec's
+    validation with the run's. Where both chosen are this run's, HyMiRec's gain over our SASRec gets its paired
+    interval (the run kept both ranked lists). Returns the new row's label."""
+    from bench.converged_view import _valid_best, run_metrics, sasrec_settings
+    from bench.paired import run_gain_interval
+
+    view = _view_with_our_sasrec(record)
+    run, run_dir = run_metrics(out, "leave_one_out", "preset"), out / "leave_one_out" / "preset"
+    if run is None or "sasrec" not in run:
+        raise ValueError(f"{run_dir}: no finished preset run with its SASRec")
+    if run.get("dataset", {}).get("name") != view["dataset"].split(",")[0]:
+        raise ValueError(f"{run_dir} ran on {run.get('dataset', {}).get('name')!r}, the record is on "
+                         f"{view['dataset']!r}")
+    name, hymirec, train = f"warm start: SASRec {sasrec_settings(run)}", run["hymirec"], run["config"]["train"]
+    label = f"HyMiRec preset, {name}"
+    if any(row[0] == label for row in record["rows"]):
+        raise ValueError(f"the record has a row {label!r} already")
+    if "chosen on HyMiRec's validation (" not in view["models"]["HyMiRec"].get("settings", ""):
+        raise ValueError("the record's HyMiRec was not chosen among warm starts (report without --warm-start-from): "
+                         "rebuild it with `report --warm-start-from` instead")
+    cells = _loo_cells(hymirec["test"], _valid_best(run), hymirec["epochs"])
+    record["rows"].append([cells.get(column, "–") for column in record["columns"]])
+    record["rows"][-1][0] = label
+    candidates = {row[0]: _row_valid(record, row) for row in record["rows"]
+                  if row[0] == "HyMiRec preset" or row[0].startswith("HyMiRec preset, ")}
+    changed, models = set(), view["models"]
+    if max(candidates, key=candidates.get) == label:  # HyMiRec's warm start, chosen on its validation
+        before = models["HyMiRec"].get("settings", "").split(", chosen on")[0]
+        others = ", ".join(f"{v:.4f}" for key, v in candidates.items() if key != label)
+        models["HyMiRec"] = {"NDCG@10": hymirec["test"]["NDCG@10"], "epochs": hymirec["epochs"],
+                             **_patience(train.get("patience")),
+                             "settings": f"{name}, chosen on HyMiRec's validation ({_valid_best(run):.4f} vs {others})"}
+        for check in record["checks"]:  # the checks name HyMiRec's warm start
+            check["comparison"] = (check["comparison"].replace(f", {before})", f", {name})") if before else
+                                   check["comparison"].replace("(preset + long history)",
+                                                               f"(preset + long history, {name})"))
+        changed.add("HyMiRec")
+    else:  # the new run is one more candidate HyMiRec's choice was weighed against
+        settings = models["HyMiRec"]["settings"]
+        models["HyMiRec"]["settings"] = f"{settings[:-1]}, {_valid_best(run):.4f})"
+    sasrec = run["sasrec"]
+    sasrec_valid = sasrec.get("valid_best", sasrec.get("valid_best_ndcg10"))
+    earlier = _row_valid(record, next(row for row in record["rows"] if row[0] == "SASRec (ours)"))
+    if sasrec_valid > earlier:  # our SASRec, chosen on its own validation
+        _set_our_sasrec(record, {"NDCG@10": sasrec["test"]["NDCG@10"], "epochs": sasrec["epochs"],
+                                 "settings": sasrec_settings(run), **_patience(train.get("sasrec_patience"))},
+                        _loo_cells(sasrec["test"], sasrec_valid, sasrec["epochs"]))
+        changed.add("SASRec (ours)")
+    # the run's SASRec is ours where it won, or where it is the same SASRec trained again (same settings, same score)
+    ours = "SASRec (ours)" in changed or (
+        models["SASRec (ours)"]["settings"] == sasrec_settings(run) and abs(sasrec_valid - earlier) < 5e-5)
+    interval = run_gain_interval(run_dir, run_dir, "hymirec", "sasrec") if ours and (
+        models["HyMiRec"]["NDCG@10"] == hymirec["test"]["NDCG@10"]) else None
+    for check in record["checks"]:
+        if check["comparison"].startswith("HyMiRec (preset") and " vs our SASRec, " in check["comparison"]:
+            check["measured"] = (format_gain(*interval) if interval else
+                                 format_gain(models["HyMiRec"]["NDCG@10"] / models["SASRec (ours)"]["NDCG@10"] - 1))
+    _restrongest(view, changed, interval)
+    _update_strongest_sasrec_check(record, models)
+    record["setup"] += (f" Added on {time.strftime('%Y-%m-%d', time.gmtime())} (bench.mechanisms add-warm-start, "
+                        f"from {out}): the row {label!r}; HyMiRec and our SASRec re-chosen on their validation.")
+    return label
 
 
 def _cell_valid(cell: str) -> float | None:
@@ -172,13 +255,18 @@ def add_sweep_points(record: dict, summary: dict, today: str | None = None) -> s
     column = record["columns"].index(label)
     rows = {row[0]: row for row in record["rows"]}
     default = point_name(default_point()) + " (default)"
+    cells = {}
     for r in summary["points"]:
         name = point_name(r["point"])
-        name = default if name + " (default)" in rows else name
+        cells[default if name + " (default)" in rows else name] = (
+            f"{r['valid_ndcg10']:.4f} / {r['test']['NDCG@10']:.4f}, {r['epochs']} ({r['best_epoch']})")
+    if all(name in rows and rows[name][column].strip("*") == cell for name, cell in cells.items()):
+        raise ValueError(f"the {label} column has these points already")
+    for name, cell in cells.items():
         row = rows.setdefault(name, [name] + ["—"] * (len(record["columns"]) - 1))
         if row not in record["rows"]:
             record["rows"].append(row)
-        row[column] = f"{r['valid_ndcg10']:.4f} / {r['test']['NDCG@10']:.4f}, {r['epochs']} ({r['best_epoch']})"
+        row[column] = cell
     trained = [row for row in record["rows"] if _cell_valid(row[column]) is not None]
     chosen = max(trained, key=lambda row: _cell_valid(row[column]))
     for row in trained:
@@ -199,20 +287,27 @@ def add_sweep_points(record: dict, summary: dict, today: str | None = None) -> s
     return label
 
 
-def add_sweep_points_to_file(record_path: Path, outs: list[Path]) -> list[str]:
+def amend_file(record_path: Path, amend) -> object:
+    """``amend(record)`` applied to the record at ``record_path``, written back in the page's format; nothing is
+    written where it raises."""
     from bench.results_page import emit_area_record
 
     record = json.loads(Path(record_path).read_text())
-    labels = [add_sweep_points(record, json.loads((Path(out) / "sweep.json").read_text())) for out in outs]
+    result = amend(record)
     emit_area_record(record, record_path)
-    return labels
+    return result
 
 
-def adopt_sasrec_in_file(record_path: Path, sweep_out: Path) -> bool:
-    from bench.results_page import emit_area_record
+def _sweep(out: Path) -> dict:
+    path = Path(out) / "sweep.json"
+    if not path.is_file():
+        raise ValueError(f"{path} is missing: no finished SASRec sweep there")
+    return json.loads(path.read_text())
 
-    record = json.loads(Path(record_path).read_text())
-    adopted = adopt_sasrec(record, json.loads((Path(sweep_out) / "sweep.json").read_text()))
-    if adopted:
-        emit_area_record(record, record_path)
-    return adopted
+
+# bench.mechanisms' steps that amend a converged record with a run finished after it: (record, OUT, sweep OUT) → what
+CONVERGED_AMENDMENTS = {
+    "add-peer": lambda record, out, sweep: ", ".join(add_peers(record, out)),
+    "add-warm-start": lambda record, out, sweep: add_warm_start(record, out),
+    "adopt-sasrec": lambda record, out, sweep: "adopted" if adopt_sasrec(record, _sweep(sweep)) else "kept",
+}

@@ -261,10 +261,13 @@ def main(argv=None) -> int:
                         parse_layout(args.set), parse_grid(args.grid))
         return 0 if summary is not None else 75  # 75: paused with a checkpoint; run the same command again
     if args.amend:
-        from bench.record_amend import add_sweep_points_to_file
+        from bench.record_amend import add_sweep_points, amend_file
+
+        def amend(record: dict) -> list[str]:
+            return [add_sweep_points(record, json.loads((Path(out) / "sweep.json").read_text())) for out in args.out]
 
         try:
-            print("amended:", ", ".join(add_sweep_points_to_file(Path(args.amend), args.out)), file=sys.stderr)
+            print("amended:", ", ".join(amend_file(Path(args.amend), amend)), file=sys.stderr)
         except ValueError as error:
             parser.error(f"--amend: {error}")
         return 0

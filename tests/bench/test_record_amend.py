@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bench.mechanisms_report import report
-from bench.record_amend import add_peers, add_sweep_points, adopt_sasrec
+from bench.record_amend import add_peers, add_sweep_points, add_warm_start, adopt_sasrec
 
 
 def _peer(out, name, label, ndcg, **extra):
@@ -100,6 +100,8 @@ def test_a_later_sweep_point_joins_its_column_and_is_chosen_there_only_if_it_val
     full = sweep_report([both], "cmd", "machine")
     assert sorted(record["rows"]) == sorted(full["rows"]) and record["reading"] == full["reading"]
     assert "Added on 2026-12-06 to the toy column" in record["setup"]
+    with pytest.raises(ValueError, match="has these points already"):
+        add_sweep_points(record, later)
     weaker = json.loads(_sweep(tmp_path, "d", "toy", _point(0.11, 0.2, lr=0.002)).joinpath("sweep.json").read_text())
     add_sweep_points(record, weaker)
     assert "chosen dropout0.5-lr0.001-batch128-attn_dropout0.5" in record["reading"]  # still the best validating
@@ -116,6 +118,7 @@ def test_a_better_validating_sweep_point_becomes_our_sasrec_and_moves_the_gains(
     better = {"dataset": "toy", "points": [_point(0.12, 0.11, 120, attn_dropout=0.5, post_ln=True)],
               "chosen": _point(0.12, 0.11, attn_dropout=0.5, post_ln=True)["point"]}
     assert adopt_sasrec(record, better)
+    assert not adopt_sasrec(record, {**better, "points": [{**better["points"][0], "valid_ndcg10": 0.12003}]})
     view = record["converged"]
     assert view["models"]["SASRec (ours)"] == {"NDCG@10": 0.11, "epochs": 120, "patience": 50,
                                                "settings": "dropout 0.5, lr 0.001, batch 128, attn_dropout 0.5, post_ln"}
@@ -127,3 +130,54 @@ def test_a_better_validating_sweep_point_becomes_our_sasrec_and_moves_the_gains(
     assert "validates 0.1200 against the earlier choice's 0.1100" in record["setup"]
     with pytest.raises(ValueError, match="the sweep is on 'games'"):
         adopt_sasrec(record, {**better, "dataset": "games"})
+
+
+def _preset(root, valid, test, sasrec_valid, sasrec_test, **sasrec_layout):
+    run = root / "leave_one_out" / "preset"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({
+        "hymirec": {"test": {"NDCG@10": test, "Recall@10": 0.2, "users": 9}, "epochs": 30, "valid_best": valid},
+        "popularity": {"test": {"NDCG@10": 0.02}}, "dataset": {"name": "toy"},
+        "sasrec": {"test": {"NDCG@10": sasrec_test, "Recall@10": 0.2}, "valid_best_ndcg10": sasrec_valid, "epochs": 40},
+        "config": {"train": {"epochs": 200, "sasrec_epochs": 1000, "patience": 10, "sasrec_patience": 10,
+                             **{f"sasrec_{k}": v for k, v in sasrec_layout.items()}}, "hybrid": {"long_len": 512}}}))
+
+
+@pytest.mark.parametrize("later", [
+    {"valid": 0.14, "test": 0.125, "sasrec_valid": 0.115, "sasrec_test": 0.105},  # both win: both re-chosen
+    {"valid": 0.11, "test": 0.130, "sasrec_valid": 0.105, "sasrec_test": 0.120},  # neither wins on validation
+    {"valid": 0.14, "test": 0.125, "sasrec_valid": 0.105, "sasrec_test": 0.120},  # HyMiRec wins, its SASRec does not
+])
+def test_a_later_warm_start_run_joins_as_the_full_report_would_choose_it(tmp_path, later):
+    _preset(tmp_path / "tuned", 0.12, 0.110, 0.110, 0.100, input_norm=True)
+    _preset(tmp_path / "plain", 0.13, 0.115, 0.108, 0.101)
+    record = report(tmp_path / "tuned", "toy", "cmd", "machine", suite="converged", warm_starts=[tmp_path / "plain"])
+    _preset(tmp_path / "fullrb", **later, input_norm=True, post_ln=True)
+    full = report(tmp_path / "tuned", "toy", "cmd", "machine", suite="converged",
+                  warm_starts=[tmp_path / "plain", tmp_path / "fullrb"])
+    label = add_warm_start(record, tmp_path / "fullrb")
+    assert label == "HyMiRec preset, warm start: SASRec dropout 0.2, lr 0.001, batch 128, post_ln, input_norm"
+    assert record["converged"]["models"] == full["converged"]["models"]
+    assert (record["converged"]["strongest"], record["converged"]["vs_strongest"]) == (
+        full["converged"]["strongest"], full["converged"]["vs_strongest"])
+    assert sorted(record["rows"]) == sorted(full["rows"])
+    assert sorted(map(str, record["checks"])) == sorted(map(str, full["checks"]))
+    with pytest.raises(ValueError, match="has a row .* already"):
+        add_warm_start(record, tmp_path / "fullrb")
+
+
+def test_a_warm_start_run_of_another_dataset_or_unfinished_is_refused(tmp_path):
+    _preset(tmp_path / "tuned", 0.12, 0.110, 0.110, 0.100)
+    _preset(tmp_path / "plain", 0.13, 0.115, 0.108, 0.101)
+    record = report(tmp_path / "tuned", "toy", "cmd", "machine", suite="converged", warm_starts=[tmp_path / "plain"])
+    with pytest.raises(ValueError, match="no finished preset run"):
+        add_warm_start(record, tmp_path / "missing")
+    _preset(tmp_path / "other", 0.2, 0.2, 0.2, 0.2)
+    metrics = tmp_path / "other" / "leave_one_out" / "preset" / "metrics.json"
+    metrics.write_text(metrics.read_text().replace('"name": "toy"', '"name": "toys"'))
+    with pytest.raises(ValueError, match="ran on 'toys', the record is on 'toy'"):
+        add_warm_start(record, tmp_path / "other")
+    _preset(tmp_path / "later", 0.2, 0.2, 0.2, 0.2, post_ln=True)
+    alone = report(tmp_path / "tuned", "toy", "cmd", "machine", suite="converged")  # no warm-start candidates
+    with pytest.raises(ValueError, match="not chosen among warm starts"):
+        add_warm_start(alone, tmp_path / "later")
