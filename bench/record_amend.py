@@ -267,8 +267,10 @@ def add_sweep_points(record: dict, summary: dict, today: str | None = None) -> s
         if row not in record["rows"]:
             record["rows"].append(row)
         row[column] = cell
+    before = next((row[0] for row in record["rows"] if row[column].startswith("**")), None)
     trained = [row for row in record["rows"] if _cell_valid(row[column]) is not None]
-    chosen = max(trained, key=lambda row: _cell_valid(row[column]))
+    # on a tie at the cells' 4 decimals the earlier choice stays (its exact score is not in the record)
+    chosen = max(sorted(trained, key=lambda row: row[0] != before), key=lambda row: _cell_valid(row[column]))
     for row in trained:
         row[column] = row[column].strip("*")
     chosen[column] = f"**{chosen[column]}**"
@@ -277,10 +279,18 @@ def add_sweep_points(record: dict, summary: dict, today: str | None = None) -> s
     if default in rows and _cell_valid(rows[default][column]) is not None:
         base = float(rows[default][column].strip("*").split(" / ")[1].split(",")[0])
         versus = f" vs the default's {base:.4f} ({100 * (test / base - 1):+.1f} %)"
+    if chosen[0] == before:  # the column's choice and its reading stand
+        return _noted(record, label, summary, today)
     readings = [part for part in record["reading"].split("; ") if not part.startswith(label + ": ")]
     readings.insert(column - 1, f"{label}: chosen {chosen[0].removesuffix(' (default)')}, test NDCG@10 {test:.4f}"
                     + versus)
     record["reading"] = "; ".join(readings)
+    return _noted(record, label, summary, today)
+
+
+def _noted(record: dict, label: str, summary: dict, today: str | None = None) -> str:
+    from bench.sasrec_sweep import point_name
+
     record["setup"] += (f" Added on {today or time.strftime('%Y-%m-%d', time.gmtime())} to the {label} column "
                         "(bench.sasrec_sweep report --amend): "
                         + ", ".join(point_name(r["point"]) for r in summary["points"]) + ".")

@@ -105,6 +105,10 @@ def test_a_later_sweep_point_joins_its_column_and_is_chosen_there_only_if_it_val
     weaker = json.loads(_sweep(tmp_path, "d", "toy", _point(0.11, 0.2, lr=0.002)).joinpath("sweep.json").read_text())
     add_sweep_points(record, weaker)
     assert "chosen dropout0.5-lr0.001-batch128-attn_dropout0.5" in record["reading"]  # still the best validating
+    reading = record["reading"]
+    tie = json.loads(_sweep(tmp_path, "e", "toy", _point(0.13, 0.3, lr=0.003)).joinpath("sweep.json").read_text())
+    add_sweep_points(record, tie)  # 0.1300 against 0.1300: the earlier choice stays, and its reading
+    assert record["reading"] == reading and "**0.1300 / 0.0800" in str(record["rows"])
     with pytest.raises(ValueError, match="no column 'games, patience 50'"):
         add_sweep_points(record, {**weaker, "dataset": "games"})
 
