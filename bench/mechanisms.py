@@ -282,8 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0,
                         help="prepare/run: the training seed of every model in OUT (one OUT per seed, same users); "
                              "report reads it from the runs and names it in the row")
-    parser.add_argument("--record", help="report: write the record here (bench/records/...); add-peer: the record "
-                        "OUT's finished peers join")
+    parser.add_argument("--record", help="report: write the record here (bench/records/...); add-peer, "
+                        "add-warm-start, adopt-sasrec: the record to amend")
     parser.add_argument("--machine", default="development machine kind (2 CPU cores, 24 GiB, no GPU)")
     parser.add_argument("--command", default="python -m bench.mechanisms run", help="report: the command to cite")
     args = parser.parse_args(argv)

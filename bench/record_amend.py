@@ -1,12 +1,13 @@
-"""A peer run that finished after its dataset's converged record was written joins that record
-(``python -m bench.mechanisms add-peer --out OUT --record R``) without re-running the models already in it.
+"""Runs that finish after their record was written join it without re-running what is in it: the converged
+records (``python -m bench.mechanisms add-peer | add-warm-start | adopt-sasrec --record R``) and the SASRec sweep's
+(``python -m bench.sasrec_sweep report --out SWEEP --amend R``).
 
-Why: a converged peer can take longer than a session (RecBole's SASRec on ML-100K ran past 100 epochs, paused and
-resumed across sessions), and the HyMiRec runs the record was built from may be gone by then. The peer's row, its
-entry in the converged view, the strongest model and HyMiRec's gain over it are recomputed from the record's own
-numbers plus the peer's metrics.json; the setup text says which rows were added, when, and that HyMiRec's gain over
-an added row has no interval (HyMiRec's ranked lists are not in the record). The peer must have ranked OUT's split,
-the one the record's other peers ranked (its manifest is checked against the record's dataset).
+Why: a converged run can take longer than a session (RecBole's SASRec on ML-100K ran past 100 epochs, paused and
+resumed across sessions), and the runs a record was built from may be gone by then. Each amendment applies the
+report's own rule to the record's numbers plus the new run's: a peer's row and the strongest model; HyMiRec and our
+SASRec re-chosen on their own validation; a sweep column's point re-chosen on validation. Each is tested to give what
+a full report over all the runs gives. The record's setup text says what was added and when; a gain over an added
+model has no interval where HyMiRec's ranked lists are not at hand. A run of another dataset is refused by name.
 """
 from __future__ import annotations
 
@@ -14,17 +15,22 @@ import json
 import time
 from pathlib import Path
 
-from bench.converged_view import finished_peers, peer_model_entry, published_ndcg10
-from bench.paired import format_gain
+from bench.converged_view import (_valid_best, finished_peers, peer_model_entry, published_ndcg10, run_metrics,
+                                  sasrec_settings)
+from bench.paired import format_gain, run_gain_interval
 from bench.peers.converged import PEER_PATIENCE
+from bench.sasrec_sweep import default_point, finished_sweep, point_name, trained_patience
 
 
-def _peer_row(peer: dict, columns: list[str]) -> list[str]:
-    """The record's row for a peer: its leave-one-out cells, "–" wherever the peer was not measured."""
-    cells = {"method": peer["label"], "LOO N@10": f"{peer['test']['NDCG@10']:.4f}",
-             "LOO R@10": f"{peer['test']['Recall@10']:.4f}", "valid (W / LOO)": "– / –",
-             "epochs (W / LOO)": f"– / {peer['epochs']} (best {peer['best_epoch']})"}
-    return [cells.get(column, "–") for column in columns]
+def _loo_cells(test: dict, valid: float | None, epochs: int | str) -> dict[str, str]:
+    """A row's leave-one-out cells by column (the report's format)."""
+    return {"LOO N@10": f"{test['NDCG@10']:.4f}", "LOO R@10": f"{test['Recall@10']:.4f}",
+            "valid (W / LOO)": "– / " + ("–" if valid is None else f"{valid:.4f}"), "epochs (W / LOO)": f"– / {epochs}"}
+
+
+def _row(label: str, cells: dict[str, str], columns: list[str]) -> list[str]:
+    """A new row: its label, then its cells, "–" wherever the model was not measured."""
+    return [label] + [cells.get(column, "–") for column in columns[1:]]
 
 
 def add_peers(record: dict, out: Path, today: str | None = None) -> list[str]:
@@ -45,7 +51,8 @@ def add_peers(record: dict, out: Path, today: str | None = None) -> list[str]:
     published = published_ndcg10(out)
     for peer in added:
         models[peer["label"]] = peer_model_entry(peer, published)
-        record["rows"].append(_peer_row(peer, record["columns"]))
+        record["rows"].append(_row(peer["label"], _loo_cells(
+            peer["test"], None, f"{peer['epochs']} (best {peer['best_epoch']})"), record["columns"]))
     labels = [peer["label"] for peer in added]
     _restrongest(view, set(labels))
     _update_strongest_sasrec_check(record, models)
@@ -110,11 +117,6 @@ def _view_with_our_sasrec(record: dict) -> dict:
     return view
 
 
-def _loo_cells(test: dict, valid: float, epochs: int) -> dict[str, str]:
-    return {"LOO N@10": f"{test['NDCG@10']:.4f}", "LOO R@10": f"{test['Recall@10']:.4f}",
-            "valid (W / LOO)": f"– / {valid:.4f}", "epochs (W / LOO)": f"– / {epochs}"}
-
-
 def _row_valid(record: dict, row: list[str]) -> float:
     """The leave-one-out validation score in a row's "valid (W / LOO)" cell ("– / 0.1183")."""
     cell = row[record["columns"].index("valid (W / LOO)")]
@@ -145,9 +147,6 @@ def adopt_sasrec(record: dict, summary: dict) -> bool:
     (ours)" where it validates higher than the one there, as the report's rule has it (our SASRec is the one its own
     validation chose); its row, entry, HyMiRec's gains over it and the strongest model follow. Returns whether it
     replaced it. HyMiRec's warm start is not re-chosen: that needs a HyMiRec run from this SASRec (add-warm-start)."""
-    from bench.converged_view import sasrec_settings
-    from bench.sasrec_sweep import point_name
-
     view = _view_with_our_sasrec(record)
     if view["dataset"].split(",")[0] != summary["dataset"].split(",")[0]:
         raise ValueError(f"the sweep is on {summary['dataset']!r}, the record on {view['dataset']!r}")
@@ -175,9 +174,6 @@ def add_warm_start(record: dict, out: Path) -> str:
     HyMiRec re-chosen on HyMiRec's validation among the record's preset rows and it; our SASRec re-chosen on SASRec's
     validation with the run's. Where both chosen are this run's, HyMiRec's gain over our SASRec gets its paired
     interval (the run kept both ranked lists). Returns the new row's label."""
-    from bench.converged_view import _valid_best, run_metrics, sasrec_settings
-    from bench.paired import run_gain_interval
-
     view = _view_with_our_sasrec(record)
     run, run_dir = run_metrics(out, "leave_one_out", "preset"), out / "leave_one_out" / "preset"
     if run is None or "sasrec" not in run:
@@ -192,9 +188,8 @@ def add_warm_start(record: dict, out: Path) -> str:
     if "chosen on HyMiRec's validation (" not in view["models"]["HyMiRec"].get("settings", ""):
         raise ValueError("the record's HyMiRec was not chosen among warm starts (report without --warm-start-from): "
                          "rebuild it with `report --warm-start-from` instead")
-    cells = _loo_cells(hymirec["test"], _valid_best(run), hymirec["epochs"])
-    record["rows"].append([cells.get(column, "–") for column in record["columns"]])
-    record["rows"][-1][0] = label
+    record["rows"].append(_row(label, _loo_cells(hymirec["test"], _valid_best(run), hymirec["epochs"]),
+                               record["columns"]))
     candidates = {row[0]: _row_valid(record, row) for row in record["rows"]
                   if row[0] == "HyMiRec preset" or row[0].startswith("HyMiRec preset, ")}
     changed, models = set(), view["models"]
@@ -245,8 +240,6 @@ def add_sweep_points(record: dict, summary: dict, today: str | None = None) -> s
     """Add one finished sweep's points (OUT/sweep.json) to the SASRec sweep record's column of the same dataset and
     patience, re-choose that column's point on validation (bold) and rewrite its reading; returns the column.
     For points trained after the record was written, when the other points' runs are gone."""
-    from bench.sasrec_sweep import default_point, point_name, trained_patience
-
     patience = sorted({trained_patience(r) for r in summary["points"]})
     wanted = [f"{summary['dataset']}, patience {'/'.join(map(str, patience))}", summary["dataset"]]
     label = next((c for c in wanted if c in record["columns"][1:]), None)
@@ -274,13 +267,13 @@ def add_sweep_points(record: dict, summary: dict, today: str | None = None) -> s
     for row in trained:
         row[column] = row[column].strip("*")
     chosen[column] = f"**{chosen[column]}**"
+    if chosen[0] == before:  # the column's choice and its reading stand
+        return _noted(record, label, summary, today)
     test = float(chosen[column].strip("*").split(" / ")[1].split(",")[0])
     versus = ""
     if default in rows and _cell_valid(rows[default][column]) is not None:
         base = float(rows[default][column].strip("*").split(" / ")[1].split(",")[0])
         versus = f" vs the default's {base:.4f} ({100 * (test / base - 1):+.1f} %)"
-    if chosen[0] == before:  # the column's choice and its reading stand
-        return _noted(record, label, summary, today)
     readings = [part for part in record["reading"].split("; ") if not part.startswith(label + ": ")]
     readings.insert(column - 1, f"{label}: chosen {chosen[0].removesuffix(' (default)')}, test NDCG@10 {test:.4f}"
                     + versus)
@@ -289,8 +282,6 @@ def add_sweep_points(record: dict, summary: dict, today: str | None = None) -> s
 
 
 def _noted(record: dict, label: str, summary: dict, today: str | None = None) -> str:
-    from bench.sasrec_sweep import point_name
-
     record["setup"] += (f" Added on {today or time.strftime('%Y-%m-%d', time.gmtime())} to the {label} column "
                         "(bench.sasrec_sweep report --amend): "
                         + ", ".join(point_name(r["point"]) for r in summary["points"]) + ".")
@@ -308,16 +299,9 @@ def amend_file(record_path: Path, amend) -> object:
     return result
 
 
-def _sweep(out: Path) -> dict:
-    path = Path(out) / "sweep.json"
-    if not path.is_file():
-        raise ValueError(f"{path} is missing: no finished SASRec sweep there")
-    return json.loads(path.read_text())
-
-
 # bench.mechanisms' steps that amend a converged record with a run finished after it: (record, OUT, sweep OUT) → what
 CONVERGED_AMENDMENTS = {
     "add-peer": lambda record, out, sweep: ", ".join(add_peers(record, out)),
     "add-warm-start": lambda record, out, sweep: add_warm_start(record, out),
-    "adopt-sasrec": lambda record, out, sweep: "adopted" if adopt_sasrec(record, _sweep(sweep)) else "kept",
+    "adopt-sasrec": lambda record, out, sweep: "adopted" if adopt_sasrec(record, finished_sweep(sweep)) else "kept",
 }

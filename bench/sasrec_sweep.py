@@ -159,14 +159,19 @@ def sweep(dataset: str, out: Path, name: str, seed: int = 0, first: str | None =
     return summary
 
 
+def finished_sweep(sweep_out: Path) -> dict:
+    """OUT/sweep.json of a finished sweep: its dataset, every point's scores and the point chosen on validation."""
+    path = Path(sweep_out) / "sweep.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: run `python -m bench.sasrec_sweep run --out {sweep_out} ...` first")
+    return json.loads(path.read_text())
+
+
 def chosen_overrides(sweep_out: Path, dataset: str, layout: dict | None = None) -> list[str]:
     """The run-config overrides (train.sasrec_*) of the point a finished sweep chose on validation, for a run on
     the same data: the sweep's own dataset, or the same user cut (OUT/data/<name> of both). ``layout``
     (:func:`parse_layout`; {} = our own): the best point on validation among that layout's only."""
-    path = sweep_out / "sweep.json"
-    if not path.is_file():
-        raise SystemExit(f"{path} is missing: run `python -m bench.sasrec_sweep run --out {sweep_out} ...` first")
-    summary = json.loads(path.read_text())
+    summary = finished_sweep(sweep_out)
     name = Path(dataset).name
     if summary["dataset"] != name and not (sweep_out / "data" / name).is_dir():
         raise SystemExit(f"the sweep in {sweep_out} ran on {summary['dataset']!r}, not on {name!r}: its choice "
@@ -188,7 +193,7 @@ def chosen_overrides(sweep_out: Path, dataset: str, layout: dict | None = None) 
 def report(outs: list[Path], command: str, machine: str, part: str = "") -> dict:
     """One row per grid point, one column per dataset: validation / test NDCG@10 and epochs; the chosen in bold.
     ``part``: a sweep recorded apart from the main one (another make target) names itself in its area: "(Games)"."""
-    summaries = [json.loads((Path(out) / "sweep.json").read_text()) for out in outs]
+    summaries = [finished_sweep(out) for out in outs]
     # the patience the points ran with; a column per sweep, named by its patience too where sweeps ran with several
     runs_with = [sorted({trained_patience(r) for r in s["points"]}) for s in summaries]
     patience = "/".join(str(x) for x in sorted({p for ps in runs_with for p in ps}))
@@ -264,7 +269,7 @@ def main(argv=None) -> int:
         from bench.record_amend import add_sweep_points, amend_file
 
         def amend(record: dict) -> list[str]:
-            return [add_sweep_points(record, json.loads((Path(out) / "sweep.json").read_text())) for out in args.out]
+            return [add_sweep_points(record, finished_sweep(out)) for out in args.out]
 
         try:
             print("amended:", ", ".join(amend_file(Path(args.amend), amend)), file=sys.stderr)
