@@ -126,6 +126,12 @@ def _valid_best(run: dict) -> float:
     return hymirec["valid_best"] if hymirec.get("valid_best") is not None else hymirec["valid_best_ndcg10"]
 
 
+def gain_percent(gain: float, low: float | None, high: float | None) -> dict:
+    """(0.0497, None, None) → {"gain": 4.97, "low": None, "high": None}: the page plot's numbers, in %."""
+    return {key: None if value is None else round(100 * value, 2)
+            for key, value in zip(("gain", "low", "high"), (gain, low, high))}
+
+
 def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Path,
                       published: dict[str, float] | None = None, warm: dict | None = None,
                       scratch: str | None = None, text: str | None = None,
@@ -193,6 +199,5 @@ def converged_summary(dataset_name: str, loo: dict, peers: dict, preset_dir: Pat
     summary = {"dataset": dataset_name, "models": models, "strongest": strongest,
                "vs_strongest": format_gain(*gain) if gain else "–"}
     if gain is not None:  # the numbers behind the text, in %, for the page's plot (bench/converged_plot.py)
-        summary["vs_strongest_pct"] = {key: None if value is None else round(100 * value, 2)
-                                       for key, value in zip(("gain", "low", "high"), gain)}
+        summary["vs_strongest_pct"] = gain_percent(*gain)
     return summary

@@ -15,8 +15,8 @@ import json
 import time
 from pathlib import Path
 
-from bench.converged_view import (_valid_best, finished_peers, peer_model_entry, published_ndcg10, run_metrics,
-                                  sasrec_settings)
+from bench.converged_view import (_valid_best, finished_peers, gain_percent, peer_model_entry, published_ndcg10,
+                                  run_metrics, sasrec_settings)
 from bench.paired import format_gain, run_gain_interval
 from bench.peers.converged import PEER_PATIENCE
 from bench.sasrec_sweep import default_point, finished_sweep, point_name, trained_patience
@@ -73,8 +73,7 @@ def _restrongest(view: dict, changed: set[str], interval: tuple | None = None) -
         gain, low, high = (interval if interval and strongest == "SASRec (ours)"
                            else (models["HyMiRec"]["NDCG@10"] / others[strongest] - 1, None, None))
         view.update(strongest=strongest, vs_strongest=format_gain(gain, low, high),
-                    vs_strongest_pct={key: None if value is None else round(100 * value, 2)
-                                      for key, value in zip(("gain", "low", "high"), (gain, low, high))})
+                    vs_strongest_pct=gain_percent(gain, low, high))
 
 
 def _update_strongest_sasrec_check(record: dict, models: dict) -> None:
@@ -102,7 +101,6 @@ def _update_strongest_sasrec_check(record: dict, models: dict) -> None:
 def _reread(record: dict) -> None:
     """The record's reading line from its checks, as the report writes it."""
     record["reading"] = "; ".join(f"{c['comparison']}: {c['measured']} (goal {c['goal']})" for c in record["checks"])
-
 
 
 # the converged view's checks against our SASRec, by the HyMiRec model each compares (mechanisms_report's wording)
