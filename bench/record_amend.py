@@ -25,7 +25,8 @@ from bench.sasrec_sweep import default_point, finished_sweep, point_name, traine
 def _loo_cells(test: dict, valid: float | None, epochs: int | str) -> dict[str, str]:
     """A row's leave-one-out cells by column (the report's format)."""
     return {"LOO N@10": f"{test['NDCG@10']:.4f}", "LOO R@10": f"{test['Recall@10']:.4f}",
-            "valid (W / LOO)": "– / " + ("–" if valid is None else f"{valid:.4f}"), "epochs (W / LOO)": f"– / {epochs}"}
+            "valid (W / LOO)": "– / " + ("–" if valid is None else f"{valid:.4f}"),
+            "epochs (W / LOO)": f"– / {epochs}"}
 
 
 def _row(label: str, cells: dict[str, str], columns: list[str]) -> list[str]:
