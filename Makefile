@@ -60,6 +60,7 @@ bench-migration: setup
 # Beauty's runs take hours each, and each can be run by hand with --pause-after S to span sessions, then resumed by
 # the same command).
 MECH := $(PY) -m bench.mechanisms
+HELDOUT := $(PY) -m bench.heldout_users compare --dataset ../shared/data/ml-1m
 MECH_DATA := --dataset ../shared/data/ml-1m --max-users 1000
 BEAUTY := ../shared/data/s3rec-amazon-yelp-lastfm/Beauty
 GAMES_DATA := --dataset ../shared/data/amazon-games-2018 --max-users 10000
@@ -87,6 +88,16 @@ bench-mechanisms: setup
 	$(MECH) run --suite long-loo $(MECH_DATA) --out runs/mech1m-longloo --long-len 512
 	$(MECH) report $(MECH_DATA) --suite long-loo --out runs/mech1m-longloo \
 	    --record bench/records/mechanisms-ml-1m-long-loo.json --command "make bench-mechanisms"
+	# the same trained runs on the 5,040 users outside their 1,000-user cut (test-sample noise, paired)
+	$(HELDOUT) --out runs/mech1m-longloo --protocol leave_one_out --a preset --b preset-recent-only
+	$(HELDOUT) --out runs/mech1m-steer --protocol window --a k1 --b k1-recent-only
+	$(HELDOUT) --out runs/mech1m-steer --protocol window --a k1 --b k1-exact
+	$(HELDOUT) --out runs/mech1m-steer --protocol window --a k3-residual --b k1
+	$(PY) -m bench.heldout_users record --record bench/records/mechanisms-ml-1m-heldout.json \
+	    --json runs/mech1m-longloo/heldout-leave_one_out-preset-vs-preset-recent-only.json \
+	    --json runs/mech1m-steer/heldout-window-k1-vs-k1-recent-only.json \
+	    --json runs/mech1m-steer/heldout-window-k1-vs-k1-exact.json \
+	    --json runs/mech1m-steer/heldout-window-k3-residual-vs-k1.json
 	# HyMiRec's preset against our SASRec, each to its own early stop; SASRec with the settings chosen on validation
 	$(PY) -m bench.sasrec_sweep run $(MECH_DATA) --out runs/sweep1m
 	$(PY) -m bench.sasrec_sweep run $(MECH_DATA) --out runs/sweep1m --set input_norm=true

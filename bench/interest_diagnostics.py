@@ -15,28 +15,20 @@ from pathlib import Path
 
 import numpy as np
 
-from core.artifacts import RunLayout, write_json_atomic
+from core.artifacts import write_json_atomic
 
 _AVERAGED = ("Recall@20", "Recall@50", "Recall@100", "NDCG@50", "Coverage@10", "Coverage@50", "ILD@50")
 
 
 def _load(run_dir: Path):
-    """The run's state, item tables and model, as its training left them."""
-    from features.codebook import ResidualCodebook
-    from training.config import RunConfig
+    """The run's state, item tables and model, as its training left them (a window-protocol run)."""
+    from bench.heldout_users import load_trained_run
     from training.protocols import is_window
-    from training.train import hybrid_item_tables, load_hybrid, start_run
 
-    layout = RunLayout.at(run_dir)
-    config = RunConfig.load(layout.config)
-    state = start_run(config, progress=False, log=lambda *_: None)
+    state, item_emb, tables, model = load_trained_run(run_dir)
     if not is_window(state.split.test):
         raise ValueError(f"{run_dir}: interest diagnostics need a window-protocol run (train.protocol=window)")
-    item_emb = np.load(layout.item_embeddings)
-    state.codes = np.load(layout.item_codes)
-    tables = hybrid_item_tables(item_emb, ResidualCodebook.load(layout.codebook), state.codes,
-                                config.hybrid.use_codebook)
-    return state, item_emb, tables, load_hybrid(str(run_dir))
+    return state, item_emb, tables, model
 
 
 def run_interests(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:

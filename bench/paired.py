@@ -60,11 +60,16 @@ def per_user_scores(run_dir: Path, method: str = "hymirec") -> np.ndarray:
     if protocol == "window":
         if len(targets) != len(topk):
             raise ValueError(f"{path}: {len(topk)} lists for {len(targets)} test windows")
-        return np.array([np.isin(np.unique(t), row[:50]).mean() for t, row in zip(targets, topk)])
-    return _ndcg10_per_user(topk, targets[0])
+        return window_recall50_per_user(topk, targets)
+    return ndcg10_per_user(topk, targets[0])
 
 
-def _ndcg10_per_user(lists: np.ndarray, targets) -> np.ndarray:
+def window_recall50_per_user(lists: np.ndarray, target_sets) -> np.ndarray:
+    """[U] window Recall@50 of each user's list: distinct targets found in the top 50 / distinct targets."""
+    return np.array([np.isin(np.unique(t), row[:50]).mean() for t, row in zip(target_sets, lists)])
+
+
+def ndcg10_per_user(lists: np.ndarray, targets) -> np.ndarray:
     """[U] NDCG@10 of each user's one target in its ranked list (0 outside the top 10)."""
     ranks = ranks_in_lists(lists, targets)
     return np.where((ranks >= 0) & (ranks < 10), 1.0 / np.log2(np.maximum(ranks, 0) + 2), 0.0)
@@ -100,7 +105,7 @@ def peer_user_scores(peer_dir: Path, split_dir: Path) -> tuple[np.ndarray, np.nd
 
     split = read_split(split_dir)
     lists, _, _ = clean_lists(np.load(Path(peer_dir) / "topk_test.npy"), split.histories)
-    return _ndcg10_per_user(lists, split.targets), split.targets
+    return ndcg10_per_user(lists, split.targets), split.targets
 
 
 def peer_gain_interval(run_dir: Path, peer_dir: Path, split_dir: Path,
