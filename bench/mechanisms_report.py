@@ -22,6 +22,11 @@ QUOTA_COLUMNS = ("Recall@50", "Coverage@50")  # of the quota merge (each interes
 LOO_COLUMNS = ("NDCG@10", "Recall@10")
 
 
+def reading_of(checks: list[dict]) -> str:
+    """A record's reading line: its checks, "comparison: measured (goal g)", in order (the amendments reuse it)."""
+    return "; ".join(f"{c['comparison']}: {c['measured']} (goal {c['goal']})" for c in checks)
+
+
 def _diagnostics(out: Path, protocol: str, variant: str) -> dict[str, dict]:
     """What ``diagnose`` measured for a multi-interest run (bench/interest_diagnostics.py), if it ran."""
     path = out / protocol / variant / "interest_diagnostics.json"
@@ -228,6 +233,7 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
                + [f"quota {c.replace('Recall', 'R').replace('Coverage', 'Cov')}" for c in QUOTA_COLUMNS]
                + [f"LOO {c.replace('NDCG', 'N').replace('Recall', 'R')}"
                                                          for c in LOO_COLUMNS] + ["valid (W / LOO)", "epochs (W / LOO)"])
+    check_list = [{"comparison": n, "measured": v, "goal": g} for n, v, g in checks]
     return {
         # the epoch cap in the title when it binds: the same comparison under two caps is two sections
         "area": f"Mechanisms: {TITLES[suite]} ({dataset_name}"
@@ -266,8 +272,8 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
                      "from." if warm else "")),
         "columns": columns,
         "rows": rows,
-        "reading": "; ".join(f"{name}: {value} (goal {goal})" for name, value, goal in checks),
-        "checks": [{"comparison": n, "measured": v, "goal": g} for n, v, g in checks],
+        "reading": reading_of(check_list),
+        "checks": check_list,
     } | ({"converged": converged_summary(dataset_name, loo, peers, preset_dir, published_ndcg10(out), warm,
                                          scratch, text, sasrec)}
          if suite == "converged" else {})

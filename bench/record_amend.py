@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bench.converged_view import (_valid_best, finished_peers, gain_percent, peer_model_entry, published_ndcg10,
                                   run_metrics, sasrec_settings)
+from bench.mechanisms_report import reading_of
 from bench.paired import format_gain, run_gain_interval
 from bench.peers.converged import PEER_PATIENCE
 from bench.sasrec_sweep import default_point, finished_sweep, point_name, trained_patience
@@ -101,7 +102,7 @@ def _update_strongest_sasrec_check(record: dict, models: dict) -> None:
 
 def _reread(record: dict) -> None:
     """The record's reading line from its checks, as the report writes it."""
-    record["reading"] = "; ".join(f"{c['comparison']}: {c['measured']} (goal {c['goal']})" for c in record["checks"])
+    record["reading"] = reading_of(record["checks"])
 
 
 # the converged view's checks against our SASRec, by the HyMiRec model each compares (mechanisms_report's wording)
