@@ -132,6 +132,19 @@ def compare_heldout(out: Path, protocol: str, a: str, b: str, dataset: str) -> d
     }
 
 
+# what a pair of mechanisms-bench variants compares, in the words of the mechanisms report's checks
+COMPARISONS = {("preset", "preset-recent-only"): "long coded history vs recent only (preset, K=1)",
+               ("k1", "k1-recent-only"): "long coded history vs recent only (K=1)",
+               ("k1", "k1-exact"): "codes vs exact embeddings (K=1)",
+               ("k3-residual", "k1"): "K=3 residual interests vs K=1"}
+
+
+def comparison_name(a: str, b: str) -> str:
+    """"long coded history vs recent only (K=1): k1 vs k1-recent-only", or "a vs b" for a pair not named."""
+    name = COMPARISONS.get((a, b))
+    return f"{name}: {a} vs {b}" if name else f"{a} vs {b}"
+
+
 RECORD_COLUMNS = ["comparison (a vs b)", "metric", "held-out users", "a held-out", "b held-out", "gain, held-out",
                   "a own test", "b own test", "gain, own 1,000-user test", "a / b valid"]
 
@@ -144,7 +157,7 @@ def heldout_record(results: list[dict], command: str, machine: str, measured_at:
     rows = []
     for r in results:
         ra, rb, k = r["runs"][r["a"]], r["runs"][r["b"]], key[r["protocol"]]
-        rows.append([f"{r['a']} vs {r['b']}", r["metric"], f"{r['heldout_users']:,}", f"{ra['heldout'][k]:.4f}",
+        rows.append([comparison_name(r["a"], r["b"]), r["metric"], f"{r['heldout_users']:,}", f"{ra['heldout'][k]:.4f}",
                      f"{rb['heldout'][k]:.4f}", r["reading"], f"{ra['own_test'][k]:.4f}", f"{rb['own_test'][k]:.4f}",
                      r["own_test_reading"], f"{ra['valid_best']:.4f} / {rb['valid_best']:.4f}"])
     dropped = sum(r["interactions_dropped"] for r in results) / max(1, sum(r["interactions"] for r in results))
@@ -159,8 +172,9 @@ def heldout_record(results: list[dict], command: str, machine: str, measured_at:
                   "95 % paired bootstrap over the users. This narrows the test-sample noise of the same two trained "
                   "models; it is one training seed."),
         "columns": RECORD_COLUMNS, "rows": rows,
-        "reading": "; ".join(f"{r['a']} vs {r['b']}, {r['metric']}: {r['reading']} on {r['heldout_users']:,} held-out "
-                             f"users ({r['own_test_reading']} on the run's own test)" for r in results),
+        "reading": "; ".join(f"{COMPARISONS.get((r['a'], r['b']), r['a'] + ' vs ' + r['b'])}, {r['metric']}: "
+                             f"{r['reading']} on {r['heldout_users']:,} held-out users ({r['own_test_reading']} on "
+                             "the 1,000 users of the run's own test)" for r in results),
     }
 
 
