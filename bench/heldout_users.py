@@ -27,6 +27,9 @@ from bench.paired import format_gain, ndcg10_per_user, paired_gain_interval, win
 from core.artifacts import RunLayout, write_json_atomic
 
 
+MAX_DROPPED_SHARE = 0.05  # past this, the held-out users are not the run's population (ML-1M's cut: 0.15 %)
+
+
 @dataclass
 class HeldOut:
     """The held-out users' sequences in one run's item index, and what the mapping dropped."""
@@ -37,13 +40,19 @@ class HeldOut:
     interactions: int
 
 
-def heldout_users(full, seen_user_ids: set[str], run_item_ids: list[str]) -> HeldOut:
+def heldout_users(full, seen_user_ids: set[str], run_item_ids: list[str],
+                  max_dropped_share: float = MAX_DROPPED_SHARE) -> HeldOut:
     """``full`` (InteractionData of the whole dataset) minus ``seen_user_ids``, its items mapped to the run's index
-    ``run_item_ids`` (``[0] == "<pad>"``); interactions with items outside it dropped."""
+    ``run_item_ids`` (``[0] == "<pad>"``); interactions with items outside it dropped (at most
+    ``max_dropped_share`` of them, else the run is not from this dataset)."""
     from training.datasets.base import InteractionData
 
     if not run_item_ids or run_item_ids[0] != "<pad>":
         raise ValueError("run item ids must start with '<pad>' (a run's item_ids.json)")
+    strangers = seen_user_ids - set(full.user_ids)
+    if strangers:
+        raise ValueError(f"{len(strangers):,} of the run's {len(seen_user_ids):,} users are not in {full.name!r} "
+                         f"(e.g. {sorted(strangers)[0]!r}): the run's cut was not taken from this dataset")
     index = {raw: i for i, raw in enumerate(run_item_ids) if i}
     to_run = np.array([index.get(raw, 0) for raw in full.item_ids], dtype=np.int64)
     sequences, user_ids, dropped, total = [], [], 0, 0
@@ -57,6 +66,9 @@ def heldout_users(full, seen_user_ids: set[str], run_item_ids: list[str]) -> Hel
         user_ids.append(raw_user)
     if not sequences:
         raise ValueError("every user of the dataset is in the run's cut: nobody is held out")
+    if dropped > max_dropped_share * total:
+        raise ValueError(f"{100 * dropped / total:.1f} % of the held-out interactions are items the run never saw "
+                         f"(more than {100 * max_dropped_share:.0f} %): its item index is not this dataset's")
     data = InteractionData(name=f"{full.name}-heldout", sequences=sequences, timestamps=None, user_ids=user_ids,
                            item_ids=list(run_item_ids), item_texts=None)
     return HeldOut(data, len(sequences), dropped, total)
@@ -104,6 +116,7 @@ def score_heldout(run_dir: Path, full) -> dict:
         metrics = evaluate_rankings(topk, test.targets)
         per_user = ndcg10_per_user(topk, test.targets)
     return {"protocol": protocol, "metrics": metrics, "per_user": per_user, "users": len(test),
+            "user_ids": [held.data.user_ids[u] for u in test.users],
             "items_dropped": held.items_dropped, "interactions": held.interactions}
 
 
@@ -115,8 +128,8 @@ def compare_heldout(out: Path, protocol: str, a: str, b: str, dataset: str) -> d
 
     full = load_run_data(dataset)
     scored = {name: score_heldout(out / protocol / name, full) for name in (a, b)}
-    if len(scored[a]["per_user"]) != len(scored[b]["per_user"]):
-        raise ValueError(f"{a} and {b} were cut to different users: not a paired comparison")
+    if scored[a]["user_ids"] != scored[b]["user_ids"]:
+        raise ValueError(f"{a} and {b} hold out different users (another cut or protocol): not a paired comparison")
     gain, low, high = paired_gain_interval(scored[a]["per_user"], scored[b]["per_user"])
     metric = "window Recall@50" if protocol == "window" else "leave-one-out NDCG@10"
     own = {name: json.loads(RunLayout.at(out / protocol / name).metrics.read_text())["hymirec"]

@@ -24,7 +24,8 @@ def _data(users: dict[str, list[str]], items: list[str]) -> InteractionData:
 def test_heldout_users_are_the_unseen_ones_mapped_into_the_runs_items():
     full = _data({"u1": ["a", "b", "c"], "u2": ["c", "x", "a", "b"], "u3": ["b", "b", "x"]},
                  ["<pad>", "a", "b", "c", "x"])
-    held = heldout_users(full, seen_user_ids={"u1"}, run_item_ids=["<pad>", "c", "a", "b"])  # the run lacks "x"
+    held = heldout_users(full, seen_user_ids={"u1"}, run_item_ids=["<pad>", "c", "a", "b"],  # the run lacks "x"
+                         max_dropped_share=0.5)
     assert held.data.user_ids == ["u2", "u3"]
     assert [s.tolist() for s in held.data.sequences] == [[1, 2, 3], [3, 3]]  # "x" dropped, order kept
     assert (held.users, held.items_dropped, held.interactions) == (2, 2, 7)
@@ -39,6 +40,14 @@ def test_heldout_users_refuse_a_cut_that_holds_everyone_and_a_bad_item_index():
         heldout_users(full, set(), ["a", "b"])
 
 
+def test_heldout_users_refuse_a_run_cut_from_another_dataset():
+    full = _data({"u1": ["a", "b", "a"], "u2": ["b", "a", "b"]}, ["<pad>", "a", "b"])
+    with pytest.raises(ValueError, match="1 of the run's 2 users are not in 'toy'.*'u9'"):
+        heldout_users(full, {"u1", "u9"}, ["<pad>", "a", "b"])
+    with pytest.raises(ValueError, match="66.7 % of the held-out interactions are items the run never saw"):
+        heldout_users(full, {"u1"}, ["<pad>", "a", "z"])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["leave_one_out", "window"])
 def test_scoring_the_runs_own_users_as_held_out_reproduces_its_own_test(tmp_path, protocol):
@@ -49,8 +58,10 @@ def test_scoring_the_runs_own_users_as_held_out_reproduces_its_own_test(tmp_path
     same = load_run_data("synthetic")
     with pytest.raises(ValueError, match="nobody is held out"):
         score_heldout(run_dir, same)
-    renamed = dataclasses.replace(same, user_ids=[f"other-{u}" for u in same.user_ids])
-    scored = score_heldout(run_dir, renamed)
+    # the dataset plus a copy of every user under another name: the copies are held out, and are the run's own users
+    doubled = dataclasses.replace(same, sequences=same.sequences * 2, timestamps=None,
+                                  user_ids=same.user_ids + [f"copy-{u}" for u in same.user_ids])
+    scored = score_heldout(run_dir, doubled)
     own_users = len(make_split(same, protocol, config.train.eval_window).test)
     assert scored["users"] == len(scored["per_user"]) == own_users
     assert scored["items_dropped"] == 0
