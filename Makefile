@@ -88,13 +88,20 @@ bench-mechanisms: setup
 	$(MECH) run --suite long-loo $(MECH_DATA) --out runs/mech1m-longloo --long-len 512
 	$(MECH) report $(MECH_DATA) --suite long-loo --out runs/mech1m-longloo \
 	    --record bench/records/mechanisms-ml-1m-long-loo.json --command "make bench-mechanisms"
+	# a second training seed of the same comparison (same users; stage 1, SASRec and both stage 2s retrained)
+	$(MECH) prepare --suite long-loo $(MECH_DATA) --out runs/mech1m-longloo-seed1 --seed 1
+	$(MECH) run --suite long-loo $(MECH_DATA) --out runs/mech1m-longloo-seed1 --long-len 512 --seed 1
+	$(MECH) report $(MECH_DATA) --suite long-loo --out runs/mech1m-longloo-seed1 \
+	    --record bench/records/mechanisms-ml-1m-long-loo-seed1.json --command "make bench-mechanisms"
 	# the same trained runs on the 5,040 users outside their 1,000-user cut (test-sample noise, paired)
 	$(HELDOUT) --out runs/mech1m-longloo --protocol leave_one_out --a preset --b preset-recent-only
+	$(HELDOUT) --out runs/mech1m-longloo-seed1 --protocol leave_one_out --a preset --b preset-recent-only
 	$(HELDOUT) --out runs/mech1m-steer --protocol window --a k1 --b k1-recent-only
 	$(HELDOUT) --out runs/mech1m-steer --protocol window --a k1 --b k1-exact
 	$(HELDOUT) --out runs/mech1m-steer --protocol window --a k3-residual --b k1
 	$(PY) -m bench.heldout_users record --record bench/records/mechanisms-ml-1m-heldout.json \
 	    --json runs/mech1m-longloo/heldout-leave_one_out-preset-vs-preset-recent-only.json \
+	    --json runs/mech1m-longloo-seed1/heldout-leave_one_out-preset-vs-preset-recent-only.json \
 	    --json runs/mech1m-steer/heldout-window-k1-vs-k1-recent-only.json \
 	    --json runs/mech1m-steer/heldout-window-k1-vs-k1-exact.json \
 	    --json runs/mech1m-steer/heldout-window-k3-residual-vs-k1.json

@@ -134,8 +134,12 @@ def compare_heldout(out: Path, protocol: str, a: str, b: str, dataset: str) -> d
     metric = "window Recall@50" if protocol == "window" else "leave-one-out NDCG@10"
     own = {name: json.loads(RunLayout.at(out / protocol / name).metrics.read_text())["hymirec"]
            for name in (a, b)}
+    seeds = {json.loads(RunLayout.at(out / protocol / name).config.read_text())["train"]["seed"] for name in (a, b)}
+    if len(seeds) > 1:
+        raise ValueError(f"{a} and {b} were trained with different seeds {sorted(seeds)}: not one replicate")
     return {
         "dataset": dataset, "out": str(out), "protocol": protocol, "metric": metric, "a": a, "b": b,
+        "seed": seeds.pop(),
         "heldout_users": scored[a]["users"], "interactions": scored[a]["interactions"],
         "interactions_dropped": scored[a]["items_dropped"],
         "runs": {name: {"heldout": s["metrics"], "own_test": own[name]["test"], "valid_best": own[name]["valid_best"],
@@ -152,10 +156,11 @@ COMPARISONS = {("preset", "preset-recent-only"): "long coded history vs recent o
                ("k3-residual", "k1"): "K=3 residual interests vs K=1"}
 
 
-def comparison_name(a: str, b: str) -> str:
-    """"long coded history vs recent only (K=1): k1 vs k1-recent-only", or "a vs b" for a pair not named."""
+def comparison_name(a: str, b: str, seed: int = 0) -> str:
+    """"long coded history vs recent only (K=1): k1 vs k1-recent-only", or "a vs b" for a pair not named; a
+    replicate's training seed after it."""
     name = COMPARISONS.get((a, b))
-    return f"{name}: {a} vs {b}" if name else f"{a} vs {b}"
+    return (f"{name}: {a} vs {b}" if name else f"{a} vs {b}") + (f", seed {seed}" if seed else "")
 
 
 RECORD_COLUMNS = ["comparison (a vs b)", "metric", "held-out users", "a held-out", "b held-out", "gain, held-out",
@@ -170,7 +175,7 @@ def heldout_record(results: list[dict], command: str, machine: str, measured_at:
     rows = []
     for r in results:
         ra, rb, k = r["runs"][r["a"]], r["runs"][r["b"]], key[r["protocol"]]
-        rows.append([comparison_name(r["a"], r["b"]), r["metric"], f"{r['heldout_users']:,}", f"{ra['heldout'][k]:.4f}",
+        rows.append([comparison_name(r["a"], r["b"], r.get("seed", 0)), r["metric"], f"{r['heldout_users']:,}", f"{ra['heldout'][k]:.4f}",
                      f"{rb['heldout'][k]:.4f}", r["reading"], f"{ra['own_test'][k]:.4f}", f"{rb['own_test'][k]:.4f}",
                      r["own_test_reading"], f"{ra['valid_best']:.4f} / {rb['valid_best']:.4f}"])
     dropped = sum(r["interactions_dropped"] for r in results) / max(1, sum(r["interactions"] for r in results))
@@ -185,7 +190,8 @@ def heldout_record(results: list[dict], command: str, machine: str, measured_at:
                   "95 % paired bootstrap over the users. This narrows the test-sample noise of the same two trained "
                   "models; it is one training seed."),
         "columns": RECORD_COLUMNS, "rows": rows,
-        "reading": "; ".join(f"{COMPARISONS.get((r['a'], r['b']), r['a'] + ' vs ' + r['b'])}, {r['metric']}: "
+        "reading": "; ".join(f"{COMPARISONS.get((r['a'], r['b']), r['a'] + ' vs ' + r['b'])}"
+                             + (f" (seed {r['seed']})" if r.get("seed") else "") + f", {r['metric']}: "
                              f"{r['reading']} on {r['heldout_users']:,} held-out users ({r['own_test_reading']} on "
                              "the 1,000 users of the run's own test)" for r in results),
     }
