@@ -74,30 +74,14 @@ def heldout_users(full, seen_user_ids: set[str], run_item_ids: list[str],
     return HeldOut(data, len(sequences), dropped, total)
 
 
-def load_trained_run(run_dir: Path):
-    """(state, item_emb, tables, model) of a finished run, as its training left them (state: its own data and split)."""
-    from features.codebook import ResidualCodebook
-    from training.config import RunConfig
-    from training.train import hybrid_item_tables, load_hybrid, start_run
-
-    layout = RunLayout.at(run_dir)
-    if not layout.model.is_file():
-        raise FileNotFoundError(f"{run_dir}: no model.pt (an unfinished or missing run)")
-    config = RunConfig.load(layout.config)
-    state = start_run(config, progress=False, log=lambda *_: None)
-    item_emb = np.load(layout.item_embeddings)
-    state.codes = np.load(layout.item_codes)
-    tables = hybrid_item_tables(item_emb, ResidualCodebook.load(layout.codebook), state.codes,
-                                config.hybrid.use_codebook)
-    return state, item_emb, tables, load_hybrid(str(run_dir))
-
-
 def score_heldout(run_dir: Path, full) -> dict:
     """One run on the dataset's users outside its cut: {"metrics", "per_user" [U] (LOO NDCG@10 or window
     Recall@50), "users", "items_dropped", "interactions", "protocol"}."""
     from training.evaluate import DEFAULT_KS, evaluate_rankings, topk_from_interests
     from training.protocols import hybrid_window_test, make_split, window_labels
     from training.stage2 import predict_interests
+
+    from training.train import load_trained_run
 
     state, item_emb, tables, model = load_trained_run(run_dir)
     seen = set(state.data.user_ids)

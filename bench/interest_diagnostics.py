@@ -22,8 +22,8 @@ _AVERAGED = ("Recall@20", "Recall@50", "Recall@100", "NDCG@50", "Coverage@10", "
 
 def _load(run_dir: Path):
     """The run's state, item tables and model, as its training left them (a window-protocol run)."""
-    from bench.heldout_users import load_trained_run
     from training.protocols import is_window
+    from training.train import load_trained_run
 
     state, item_emb, tables, model = load_trained_run(run_dir)
     if not is_window(state.split.test):

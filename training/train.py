@@ -378,3 +378,20 @@ def load_hybrid(run_dir: str, device: str = "cpu"):
                               saved["n_items"])
     model.load_state_dict(saved["state_dict"])
     return model.eval()
+
+
+def load_trained_run(run_dir: str | Path):
+    """(state, item_emb [n+1, d], tables, model) of a finished run as its training left them; ``state`` holds its data
+    and split (for re-scoring a run: bench/interest_diagnostics.py, bench/heldout_users.py)."""
+    from features.codebook import ResidualCodebook
+
+    layout = RunLayout.at(run_dir)
+    if not layout.model.is_file():
+        raise FileNotFoundError(f"{run_dir}: no model.pt (an unfinished or missing run)")
+    config = RunConfig.load(layout.config)
+    state = start_run(config, progress=False, log=lambda *_: None)
+    item_emb = np.load(layout.item_embeddings)
+    state.codes = np.load(layout.item_codes)
+    tables = hybrid_item_tables(item_emb, ResidualCodebook.load(layout.codebook), state.codes,
+                                config.hybrid.use_codebook)
+    return state, item_emb, tables, load_hybrid(str(run_dir))
