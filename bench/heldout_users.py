@@ -110,6 +110,9 @@ def compare_heldout(out: Path, protocol: str, a: str, b: str, dataset: str) -> d
     from bench.paired import run_gain
     from training.train import load_run_data
 
+    seeds = {json.loads(RunLayout.at(out / protocol / name).config.read_text())["train"]["seed"] for name in (a, b)}
+    if len(seeds) > 1:
+        raise ValueError(f"{a} and {b} were trained with different seeds {sorted(seeds)}: not one replicate")
     full = load_run_data(dataset)
     scored = {name: score_heldout(out / protocol / name, full) for name in (a, b)}
     if scored[a]["user_ids"] != scored[b]["user_ids"]:
@@ -118,9 +121,6 @@ def compare_heldout(out: Path, protocol: str, a: str, b: str, dataset: str) -> d
     metric = "window Recall@50" if protocol == "window" else "leave-one-out NDCG@10"
     own = {name: json.loads(RunLayout.at(out / protocol / name).metrics.read_text())["hymirec"]
            for name in (a, b)}
-    seeds = {json.loads(RunLayout.at(out / protocol / name).config.read_text())["train"]["seed"] for name in (a, b)}
-    if len(seeds) > 1:
-        raise ValueError(f"{a} and {b} were trained with different seeds {sorted(seeds)}: not one replicate")
     return {
         "dataset": dataset, "out": str(out), "protocol": protocol, "metric": metric, "a": a, "b": b,
         "seed": seeds.pop(),
@@ -148,7 +148,7 @@ def comparison_name(a: str, b: str, seed: int = 0) -> str:
 
 
 RECORD_COLUMNS = ["comparison (a vs b)", "metric", "held-out users", "a held-out", "b held-out", "gain, held-out",
-                  "a own test", "b own test", "gain, own 1,000-user test", "a / b valid"]
+                  "a own test", "b own test", "gain, own test", "a / b valid"]
 
 
 def heldout_record(results: list[dict], command: str, machine: str, measured_at: str) -> dict:
@@ -159,25 +159,28 @@ def heldout_record(results: list[dict], command: str, machine: str, measured_at:
     rows = []
     for r in results:
         ra, rb, k = r["runs"][r["a"]], r["runs"][r["b"]], key[r["protocol"]]
-        rows.append([comparison_name(r["a"], r["b"], r.get("seed", 0)), r["metric"], f"{r['heldout_users']:,}", f"{ra['heldout'][k]:.4f}",
-                     f"{rb['heldout'][k]:.4f}", r["reading"], f"{ra['own_test'][k]:.4f}", f"{rb['own_test'][k]:.4f}",
-                     r["own_test_reading"], f"{ra['valid_best']:.4f} / {rb['valid_best']:.4f}"])
+        rows.append([comparison_name(r["a"], r["b"], r.get("seed", 0)), r["metric"], f"{r['heldout_users']:,}",
+                     f"{ra['heldout'][k]:.4f}", f"{rb['heldout'][k]:.4f}", r["reading"], f"{ra['own_test'][k]:.4f}",
+                     f"{rb['own_test'][k]:.4f}", r["own_test_reading"],
+                     f"{ra['valid_best']:.4f} / {rb['valid_best']:.4f}"])
     dropped = sum(r["interactions_dropped"] for r in results) / max(1, sum(r["interactions"] for r in results))
     name = Path(results[0]["dataset"]).name
     return {
-        "area": f"Mechanisms: the 1,000-user runs scored on the users outside their cut ({name}, paired)",
+        "area": f"Mechanisms: the user-cut runs scored on the users outside their cut ({name}, paired)",
         "measured_at": measured_at, "machine": machine, "command": command,
-        "setup": ("The runs of the mechanisms bench (each trained on 1,000 random users, chosen on their validation, "
+        "setup": ("The runs of the mechanisms bench (each trained on a random cut of the users, --max-users, and "
+                  "chosen on its validation, "
                   "unchanged here) rank every other user of the dataset under their own protocol "
                   "(bench/heldout_users.py): a sequential model needs only the user's history. Items no kept user "
                   f"rated are dropped from those histories ({100 * dropped:.2f} % of their interactions). Intervals: "
                   "95 % paired bootstrap over the users. This narrows the test-sample noise of the same two trained "
-                  "models; it is one training seed."),
+                  "models; each row is one training seed (a replicate's row names its seed). Own test: the same two "
+                  "runs on their cut's test users."),
         "columns": RECORD_COLUMNS, "rows": rows,
         "reading": "; ".join(f"{COMPARISONS.get((r['a'], r['b']), r['a'] + ' vs ' + r['b'])}"
                              + (f" (seed {r['seed']})" if r.get("seed") else "") + f", {r['metric']}: "
                              f"{r['reading']} on {r['heldout_users']:,} held-out users ({r['own_test_reading']} on "
-                             "the 1,000 users of the run's own test)" for r in results),
+                             "the cut's own test users)" for r in results),
     }
 
 
