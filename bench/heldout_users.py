@@ -12,6 +12,7 @@ noise of two trained models; a second training seed is a different question.
 
     python -m bench.heldout_users compare --dataset ../shared/data/ml-1m --out runs/mech1m-longloo \\
         --protocol leave_one_out --a preset --b preset-recent-only       # → OUT/heldout-<protocol>-<a>-vs-<b>.json
+    python -m bench.heldout_users compare ... --a preset --b preset:sasrec   # a run's HyMiRec vs the SASRec it trained
     python -m bench.heldout_users record --json J1 --json J2 --record bench/records/mechanisms-ml-1m-heldout.json
 """
 from __future__ import annotations
@@ -74,11 +75,42 @@ def heldout_users(full, seen_user_ids: set[str], run_item_ids: list[str],
     return HeldOut(data, len(sequences), dropped, total)
 
 
-def score_heldout(run_dir: Path, full) -> dict:
-    """One run on the dataset's users outside its cut: {"metrics", "per_user" [U] (LOO NDCG@10 or window
-    Recall@50), "users", "items_dropped", "interactions", "protocol"}."""
+def parse_model(spec: str) -> tuple[str, str]:
+    """A compared model: "preset" → ("preset", "hymirec"), the run's HyMiRec; "preset:sasrec" → the SASRec
+    baseline trained in that run (its sasrec.pt, on the same users and split)."""
+    run, _, method = spec.partition(":")
+    if not run or method not in ("", "hymirec", "sasrec"):
+        raise ValueError(f"{spec!r}: expected RUN or RUN:sasrec (RUN a variant of the --out, e.g. preset)")
+    return run, method or "hymirec"
+
+
+def _sasrec_lists(run_dir: Path, state, test, protocol: str) -> np.ndarray:
+    """The run's SASRec baseline's top-100 lists for ``test`` (the evaluator's masking rule, as HyMiRec's)."""
+    import torch
+
+    from training.evaluate import DEFAULT_KS, topk_from_scores
+    from training.protocols import sasrec_window_test
+    from training.sasrec import SASRec
+    from training.train import sasrec_config
+
+    layout = RunLayout.at(run_dir)
+    if not layout.sasrec.is_file():
+        raise FileNotFoundError(f"{run_dir}: no sasrec.pt (the run trained no SASRec baseline)")
+    model = SASRec(state.data.n_items, sasrec_config(state.config, state.data.has_text))
+    model.load_state_dict(torch.load(layout.sasrec, map_location="cpu"))
+    if protocol == "window":
+        return sasrec_window_test(model, test)[1]
+    return np.concatenate([topk_from_scores(model.score(test.histories[i:i + 1024]), test.histories[i:i + 1024],
+                                            max(DEFAULT_KS), test.targets[i:i + 1024])
+                           for i in range(0, len(test.targets), 1024)])
+
+
+def score_heldout(run_dir: Path, full, method: str = "hymirec") -> dict:
+    """One run's HyMiRec (or its SASRec baseline, ``method="sasrec"``) on the dataset's users outside its cut:
+    {"metrics", "per_user" [U] (LOO NDCG@10 or window Recall@50), "users", "items_dropped", "interactions",
+    "protocol"}."""
     from training.evaluate import DEFAULT_KS, evaluate_rankings, topk_from_interests
-    from training.protocols import hybrid_window_test, make_split, window_labels
+    from training.protocols import hybrid_window_test, list_window_metrics, make_split, window_labels
     from training.stage2 import predict_interests
 
     from training.train import load_trained_run
@@ -90,13 +122,20 @@ def score_heldout(run_dir: Path, full) -> dict:
     test = make_split(held.data, protocol, state.config.train.eval_window).test
     if protocol == "window":
         labels = window_labels(state)  # the run's items, so the run's labels
-        metrics, quota, topk, _ = hybrid_window_test(model, tables, test, labels.matrix, item_emb)
-        metrics = {**metrics, **{f"quota {k}": v for k, v in quota.items() if k in ("Recall@50", "Coverage@50")}}
+        if method == "sasrec":
+            topk = _sasrec_lists(run_dir, state, test, protocol)
+            metrics = list_window_metrics(topk, test, labels.matrix)
+        else:
+            metrics, quota, topk, _ = hybrid_window_test(model, tables, test, labels.matrix, item_emb)
+            metrics = {**metrics, **{f"quota {k}": v for k, v in quota.items() if k in ("Recall@50", "Coverage@50")}}
         per_user = window_recall50_per_user(topk, test.targets)
     else:  # the evaluator's rule (a re-consumed target stays rankable), so per-user scores average to its metrics
-        interests = predict_interests(model, tables, test.histories)
-        vectors = model.item_vectors(tables.exact).float().numpy()
-        topk = topk_from_interests(interests, vectors, test.histories, max(DEFAULT_KS), test.targets)
+        if method == "sasrec":
+            topk = _sasrec_lists(run_dir, state, test, protocol)
+        else:
+            interests = predict_interests(model, tables, test.histories)
+            vectors = model.item_vectors(tables.exact).float().numpy()
+            topk = topk_from_interests(interests, vectors, test.histories, max(DEFAULT_KS), test.targets)
         metrics = evaluate_rankings(topk, test.targets)
         per_user = ndcg10_per_user(topk, test.targets)
     return {"protocol": protocol, "metrics": metrics, "per_user": per_user, "users": len(test),
@@ -105,36 +144,47 @@ def score_heldout(run_dir: Path, full) -> dict:
 
 
 def compare_heldout(out: Path, protocol: str, a: str, b: str, dataset: str) -> dict:
-    """Runs ``out/<protocol>/<a>`` and ``<b>`` on the held-out users: each one's metrics, and a vs b paired; beside
-    it the same comparison on the runs' own test users (their saved lists)."""
+    """Models ``a`` and ``b`` (:func:`parse_model`: a run of ``out/<protocol>/``, or its SASRec) on the held-out
+    users: each one's metrics, and a vs b paired; beside it the same comparison on the runs' own test users (their
+    saved lists)."""
+    from bench.converged_view import sasrec_settings
     from bench.paired import run_gain
     from training.train import load_run_data
 
-    seeds = {json.loads(RunLayout.at(out / protocol / name).config.read_text())["train"]["seed"] for name in (a, b)}
+    models = {spec: parse_model(spec) for spec in (a, b)}
+    seeds = {json.loads(RunLayout.at(out / protocol / run).config.read_text())["train"]["seed"]
+             for run, _ in models.values()}
     if len(seeds) > 1:
         raise ValueError(f"{a} and {b} were trained with different seeds {sorted(seeds)}: not one replicate")
     full = load_run_data(dataset)
-    scored = {name: score_heldout(out / protocol / name, full) for name in (a, b)}
+    scored = {spec: score_heldout(out / protocol / run, full, method) for spec, (run, method) in models.items()}
     if scored[a]["user_ids"] != scored[b]["user_ids"]:
         raise ValueError(f"{a} and {b} hold out different users (another cut or protocol): not a paired comparison")
     gain, low, high = paired_gain_interval(scored[a]["per_user"], scored[b]["per_user"])
     metric = "window Recall@50" if protocol == "window" else "leave-one-out NDCG@10"
-    own = {name: json.loads(RunLayout.at(out / protocol / name).metrics.read_text())["hymirec"]
-           for name in (a, b)}
+    own = {}
+    for spec, (run, method) in models.items():
+        layout = RunLayout.at(out / protocol / run)
+        m = json.loads(layout.metrics.read_text())[method]
+        own[spec] = {"own_test": m["test"], "epochs": m["epochs"],  # a SASRec's: its next-item validation NDCG@10
+                     "valid_best": m["valid_best"] if method == "hymirec" else m["valid_best_ndcg10"]}
+        if method == "sasrec":  # which SASRec: the run's settings (default or chosen on validation) matter
+            own[spec]["settings"] = sasrec_settings({"config": json.loads(layout.config.read_text())})
+    (run_a, method_a), (run_b, method_b) = models[a], models[b]
     return {
         "dataset": dataset, "out": str(out), "protocol": protocol, "metric": metric, "a": a, "b": b,
         "seed": seeds.pop(),
         "heldout_users": scored[a]["users"], "interactions": scored[a]["interactions"],
         "interactions_dropped": scored[a]["items_dropped"],
-        "runs": {name: {"heldout": s["metrics"], "own_test": own[name]["test"], "valid_best": own[name]["valid_best"],
-                        "epochs": own[name]["epochs"]} for name, s in scored.items()},
+        "runs": {spec: {"heldout": s["metrics"], **own[spec]} for spec, s in scored.items()},
         "gain": gain, "low": low, "high": high, "reading": format_gain(gain, low, high),
-        "own_test_reading": run_gain(out / protocol / a, out / protocol / b),
+        "own_test_reading": run_gain(out / protocol / run_a, out / protocol / run_b, method_a, method_b),
     }
 
 
 # what a pair of mechanisms-bench variants compares, in the words of the mechanisms report's checks
 COMPARISONS = {("preset", "preset-recent-only"): "long coded history vs recent only (preset, K=1)",
+               ("preset", "preset:sasrec"): "HyMiRec preset vs the SASRec it started from (same run)",
                ("k1", "k1-recent-only"): "long coded history vs recent only (K=1)",
                ("k1", "k1-exact"): "codes vs exact embeddings (K=1)",
                ("k3-residual", "k1"): "K=3 residual interests vs K=1"}
@@ -164,6 +214,8 @@ def heldout_record(results: list[dict], command: str, machine: str, measured_at:
                      f"{rb['own_test'][k]:.4f}", r["own_test_reading"],
                      f"{ra['valid_best']:.4f} / {rb['valid_best']:.4f}"])
     dropped = sum(r["interactions_dropped"] for r in results) / max(1, sum(r["interactions"] for r in results))
+    sasrecs = sorted({f"{spec} of {Path(r['out']).name}: {r['runs'][spec].get('settings', 'not recorded')}"
+                      for r in results for spec in (r["a"], r["b"]) if spec.endswith(":sasrec")})
     name = Path(results[0]["dataset"]).name
     return {
         "area": f"Mechanisms: the user-cut runs scored on the users outside their cut ({name}, paired)",
@@ -175,7 +227,10 @@ def heldout_record(results: list[dict], command: str, machine: str, measured_at:
                   f"rated are dropped from those histories ({100 * dropped:.2f} % of their interactions). Intervals: "
                   "95 % paired bootstrap over the users. This narrows the test-sample noise of the same two trained "
                   "models; each row is one training seed (a replicate's row names its seed). Own test: the same two "
-                  "runs on their cut's test users."),
+                  "runs on their cut's test users." + (
+                      " RUN:sasrec is the SASRec baseline trained in that run (HyMiRec's warm start there, on the same "
+                      "users and split; its valid: next-item NDCG@10; settings: " + "; ".join(sasrecs) + ")."
+                      if sasrecs else "")),
         "columns": RECORD_COLUMNS, "rows": rows,
         "reading": "; ".join(f"{COMPARISONS.get((r['a'], r['b']), r['a'] + ' vs ' + r['b'])}"
                              + (f" (seed {r['seed']})" if r.get("seed") else "") + f", {r['metric']}: "
@@ -190,8 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", help="compare: the whole dataset the runs' cut was taken from")
     parser.add_argument("--out", type=Path, help="compare: the mechanisms bench --out holding both runs")
     parser.add_argument("--protocol", choices=("leave_one_out", "window"))
-    parser.add_argument("--a", help="compare: the variant run compared")
-    parser.add_argument("--b", help="compare: the variant run it is compared with")
+    parser.add_argument("--a", help="compare: the variant run compared (RUN:sasrec: the SASRec trained in it)")
+    parser.add_argument("--b", help="compare: the variant run it is compared with (or RUN:sasrec)")
     parser.add_argument("--json", type=Path, action="append", default=[],
                         help="compare: where to write (default OUT/heldout-<protocol>-<a>-vs-<b>.json); "
                              "record: the compare results to record (repeatable)")
@@ -212,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error("compare needs " + ", ".join(f"--{m}" for m in missing))
     result = compare_heldout(args.out, args.protocol, args.a, args.b, args.dataset)
-    path = args.json[0] if args.json else args.out / f"heldout-{args.protocol}-{args.a}-vs-{args.b}.json"
+    names = [spec.replace(":", "-") for spec in (args.a, args.b)]
+    path = args.json[0] if args.json else args.out / f"heldout-{args.protocol}-{names[0]}-vs-{names[1]}.json"
     write_json_atomic(path, result)
     print(f"[heldout] {result['a']} vs {result['b']}, {result['metric']}, {result['heldout_users']:,} held-out users: "
           f"{result['reading']} (own test: {result['own_test_reading']}) → {path}")

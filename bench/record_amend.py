@@ -20,7 +20,7 @@ from bench.converged_view import (_valid_best, finished_peers, gain_percent, pee
 from bench.mechanisms_report import reading_of
 from bench.paired import format_gain, run_gain_interval
 from bench.peers.converged import PEER_PATIENCE
-from bench.sasrec_sweep import default_point, finished_sweep, point_name, trained_patience
+from bench.sasrec_sweep import LAYOUT_MEANING, default_point, finished_sweep, point_name, trained_patience
 
 
 def _loo_cells(test: dict, valid: float | None, epochs: int | str) -> dict[str, str]:
@@ -253,7 +253,8 @@ def add_sweep_points(record: dict, summary: dict, today: str | None = None) -> s
         name = point_name(r["point"])
         cells[default if name + " (default)" in rows else name] = (
             f"{r['valid_ndcg10']:.4f} / {r['test']['NDCG@10']:.4f}, {r['epochs']} ({r['best_epoch']})")
-    if all(name in rows and rows[name][column].strip("*") == cell for name, cell in cells.items()):
+    added = [name for name, cell in cells.items() if not (name in rows and rows[name][column].strip("*") == cell)]
+    if not added:
         raise ValueError(f"the {label} column has these points already")
     for name, cell in cells.items():
         row = rows.setdefault(name, [name] + ["—"] * (len(record["columns"]) - 1))
@@ -268,7 +269,7 @@ def add_sweep_points(record: dict, summary: dict, today: str | None = None) -> s
         row[column] = row[column].strip("*")
     chosen[column] = f"**{chosen[column]}**"
     if chosen[0] == before:  # the column's choice and its reading stand
-        return _noted(record, label, summary, today)
+        return _noted(record, label, added, today)
     test = float(chosen[column].strip("*").split(" / ")[1].split(",")[0])
     versus = ""
     if default in rows and _cell_valid(rows[default][column]) is not None:
@@ -278,13 +279,16 @@ def add_sweep_points(record: dict, summary: dict, today: str | None = None) -> s
     readings.insert(column - 1, f"{label}: chosen {chosen[0].removesuffix(' (default)')}, test NDCG@10 {test:.4f}"
                     + versus)
     record["reading"] = "; ".join(readings)
-    return _noted(record, label, summary, today)
+    return _noted(record, label, added, today)
 
 
-def _noted(record: dict, label: str, summary: dict, today: str | None = None) -> str:
+def _noted(record: dict, label: str, added: list[str], today: str | None = None) -> str:
+    """The setup says which points joined (those new to the column, or changed) and what a layout setting named in
+    them means where it does not say so yet."""
+    unexplained = [key for key in LAYOUT_MEANING if key not in record["setup"] and any(key in name for name in added)]
     record["setup"] += (f" Added on {today or time.strftime('%Y-%m-%d', time.gmtime())} to the {label} column "
-                        "(bench.sasrec_sweep report --amend): "
-                        + ", ".join(point_name(r["point"]) for r in summary["points"]) + ".")
+                        "(bench.sasrec_sweep report --amend): " + ", ".join(added) + "."
+                        + "".join(f" {key}: {LAYOUT_MEANING[key]}." for key in unexplained))
     return label
 
 

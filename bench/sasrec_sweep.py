@@ -25,7 +25,15 @@ from itertools import product
 from pathlib import Path
 
 GRID = {"dropout": (0.2, 0.5), "lr": (1e-3, 2e-3), "batch_size": (128,)}
-LAYOUT = ("attn_dropout", "post_ln", "input_norm")  # --set: RecBole's layout choices, fixed for a whole sweep
+# --set: RecBole's layout choices, fixed for a whole sweep (train_stride: every target seen with a long context,
+# as RecBole's prefixes are)
+LAYOUT = ("attn_dropout", "post_ln", "input_norm", "train_stride")
+LAYOUT_MEANING = {  # what a point name's layout part means (the record's setup says it)
+    "attn_dropout": "RecBole's attention dropout", "post_ln": "post-LN blocks (RecBole's)",
+    "input_norm": "LayerNorm on the summed input embeddings, N(0, 0.02) init (RecBole's)",
+    "train_stride": ("training windows overlap by 50 - S items (S the stride) and the loss counts each window's "
+                     "last S labels, so every target is predicted from at least 51 - S earlier items (RecBole "
+                     "predicts each from its whole prefix)")}
 PATIENCE, EPOCH_CAP = 10, 1000  # patience 50 ran one ML-100K point into a cap of 300
 
 
@@ -220,8 +228,9 @@ def report(outs: list[Path], command: str, machine: str, part: str = "") -> dict
         "measured_at": time.strftime("%Y-%m-%d", time.gmtime()), "machine": machine, "command": command,
         "setup": (f"Leave-one-out, full ranking, history masked; dim 64, 2 layers, length 50, full-softmax CE on "
                   f"every position; patience {patience} on validation NDCG@10 ({cap}); " + (
-                      "a row named with attn_dropout, post_ln or input_norm trains with RecBole's attention dropout, "
-                      "post-LN blocks or LayerNorm on the summed input embeddings (with N(0, 0.02) init); "
+                      "a row named with a layout setting trains with it: "
+                      + "; ".join(f"{key}: {meaning}" for key, meaning in LAYOUT_MEANING.items()
+                                  if any(key in row for row in rows)) + "; "
                       if any(len(row) > len(point_name(default_settings)) for row in rows) else "") +
                   "one seed; — : not trained on that dataset (a slow one sweeps part of the grid). Cells: "
                   "validation / test NDCG@10, epochs run (best); the point with the best validation score is chosen "

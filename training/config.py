@@ -153,6 +153,7 @@ class TrainConfig:
     sasrec_attn_dropout: float = 0.0  # the SASRec layout choices where RecBole's differs (training/sasrec.py)
     sasrec_post_ln: bool = False
     sasrec_input_norm: bool = False
+    sasrec_train_stride: int = 0  # overlapping training windows (training/sasrec.py); 0: side by side
     sasrec_patience: int = 5  # our SASRec's early stopping (the ledger's runs used 5; set it equal to patience
     #   for one rule across the run's models, as bench/mechanisms.py does)
     max_train_seconds: float | None = None  # time budget per trained model, checked at epoch ends (None = none)

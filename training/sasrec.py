@@ -39,11 +39,18 @@ class SASRecConfig:
     attn_dropout: float = 0.0  # dropout on attention weights (RecBole: 0.5)
     post_ln: bool = False  # LayerNorm after each residual sum, no final norm (RecBole), instead of pre-LN
     input_norm: bool = False  # LayerNorm(item + position embedding), no sqrt(dim) scale, every weight N(0, 0.02)
+    # Training windows overlap by max_len - train_stride items and only each window's last train_stride labels
+    # count, so every target is predicted from at least max_len - train_stride + 1 earlier items (RecBole predicts
+    # each from its whole prefix, up to max_len). 0: windows side by side, a target sees 1 to max_len items.
+    train_stride: int = 0
 
     def __post_init__(self):
         if not 0 <= self.dropout < 1 or not 0 <= self.attn_dropout < 1:
             raise ValueError(f"SASRec dropout and attn_dropout must be in [0, 1), got {self.dropout} and "
                              f"{self.attn_dropout} (train.sasrec_dropout)")
+        if not 0 <= self.train_stride <= self.max_len:
+            raise ValueError(f"SASRec train_stride must be in [0, max_len={self.max_len}], got {self.train_stride} "
+                             "(train.sasrec_train_stride)")
         if self.batch_size < 1 or self.lr <= 0:
             raise ValueError(f"SASRec needs batch_size >= 1 and lr > 0, got {self.batch_size} and {self.lr} "
                              "(train.sasrec_batch_size, train.sasrec_lr)")
@@ -94,24 +101,28 @@ class SASRec(nn.Module):
         return np.concatenate(out)
 
 
-def training_windows(train_sequences: list[np.ndarray], max_len: int) -> list[np.ndarray]:
-    """Cut every sequence into consecutive windows of max_len + 1 items (from the end), so users with
-    histories longer than max_len contribute all their interactions, not only the last max_len."""
+def training_windows(train_sequences: list[np.ndarray], max_len: int, stride: int | None = None) -> list[np.ndarray]:
+    """Cut every sequence into windows of max_len + 1 items ending every ``stride`` items (from the end; default
+    max_len: side by side), so users with histories longer than max_len contribute all their interactions, not only
+    the last max_len. Each target is among exactly one window's last ``stride`` labels (the loss counts only those)."""
     windows = []
     for seq in train_sequences:
-        for end in range(len(seq), 1, -max_len):
+        for end in range(len(seq), 1, -(stride or max_len)):
             windows.append(seq[max(0, end - max_len - 1):end])
     return windows
 
 
-def next_item_loss(model: SASRec, rows: torch.Tensor) -> torch.Tensor:
-    """Full-softmax CE of every position's next item; rows [B, T+1] left-padded windows.
+def next_item_loss(model: SASRec, rows: torch.Tensor, stride: int | None = None) -> torch.Tensor:
+    """Full-softmax CE of every position's next item; rows [B, T+1] left-padded windows; with ``stride``, of the
+    last ``stride`` positions only (the earlier ones are some other window's, with less context there).
 
     Logits only where there is a label: on short-history datasets (Beauty, Games: ~9 items in a 50-slot
     window) most positions are padding, and the [P, n_items+1] softmax is the step's main cost.
     """
     inputs, labels = rows[:, :-1], rows[:, 1:]
     valid = labels > 0
+    if stride:
+        valid[:, :labels.shape[1] - stride] = False
     logits = model(inputs)[valid] @ model.item_emb.weight.T  # [P, n_items+1]
     return F.cross_entropy(logits, labels[valid])
 
@@ -139,7 +150,9 @@ def train_sasrec(train_sequences: list[np.ndarray], n_items: int, valid_set, con
     rng = np.random.default_rng(config.seed)
     model = SASRec(n_items, config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    padded = left_pad(training_windows(train_sequences, config.max_len), config.max_len + 1)  # inputs [:, :-1], labels [:, 1:]
+    stride = config.train_stride or config.max_len
+    padded = left_pad(training_windows(train_sequences, config.max_len, stride),
+                      config.max_len + 1)  # inputs [:, :-1], labels [:, 1:]
     best, best_state, bad, history = -1.0, None, 0, []
     saved = None if checkpoint is None else load_checkpoint(checkpoint, asdict(config), asdict(SASRecConfig()), rng,
                                                             "SASRec")
@@ -157,7 +170,7 @@ def train_sasrec(train_sequences: list[np.ndarray], n_items: int, valid_set, con
         for start in tqdm(range(0, len(order), config.batch_size), desc=f"sasrec epoch {epoch + 1}",
                           disable=not progress, leave=False):
             rows = torch.from_numpy(padded[order[start:start + config.batch_size]]).to(device)
-            loss = next_item_loss(model, rows)
+            loss = next_item_loss(model, rows, stride)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -188,7 +188,7 @@ def train_baselines(state: RunState) -> None:
     """Popularity, and SASRec (also stage 1 when the dataset has no text); their test top-K lists."""
     from training.evaluate import evaluate_rankings, popularity_topk
     from training.protocols import list_window_metrics, masked_histories, next_item_view, sasrec_window_test
-    from training.sasrec import SASRec, SASRecConfig, train_sasrec
+    from training.sasrec import SASRec, train_sasrec
 
     config, split, layout, data, m = state.config, state.split, state.layout, state.data, state.metrics
     window = config.train.protocol == "window"
@@ -211,12 +211,7 @@ def train_baselines(state: RunState) -> None:
         layout.topk_test_sasrec.unlink(missing_ok=True)  # never leave a previous run's lists behind
         return
     t0 = time.perf_counter()
-    sas_cfg = SASRecConfig(dim=config.item_encoder.id_embedding_dim if not data.has_text else 64,
-                           epochs=config.train.sasrec_epochs, lr=config.train.sasrec_lr,
-                           dropout=config.train.sasrec_dropout, batch_size=config.train.sasrec_batch_size,
-                           patience=config.train.sasrec_patience, attn_dropout=config.train.sasrec_attn_dropout,
-                           post_ln=config.train.sasrec_post_ln, input_norm=config.train.sasrec_input_norm,
-                           seed=config.train.seed, max_train_seconds=config.train.max_train_seconds)
+    sas_cfg = sasrec_config(config, data.has_text)
     resume = resume_dir(state)
     done = finished_step(resume, "sasrec", config.to_dict(), RunConfig().to_dict())
     if done is not None:  # an earlier call of this paused run trained it (its test lists are on disk)
@@ -378,6 +373,18 @@ def load_hybrid(run_dir: str, device: str = "cpu"):
                               saved["n_items"])
     model.load_state_dict(saved["state_dict"])
     return model.eval()
+
+
+def sasrec_config(config: RunConfig, has_text: bool) -> SASRecConfig:
+    """The run's SASRec baseline settings (train.sasrec_*); its width is the id tables' where it is the stage 1."""
+    from training.sasrec import SASRecConfig
+
+    t = config.train
+    return SASRecConfig(dim=config.item_encoder.id_embedding_dim if not has_text else 64, epochs=t.sasrec_epochs,
+                        lr=t.sasrec_lr, dropout=t.sasrec_dropout, batch_size=t.sasrec_batch_size,
+                        patience=t.sasrec_patience, attn_dropout=t.sasrec_attn_dropout, post_ln=t.sasrec_post_ln,
+                        input_norm=t.sasrec_input_norm, train_stride=t.sasrec_train_stride, seed=t.seed,
+                        max_train_seconds=t.max_train_seconds)
 
 
 def load_trained_run(run_dir: str | Path):

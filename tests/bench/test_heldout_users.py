@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from bench.heldout_users import heldout_record, heldout_users, main, score_heldout
+from bench.heldout_users import heldout_record, heldout_users, main, parse_model, score_heldout
 from training.config import RunConfig
 from training.datasets.base import InteractionData
 from training.protocols import make_split
@@ -53,9 +53,10 @@ def test_heldout_users_refuse_a_run_cut_from_another_dataset():
 @pytest.mark.parametrize("protocol", ["leave_one_out", "window"])
 def test_scoring_the_runs_own_users_as_held_out_reproduces_its_own_test(tmp_path, protocol):
     run_dir = tmp_path / protocol / "k1"
-    config = RunConfig(dataset="synthetic", run_dir=str(run_dir), train_sasrec=False).override(
-        SMALL + [f"train.protocol={protocol}", "hybrid.n_interests=1", "train.epochs=1"])
-    own = run_training(config, progress=False, log=lambda *_: None)["hymirec"]["test"]
+    config = RunConfig(dataset="synthetic", run_dir=str(run_dir), train_sasrec=True).override(
+        SMALL + [f"train.protocol={protocol}", "hybrid.n_interests=1", "train.epochs=1", "train.sasrec_epochs=2"])
+    metrics = run_training(config, progress=False, log=lambda *_: None)
+    own, own_sasrec = metrics["hymirec"]["test"], metrics["sasrec"]["test"]
     same = load_run_data("synthetic")
     with pytest.raises(ValueError, match="nobody is held out"):
         score_heldout(run_dir, same)
@@ -70,6 +71,19 @@ def test_scoring_the_runs_own_users_as_held_out_reproduces_its_own_test(tmp_path
     # 1e-5: with one torch thread the two passes sum in another order, and a near-tie can swap two items
     assert scored["metrics"][key] == pytest.approx(own[key], abs=1e-5)
     assert scored["per_user"].mean() == pytest.approx(own[key], abs=1e-5)
+    sasrec = score_heldout(run_dir, doubled, "sasrec")  # the run's SASRec baseline, through the same mapping
+    assert sasrec["per_user"].mean() == pytest.approx(own_sasrec[key], abs=1e-5)
+    assert sasrec["metrics"][key] == pytest.approx(own_sasrec[key], abs=1e-5)
+    (run_dir / "sasrec.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="no sasrec.pt"):
+        score_heldout(run_dir, doubled, "sasrec")
+
+
+def test_a_compared_model_is_a_run_or_the_sasrec_it_trained():
+    assert parse_model("preset") == ("preset", "hymirec")
+    assert parse_model("preset:sasrec") == ("preset", "sasrec")
+    with pytest.raises(ValueError, match="expected RUN or RUN:sasrec"):
+        parse_model("preset:bert4rec")
 
 
 def _result(a: str, b: str, protocol: str, gain: float) -> dict:
@@ -99,6 +113,16 @@ def test_the_record_shows_each_comparison_held_out_beside_the_runs_own_test():
     assert "0.50 % of their interactions" in record["setup"]  # 15 of 3,000
     with pytest.raises(ValueError, match="no held-out comparisons"):
         heldout_record([], "c", "m", "d")
+
+
+def test_the_record_names_the_settings_of_a_compared_sasrec():
+    plain = _result("preset", "recent", "leave_one_out", 0.036)
+    versus = _result("preset", "preset:sasrec", "leave_one_out", 0.185) | {"out": "runs/mech1m-longloo"}
+    versus["runs"]["preset:sasrec"]["settings"] = "dropout 0.2, lr 0.001, batch 128"
+    record = heldout_record([plain, versus], "make bench-mechanisms", "machine", "2026-12-06")
+    assert "RUN:sasrec" not in heldout_record([plain], "c", "m", "d")["setup"]
+    assert "settings: preset:sasrec of mech1m-longloo: dropout 0.2, lr 0.001, batch 128)" in record["setup"]
+    assert record["rows"][1][0] == "HyMiRec preset vs the SASRec it started from (same run): preset vs preset:sasrec"
 
 
 def test_compare_names_the_flags_it_lacks(capsys):

@@ -99,7 +99,8 @@ def test_a_later_sweep_point_joins_its_column_and_is_chosen_there_only_if_it_val
     assert add_sweep_points(record, later, today="2026-12-06") == "toy"
     full = sweep_report([both], "cmd", "machine")
     assert sorted(record["rows"]) == sorted(full["rows"]) and record["reading"] == full["reading"]
-    assert "Added on 2026-12-06 to the toy column" in record["setup"]
+    assert "Added on 2026-12-06 to the toy column (bench.sasrec_sweep report --amend): " \
+        "dropout0.5-lr0.001-batch128-attn_dropout0.5." in record["setup"]  # the new point only
     with pytest.raises(ValueError, match="has these points already"):
         add_sweep_points(record, later)
     weaker = json.loads(_sweep(tmp_path, "d", "toy", _point(0.11, 0.2, lr=0.002)).joinpath("sweep.json").read_text())
@@ -109,6 +110,13 @@ def test_a_later_sweep_point_joins_its_column_and_is_chosen_there_only_if_it_val
     tie = json.loads(_sweep(tmp_path, "e", "toy", _point(0.13, 0.3, lr=0.003)).joinpath("sweep.json").read_text())
     add_sweep_points(record, tie)  # 0.1300 against 0.1300: the earlier choice stays, and its reading
     assert record["reading"] == reading and "**0.1300 / 0.0800" in str(record["rows"])
+    strided = _sweep(tmp_path, "f", "toy", _point(0.12, 0.10), _point(0.14, 0.09, train_stride=10))
+    add_sweep_points(record, json.loads(strided.joinpath("sweep.json").read_text()), today="2026-12-07")
+    assert record["setup"].endswith("to the toy column (bench.sasrec_sweep report --amend): "
+                                    "dropout0.5-lr0.001-batch128-train_stride10. train_stride: training windows "
+                                    "overlap by 50 - S items (S the stride) and the loss counts each window's last S "
+                                    "labels, so every target is predicted from at least 51 - S earlier items "
+                                    "(RecBole predicts each from its whole prefix).")
     with pytest.raises(ValueError, match="no column 'games, patience 50'"):
         add_sweep_points(record, {**weaker, "dataset": "games"})
 

@@ -153,6 +153,36 @@ def test_sasrec_loss_on_labelled_positions_equals_the_padded_loss():
     assert torch.allclose(next_item_loss(model, rows), reference)
 
 
+def test_sasrec_overlapping_windows_predict_every_target_once_from_a_long_context():
+    import torch.nn.functional as F
+
+    from training.sasrec import SASRec, SASRecConfig, next_item_loss, training_windows
+
+    seq = np.arange(1, 24)  # 23 items: targets are items 2..23
+    side_by_side = training_windows([seq], max_len=6)
+    overlapping = training_windows([seq], max_len=6, stride=2)
+    assert [w.tolist() for w in side_by_side[:2]] == [list(range(17, 24)), list(range(11, 18))]
+    assert len(overlapping) == 11 and overlapping[1].tolist() == list(range(15, 22))
+
+    def counted_targets(windows, stride):  # the labels a window's loss counts: its last `stride`
+        return [int(t) for w in windows for t in w[1:][-stride:] if t > 0]
+    assert sorted(counted_targets(side_by_side, 6)) == list(range(2, 24))
+    assert sorted(counted_targets(overlapping, 2)) == list(range(2, 24))  # each target exactly once
+    # every counted target has max_len - stride + 1 = 5 items of context before it, or all the items before it
+    contexts = {int(w[p]): p for w in overlapping for p in range(len(w) - 2, len(w))}  # item v: v - 1 before it
+    assert all(p >= min(5, v - 1) for v, p in contexts.items()) and min(contexts.values()) == 1
+    assert min(p for v, p in contexts.items() if v > 6) == 5  # side by side: down to 1 (a window's first label)
+
+    torch.manual_seed(0)
+    model = SASRec(30, SASRecConfig(dim=8, max_len=6, dropout=0.0)).eval()
+    rows = torch.tensor([[0, 0, 0, 4, 2, 7, 1], [3, 5, 6, 8, 9, 2, 4]])
+    logits = model(rows[:, :-1])[:, -2:] @ model.item_emb.weight.T
+    reference = F.cross_entropy(logits.reshape(-1, 31), rows[:, -2:].reshape(-1))
+    assert torch.allclose(next_item_loss(model, rows, stride=2), reference)
+    with pytest.raises(ValueError, match="train_stride must be in"):
+        SASRecConfig(max_len=6, train_stride=7)
+
+
 def test_served_interests_add_the_newest_items_next_item_vector_when_anchored():
     torch.manual_seed(0)
     with pytest.raises(ValueError, match="anchor_last_item=true needs next_item_weight > 0"):
