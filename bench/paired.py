@@ -49,7 +49,11 @@ def _test_targets(dataset: str, protocol: str, window: int) -> tuple:
 
 
 def per_user_scores(run_dir: Path, method: str = "hymirec") -> np.ndarray:
-    """[U_test] leave-one-out NDCG@10 or window Recall@50 of ``run_dir/topk_test_<method>.npy``."""
+    """[U_test] leave-one-out NDCG@10 or window Recall@50 of ``run_dir/topk_test_<method>.npy``.
+
+    Leave-one-out lists mask the whole history (the peers' rule), the evaluator leaves a re-consumed target
+    rankable; they agree wherever no test target is in its user's history, as on ML-100K, ML-1M, Beauty and Games
+    (checked 2026-12-06: 0 of 943, 6,040, 22,363 and 50,546 test targets)."""
     path = Path(run_dir) / f"topk_test_{method}.npy"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no ranked lists of {method!r} in this run")
