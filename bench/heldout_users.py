@@ -97,7 +97,7 @@ def _sasrec_lists(run_dir: Path, state, test, protocol: str) -> np.ndarray:
     if not layout.sasrec.is_file():
         raise FileNotFoundError(f"{run_dir}: no sasrec.pt (the run trained no SASRec baseline)")
     model = SASRec(state.data.n_items, sasrec_config(state.config, state.data.has_text))
-    model.load_state_dict(torch.load(layout.sasrec, map_location="cpu"))
+    model.load_state_dict(torch.load(layout.sasrec, map_location="cpu", weights_only=True))
     if protocol == "window":
         return sasrec_window_test(model, test)[1]
     return np.concatenate([topk_from_scores(model.score(test.histories[i:i + 1024]), test.histories[i:i + 1024],
