@@ -102,6 +102,19 @@ bench-mechanisms: setup
 	$(HELDOUT) --out runs/mech1m-steer --protocol window --a k1 --b k1-recent-only
 	$(HELDOUT) --out runs/mech1m-steer --protocol window --a k1 --b k1-exact
 	$(HELDOUT) --out runs/mech1m-steer --protocol window --a k3-residual --b k1
+	# HyMiRec's preset against our SASRec, each to its own early stop; SASRec with the settings chosen on validation
+	$(PY) -m bench.sasrec_sweep run $(MECH_DATA) --out runs/sweep1m
+	$(PY) -m bench.sasrec_sweep run $(MECH_DATA) --out runs/sweep1m --set input_norm=true
+	$(MECH) prepare --suite converged $(MECH_DATA) --out runs/conv1m-tuned
+	$(MECH) run --suite converged $(MECH_DATA) --out runs/conv1m-tuned --long-len 512 --sasrec-from runs/sweep1m
+	# the same with our SASRec at RecBole's whole layout (dropout 0.2, validation level with the chosen point), and
+	# HyMiRec from it against it on the 5,040 held-out users; then the held-out record of every comparison above
+	$(PY) -m bench.sasrec_sweep run $(MECH_DATA) --out runs/sweep1m --set input_norm=true --set attn_dropout=0.5 \
+	    --set post_ln=true --grid lr=0.001
+	$(MECH) prepare --suite converged $(MECH_DATA) --out runs/conv1m-fullrb
+	$(MECH) run --suite converged $(MECH_DATA) --out runs/conv1m-fullrb --long-len 512 --sasrec-from runs/sweep1m \
+	    --sasrec-layout attn_dropout=0.5 --sasrec-layout post_ln=true --sasrec-layout input_norm=true
+	$(HELDOUT) --out runs/conv1m-fullrb --protocol leave_one_out --a preset --b preset:sasrec
 	$(PY) -m bench.heldout_users record --record bench/records/mechanisms-ml-1m-heldout.json \
 	    --json runs/mech1m-longloo/heldout-leave_one_out-preset-vs-preset-recent-only.json \
 	    --json runs/mech1m-longloo-seed1/heldout-leave_one_out-preset-vs-preset-recent-only.json \
@@ -109,12 +122,8 @@ bench-mechanisms: setup
 	    --json runs/mech1m-steer/heldout-window-k1-vs-k1-exact.json \
 	    --json runs/mech1m-steer/heldout-window-k3-residual-vs-k1.json \
 	    --json runs/mech1m-longloo/heldout-leave_one_out-preset-vs-preset-sasrec.json \
-	    --json runs/mech1m-longloo-seed1/heldout-leave_one_out-preset-vs-preset-sasrec.json
-	# HyMiRec's preset against our SASRec, each to its own early stop; SASRec with the settings chosen on validation
-	$(PY) -m bench.sasrec_sweep run $(MECH_DATA) --out runs/sweep1m
-	$(PY) -m bench.sasrec_sweep run $(MECH_DATA) --out runs/sweep1m --set input_norm=true
-	$(MECH) prepare --suite converged $(MECH_DATA) --out runs/conv1m-tuned
-	$(MECH) run --suite converged $(MECH_DATA) --out runs/conv1m-tuned --long-len 512 --sasrec-from runs/sweep1m
+	    --json runs/mech1m-longloo-seed1/heldout-leave_one_out-preset-vs-preset-sasrec.json \
+	    --json runs/conv1m-fullrb/heldout-leave_one_out-preset-vs-preset-sasrec.json
 	# HyMiRec's warm-start candidate: the SASRec our layout chose (report --warm-start-from picks on validation)
 	$(MECH) prepare --suite warm-start $(MECH_DATA) --out runs/conv1m-tuned-plainsasrec
 	$(MECH) run --suite warm-start $(MECH_DATA) --out runs/conv1m-tuned-plainsasrec --long-len 512 \
@@ -241,6 +250,8 @@ bench-sasrec: setup
 	    --grid lr=0.001
 	$(PY) -m bench.sasrec_sweep run $(MECH_DATA) --out runs/sweep1m
 	$(PY) -m bench.sasrec_sweep run $(MECH_DATA) --out runs/sweep1m --set input_norm=true
+	$(PY) -m bench.sasrec_sweep run $(MECH_DATA) --out runs/sweep1m --set input_norm=true --set attn_dropout=0.5 \
+	    --set post_ln=true --grid lr=0.001
 	$(PY) -m bench.sasrec_sweep run --dataset $(BEAUTY) --out runs/sweepbeauty --set input_norm=true
 	$(PY) -m bench.sasrec_sweep run --dataset $(BEAUTY) --out runs/sweepbeauty --grid lr=0.001
 	$(PY) -m bench.sasrec_sweep report --out runs/sweep100k --out runs/sweep100k-p50 --out runs/sweep1m \

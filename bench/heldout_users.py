@@ -206,10 +206,12 @@ def heldout_record(results: list[dict], command: str, machine: str, measured_at:
     if not results:
         raise ValueError("no held-out comparisons to record")
     key = {"window": "Recall@50", "leave_one_out": "NDCG@10"}
-    rows = []
-    for r in results:
+    rows, pairs = [], [(r["a"], r["b"], r.get("seed", 0)) for r in results]
+    # the same pair and seed from two --out folders (runs warm-started from different SASRecs): the folder tells them apart
+    where = [f" ({Path(r['out']).name})" if pairs.count(pair) > 1 else "" for r, pair in zip(results, pairs)]
+    for r, at in zip(results, where):
         ra, rb, k = r["runs"][r["a"]], r["runs"][r["b"]], key[r["protocol"]]
-        rows.append([comparison_name(r["a"], r["b"], r.get("seed", 0)), r["metric"], f"{r['heldout_users']:,}",
+        rows.append([comparison_name(r["a"], r["b"], r.get("seed", 0)) + at, r["metric"], f"{r['heldout_users']:,}",
                      f"{ra['heldout'][k]:.4f}", f"{rb['heldout'][k]:.4f}", r["reading"], f"{ra['own_test'][k]:.4f}",
                      f"{rb['own_test'][k]:.4f}", r["own_test_reading"],
                      f"{ra['valid_best']:.4f} / {rb['valid_best']:.4f}"])
@@ -233,9 +235,9 @@ def heldout_record(results: list[dict], command: str, machine: str, measured_at:
                       if sasrecs else "")),
         "columns": RECORD_COLUMNS, "rows": rows,
         "reading": "; ".join(f"{COMPARISONS.get((r['a'], r['b']), r['a'] + ' vs ' + r['b'])}"
-                             + (f" (seed {r['seed']})" if r.get("seed") else "") + f", {r['metric']}: "
+                             + (f" (seed {r['seed']})" if r.get("seed") else "") + at + f", {r['metric']}: "
                              f"{r['reading']} on {r['heldout_users']:,} held-out users ({r['own_test_reading']} on "
-                             "the cut's own test users)" for r in results),
+                             "the cut's own test users)" for r, at in zip(results, where)),
     }
 
 

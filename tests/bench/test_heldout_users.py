@@ -123,6 +123,10 @@ def test_the_record_names_the_settings_of_a_compared_sasrec():
     assert "RUN:sasrec" not in heldout_record([plain], "c", "m", "d")["setup"]
     assert "settings: preset:sasrec of mech1m-longloo: dropout 0.2, lr 0.001, batch 128)" in record["setup"]
     assert record["rows"][1][0] == "HyMiRec preset vs the SASRec it started from (same run): preset vs preset:sasrec"
+    tuned = versus | {"out": "runs/conv1m-fullrb"}
+    both = heldout_record([versus, tuned], "c", "m", "d")  # one pair from two folders: each row names its folder
+    assert [row[0].rsplit(" (", 1)[1] for row in both["rows"]] == ["mech1m-longloo)", "conv1m-fullrb)"]
+    assert "(same run) (conv1m-fullrb), leave-one-out NDCG@10" in both["reading"]
 
 
 def test_compare_names_the_flags_it_lacks(capsys):
