@@ -207,7 +207,7 @@ def heldout_record(results: list[dict], command: str, machine: str, measured_at:
         raise ValueError("no held-out comparisons to record")
     key = {"window": "Recall@50", "leave_one_out": "NDCG@10"}
     rows, pairs = [], [(r["a"], r["b"], r.get("seed", 0)) for r in results]
-    # the same pair and seed from two --out folders (runs warm-started from different SASRecs): the folder tells them apart
+    # one pair and seed from two --out folders (runs warm-started from different SASRecs): the folder tells them apart
     where = [f" ({Path(r['out']).name})" if pairs.count(pair) > 1 else "" for r, pair in zip(results, pairs)]
     for r, at in zip(results, where):
         ra, rb, k = r["runs"][r["a"]], r["runs"][r["b"]], key[r["protocol"]]
