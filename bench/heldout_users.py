@@ -88,7 +88,7 @@ def _sasrec_lists(run_dir: Path, state, test, protocol: str) -> np.ndarray:
     """The run's SASRec baseline's top-100 lists for ``test`` (the evaluator's masking rule, as HyMiRec's)."""
     import torch
 
-    from training.evaluate import DEFAULT_KS, topk_from_scores
+    from training.evaluate import DEFAULT_KS, sasrec_test
     from training.protocols import sasrec_window_test
     from training.sasrec import SASRec
     from training.train import sasrec_config
@@ -100,9 +100,7 @@ def _sasrec_lists(run_dir: Path, state, test, protocol: str) -> np.ndarray:
     model.load_state_dict(torch.load(layout.sasrec, map_location="cpu", weights_only=True))
     if protocol == "window":
         return sasrec_window_test(model, test)[1]
-    return np.concatenate([topk_from_scores(model.score(test.histories[i:i + 1024]), test.histories[i:i + 1024],
-                                            max(DEFAULT_KS), test.targets[i:i + 1024])
-                           for i in range(0, len(test.targets), 1024)])
+    return sasrec_test(model, test, max(DEFAULT_KS), rankable_targets=True)[1]
 
 
 def score_heldout(run_dir: Path, full, method: str = "hymirec") -> dict:

@@ -27,13 +27,14 @@ from pathlib import Path
 GRID = {"dropout": (0.2, 0.5), "lr": (1e-3, 2e-3), "batch_size": (128,)}
 # --set: RecBole's layout choices, fixed for a whole sweep (train_stride: every target seen with a long context,
 # as RecBole's prefixes are)
-LAYOUT = ("attn_dropout", "post_ln", "input_norm", "train_stride")
+LAYOUT = ("attn_dropout", "post_ln", "input_norm", "train_stride", "positions_from_start")
 LAYOUT_MEANING = {  # what a point name's layout part means (the record's setup says it)
     "attn_dropout": "RecBole's attention dropout", "post_ln": "post-LN blocks (RecBole's)",
     "input_norm": "LayerNorm on the summed input embeddings, N(0, 0.02) init (RecBole's)",
     "train_stride": ("training windows overlap by 50 - S items (S the stride) and the loss counts each window's "
                      "last S labels, so every target is predicted from at least 51 - S earlier items (RecBole "
-                     "predicts each from its whole prefix)")}
+                     "predicts each from its whole prefix)"),
+    "positions_from_start": "position 0 is each window's oldest item (RecBole's count), not the newest's last slot"}
 PATIENCE, EPOCH_CAP = 10, 1000  # patience 50 ran one ML-100K point into a cap of 300
 
 

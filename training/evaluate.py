@@ -240,18 +240,20 @@ def subsample_eval(histories: Sequence[np.ndarray], targets: np.ndarray, max_use
 TOPK_LISTS = 100  # length of the test top-K lists written to the run directory
 
 
-def sasrec_test(model, eval_set, k: int = TOPK_LISTS, chunk: int = 1024) -> tuple[dict, np.ndarray, float]:
+def sasrec_test(model, eval_set, k: int = TOPK_LISTS, chunk: int = 1024,
+                rankable_targets: bool = False) -> tuple[dict, np.ndarray, float]:
     """SASRec on a test set, scoring users in chunks so [U, n_items+1] never sits in memory at once.
 
     Returns the evaluator's metrics (target never masked; = ``evaluate_sasrec``), the top-``k`` lists
-    (whole history masked, the peer protocol's rule) and the inference seconds (scores + top-k).
+    (whole history masked, the peer protocol's rule; with ``rankable_targets`` a re-consumed target stays
+    rankable, the evaluator's rule) and the inference seconds (scores + top-k).
     """
     parts, lists, seconds = [], [], 0.0
     for i in range(0, len(eval_set.targets), chunk):
         histories, targets = eval_set.histories[i:i + chunk], eval_set.targets[i:i + chunk]
         t0 = time.perf_counter()
         scores = model.score(histories)
-        lists.append(topk_from_scores(scores, histories, k))
+        lists.append(topk_from_scores(scores, histories, k, targets if rankable_targets else None))
         seconds += time.perf_counter() - t0
         parts.append(evaluate_scores(scores, histories, targets))
         del scores

@@ -43,6 +43,9 @@ class SASRecConfig:
     # count, so every target is predicted from at least max_len - train_stride + 1 earlier items (RecBole predicts
     # each from its whole prefix, up to max_len). 0: windows side by side, a target sees 1 to max_len items.
     train_stride: int = 0
+    # Position 0 is each window's oldest item (RecBole counts positions from the sequence start), instead of
+    # position max_len - 1 being the newest: the model then sees how many items a short history holds.
+    positions_from_start: bool = False
 
     def __post_init__(self):
         if not 0 <= self.dropout < 1 or not 0 <= self.attn_dropout < 1:
@@ -81,7 +84,11 @@ class SASRec(nn.Module):
         b, t = ids.shape
         valid = ids > 0
         scale = 1.0 if self.config.input_norm else self.config.dim ** 0.5
-        x = self.item_emb(ids) * scale + self.pos_emb(torch.arange(t, device=ids.device))[None]
+        if self.config.positions_from_start:  # left padding: the first real item is position 0
+            positions = (valid.long().cumsum(1) - 1).clamp(min=0)
+        else:
+            positions = torch.arange(t, device=ids.device)[None]
+        x = self.item_emb(ids) * scale + self.pos_emb(positions)
         x = self.drop(self.input_norm(x)) * valid[..., None]
         mask = torch.ones(t, t, dtype=torch.bool, device=ids.device).tril()[None] & valid[:, None, :]
         mask = (mask | torch.eye(t, dtype=torch.bool, device=ids.device)[None])[:, None]

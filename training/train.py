@@ -383,7 +383,8 @@ def sasrec_config(config: RunConfig, has_text: bool) -> SASRecConfig:
     return SASRecConfig(dim=config.item_encoder.id_embedding_dim if not has_text else 64, epochs=t.sasrec_epochs,
                         lr=t.sasrec_lr, dropout=t.sasrec_dropout, batch_size=t.sasrec_batch_size,
                         patience=t.sasrec_patience, attn_dropout=t.sasrec_attn_dropout, post_ln=t.sasrec_post_ln,
-                        input_norm=t.sasrec_input_norm, train_stride=t.sasrec_train_stride, seed=t.seed,
+                        input_norm=t.sasrec_input_norm, train_stride=t.sasrec_train_stride,
+                        positions_from_start=t.sasrec_positions_from_start, seed=t.seed,
                         max_train_seconds=t.max_train_seconds)
 
 

@@ -21,6 +21,11 @@ def test_sasrec_lists_and_metrics_in_chunks(tmp_path):
     assert np.array_equal(topk, full) and topk.shape == (len(split.test), 12) and seconds > 0
     for row, history in zip(topk, split.test.histories):
         assert not np.isin(row, history).any() and 0 not in row  # the whole history masked, no padding
+    # the evaluator's rule: a target the user consumed before stays rankable, and the lists score as its metrics
+    _, rankable, _ = sasrec_test(model, split.test, k=50, chunk=7, rankable_targets=True)
+    assert np.array_equal(rankable, topk_from_scores(model.score(split.test.histories), split.test.histories, 50,
+                                                     split.test.targets))
+    assert evaluate_rankings(rankable, split.test.targets)["NDCG@10"] == pytest.approx(metrics["NDCG@10"])
 
 
 def test_hybrid_lists_and_metrics(tmp_path):

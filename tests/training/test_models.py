@@ -256,3 +256,19 @@ def test_sasrec_recbole_layout_normalises_inputs_and_drops_attention_only_in_tra
     assert not torch.allclose(block(x, mask), block(x, mask))
     block.attn_dropout = 0.0
     assert torch.allclose(block(x, mask), block(x, mask))
+
+
+def test_sasrec_positions_from_start_make_a_short_history_independent_of_its_padding():
+    from training.sasrec import SASRec, SASRecConfig
+
+    torch.manual_seed(0)
+    history, padded = torch.tensor([[5, 9, 2]]), torch.tensor([[0, 0, 0, 0, 0, 5, 9, 2]])
+    recbole = SASRec(20, SASRecConfig(dim=16, max_len=8, positions_from_start=True)).eval()
+    # the oldest item is position 0 however much padding precedes it (padding is masked from attention)
+    assert torch.allclose(recbole(history)[:, -1], recbole(padded)[:, -1], atol=1e-5)
+    ours = SASRec(20, SASRecConfig(dim=16, max_len=8)).eval()
+    ours.load_state_dict(recbole.state_dict())
+    # our default counts back from the newest item: the same three items sit at positions 5..7 when padded
+    assert not torch.allclose(ours(history)[:, -1], ours(padded)[:, -1], atol=1e-3)
+    full = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])  # a full window: both counts are the same positions
+    assert torch.allclose(ours(full), recbole(full))
