@@ -100,6 +100,7 @@ def run_point(data, split, point: dict, seed: int = 0, patience: int = PATIENCE,
     return {"point": point, "valid_ndcg10": info["best_valid_ndcg10"], "test": evaluate_sasrec(model, split.test),
             "epochs": len(scores), "best_epoch": 1 + scores.index(max(scores)),
             "early_stopped": len(scores) < EPOCH_CAP, "patience": patience,
+            "valid_curve": [round(score, 5) for score in scores],  # every epoch's, to set beside a peer's curve
             "train_seconds": round(sum(e["seconds"] for e in info["epochs"]), 1)}  # every call's epochs, if resumed
 
 

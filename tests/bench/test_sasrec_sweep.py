@@ -21,6 +21,9 @@ def test_sweep_chooses_on_validation_and_resumes(small_grid, tmp_path, monkeypat
     best = max(summary["points"], key=lambda p: p["valid_ndcg10"])
     assert summary["chosen"] == best["point"]  # by validation, whatever the test numbers say
     assert all(0 <= p["test"]["NDCG@10"] <= 1 for p in summary["points"])
+    for p in summary["points"]:  # every epoch's validation score is kept, its best is the point's
+        assert len(p["valid_curve"]) == p["epochs"] and max(p["valid_curve"]) == pytest.approx(p["valid_ndcg10"],
+                                                                                               abs=1e-5)
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished point was trained again")
