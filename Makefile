@@ -249,11 +249,10 @@ bench-sasrec: setup
 	    --set input_norm=true --set attn_dropout=0.5 --set post_ln=true --set train_stride=10 --grid dropout=0.5 \
 	    --grid lr=0.001
 	# RecBole's own training instances: every prefix, the loss on its last position only (train_stride 1; ten times
-	# stride 10's forward passes, ~2 CPU-minutes an epoch), at our batch and at RecBole's 2,048 (its regime but for
-	# the position count; --pause-after spans sessions)
+	# stride 10's forward passes, ~2 CPU-minutes an epoch; docs/peers.md has the same at RecBole's batch of 2,048)
 	$(PY) -m bench.sasrec_sweep run --dataset ../shared/data/ml-100k --out runs/sweep100k-p50 --patience 50 \
 	    --set input_norm=true --set attn_dropout=0.5 --set post_ln=true --set train_stride=1 --grid dropout=0.5 \
-	    --grid lr=0.001 --grid batch_size=128,2048
+	    --grid lr=0.001
 	$(PY) -m bench.sasrec_sweep run $(MECH_DATA) --out runs/sweep1m
 	$(PY) -m bench.sasrec_sweep run $(MECH_DATA) --out runs/sweep1m --set input_norm=true
 	$(PY) -m bench.sasrec_sweep run $(MECH_DATA) --out runs/sweep1m --set input_norm=true --set attn_dropout=0.5 \
