@@ -34,7 +34,8 @@ LAYOUT_MEANING = {  # what a point name's layout part means (the record's setup 
     "train_stride": ("training windows overlap by 50 - S items (S the stride) and the loss counts each window's "
                      "last S labels, so every target is predicted from at least 51 - S earlier items (RecBole "
                      "predicts each from its whole prefix)"),
-    "positions_from_start": "position 0 is each window's oldest item (RecBole's count), not the newest's last slot"}
+    "positions_from_start": ("position 0 is each window's oldest item (RecBole's count), not counted back from the "
+                             "newest item")}
 PATIENCE, EPOCH_CAP = 10, 1000  # patience 50 ran one ML-100K point into a cap of 300
 
 
