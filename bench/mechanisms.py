@@ -212,6 +212,10 @@ def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only
         from bench.sasrec_sweep import chosen_overrides
 
         extra += chosen_overrides(sasrec_from, dataset, sasrec_layout)
+        # the leave-one-out base run loads the very SASRec the sweep trained and scored, where it kept it
+        loaded = [o for o in chosen_overrides(sasrec_from, dataset, sasrec_layout, weights=True) if o not in extra]
+    else:
+        loaded = []
     if long_len:  # the lightweight recommender's window (default 1,024; attention cost grows with its square)
         extra += [f"hybrid.long_len={long_len}"]
     protocols = [p for p in plan if not only or p in only]
@@ -233,7 +237,8 @@ def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only
     else:
         done = {f"{p}/{BASE[p]}": 0 for p in protocols if resumable_done(out / p / BASE[p], pause_after)}
         codes = done | _wait([_launch(dataset, out, p, BASE[p], base_stage1(out / f"stage1-{p}"), True, budget,
-                                      extra) for p in protocols if f"{p}/{BASE[p]}" not in done])
+                                      extra + (loaded if p == "leave_one_out" else []))
+                              for p in protocols if f"{p}/{BASE[p]}" not in done])
     rest = [(p, v) for p in protocols for v in plan[p] if v != BASE[p] and codes[f"{p}/{BASE[p]}"] == 0
             and not resumable_done(out / p / v, pause_after)]
     codes.update(_wait([_launch(dataset, out, p, v, out / p / BASE[p], False, budget, extra) for p, v in rest]))

@@ -86,10 +86,13 @@ def summary_order(point: dict) -> tuple[str, int]:
 
 
 def run_point(data, split, point: dict, seed: int = 0, patience: int = PATIENCE,
-              checkpoint: Path | None = None, pause_after: float | None = None) -> dict | None:
+              checkpoint: Path | None = None, pause_after: float | None = None,
+              weights: Path | None = None) -> dict | None:
     """One grid point to its own early stop → its validation curve's best and its test metrics (None: paused
-    into ``checkpoint`` after ``pause_after`` seconds; the same call resumes it)."""
-    from training.sasrec import SASRecConfig, evaluate_sasrec, train_sasrec
+    into ``checkpoint`` after ``pause_after`` seconds; the same call resumes it). ``weights``: the trained model is
+    saved there (training.sasrec.save_trained), so a run with the same settings loads it rather than training it
+    again (train.sasrec_weights; bench.mechanisms run --sasrec-from)."""
+    from training.sasrec import SASRecConfig, evaluate_sasrec, save_trained, train_sasrec
 
     config = SASRecConfig(patience=patience, epochs=EPOCH_CAP, seed=seed, **point)
     model, info = train_sasrec(split.train, data.n_items, split.valid, config, progress=False,
@@ -98,6 +101,8 @@ def run_point(data, split, point: dict, seed: int = 0, patience: int = PATIENCE,
     if info.get("paused"):
         return None
     scores = [e["valid"]["NDCG@10"] for e in info["epochs"]]
+    if weights is not None:
+        save_trained(weights, model, config, data.n_items, info)
     return {"point": point, "valid_ndcg10": info["best_valid_ndcg10"], "test": evaluate_sasrec(model, split.test),
             "epochs": len(scores), "best_epoch": 1 + scores.index(max(scores)),
             "early_stopped": len(scores) < EPOCH_CAP, "patience": patience,
@@ -149,7 +154,7 @@ def sweep(dataset: str, out: Path, name: str, seed: int = 0, first: str | None =
         if result is None or (not result["early_stopped"] and result["epochs"] < EPOCH_CAP):  # new, or a lower cap bound
             ckpt = out / f"{point_name(point)}.ckpt"
             left = None if pause_after is None else max(0.0, pause_after - (time.perf_counter() - started))
-            result = run_point(data, split, point, seed, patience, ckpt, left)
+            result = run_point(data, split, point, seed, patience, ckpt, left, weights_path(out, point))
             if result is None:
                 print(f"[sasrec_sweep] paused in {point_name(point)}: the same command resumes it", flush=True)
                 return None
@@ -170,6 +175,11 @@ def sweep(dataset: str, out: Path, name: str, seed: int = 0, first: str | None =
     return summary
 
 
+def weights_path(out: Path, point: dict) -> Path:
+    """Where a finished point's trained model is kept (points finished before weights were kept have none)."""
+    return out / f"{point_name(point)}.pt"
+
+
 def finished_sweep(sweep_out: Path) -> dict:
     """OUT/sweep.json of a finished sweep: its dataset, every point's scores and the point chosen on validation."""
     path = Path(sweep_out) / "sweep.json"
@@ -178,10 +188,12 @@ def finished_sweep(sweep_out: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def chosen_overrides(sweep_out: Path, dataset: str, layout: dict | None = None) -> list[str]:
+def chosen_overrides(sweep_out: Path, dataset: str, layout: dict | None = None, weights: bool = False) -> list[str]:
     """The run-config overrides (train.sasrec_*) of the point a finished sweep chose on validation, for a run on
     the same data: the sweep's own dataset, or the same user cut (OUT/data/<name> of both). ``layout``
-    (:func:`parse_layout`; {} = our own): the best point on validation among that layout's only."""
+    (:func:`parse_layout`; {} = our own): the best point on validation among that layout's only. ``weights``: also
+    the point's trained model where the sweep kept it (train.sasrec_weights; leave-one-out runs only), so the run
+    loads the very model the sweep scored instead of training it again."""
     summary = finished_sweep(sweep_out)
     name = Path(dataset).name
     if summary["dataset"] != name and not (sweep_out / "data" / name).is_dir():
@@ -195,7 +207,8 @@ def chosen_overrides(sweep_out: Path, dataset: str, layout: dict | None = None) 
         chosen = max(points, key=lambda r: r["valid_ndcg10"])["point"]
     # the patience and cap it was chosen under, so the run trains the very model the sweep scored
     patience = next(trained_patience(r) for r in summary["points"] if r["point"] == chosen)
-    return [f"train.sasrec_dropout={chosen['dropout']}", f"train.sasrec_lr={chosen['lr']}",
+    kept = weights_path(Path(sweep_out), chosen)
+    return ([f"train.sasrec_weights={kept.resolve()}"] if weights and kept.is_file() else []) + [f"train.sasrec_dropout={chosen['dropout']}", f"train.sasrec_lr={chosen['lr']}",
             f"train.sasrec_batch_size={chosen['batch_size']}", f"train.sasrec_patience={patience}",
             f"train.sasrec_epochs={EPOCH_CAP}"] + [f"train.sasrec_{key}={json.dumps(chosen[key])}"
                                                    for key in LAYOUT if key in chosen]

@@ -155,6 +155,8 @@ class TrainConfig:
     sasrec_input_norm: bool = False
     sasrec_train_stride: int = 0  # overlapping training windows (training/sasrec.py); 0: side by side
     sasrec_positions_from_start: bool = False  # RecBole's position count (training/sasrec.py)
+    sasrec_weights: str | None = None  # a SASRec trained with these very train.sasrec_* settings on this split
+    #   (bench.sasrec_sweep keeps each point's as OUT/<point>.pt): loaded instead of trained (checked: settings, items)
     sasrec_patience: int = 5  # our SASRec's early stopping (the ledger's runs used 5; set it equal to patience
     #   for one rule across the run's models, as bench/mechanisms.py does)
     max_train_seconds: float | None = None  # time budget per trained model, checked at epoch ends (None = none)

@@ -204,3 +204,38 @@ def train_sasrec(train_sequences: list[np.ndarray], n_items: int, valid_set, con
     if best_state is not None:
         model.load_state_dict(best_state)
     return model, {"epochs": history, "best_valid_ndcg10": best}
+
+
+def save_trained(path: str | Path, model: SASRec, config: SASRecConfig, n_items: int, info: dict,
+                 max_eval_users: int | None = None) -> None:
+    """A finished training's model with what it was trained with (``max_eval_users``: the validation users its early
+    stopping read, None = all), for :func:`load_trained`: a sweep's point reused by a run with the same settings,
+    rather than trained twice (on a slow dataset that is hours)."""
+    epochs = info["epochs"]
+    torch.save({"model": model.state_dict(), "config": asdict(config), "n_items": n_items,
+                "max_eval_users": max_eval_users,
+                "valid_best_ndcg10": info["best_valid_ndcg10"], "epochs": len(epochs),
+                "train_seconds": sum(e["seconds"] for e in epochs)}, path)
+
+
+def load_trained(path: str | Path, n_items: int, config: SASRecConfig, max_eval_users: int | None = None,
+                 device: torch.device | str = "cpu") -> tuple[SASRec, dict]:
+    """The SASRec :func:`save_trained` kept at ``path``, which must have been trained with ``config`` and validated on
+    ``max_eval_users`` on a catalogue of ``n_items``; else a ValueError naming what differs. Returns the model and its
+    training record (valid_best_ndcg10, epochs, train_seconds). Same settings and catalogue do not prove the same
+    split: the caller names a file trained on its data (bench.sasrec_sweep.chosen_overrides checks the dataset)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"train.sasrec_weights: no saved SASRec at {path}")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    wanted = {**asdict(config), "max_eval_users": max_eval_users}
+    differ = {k: (saved["config"].get(k, saved.get(k)), v) for k, v in wanted.items()
+              if saved["config"].get(k, saved.get(k)) != v}
+    if differ:
+        raise ValueError(f"train.sasrec_weights: {path} was trained with other settings (saved, this run's): {differ}")
+    if saved["n_items"] != n_items:
+        raise ValueError(f"train.sasrec_weights: {path} was trained on {saved['n_items']} items, this run's data has "
+                         f"{n_items}")
+    model = SASRec(n_items, config).to(device)
+    model.load_state_dict(saved["model"])
+    return model, {k: saved[k] for k in ("valid_best_ndcg10", "epochs", "train_seconds")}

@@ -188,7 +188,7 @@ def train_baselines(state: RunState) -> None:
     """Popularity, and SASRec (also stage 1 when the dataset has no text); their test top-K lists."""
     from training.evaluate import evaluate_rankings, popularity_topk
     from training.protocols import list_window_metrics, masked_histories, next_item_view, sasrec_window_test
-    from training.sasrec import SASRec, train_sasrec
+    from training.sasrec import SASRec, load_trained, train_sasrec
 
     config, split, layout, data, m = state.config, state.split, state.layout, state.data, state.metrics
     window = config.train.protocol == "window"
@@ -222,21 +222,30 @@ def train_baselines(state: RunState) -> None:
         state.log(f"[sasrec] trained by an earlier call of this run: test {m['sasrec']['test']}")
         return
     layout.topk_test_sasrec.unlink(missing_ok=True)  # never leave a previous run's lists behind
-    state.sasrec, sas_hist = train_sasrec(split.train, data.n_items, next_item_view(split.valid), sas_cfg,
-                                          state.device, state.progress, state.log, config.train.max_eval_users,
-                                          checkpoint=resume and resume / "sasrec.ckpt",
-                                          pause_after=pause_left(state))
-    if sas_hist.get("paused"):
-        raise RunPaused(f"SASRec paused after epoch {len(sas_hist['epochs'])}; the same command resumes it")
-    # a paused run's every call: the epochs' seconds (validation included); otherwise the wall time of this one
-    train_seconds = time.perf_counter() - t0 if resume is None else sum(e["seconds"] for e in sas_hist["epochs"])
+    if config.train.sasrec_weights:  # trained already with these very settings (a SASRec sweep's point): loaded
+        if window:
+            raise ValueError("train.sasrec_weights: saved SASRecs are trained on the leave-one-out split, not window")
+        state.sasrec, trained = load_trained(config.train.sasrec_weights, data.n_items, sas_cfg,
+                                             config.train.max_eval_users, state.device)
+        state.log(f"[sasrec] loaded {config.train.sasrec_weights} ({trained['epochs']} epochs there)")
+        valid_best, epochs, train_seconds = trained["valid_best_ndcg10"], trained["epochs"], trained["train_seconds"]
+    else:
+        state.sasrec, sas_hist = train_sasrec(split.train, data.n_items, next_item_view(split.valid), sas_cfg,
+                                              state.device, state.progress, state.log, config.train.max_eval_users,
+                                              checkpoint=resume and resume / "sasrec.ckpt",
+                                              pause_after=pause_left(state))
+        if sas_hist.get("paused"):
+            raise RunPaused(f"SASRec paused after epoch {len(sas_hist['epochs'])}; the same command resumes it")
+        # a paused run's every call: the epochs' seconds (validation included); otherwise this one's wall time
+        train_seconds = time.perf_counter() - t0 if resume is None else sum(e["seconds"] for e in sas_hist["epochs"])
+        valid_best, epochs = sas_hist["best_valid_ndcg10"], len(sas_hist["epochs"])
     if window:
         test, topk, infer_seconds = sasrec_window_test(state.sasrec, split.test)
     else:
         test, topk, infer_seconds = sasrec_test(state.sasrec, split.test)
     np.save(layout.topk_test_sasrec, topk)
-    m["sasrec"] = {"valid_best_ndcg10": sas_hist["best_valid_ndcg10"], "test": test,
-                   "train_seconds": train_seconds, "epochs": len(sas_hist["epochs"]),
+    m["sasrec"] = {"valid_best_ndcg10": valid_best, "test": test, "train_seconds": train_seconds, "epochs": epochs,
+                   **({"loaded_from": config.train.sasrec_weights} if config.train.sasrec_weights else {}),
                    "inference_ms_per_user": 1000 * infer_seconds / max(1, len(split.test))}
     torch.save(state.sasrec.state_dict(), layout.sasrec)
     keep_finished_step(resume, "sasrec", config.to_dict(), m["sasrec"], model=state.sasrec.state_dict())

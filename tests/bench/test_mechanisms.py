@@ -71,6 +71,15 @@ def test_run_patience_applies_to_every_model_and_the_sweep_sets_its_sasrec(tmp_p
     cfg = run_config("synthetic", tmp_path / "r", "leave_one_out", "preset", None, launched[0]).train
     assert (cfg.patience, cfg.sasrec_patience, cfg.sasrec_dropout) == (30, 50, 0.5)  # SASRec: as the sweep chose it
     assert len(launched) == 2 and launched[0] == launched[1]  # the ids-from-scratch variant: the same rule
+    assert cfg.sasrec_weights is None  # the sweep kept no trained model: the base run trains its SASRec
+    # where the sweep kept the chosen point's model, the base run (the one that trains SASRec) loads it instead
+    from bench.sasrec_sweep import weights_path
+
+    weights_path(sweep, point).write_bytes(b"a trained model")
+    launched.clear()
+    mech.run("synthetic", tmp_path / "out2", None, suite="converged", sasrec_from=sweep, patience=30)
+    base, variant = (run_config("synthetic", tmp_path / "r", "leave_one_out", "preset", None, e).train for e in launched)
+    assert base.sasrec_weights == str(weights_path(sweep, point).resolve()) and variant.sasrec_weights is None
     with pytest.raises(SystemExit):
         mech.main(["run", "--dataset", "synthetic", "--out", str(tmp_path / "x"), "--patience", "5"])
 

@@ -180,3 +180,30 @@ def test_layout_settings_name_every_point_and_carry_to_the_run(small_grid, tmp_p
         sweep_mod.chosen_overrides(tmp_path / "plain", "synthetic", {"post_ln": True})
     with pytest.raises(SystemExit, match="--sasrec-layout 'input_norm=maybe': input_norm is true or false"):
         sweep_mod.parse_layout(["input_norm=maybe"], "--sasrec-layout")
+
+
+def test_a_run_loads_the_model_the_sweep_chose_instead_of_training_it(small_grid, tmp_path):
+    from training.config import RunConfig
+    from training.train import start_run, train_baselines
+
+    summary = sweep_mod.sweep("synthetic", tmp_path / "sweep", "synthetic")
+    chosen = next(p for p in summary["points"] if p["point"] == summary["chosen"])
+    overrides = sweep_mod.chosen_overrides(tmp_path / "sweep", "synthetic", weights=True)
+    assert f"train.sasrec_weights={sweep_mod.weights_path(tmp_path / 'sweep', chosen['point']).resolve()}" in overrides
+    assert not any("sasrec_weights" in o for o in sweep_mod.chosen_overrides(tmp_path / "sweep", "synthetic"))
+
+    logs = []
+    state = start_run(RunConfig(dataset="synthetic", run_dir=str(tmp_path / "run")).override(overrides),
+                      progress=False, log=logs.append)
+    train_baselines(state)
+    loaded = state.metrics["sasrec"]
+    assert loaded["loaded_from"].endswith(".pt") and not any("[sasrec] epoch" in line for line in logs)  # no training
+    assert (loaded["valid_best_ndcg10"], loaded["epochs"]) == (chosen["valid_ndcg10"], chosen["epochs"])
+    assert loaded["test"]["NDCG@10"] == pytest.approx(chosen["test"]["NDCG@10"], abs=1e-6)  # the very model
+
+    other = RunConfig(dataset="synthetic", run_dir=str(tmp_path / "other")).override(overrides + ["train.sasrec_lr=0.01"])
+    with pytest.raises(ValueError, match=r"was trained with other settings \(saved, this run's\): \{'lr': \(0.001, 0.01\)"):
+        train_baselines(start_run(other, progress=False, log=logs.append))
+    window = RunConfig(dataset="synthetic", run_dir=str(tmp_path / "w")).override(overrides + ["train.protocol=window"])
+    with pytest.raises(ValueError, match="trained on the leave-one-out split, not window"):
+        train_baselines(start_run(window, progress=False, log=logs.append))
