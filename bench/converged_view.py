@@ -66,6 +66,14 @@ def sasrec_settings(run: dict) -> str:
             + "".join(f", {key}" + ("" if value is True else f" {value}") for key, value in layout.items()))
 
 
+def candidate_name(metrics: dict, variant: str) -> str:
+    """How a candidate for HyMiRec's preset is named: by its warm start, and its dropout where it is a dropout
+    variant (HYMIREC_CANDIDATES)."""
+    dropout = metrics.get("config", {}).get("hybrid", {}).get("llm", {}).get("input_dropout")
+    return (f"warm start: SASRec {sasrec_settings(metrics)}"
+            + (f"; dropout {dropout}" if variant != BASE["leave_one_out"] else ""))
+
+
 def hymirec_choice(out: Path, others: list[Path]) -> dict | None:
     """HyMiRec's warm-start SASRec and its dropout are settings of HyMiRec's, chosen on its validation: among the
     preset runs of OUT and of ``others`` (each warm-started from the SASRec its own base run trained, on the same
@@ -84,10 +92,8 @@ def hymirec_choice(out: Path, others: list[Path]) -> dict | None:
         if runs and (metrics.get("dataset"), metrics["hymirec"]["test"].get("users")) != (
                 runs[0]["metrics"].get("dataset"), runs[0]["metrics"]["hymirec"]["test"].get("users")):
             raise SystemExit(f"--warm-start-from {root}: another dataset or split than {out}'s")
-        dropout = metrics.get("config", {}).get("hybrid", {}).get("llm", {}).get("input_dropout")
         runs.append({"dir": root / "leave_one_out" / variant, "metrics": metrics,
-                     "name": f"warm start: SASRec {sasrec_settings(metrics)}"
-                             + (f"; dropout {dropout}" if variant != BASE["leave_one_out"] else "")})
+                     "name": candidate_name(metrics, variant)})
 
     for root in [out, *others]:
         add(root, BASE["leave_one_out"], must=bool(others))

@@ -265,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-users", type=int, default=None,
                         help="prepare/run: a random subsample of this many users (all their items), in OUT/data/")
     parser.add_argument("--variant", action="append", dest="variants",
-                        help="run: only this variant (repeatable), on the base runs already in --out; diagnose: these runs")
+                        help="run: only this variant (repeatable), on the base runs already in --out; diagnose: "
+                             "these runs; add-warm-start: the candidate run(s) of --out to add (default: its preset)")
     parser.add_argument("--base-from", type=Path, default=None,
                         help="run: train every variant (the base one too) as stage 2 alone on the finished base runs "
                              "(stage 1 + SASRec) of this earlier --out")
@@ -309,9 +310,11 @@ def main(argv: list[str] | None = None) -> int:
 
         if not args.record or (args.step == "adopt-sasrec" and not args.sasrec_from):
             parser.error(f"{args.step}: give the --record to amend (adopt-sasrec: and the sweep, --sasrec-from)")
+        if args.variants and args.step != "add-warm-start":
+            parser.error(f"{args.step}: --variant names add-warm-start's candidates only")
         amend = CONVERGED_AMENDMENTS[args.step]
         try:
-            done = amend_file(Path(args.record), lambda record: amend(record, out, args.sasrec_from))
+            done = amend_file(Path(args.record), lambda record: amend(record, out, args.sasrec_from, args.variants))
             print(f"{args.step}: {done}", file=sys.stderr)
         except ValueError as error:
             parser.error(f"{args.step}: {error}")

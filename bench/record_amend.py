@@ -15,8 +15,9 @@ import json
 import time
 from pathlib import Path
 
-from bench.converged_view import (_valid_best, finished_peers, gain_percent, peer_model_entry, published_ndcg10,
-                                  run_metrics, sasrec_settings)
+from bench.converged_view import (_valid_best, candidate_name, finished_peers, gain_percent, peer_model_entry,
+                                  published_ndcg10, run_metrics, sasrec_settings)
+from bench.mechanism_variants import BASE, HYMIREC_CANDIDATES
 from bench.mechanisms_report import reading_of
 from bench.paired import format_gain, run_gain_interval
 from bench.peers.converged import PEER_PATIENCE
@@ -168,20 +169,27 @@ def adopt_sasrec(record: dict, summary: dict) -> bool:
     return True
 
 
-def add_warm_start(record: dict, out: Path) -> str:
+def add_warm_start(record: dict, out: Path, variant: str = "preset") -> str:
     """OUT's preset run, warm-started from another SASRec (``run --suite warm-start``) after the record was written,
-    joins it as the report's rules would have had it (converged_view.hymirec_choice, sasrec_choice): its row;
-    HyMiRec re-chosen on HyMiRec's validation among the record's preset rows and it; our SASRec re-chosen on SASRec's
-    validation with the run's. Where both chosen are this run's, HyMiRec's gain over our SASRec gets its paired
-    interval (the run kept both ranked lists). Returns the new row's label."""
+    or one of its dropout candidates (``variant``, HYMIREC_CANDIDATES, stage 2 alone on that preset's SASRec), joins
+    it as the report's rules would have had it (converged_view.hymirec_choice, sasrec_choice): its row; HyMiRec
+    re-chosen on HyMiRec's validation among the record's preset rows and it; our SASRec re-chosen on SASRec's
+    validation with the preset run's. Where both chosen are OUT's, HyMiRec's gain over our SASRec gets its paired
+    interval (the runs kept both ranked lists). Returns the new row's label."""
     view = _view_with_our_sasrec(record)
-    run, run_dir = run_metrics(out, "leave_one_out", "preset"), out / "leave_one_out" / "preset"
-    if run is None or "sasrec" not in run:
-        raise ValueError(f"{run_dir}: no finished preset run with its SASRec")
+    base = out / "leave_one_out" / BASE["leave_one_out"]
+    base_run = run_metrics(out, "leave_one_out", BASE["leave_one_out"])
+    if base_run is None or "sasrec" not in base_run:
+        raise ValueError(f"{base}: no finished preset run with its SASRec")
+    if variant != BASE["leave_one_out"] and variant not in HYMIREC_CANDIDATES:
+        raise ValueError(f"{variant!r} is not a candidate for HyMiRec's preset ({', '.join(HYMIREC_CANDIDATES)})")
+    run, run_dir = run_metrics(out, "leave_one_out", variant), out / "leave_one_out" / variant
+    if run is None:
+        raise ValueError(f"{run_dir}: no finished run")
     if run.get("dataset", {}).get("name") != view["dataset"].split(",")[0]:
         raise ValueError(f"{run_dir} ran on {run.get('dataset', {}).get('name')!r}, the record is on "
                          f"{view['dataset']!r}")
-    name, hymirec, train = f"warm start: SASRec {sasrec_settings(run)}", run["hymirec"], run["config"]["train"]
+    name, hymirec, train = candidate_name(run, variant), run["hymirec"], run["config"]["train"]
     label = f"HyMiRec preset, {name}"
     if any(row[0] == label for row in record["rows"]):
         raise ValueError(f"the record has a row {label!r} already")
@@ -207,18 +215,19 @@ def add_warm_start(record: dict, out: Path) -> str:
     else:  # the new run is one more candidate HyMiRec's choice was weighed against
         settings = models["HyMiRec"]["settings"]
         models["HyMiRec"]["settings"] = f"{settings[:-1]}, {_valid_best(run):.4f})"
-    sasrec = run["sasrec"]
+    sasrec = base_run["sasrec"]  # the SASRec the candidate's ids started from: its base run trained it
     sasrec_valid = sasrec.get("valid_best", sasrec.get("valid_best_ndcg10"))
     earlier = _row_valid(record, next(row for row in record["rows"] if row[0] == "SASRec (ours)"))
     if sasrec_valid > earlier:  # our SASRec, chosen on its own validation
         _set_our_sasrec(record, {"NDCG@10": sasrec["test"]["NDCG@10"], "epochs": sasrec["epochs"],
-                                 "settings": sasrec_settings(run), **_patience(train.get("sasrec_patience"))},
+                                 "settings": sasrec_settings(base_run),
+                                 **_patience(base_run["config"]["train"].get("sasrec_patience"))},
                         _loo_cells(sasrec["test"], sasrec_valid, sasrec["epochs"]))
         changed.add("SASRec (ours)")
     # the run's SASRec is ours where it won, or where it is the same SASRec trained again (same settings, same score)
     ours = "SASRec (ours)" in changed or (
-        models["SASRec (ours)"]["settings"] == sasrec_settings(run) and abs(sasrec_valid - earlier) < 5e-5)
-    interval = run_gain_interval(run_dir, run_dir, "hymirec", "sasrec") if ours and (
+        models["SASRec (ours)"]["settings"] == sasrec_settings(base_run) and abs(sasrec_valid - earlier) < 5e-5)
+    interval = run_gain_interval(run_dir, base, "hymirec", "sasrec") if ours and (
         models["HyMiRec"]["NDCG@10"] == hymirec["test"]["NDCG@10"]) else None
     for check in record["checks"]:
         if check["comparison"].startswith("HyMiRec (preset") and " vs our SASRec, " in check["comparison"]:
@@ -303,9 +312,12 @@ def amend_file(record_path: Path, amend) -> object:
     return result
 
 
-# bench.mechanisms' steps that amend a converged record with a run finished after it: (record, OUT, sweep OUT) → what
+# bench.mechanisms' steps that amend a converged record with a run finished after it:
+# (record, OUT, sweep OUT, variants) → what was done (variants: add-warm-start's candidates, the preset by default)
 CONVERGED_AMENDMENTS = {
-    "add-peer": lambda record, out, sweep: ", ".join(add_peers(record, out)),
-    "add-warm-start": lambda record, out, sweep: add_warm_start(record, out),
-    "adopt-sasrec": lambda record, out, sweep: "adopted" if adopt_sasrec(record, finished_sweep(sweep)) else "kept",
+    "add-peer": lambda record, out, sweep, variants: ", ".join(add_peers(record, out)),
+    "add-warm-start": lambda record, out, sweep, variants: ", ".join(
+        add_warm_start(record, out, variant) for variant in variants or ["preset"]),
+    "adopt-sasrec": lambda record, out, sweep, variants: "adopted" if adopt_sasrec(record, finished_sweep(sweep))
+    else "kept",
 }
