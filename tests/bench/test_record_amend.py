@@ -155,6 +155,14 @@ def _preset(root, valid, test, sasrec_valid, sasrec_test, **sasrec_layout):
                              **{f"sasrec_{k}": v for k, v in sasrec_layout.items()}}, "hybrid": {"long_len": 512}}}))
 
 
+def _assert_as_the_full_report(record, full):
+    assert record["converged"]["models"] == full["converged"]["models"]
+    assert (record["converged"]["strongest"], record["converged"]["vs_strongest"]) == (
+        full["converged"]["strongest"], full["converged"]["vs_strongest"])
+    assert sorted(record["rows"]) == sorted(full["rows"])
+    assert sorted(map(str, record["checks"])) == sorted(map(str, full["checks"]))
+
+
 @pytest.mark.parametrize("later", [
     {"valid": 0.14, "test": 0.125, "sasrec_valid": 0.115, "sasrec_test": 0.105},  # both win: both re-chosen
     {"valid": 0.11, "test": 0.130, "sasrec_valid": 0.105, "sasrec_test": 0.120},  # neither wins on validation
@@ -169,11 +177,7 @@ def test_a_later_warm_start_run_joins_as_the_full_report_would_choose_it(tmp_pat
                   warm_starts=[tmp_path / "plain", tmp_path / "fullrb"])
     label = add_warm_start(record, tmp_path / "fullrb")
     assert label == "HyMiRec preset, warm start: SASRec dropout 0.2, lr 0.001, batch 128, post_ln, input_norm"
-    assert record["converged"]["models"] == full["converged"]["models"]
-    assert (record["converged"]["strongest"], record["converged"]["vs_strongest"]) == (
-        full["converged"]["strongest"], full["converged"]["vs_strongest"])
-    assert sorted(record["rows"]) == sorted(full["rows"])
-    assert sorted(map(str, record["checks"])) == sorted(map(str, full["checks"]))
+    _assert_as_the_full_report(record, full)
     with pytest.raises(ValueError, match="has a row .* already"):
         add_warm_start(record, tmp_path / "fullrb")
 
@@ -203,11 +207,7 @@ def test_a_later_dropout_candidate_joins_as_the_full_report_would_choose_it(tmp_
     labels = CONVERGED_AMENDMENTS["add-warm-start"](record, tmp_path / "fullrb", None, ["preset", "preset-dropout0.3"])
     assert labels.endswith("HyMiRec preset, warm start: SASRec dropout 0.2, lr 0.001, batch 128, post_ln, input_norm; "
                            "dropout 0.3")
-    assert record["converged"]["models"] == full["converged"]["models"]
-    assert (record["converged"]["strongest"], record["converged"]["vs_strongest"]) == (
-        full["converged"]["strongest"], full["converged"]["vs_strongest"])
-    assert sorted(record["rows"]) == sorted(full["rows"])
-    assert sorted(map(str, record["checks"])) == sorted(map(str, full["checks"]))
+    _assert_as_the_full_report(record, full)
     with pytest.raises(ValueError, match="'k3' is not a candidate for HyMiRec's preset"):
         add_warm_start(record, tmp_path / "fullrb", "k3")
 
