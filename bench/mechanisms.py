@@ -189,7 +189,9 @@ def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only
     runs (their stage 1 and SASRec), all at once: the same comparison under another epoch cap, say. With
     ``sasrec_from``: our SASRec with the settings that sweep (bench/sasrec_sweep.py) chose on validation, and the
     patience it chose them under (``sasrec_layout``: chosen among that layout's points only, for HyMiRec's
-    warm-start candidates, bench/converged_view.hymirec_choice). ``patience``: every model's (ONE_RULE's 10
+    warm-start candidates, bench/converged_view.hymirec_choice); where the sweep kept that point's trained model,
+    every leave-one-out run loads it (train.sasrec_weights) and its variants start beside the base run, not after
+    it, with or without a base run in OUT. ``patience``: every model's (ONE_RULE's 10
     otherwise). ``pause_after``: each training run pauses at its first epoch end past that many seconds (exit 75,
     training/resume.py) and the same call resumes it: a converged run on a slow dataset spans CPU sessions; the
     variants start once the base runs have finished."""
@@ -229,19 +231,30 @@ def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only
                       for p in protocols for v in plan[p]])
     for protocol in protocols:
         _point_stage1_at(out / f"stage1-{protocol}", dataset)
-    if variants:  # the base runs must be there already
-        missing = [p for p in protocols if not (out / p / BASE[p] / "metrics.json").is_file()]
+    # With the sweep's kept SASRec every leave-one-out run loads its own copy beside the prepared stage 1, so its
+    # variants need not wait for the base run (whose SASRec they would otherwise start from)
+    own_sasrec = {p for p in protocols if p == "leave_one_out" and loaded}
+
+    def launch_variant(p: str, v: str):
+        if p in own_sasrec:
+            return _launch(dataset, out, p, v, base_stage1(out / f"stage1-{p}"), True, budget, extra + loaded)
+        return _launch(dataset, out, p, v, out / p / BASE[p], False, budget, extra)
+
+    if variants:  # the base runs must be there already (but where the variants load the sweep's SASRec)
+        missing = [p for p in protocols if p not in own_sasrec and not (out / p / BASE[p] / "metrics.json").is_file()]
         if missing:
             raise SystemExit(f"--variant needs finished base runs; none in {[str(out / p / BASE[p]) for p in missing]}")
-        codes = {f"{p}/{BASE[p]}": 0 for p in protocols}
+        codes, bases = {f"{p}/{BASE[p]}": 0 for p in protocols}, []
     else:
-        done = {f"{p}/{BASE[p]}": 0 for p in protocols if resumable_done(out / p / BASE[p], pause_after)}
-        codes = done | _wait([_launch(dataset, out, p, BASE[p], base_stage1(out / f"stage1-{p}"), True, budget,
-                                      extra + (loaded if p == "leave_one_out" else []))
-                              for p in protocols if f"{p}/{BASE[p]}" not in done])
-    rest = [(p, v) for p in protocols for v in plan[p] if v != BASE[p] and codes[f"{p}/{BASE[p]}"] == 0
-            and not resumable_done(out / p / v, pause_after)]
-    codes.update(_wait([_launch(dataset, out, p, v, out / p / BASE[p], False, budget, extra) for p, v in rest]))
+        codes = {f"{p}/{BASE[p]}": 0 for p in protocols if resumable_done(out / p / BASE[p], pause_after)}
+        bases = [_launch(dataset, out, p, BASE[p], base_stage1(out / f"stage1-{p}"), True, budget,
+                         extra + (loaded if p == "leave_one_out" else []))
+                 for p in protocols if f"{p}/{BASE[p]}" not in codes]
+    pending = [(p, v) for p in protocols for v in plan[p]
+               if v != BASE[p] and not resumable_done(out / p / v, pause_after)]
+    codes.update(_wait(bases + [launch_variant(p, v) for p, v in pending if p in own_sasrec]))
+    rest = [(p, v) for p, v in pending if p not in own_sasrec and codes[f"{p}/{BASE[p]}"] == 0]
+    codes.update(_wait([launch_variant(p, v) for p, v in rest]))
     print(f"[mechanisms] {len(codes)} runs in {time.perf_counter() - started:.0f} s", flush=True)
     return codes
 

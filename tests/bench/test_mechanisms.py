@@ -79,7 +79,15 @@ def test_run_patience_applies_to_every_model_and_the_sweep_sets_its_sasrec(tmp_p
     launched.clear()
     mech.run("synthetic", tmp_path / "out2", None, suite="converged", sasrec_from=sweep, patience=30)
     base, variant = (run_config("synthetic", tmp_path / "r", "leave_one_out", "preset", None, e).train for e in launched)
-    assert base.sasrec_weights == str(weights_path(sweep, point).resolve()) and variant.sasrec_weights is None
+    assert base.sasrec_weights == variant.sasrec_weights == str(weights_path(sweep, point).resolve())
+    # so a variant needs no base run in OUT: it loads its own copy beside the prepared stage 1
+    launched.clear()
+    mech.run("synthetic", tmp_path / "out3", None, suite="dropout", sasrec_from=sweep, patience=30,
+             variants=["preset-dropout0.3"])
+    assert len(launched) == 1 and any(o.startswith("train.sasrec_weights=") for o in launched[0])
+    weights_path(sweep, point).unlink()
+    with pytest.raises(SystemExit, match="--variant needs finished base runs"):
+        mech.run("synthetic", tmp_path / "out4", None, suite="dropout", sasrec_from=sweep, variants=["preset-dropout0.3"])
     with pytest.raises(SystemExit):
         mech.main(["run", "--dataset", "synthetic", "--out", str(tmp_path / "x"), "--patience", "5"])
 
