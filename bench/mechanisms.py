@@ -213,9 +213,10 @@ def run(dataset: str, out: Path, budget: float | None, smoke: bool = False, only
     if sasrec_from is not None:
         from bench.sasrec_sweep import chosen_overrides
 
-        extra += chosen_overrides(sasrec_from, dataset, sasrec_layout)
-        # the leave-one-out base run loads the very SASRec the sweep trained and scored, where it kept it
-        loaded = [o for o in chosen_overrides(sasrec_from, dataset, sasrec_layout, weights=True) if o not in extra]
+        chosen = chosen_overrides(sasrec_from, dataset, sasrec_layout, weights=True)
+        # leave-one-out runs load the very SASRec the sweep trained and scored, where it kept it
+        loaded = [o for o in chosen if o.startswith("train.sasrec_weights=")]
+        extra += [o for o in chosen if o not in loaded]
     else:
         loaded = []
     if long_len:  # the lightweight recommender's window (default 1,024; attention cost grows with its square)

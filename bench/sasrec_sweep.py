@@ -208,10 +208,11 @@ def chosen_overrides(sweep_out: Path, dataset: str, layout: dict | None = None, 
     # the patience and cap it was chosen under, so the run trains the very model the sweep scored
     patience = next(trained_patience(r) for r in summary["points"] if r["point"] == chosen)
     kept = weights_path(Path(sweep_out), chosen)
-    return ([f"train.sasrec_weights={kept.resolve()}"] if weights and kept.is_file() else []) + [f"train.sasrec_dropout={chosen['dropout']}", f"train.sasrec_lr={chosen['lr']}",
-            f"train.sasrec_batch_size={chosen['batch_size']}", f"train.sasrec_patience={patience}",
-            f"train.sasrec_epochs={EPOCH_CAP}"] + [f"train.sasrec_{key}={json.dumps(chosen[key])}"
-                                                   for key in LAYOUT if key in chosen]
+    loaded = [f"train.sasrec_weights={kept.resolve()}"] if weights and kept.is_file() else []
+    return loaded + [f"train.sasrec_dropout={chosen['dropout']}", f"train.sasrec_lr={chosen['lr']}",
+                     f"train.sasrec_batch_size={chosen['batch_size']}", f"train.sasrec_patience={patience}",
+                     f"train.sasrec_epochs={EPOCH_CAP}"] + [f"train.sasrec_{key}={json.dumps(chosen[key])}"
+                                                            for key in LAYOUT if key in chosen]
 
 
 def report(outs: list[Path], command: str, machine: str, part: str = "") -> dict:

@@ -229,8 +229,8 @@ def load_trained(path: str | Path, n_items: int, config: SASRecConfig, max_eval_
         raise ValueError(f"train.sasrec_weights: no saved SASRec at {path}")
     saved = torch.load(path, map_location="cpu", weights_only=True)
     wanted = {**asdict(config), "max_eval_users": max_eval_users}
-    differ = {k: (saved["config"].get(k, saved.get(k)), v) for k, v in wanted.items()
-              if saved["config"].get(k, saved.get(k)) != v}
+    kept = {**saved["config"], "max_eval_users": saved.get("max_eval_users")}  # absent: validated on every user
+    differ = {k: (kept.get(k), v) for k, v in wanted.items() if kept.get(k) != v}
     if differ:
         raise ValueError(f"train.sasrec_weights: {path} was trained with other settings (saved, this run's): {differ}")
     if saved["n_items"] != n_items:
