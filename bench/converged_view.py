@@ -67,11 +67,13 @@ def sasrec_settings(run: dict) -> str:
 
 
 def candidate_name(metrics: dict, variant: str) -> str:
-    """How a candidate for HyMiRec's preset is named: by its warm start, and its dropout where it is a dropout
-    variant (HYMIREC_CANDIDATES)."""
-    dropout = metrics.get("config", {}).get("hybrid", {}).get("llm", {}).get("input_dropout")
+    """How a candidate for HyMiRec's preset is named: by its warm start, its dropout where it is a dropout
+    variant (HYMIREC_CANDIDATES), and its training stride where it trains on strided cuts."""
+    hybrid = metrics.get("config", {}).get("hybrid", {})
+    dropout, stride = hybrid.get("llm", {}).get("input_dropout"), hybrid.get("train_stride", 0)
     return (f"warm start: SASRec {sasrec_settings(metrics)}"
-            + (f"; dropout {dropout}" if variant != BASE["leave_one_out"] else ""))
+            + (f"; dropout {dropout}" if variant != BASE["leave_one_out"] else "")
+            + (f"; cuts every {stride} items" if stride else ""))
 
 
 def hymirec_choice(out: Path, others: list[Path]) -> dict | None:

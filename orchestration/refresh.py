@@ -17,7 +17,7 @@ def _item_source(source: str) -> list[tuple[str, str]]:
 
         return list(read_item_texts(Path(source)).items())
     from training.data import load_dataset
-    from training.train import item_texts_or_ids
+    from training.item_tables import item_texts_or_ids
 
     data = load_dataset(source)
     return list(zip(data.item_ids[1:], item_texts_or_ids(data)[1:]))

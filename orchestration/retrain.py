@@ -99,7 +99,7 @@ def snapshot_training_data(ctx) -> dict:
 
 
 def refresh_item_embeddings(ctx, snapshot: dict) -> dict:
-    """Stage 1 for the interval: training.train.content_item_embeddings (the training run's own stage 1) on the
+    """Stage 1 for the interval: training.item_tables.content_item_embeddings (the training run's own stage 1) on the
     snapshot's training split, encoding every item. The encoder weights are kept, so that
     hymirec_codebook_refresh can encode items arriving between retrains in the same embedding space."""
     cfg = _config(ctx, snapshot["dir"])
@@ -109,7 +109,7 @@ def refresh_item_embeddings(ctx, snapshot: dict) -> dict:
 
         from training.data import leave_one_out, load_dataset
         from training.stage2 import pick_device
-        from training.train import content_item_embeddings
+        from training.item_tables import content_item_embeddings
 
         data = load_dataset(snapshot["dir"])
         write_json_atomic(tmp / "item_ids.json", data.item_ids)
@@ -139,7 +139,7 @@ def refit_codebook(ctx, snapshot: dict, embeddings: dict) -> dict:
 
     def compute(tmp: Path):
         from features.item_codes import save_item_codes
-        from training.train import fit_codebook
+        from training.item_tables import fit_codebook
 
         emb = np.load(stage1 / "item_embeddings.npy")
         codebook, codes, scales = fit_codebook(emb, cfg.codebook, cfg.train.seed, log=log.info)

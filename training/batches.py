@@ -74,6 +74,15 @@ def window_samples(
     return samples
 
 
+def strided_cuts(sequences: list[np.ndarray], stride: int) -> list[tuple[int, int]]:
+    """(sequence index, cut) pairs at every ``stride`` items from each sequence's end: cut = n - 1, n - 1 - stride,
+    ... ≥ 1. With the dense loss on each cut's last ``stride`` recent positions (training/dmil.next_item_loss
+    ``last``), items 1..n-1 of a sequence are each a next-item label exactly once."""
+    if stride < 1:
+        raise ValueError(f"stride must be ≥ 1, got {stride}")
+    return [(index, cut) for index, seq in enumerate(sequences) for cut in range(len(seq) - 1, 0, -stride)]
+
+
 def train_batch(
     sequences: list[np.ndarray], samples: list[tuple[int, int]], long_len: int, recent_n: int, window: int,
     long_window_mode: str = "all",

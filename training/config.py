@@ -110,6 +110,10 @@ class HybridConfig:
     n_negatives: int = 512  # sampled random negatives per step (shared by the batch); ≥ n_items or -1 = every item
     next_item_weight: float = 0.0  # weight of the dense next-item loss on the LLM's recent-item positions
     #   (0 = paper-faithful: only the K interest outputs are supervised)
+    train_stride: int = 0  # 0 = each epoch's cuts drawn at random (training/batches.window_samples); s in
+    #   1..recent_n = a cut every s items from each sequence's end (training/batches.strided_cuts), the dense loss
+    #   on each cut's last s recent positions only: every item predicted once an epoch, from ≥ recent_n - s + 1
+    #   recent items, as SASRec's train_stride (s = 1: RecBole's every-prefix instances)
     anchor_last_item: bool = False  # inference: every interest = normalise(query output + the LLM's next-item vector
     #   after the newest recent item); trained apart (DMIL on the queries, next_item_weight on the recent states)
     false_negative_threshold: float = 0.98

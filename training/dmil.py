@@ -229,16 +229,19 @@ def _masked_infonce(positive, negative, flat_targets, flat_ids, sample_of, cand_
 
 
 def next_item_loss(recent_vecs: torch.Tensor, recent_ids: torch.Tensor, first_target: torch.Tensor,
-                   catalogue_vecs: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+                   catalogue_vecs: torch.Tensor, logit_scale: torch.Tensor, last: int = 0) -> torch.Tensor:
     """Dense next-item loss on the LLM's recent-item positions (SASRec-style, full softmax).
 
     recent_vecs [B, N, d] (state after each recent item), recent_ids [B, N] (0 = left padding),
     first_target [B] (the item right after the last recent one), catalogue_vecs [n_items+1, d]
     (row 0 = padding, never a class). Position j predicts recent_ids[:, j+1]; the last one the first target.
-    Every sample then teaches N next-item steps instead of only its window targets.
+    Every sample then teaches N next-item steps instead of only its window targets; with ``last`` > 0 only the
+    last ``last`` positions count (the earlier ones are another strided cut's, with less context there).
     """
     next_ids = torch.cat([recent_ids[:, 1:], first_target[:, None]], 1)
     valid = (recent_ids > 0) & (next_ids > 0)
+    if last:
+        valid[:, :max(0, valid.shape[1] - last)] = False
     if not bool(valid.any()):
         return recent_vecs.sum() * 0.0
     scale = logit_scale_value(logit_scale)

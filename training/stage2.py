@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from training.batches import ModelInputs, model_inputs, train_batch, window_samples
+from training.batches import ModelInputs, model_inputs, strided_cuts, train_batch, window_samples
 from training.config import HybridConfig, TrainConfig
 from training.dmil import (DMILStats, dmil_loss, interest_stats, logit_scale_value, max_merge_loss, missed_targets,
                            nearest_query_assignment, next_item_loss, route_targets)
@@ -119,6 +119,8 @@ def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: 
     state goes to ``checkpoint`` and the history says ``"paused": True``; the same call resumes it from there
     (training/resume.py). The caller deletes the checkpoint once the training has ended.
     """
+    if not 0 <= hybrid.train_stride <= hybrid.recent_n:
+        raise ValueError(f"hybrid.train_stride must be in [0, recent_n={hybrid.recent_n}], got {hybrid.train_stride}")
     device = tables.exact.device
     rng = np.random.default_rng(train.seed)
     torch.manual_seed(train.seed)
@@ -153,8 +155,11 @@ def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: 
     for epoch in range(len(history), train.epochs):
         model.train()
         started = time.perf_counter()
-        samples = window_samples(train_sequences, hybrid.window, train.samples_per_user, rng,
-                                 stride=hybrid.recent_n if dense else hybrid.window)
+        if hybrid.train_stride:
+            samples = strided_cuts(train_sequences, hybrid.train_stride)
+        else:
+            samples = window_samples(train_sequences, hybrid.window, train.samples_per_user, rng,
+                                     stride=hybrid.recent_n if dense else hybrid.window)
         order = rng.permutation(len(samples))
         bar = tqdm(range(0, len(order), train.batch_size), desc=f"hybrid epoch {epoch + 1}/{train.epochs}",
                    disable=not progress, leave=False)
@@ -187,7 +192,8 @@ def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: 
                                         hybrid.false_negative_threshold)[0]
             if dense and recent_vecs is not None:
                 loss = loss + hybrid.next_item_weight * next_item_loss(
-                    recent_vecs.float(), recent_ids, target_ids[:, 0], catalogue, model.logit_scale)
+                    recent_vecs.float(), recent_ids, target_ids[:, 0], catalogue, model.logit_scale,
+                    last=hybrid.train_stride)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -16,7 +16,7 @@ from features.codebook import CodebookConfig
 from training.config import HybridConfig, LightweightConfig, LLMRecommenderConfig
 from training.hybrid import HybridRecommender
 from training.stage2 import ItemTables, predict_interests
-from training.train import decoded_item_table, fit_codebook
+from training.item_tables import decoded_item_table, fit_codebook
 
 HISTORY = np.arange(1, 31, dtype=np.int64)  # 30 items, oldest first; item i sits at position i - 1
 

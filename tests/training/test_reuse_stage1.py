@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from training.config import RunConfig
-from training.train import reuse_stage1
+from training.item_tables import reuse_stage1
 
 
 def _finished_run(run_dir, dataset: str, n_items: int = 5):
