@@ -162,6 +162,11 @@ bench-mechanisms: setup
 	# preset-dropout0.3`)
 	$(MECH) run --suite dropout --dataset ../shared/data/ml-100k --out runs/conv100k --long-len 512 \
 	    --sasrec-from runs/sweep100k-p50 --patience 50 --variant preset-dropout0.3
+	# that candidate on SASRec's winning instances (hybrid.train_stride: a cut every 10 or 5 items, the dense loss on
+	# its last 10 or 5 positions; ~190 and ~360 CPU-seconds an epoch), candidates chosen on validation by the report
+	$(MECH) run --suite stride --dataset ../shared/data/ml-100k --out runs/conv100k --long-len 512 \
+	    --sasrec-from runs/sweep100k-p50 --patience 50 --variant preset-dropout0.3-stride10 \
+	    --variant preset-dropout0.3-stride5
 	$(MECH) prepare --suite warm-start --dataset ../shared/data/ml-100k --out runs/conv100k-plainsasrec
 	$(MECH) run --suite warm-start --dataset ../shared/data/ml-100k --out runs/conv100k-plainsasrec --long-len 512 \
 	    --sasrec-from runs/sweep100k-p50 --sasrec-layout input_norm=false --patience 50

@@ -77,8 +77,10 @@ VARIANTS: dict[str, list[str]] = {
 # items, the dense loss on each cut's last s positions, so every item is a label once an epoch with ≥ 50 - s + 1 recent
 # items before it (the random cuts' dense loss gives the first positions of a window almost none). On ML-100K that
 # change took our SASRec from 0.1230 to 0.1392 validation; HyMiRec's random cuts validated 0.1351 on its warm start.
-for _s in (5, 10):
-    VARIANTS[f"preset-dropout0.3-stride{_s}"] = VARIANTS["preset-dropout0.3"] + [f"hybrid.train_stride={_s}"]
+# Batches of similar long-history lengths (train.length_buckets) make them ~3× cheaper to train.
+for _s in (1, 5, 10):
+    VARIANTS[f"preset-dropout0.3-stride{_s}"] = VARIANTS["preset-dropout0.3"] + [f"hybrid.train_stride={_s}",
+                                                                               "train.length_buckets=50"]
 SUITES = {
     "mechanisms": {"window": ["k1", "k3", "k3-recent-only", "k3-exact"],
                    "leave_one_out": ["preset", "k1", "k3", "k3-recent-only"]},
@@ -105,10 +107,11 @@ SUITES["warm-start"] = {"leave_one_out": ["preset"]}
 # the preset's dropout candidates, each stage 2 alone on a finished base run (`run --variant`, the base's SASRec)
 SUITES["dropout"] = {"leave_one_out": ["preset", "preset-dropout0.3", "preset-dropout0.5"]}
 # HyMiRec's rivals for "the preset" on validation beside it (report: bench/converged_view.hymirec_choice)
-HYMIREC_CANDIDATES = ("preset-dropout0.3", "preset-dropout0.5", "preset-dropout0.3-stride5",
-                      "preset-dropout0.3-stride10")
+HYMIREC_CANDIDATES = ("preset-dropout0.3", "preset-dropout0.5", "preset-dropout0.3-stride1",
+                      "preset-dropout0.3-stride5", "preset-dropout0.3-stride10")
 # the strided candidates, each stage 2 alone beside a finished run (`run --suite stride --variant V --sasrec-from`)
-SUITES["stride"] = {"leave_one_out": ["preset", "preset-dropout0.3-stride5", "preset-dropout0.3-stride10"]}
+SUITES["stride"] = {"leave_one_out": ["preset", "preset-dropout0.3-stride1", "preset-dropout0.3-stride5",
+                                      "preset-dropout0.3-stride10"]}
 # and for "ids from scratch" (`run --suite scratch-lr --variant preset-ids-from-scratch-lr0.001` beside a converged run)
 SCRATCH_CANDIDATES = ("preset-ids-from-scratch", "preset-ids-from-scratch-lr0.001")
 SUITES["scratch-lr"] = {"leave_one_out": ["preset", "preset-ids-from-scratch-lr0.001"]}

@@ -83,6 +83,27 @@ def strided_cuts(sequences: list[np.ndarray], stride: int) -> list[tuple[int, in
     return [(index, cut) for index, seq in enumerate(sequences) for cut in range(len(seq) - 1, 0, -stride)]
 
 
+def long_lengths(samples: list[tuple[int, int]], long_len: int, recent_n: int, long_window_mode: str) -> np.ndarray:
+    """How many items each sample's long window holds (what its batch pads the lightweight recommender's input to)."""
+    return np.array([len(range(cut)[long_window(cut, long_len, recent_n, long_window_mode)]) for _, cut in samples],
+                    dtype=np.int64)
+
+
+def batch_indices(lengths: np.ndarray, batch_size: int, buckets: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Sample indices per batch, an epoch's worth. ``buckets`` 0: one shuffled order cut into batches. ``buckets``
+    B > 0: the shuffled order in runs of B batches' worth, each run sorted by ``lengths`` before it is cut, then the
+    batches shuffled: every sample still once an epoch, each batch of similar lengths (less padding to compute)."""
+    order = rng.permutation(len(lengths))
+    if buckets <= 0:
+        return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    batches = []
+    for start in range(0, len(order), batch_size * buckets):
+        run = order[start:start + batch_size * buckets]
+        run = run[np.argsort(lengths[run], kind="stable")]
+        batches += [run[i:i + batch_size] for i in range(0, len(run), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def train_batch(
     sequences: list[np.ndarray], samples: list[tuple[int, int]], long_len: int, recent_n: int, window: int,
     long_window_mode: str = "all",

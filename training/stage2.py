@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from training.batches import ModelInputs, model_inputs, strided_cuts, train_batch, window_samples
+from training.batches import (ModelInputs, batch_indices, long_lengths, model_inputs, strided_cuts, train_batch,
+                              window_samples)
 from training.config import HybridConfig, TrainConfig
 from training.dmil import (DMILStats, dmil_loss, interest_stats, logit_scale_value, max_merge_loss, missed_targets,
                            nearest_query_assignment, next_item_loss, route_targets)
@@ -160,12 +161,13 @@ def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: 
         else:
             samples = window_samples(train_sequences, hybrid.window, train.samples_per_user, rng,
                                      stride=hybrid.recent_n if dense else hybrid.window)
-        order = rng.permutation(len(samples))
-        bar = tqdm(range(0, len(order), train.batch_size), desc=f"hybrid epoch {epoch + 1}/{train.epochs}",
-                   disable=not progress, leave=False)
+        lengths = long_lengths(samples, hybrid.long_len, hybrid.recent_n, hybrid.long_window) \
+            if train.length_buckets else np.zeros(len(samples), np.int64)
+        bar = tqdm(batch_indices(lengths, train.batch_size, train.length_buckets, rng),
+                   desc=f"hybrid epoch {epoch + 1}/{train.epochs}", disable=not progress, leave=False)
         losses, shares, inter = [], [], []
-        for start in bar:
-            chosen = [samples[i] for i in order[start:start + train.batch_size]]
+        for indices in bar:
+            chosen = [samples[i] for i in indices]
             batch = train_batch(train_sequences, chosen, hybrid.long_len, hybrid.recent_n, hybrid.window,
                                 hybrid.long_window)
             recent_ids = torch.from_numpy(batch.recent_ids).to(device)

@@ -76,6 +76,8 @@ def start_run(config: RunConfig, progress: bool = True, log=print, data=None) ->
             config.stage1_from and RunLayout.at(config.stage1_from).sasrec.is_file()):
         raise ValueError("hybrid.id_init=sasrec needs a trained SASRec: set train_sasrec=true, or stage1_from= a run "
                          "directory with sasrec.pt")
+    if config.train.sasrec_weights and config.train.protocol == "window":
+        raise ValueError("train.sasrec_weights: saved SASRecs are trained on the leave-one-out split, not window")
     started = time.perf_counter()
     torch.manual_seed(config.train.seed)
     layout = RunLayout.at(config.run_dir).ensure()
@@ -128,8 +130,6 @@ def train_baselines(state: RunState) -> None:
         return
     layout.topk_test_sasrec.unlink(missing_ok=True)  # never leave a previous run's lists behind
     if config.train.sasrec_weights:  # trained already with these very settings (a SASRec sweep's point): loaded
-        if window:
-            raise ValueError("train.sasrec_weights: saved SASRecs are trained on the leave-one-out split, not window")
         state.sasrec, trained = load_trained(config.train.sasrec_weights, data.n_items, sas_cfg,
                                              config.train.max_eval_users, state.device)
         state.log(f"[sasrec] loaded {config.train.sasrec_weights} ({trained['epochs']} epochs there)")

@@ -206,4 +206,5 @@ def test_a_run_loads_the_model_the_sweep_chose_instead_of_training_it(small_grid
         train_baselines(start_run(other, progress=False, log=logs.append))
     window = RunConfig(dataset="synthetic", run_dir=str(tmp_path / "w")).override(overrides + ["train.protocol=window"])
     with pytest.raises(ValueError, match="trained on the leave-one-out split, not window"):
-        train_baselines(start_run(window, progress=False, log=logs.append))
+        start_run(window, progress=False, log=logs.append)  # refused before any data is read or written
+    assert not (tmp_path / "w").exists()

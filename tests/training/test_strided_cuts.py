@@ -1,9 +1,10 @@
-"""Stage 2 on strided cuts (hybrid.train_stride): SASRec's every-prefix training instances for HyMiRec."""
+"""Stage 2 on strided cuts (hybrid.train_stride): SASRec's every-prefix training instances for HyMiRec; and its
+batches of similar long-history lengths (train.length_buckets), which make those many instances affordable."""
 import numpy as np
 import pytest
 import torch
 
-from training.batches import strided_cuts, train_batch
+from training.batches import batch_indices, long_lengths, model_inputs, strided_cuts, train_batch
 from training.config import HybridConfig, LightweightConfig, LLMRecommenderConfig, TrainConfig
 from training.dmil import next_item_loss
 from training.hybrid import HybridRecommender
@@ -66,7 +67,7 @@ def _hybrid(stride: int) -> HybridConfig:
 
 def test_stage2_trains_on_strided_cuts_and_refuses_a_stride_past_the_recent_window():
     sequences, valid, tables = random_stage2_data(n_users=30, n_items=30, item_dim=8, lengths=(6, 15), n_valid=10)
-    train = TrainConfig(epochs=2, batch_size=8, lr=1e-2, seed=0)
+    train = TrainConfig(epochs=2, batch_size=8, lr=1e-2, seed=0, length_buckets=2)
     model = HybridRecommender(_hybrid(2), 8, 30)
     before = [p.detach().clone() for p in model.parameters()]
     history = train_hybrid(model, tables, sequences, valid, _hybrid(2), train, progress=False, log=lambda *_: None)
@@ -75,3 +76,30 @@ def test_stage2_trains_on_strided_cuts_and_refuses_a_stride_past_the_recent_wind
     with pytest.raises(ValueError, match="train_stride"):
         train_hybrid(HybridRecommender(_hybrid(5), 8, 30), tables, sequences, valid, _hybrid(5), train,
                      progress=False, log=lambda *_: None)
+
+
+def test_long_lengths_are_the_widths_the_batches_pad_to():
+    sequences = [np.arange(1, 40), np.arange(1, 8)]
+    samples = [(0, 38), (0, 20), (0, 5), (1, 6)]
+    for mode in ("all", "older"):
+        lengths = long_lengths(samples, long_len=16, recent_n=4, long_window_mode=mode)
+        for (index, cut), length in zip(samples, lengths):
+            inputs = model_inputs([sequences[index][:cut]], 16, 4, mode)
+            assert int((inputs.long_ids > 0).sum()) == length
+    assert long_lengths(samples, 16, 4, "older").tolist() == [16, 16, 1, 2]
+
+
+def test_length_buckets_keep_every_sample_once_and_cut_the_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 512, size=1000)
+    plain = batch_indices(lengths, 64, 0, np.random.default_rng(1))
+    # buckets 0 is the one shuffled order it always was (runs before the setting train as they did)
+    assert np.array_equal(np.concatenate(plain), np.random.default_rng(1).permutation(1000))
+    bucketed = batch_indices(lengths, 64, 5, np.random.default_rng(1))
+    assert sorted(np.concatenate(bucketed).tolist()) == list(range(1000))
+    assert max(len(b) for b in bucketed) == 64
+
+    def padded(batches):  # what the long branch computes: every row padded to its batch's longest
+        return sum(len(b) * int(lengths[b].max()) for b in batches)
+
+    assert padded(bucketed) < 0.7 * padded(plain)
