@@ -162,11 +162,12 @@ bench-mechanisms: setup
 	# preset-dropout0.3`)
 	$(MECH) run --suite dropout --dataset ../shared/data/ml-100k --out runs/conv100k --long-len 512 \
 	    --sasrec-from runs/sweep100k-p50 --patience 50 --variant preset-dropout0.3
-	# that candidate on SASRec's winning instances (hybrid.train_stride: a cut every 10 or 5 items, the dense loss on
-	# its last 10 or 5 positions; ~190 and ~360 CPU-seconds an epoch), candidates chosen on validation by the report
+	# that candidate on SASRec's winning instances (hybrid.train_stride: a cut every 5 items or every item, the dense
+	# loss on its last 5 or 1 positions; batches of similar lengths; ~160 and ~800 CPU-seconds an epoch beside each
+	# other), candidates chosen on validation by the report
 	$(MECH) run --suite stride --dataset ../shared/data/ml-100k --out runs/conv100k --long-len 512 \
-	    --sasrec-from runs/sweep100k-p50 --patience 50 --variant preset-dropout0.3-stride10 \
-	    --variant preset-dropout0.3-stride5
+	    --sasrec-from runs/sweep100k-p50 --patience 50 --variant preset-dropout0.3-stride5 \
+	    --variant preset-dropout0.3-stride1
 	$(MECH) prepare --suite warm-start --dataset ../shared/data/ml-100k --out runs/conv100k-plainsasrec
 	$(MECH) run --suite warm-start --dataset ../shared/data/ml-100k --out runs/conv100k-plainsasrec --long-len 512 \
 	    --sasrec-from runs/sweep100k-p50 --sasrec-layout input_norm=false --patience 50
