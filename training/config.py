@@ -144,7 +144,7 @@ class TrainConfig:
     samples_per_user: int = -1  # random window cuts per user and epoch (+ the final one); -1 = one per window
     length_buckets: int = 0  # stage 2: 0 = batches cut from one shuffled order; B > 0 = each run of B batches'
     #   worth of shuffled samples sorted by long-history length first (training/batches.batch_indices): a batch pads
-    #   its long window to its longest row and attention grows with that length, so similar lengths train ~3× faster
+    #   its long window to its longest row and attention grows with that length: ~2× faster on ML-100K's strided cuts
     patience: int = 3  # early stopping on the protocol's validation metric (NDCG@10; window: Recall@50)
     protocol: str = "leave_one_out"  # "leave_one_out" | "window" (training/protocols.py): how the run is split,
     #   validated and tested; "window" holds out each user's last eval_window items as a set (several interests)
