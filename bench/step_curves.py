@@ -31,15 +31,11 @@ def valid_curve(log_text: str) -> list[float]:
 
 
 def samples_per_epoch(train_sequences: list[np.ndarray], hybrid, train) -> int:
-    """How many training samples one stage-2 epoch of these settings draws (training/stage2.train_hybrid)."""
-    from training.batches import strided_cuts, window_samples
+    """How many training samples one stage-2 epoch of these settings draws (training/stage2.epoch_samples; the count
+    does not depend on the draw: one final window per sequence plus a fixed number of random cuts)."""
+    from training.stage2 import epoch_samples
 
-    if hybrid.train_stride:
-        return len(strided_cuts(train_sequences, hybrid.train_stride))
-    stride = hybrid.recent_n if hybrid.next_item_weight > 0 else hybrid.window
-    # the count does not depend on the draw: one final window per sequence plus a fixed number of random cuts
-    return len(window_samples(train_sequences, hybrid.window, train.samples_per_user, np.random.default_rng(0),
-                              stride=stride))
+    return len(epoch_samples(train_sequences, hybrid, train.samples_per_user, np.random.default_rng(0)))
 
 
 def step_windows(curve: list[float], steps_per_epoch: int, edges: list[int]) -> list[float | None]:

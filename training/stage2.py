@@ -75,6 +75,16 @@ def evaluate_hybrid(model, tables, eval_set, batch: int = 256, max_users: int | 
     return evaluate_interests(interests, vectors, histories, targets)
 
 
+def epoch_samples(train_sequences: list[np.ndarray], hybrid: HybridConfig, samples_per_user: int,
+                  rng: np.random.Generator) -> list[tuple[int, int]]:
+    """One epoch's (sequence index, cut) training samples: strided cuts (hybrid.train_stride), or random cuts, one
+    per recent window when the dense next-item loss is on (each sample supervises N positions), one per W else."""
+    if hybrid.train_stride:
+        return strided_cuts(train_sequences, hybrid.train_stride)
+    stride = hybrid.recent_n if hybrid.next_item_weight > 0 else hybrid.window
+    return window_samples(train_sequences, hybrid.window, samples_per_user, rng, stride=stride)
+
+
 def interest_losses(model, hybrid: HybridConfig, interests, target_vecs, target_ids, target_mask, mask_np,
                     neg_vecs, neg_ids, rng) -> tuple[torch.Tensor, DMILStats]:
     """The losses on the K interest outputs [B, K, d]: DMIL's routed per-query InfoNCE (× dmil_weight) and the
@@ -156,11 +166,7 @@ def train_hybrid(model: HybridRecommender, tables: ItemTables, train_sequences: 
     for epoch in range(len(history), train.epochs):
         model.train()
         started = time.perf_counter()
-        if hybrid.train_stride:
-            samples = strided_cuts(train_sequences, hybrid.train_stride)
-        else:
-            samples = window_samples(train_sequences, hybrid.window, train.samples_per_user, rng,
-                                     stride=hybrid.recent_n if dense else hybrid.window)
+        samples = epoch_samples(train_sequences, hybrid, train.samples_per_user, rng)
         lengths = long_lengths(samples, hybrid.long_len, hybrid.recent_n, hybrid.long_window) \
             if train.length_buckets else np.zeros(len(samples), np.int64)
         bar = tqdm(batch_indices(lengths, train.batch_size, train.length_buckets, rng),
