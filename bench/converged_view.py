@@ -68,12 +68,18 @@ def sasrec_settings(run: dict) -> str:
 
 def candidate_name(metrics: dict, variant: str) -> str:
     """How a candidate for HyMiRec's preset is named: by its warm start, its dropout where it is a dropout
-    variant (HYMIREC_CANDIDATES), and its training stride where it trains on strided cuts."""
+    variant, its training stride where it trains on strided cuts, and its LLM backbone where it loads a pretrained
+    model's shape (HYMIREC_CANDIDATES)."""
     hybrid = metrics.get("config", {}).get("hybrid", {})
-    dropout, stride = hybrid.get("llm", {}).get("input_dropout"), hybrid.get("train_stride", 0)
+    llm = hybrid.get("llm", {})
+    dropout, stride = llm.get("input_dropout"), hybrid.get("train_stride", 0)
+    backbone = ""
+    if llm.get("path"):
+        layers = f"first {llm['keep_layers']} layers" if llm.get("keep_layers") else "all layers"
+        backbone = f"; LLM {Path(llm['path']).name} ({layers}, {llm.get('init', 'pretrained')})"
     return (f"warm start: SASRec {sasrec_settings(metrics)}"
-            + (f"; dropout {dropout}" if variant != BASE["leave_one_out"] else "")
-            + (f"; cuts every {stride} items" if stride else ""))
+            + (f"; dropout {dropout}" if variant != BASE["leave_one_out"] and dropout else "")
+            + (f"; cuts every {stride} items" if stride else "") + backbone)
 
 
 def hymirec_choice(out: Path, others: list[Path]) -> dict | None:

@@ -109,7 +109,9 @@ SUITES["warm-start"] = {"leave_one_out": ["preset"]}
 SUITES["dropout"] = {"leave_one_out": ["preset", "preset-dropout0.3", "preset-dropout0.5"]}
 # HyMiRec's rivals for "the preset" on validation beside it (report: bench/converged_view.hymirec_choice)
 HYMIREC_CANDIDATES = ("preset-dropout0.3", "preset-dropout0.5", "preset-dropout0.3-stride1",
-                      "preset-dropout0.3-stride5", "preset-dropout0.3-stride10")
+                      "preset-dropout0.3-stride5", "preset-dropout0.3-stride10",
+                      # the pretrained backbone and its control (`run --suite llm --variant V --sasrec-from`)
+                      "smollm2-4", "smollm2-4-random")
 # the strided candidates, each stage 2 alone beside a finished run (`run --suite stride --variant V --sasrec-from`)
 SUITES["stride"] = {"leave_one_out": ["preset", "preset-dropout0.3-stride1", "preset-dropout0.3-stride5",
                                       "preset-dropout0.3-stride10"]}

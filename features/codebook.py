@@ -14,16 +14,9 @@ Decoding (both variants are inferred, the paper text only gives the encoder):
 Because ``e = sum_i alpha^i c^i + e^{L+1}`` exactly, the with-scales reconstruction error ``||e^{L+1}||`` never
 grows when a layer is added (each step removes a projection).
 
-Balanced k-means (the paper does not name its variant; this one is ours): spherical-style k-means whose
-assignment step is capacity constrained. Let ``m = N / C``. Every cluster may hold at most
-``hi = max(ceil(m), floor(m * (1 + tol)))`` items and must hold at least ``lo = max(1, min(floor(m),
-ceil(m * (1 - tol))))`` items, ``tol = config.balance_tolerance``. Items are assigned greedily by descending
-cosine under the ``hi`` capacity (computed as the item-proposing stable matching, which for one shared score is
-exactly the global greedy), then clusters under ``lo`` take their most similar items from clusters above ``lo``.
-The final fit-time assignment of every layer therefore satisfies ``lo <= size <= hi`` *by construction*
-(``fit_sizes_``); with ``tol = 0`` sizes are ``floor(m)`` or ``ceil(m)``. Centres are the (unnormalised) means of
-their members' residuals, so the projection coefficients of members average about 1, which is what makes the
-codes-only decode meaningful.
+Balanced k-means (the paper does not name its variant; ours is in features/balanced_kmeans.py) bounds every
+cluster's size at fit time, so the fit-time assignment of every layer satisfies ``lo <= size <= hi`` by
+construction (``fit_sizes_``; bounds from ``config.balance_tolerance``: CodebookConfig.size_bounds).
 
 Training-time (balanced) and encode-time (argmax) assignments differ: codes always come from the argmax, as in the
 paper, and the residuals that train layer i+1 are those argmax residuals, so ``encode`` on the base pool reproduces
@@ -49,8 +42,9 @@ from typing import Any
 
 import numpy as np
 
+from features.balanced_kmeans import EPS as _EPS, balanced_kmeans, cos_sims, unit_rows
+
 FORMAT_VERSION = 1
-_EPS = 1e-12
 _F16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -114,131 +108,12 @@ def _check_matrix(x: np.ndarray, name: str = "embeddings", d: int | None = None)
     return x
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    """Row-wise L2 normalisation [N, d] -> [N, d]; zero rows stay zero."""
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(n, _EPS)
-
-
-def _cos_sims(res: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """Cosine similarities [N, C] between residuals [N, d] and centres [C, d] (0 against zero vectors)."""
-    return _unit(res) @ _unit(centres).T
-
-
 def _project(res: np.ndarray, centres: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """alpha [N] = e.c_b/||c_b||^2 and new residual [N, d] = e - alpha c_b (alpha = 0 for a zero centre)."""
     c = centres[codes]
     cn2 = np.einsum("nd,nd->n", c, c)
     alpha = np.where(cn2 > _EPS, np.einsum("nd,nd->n", res, c) / np.maximum(cn2, _EPS), 0.0).astype(np.float32)
     return alpha, res - alpha[:, None] * c
-
-
-def _kmeanspp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Cosine k-means++ seeding: indices [k] of distinct rows of x [N, d], sampled with weight 1 - max cos."""
-    xu = _unit(x)
-    n = xu.shape[0]
-    chosen = np.empty(k, dtype=np.int64)
-    chosen[0] = rng.integers(n)
-    best = xu @ xu[chosen[0]]
-    taken = np.zeros(n, dtype=bool)
-    taken[chosen[0]] = True
-    for j in range(1, k):
-        w = np.clip(1.0 - best, 0.0, None).astype(np.float64)
-        w[taken] = 0.0
-        total = w.sum()
-        # Degenerate pools (duplicates, zero residuals): fall back to a uniform draw among the rows not taken.
-        if total <= 1e-9:
-            w, total = (~taken).astype(np.float64), float((~taken).sum())
-        # inverse-CDF draw (rng.choice(p=...) re-validates p each call and dominates the cost)
-        chosen[j] = min(int(np.searchsorted(np.cumsum(w), rng.random() * total, side="right")), n - 1)
-        while taken[chosen[j]]:  # float round-off at the top end can land on a taken row
-            chosen[j] -= 1
-        taken[chosen[j]] = True
-        np.maximum(best, xu @ xu[chosen[j]], out=best)
-    return chosen
-
-
-def _greedy_capacity_assign(sims: np.ndarray, hi: int) -> np.ndarray:
-    """Greedy-by-descending-cosine assignment with at most ``hi`` items per cluster.
-
-    sims: [N, C] float32. Returns [N] int64. Implemented as the item-proposing stable matching (vectorised rounds):
-    with one score shared by both sides it is the unique stable matching, i.e. the global greedy. A cluster that
-    refused an item never takes it later (its admission threshold only rises), so refusals are masked to -inf and
-    an item's next proposal is the argmax of its remaining row; most items are accepted at their first choice.
-    """
-    n, c = sims.shape
-    work = sims.copy()
-    assign = np.full(n, -1, dtype=np.int64)
-    free = np.arange(n)
-    while free.size:
-        prop = np.argmax(work[free], axis=1)
-        affected = np.zeros(c, dtype=bool)
-        affected[prop] = True
-        held = np.flatnonzero(assign >= 0)
-        held = held[affected[assign[held]]]
-        items = np.concatenate([held, free])
-        clus = np.concatenate([assign[held], prop])
-        score = sims[items, clus]
-        order = np.lexsort((items, -score, clus))  # by cluster, then score desc, then index (deterministic ties)
-        clus_s = clus[order]
-        start = np.searchsorted(clus_s, clus_s, side="left")
-        keep = (np.arange(order.size) - start) < hi
-        acc, rej = items[order[keep]], items[order[~keep]]
-        assign[acc] = clus_s[keep]
-        assign[rej] = -1
-        work[rej, clus_s[~keep]] = -np.inf
-        free = np.sort(rej)
-    return assign
-
-
-def _fill_to_lower(sims: np.ndarray, assign: np.ndarray, lo: int) -> np.ndarray:
-    """Move items so that every cluster holds >= lo (feasible when N >= C*lo); donors never drop below lo."""
-    c = sims.shape[1]
-    sizes = np.bincount(assign, minlength=c)
-    for x in np.flatnonzero(sizes < lo):  # usually few clusters (centres in sparse regions)
-        need = lo - sizes[x]
-        cand = np.flatnonzero(sizes[assign] > lo)
-        top = min(cand.size, 4 * need + 64)  # most walks end early: sort only a head, widen if it runs out
-        while need > 0:
-            part = cand if top >= cand.size else cand[np.argpartition(-sims[cand, x], top - 1)[:top]]
-            part = part[np.lexsort((part, -sims[part, x]))]
-            for j in part:
-                if sizes[assign[j]] > lo and assign[j] != x:
-                    sizes[assign[j]] -= 1
-                    assign[j] = x
-                    sizes[x] += 1
-                    need -= 1
-                    if need == 0:
-                        break
-            if top >= cand.size:
-                break
-            top = min(cand.size, top * 4)
-    return assign
-
-
-def _balanced_kmeans(x: np.ndarray, k: int, iters: int, lo: int, hi: int,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Balanced cosine k-means on x [N, d] -> (centres [k, d] float32, fit-time assignment [N] int64)."""
-    # k-means++ on a random subsample: seeding is memory bound (one pass per centre); 16 candidates per centre
-    # are plenty to spread the seeds, and the balanced iterations do the rest.
-    n_cand = min(x.shape[0], max(16 * k, 4096))
-    cand = np.sort(rng.choice(x.shape[0], size=n_cand, replace=False)) if n_cand < x.shape[0] else np.arange(x.shape[0])
-    centres = x[cand[_kmeanspp(x[cand], k, rng)]].copy()
-    assign = np.full(x.shape[0], -1, dtype=np.int64)
-    d = x.shape[1]
-    for _ in range(iters):
-        sims = _cos_sims(x, centres)
-        new = _fill_to_lower(sims, _greedy_capacity_assign(sims, hi), lo)
-        if np.array_equal(new, assign):
-            break
-        assign = new
-        # Cluster means with one flat bincount (float64 accumulation); np.add.at is ~10x slower. Every cluster has
-        # >= lo >= 1 members by construction.
-        counts = np.bincount(assign, minlength=k)
-        flat = (assign[:, None] * d + np.arange(d)).ravel()
-        sums = np.bincount(flat, weights=x.ravel(), minlength=k * d).reshape(k, d)
-        centres = (sums / counts[:, None]).astype(np.float32)
-    return centres.astype(np.float32), assign
 
 
 class ResidualCodebook:
@@ -275,7 +150,7 @@ class ResidualCodebook:
             raise ValueError(f"fit needs at least codebook_size={config.codebook_size} non-zero embeddings, got "
                              f"{x.shape[0]}; lower codebook_size or add items")
         if config.normalize_input:
-            x = _unit(x)
+            x = unit_rows(x)
         lo, hi = config.size_bounds(x.shape[0])
         centres = np.empty((config.n_layers, config.codebook_size, x.shape[1]), dtype=np.float32)
         sizes = np.empty((config.n_layers, config.codebook_size), dtype=np.int64)
@@ -286,10 +161,10 @@ class ResidualCodebook:
         res = x
         for i in layers:
             rng = np.random.default_rng([config.seed, i])
-            centres[i], fit_assign = _balanced_kmeans(res, config.codebook_size, config.kmeans_iters, lo, hi, rng)
+            centres[i], fit_assign = balanced_kmeans(res, config.codebook_size, config.kmeans_iters, lo, hi, rng)
             sizes[i] = np.bincount(fit_assign, minlength=config.codebook_size)
             # Codes and next residuals use the plain argmax, exactly as encode() will.
-            codes = np.argmax(_cos_sims(res, centres[i]), axis=1)
+            codes = np.argmax(cos_sims(res, centres[i]), axis=1)
             _, res = _project(res, centres[i], codes)
         return cls(centres, config, sizes)
 
@@ -298,13 +173,13 @@ class ResidualCodebook:
         """[N, d] -> (codes [N, L] uint8/uint16, scales [N, L] float16 projection coefficients alpha)."""
         x = _check_matrix(embeddings, d=self.dim)
         if self.config.normalize_input:
-            x = _unit(x)
+            x = unit_rows(x)
         n, nl = x.shape[0], self.config.n_layers
         codes = np.zeros((n, nl), dtype=self.code_dtype)
         scales = np.zeros((n, nl), dtype=np.float16)
         res = x
         for i in range(nl):
-            b = np.argmax(_cos_sims(res, self.centres[i]), axis=1)  # zero residual -> all cos 0 -> code 0, alpha 0
+            b = np.argmax(cos_sims(res, self.centres[i]), axis=1)  # zero residual -> all cos 0 -> code 0, alpha 0
             alpha, res = _project(res, self.centres[i], b)
             codes[:, i] = b
             # clip: a near-zero centre can give |alpha| beyond float16's range; inf would poison decode
@@ -345,10 +220,10 @@ class ResidualCodebook:
         x = _check_matrix(embeddings, d=self.dim)
         codes, scales = self.encode_with_scales(x)
         keep = np.linalg.norm(x, axis=1) > 0
-        xu = _unit(x[keep])
+        xu = unit_rows(x[keep])
 
         def cos_stats(rec: np.ndarray) -> tuple[float, float]:
-            cos = np.einsum("nd,nd->n", xu, _unit(rec[keep]))
+            cos = np.einsum("nd,nd->n", xu, unit_rows(rec[keep]))
             return float(cos.mean()), float(np.percentile(cos, 5))
 
         nl, c = self.config.n_layers, self.config.codebook_size

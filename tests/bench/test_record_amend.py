@@ -182,8 +182,9 @@ def test_a_later_warm_start_run_joins_as_the_full_report_would_choose_it(tmp_pat
         add_warm_start(record, tmp_path / "fullrb")
 
 
-def _dropout_candidate(root, variant, valid, test, dropout, stride=0, **sasrec_layout):
-    """A dropout candidate of root's preset (stage 2 alone on its SASRec: no SASRec of its own in metrics.json)."""
+def _dropout_candidate(root, variant, valid, test, dropout, stride=0, llm=None, **sasrec_layout):
+    """A candidate of root's preset (stage 2 alone on its SASRec: no SASRec of its own in metrics.json): a dropout,
+    stride or LLM-backbone variant (``llm``: its hybrid.llm settings beside the dropout)."""
     run = root / "leave_one_out" / variant
     run.mkdir(parents=True)
     (run / "metrics.json").write_text(json.dumps({
@@ -191,25 +192,32 @@ def _dropout_candidate(root, variant, valid, test, dropout, stride=0, **sasrec_l
         "popularity": {"test": {"NDCG@10": 0.02}}, "dataset": {"name": "toy"},
         "config": {"train": {"epochs": 200, "sasrec_epochs": 1000, "patience": 10, "sasrec_patience": 10,
                              **{f"sasrec_{k}": v for k, v in sasrec_layout.items()}},
-                   "hybrid": {"long_len": 512, "train_stride": stride, "llm": {"input_dropout": dropout}}}}))
+                   "hybrid": {"long_len": 512, "train_stride": stride,
+                              "llm": {"input_dropout": dropout, **(llm or {})}}}}))
 
 
-@pytest.mark.parametrize("candidate_valid", [0.15, 0.10])  # the dropout candidate chosen on validation, or not
-@pytest.mark.parametrize("variant, stride, suffix", [("preset-dropout0.3", 0, ""),
-                                                     ("preset-dropout0.3-stride10", 10, "; cuts every 10 items")])
-def test_a_later_dropout_candidate_joins_as_the_full_report_would_choose_it(tmp_path, candidate_valid, variant,
-                                                                           stride, suffix):
+_SMOLLM = {"path": "smollm2", "keep_layers": 4, "init": "pretrained"}
+
+
+@pytest.mark.parametrize("candidate_valid", [0.15, 0.10])  # the candidate chosen on validation, or not
+@pytest.mark.parametrize("variant, dropout, stride, llm, suffix", [
+    ("preset-dropout0.3", 0.3, 0, None, "; dropout 0.3"),
+    ("preset-dropout0.3-stride10", 0.3, 10, None, "; dropout 0.3; cuts every 10 items"),
+    ("smollm2-4", 0.0, 0, _SMOLLM, "; LLM smollm2 (first 4 layers, pretrained)"),
+    ("smollm2-4-random", 0.0, 0, {**_SMOLLM, "init": "random"}, "; LLM smollm2 (first 4 layers, random)")])
+def test_a_later_candidate_joins_as_the_full_report_would_choose_it(tmp_path, candidate_valid, variant, dropout,
+                                                                    stride, llm, suffix):
     _preset(tmp_path / "tuned", 0.12, 0.110, 0.110, 0.100, input_norm=True)
     _preset(tmp_path / "plain", 0.13, 0.115, 0.108, 0.101)
     record = report(tmp_path / "tuned", "toy", "cmd", "machine", suite="converged", warm_starts=[tmp_path / "plain"])
     _preset(tmp_path / "fullrb", 0.14, 0.125, 0.115, 0.105, input_norm=True, post_ln=True)
-    _dropout_candidate(tmp_path / "fullrb", variant, candidate_valid, 0.128, 0.3, stride, input_norm=True,
+    _dropout_candidate(tmp_path / "fullrb", variant, candidate_valid, 0.128, dropout, stride, llm, input_norm=True,
                        post_ln=True)
     full = report(tmp_path / "tuned", "toy", "cmd", "machine", suite="converged",
                   warm_starts=[tmp_path / "plain", tmp_path / "fullrb"])
     labels = CONVERGED_AMENDMENTS["add-warm-start"](record, tmp_path / "fullrb", None, ["preset", variant])
-    assert labels.endswith("HyMiRec preset, warm start: SASRec dropout 0.2, lr 0.001, batch 128, post_ln, input_norm; "
-                           "dropout 0.3" + suffix)
+    assert labels.endswith("HyMiRec preset, warm start: SASRec dropout 0.2, lr 0.001, batch 128, post_ln, input_norm"
+                           + suffix)
     _assert_as_the_full_report(record, full)
     with pytest.raises(ValueError, match="'k3' is not a candidate for HyMiRec's preset"):
         add_warm_start(record, tmp_path / "fullrb", "k3")

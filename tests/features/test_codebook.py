@@ -13,8 +13,8 @@ from features.codebook import (
     CodebookConfig,
     CodebookFormatError,
     ResidualCodebook,
-    _greedy_capacity_assign,
 )
+from features.balanced_kmeans import greedy_capacity_assign
 
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -103,7 +103,7 @@ def test_capacity_assignment_is_the_global_greedy(n, c, seed, slack):
     rng = np.random.default_rng(seed)
     sims = rng.uniform(-1, 1, size=(n, c)).astype(np.float32)
     hi = max(1, int(np.ceil(n / c * slack)))
-    got = _greedy_capacity_assign(sims, hi)
+    got = greedy_capacity_assign(sims, hi)
     want = np.full(n, -1)
     size = np.zeros(c, dtype=int)
     for flat in np.argsort(-sims, axis=None, kind="stable"):  # brute-force greedy over all pairs
