@@ -113,7 +113,7 @@ def fill_to_lower(sims: np.ndarray, assign: np.ndarray, lo: int) -> np.ndarray:
 
 
 def balanced_kmeans(x: np.ndarray, k: int, iters: int, lo: int, hi: int,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Balanced cosine k-means on x [N, d] -> (centres [k, d] float32, fit-time assignment [N] int64)."""
     # k-means++ on a random subsample: seeding is memory bound (one pass per centre); 16 candidates per centre
     # are plenty to spread the seeds, and the balanced iterations do the rest.
