@@ -76,7 +76,8 @@ def candidate_name(metrics: dict, variant: str) -> str:
     backbone = ""
     if llm.get("path"):
         layers = f"first {llm['keep_layers']} layers" if llm.get("keep_layers") else "all layers"
-        backbone = f"; LLM {Path(llm['path']).name} ({layers}, {llm.get('init', 'pretrained')})"
+        trains = "" if llm.get("finetune", "full") == "full" else f", {llm['finetune']}"  # "lora" | "frozen"
+        backbone = f"; LLM {Path(llm['path']).name} ({layers}, {llm.get('init', 'pretrained')}{trains})"
     return (f"warm start: SASRec {sasrec_settings(metrics)}"
             + (f"; dropout {dropout}" if variant != BASE["leave_one_out"] and dropout else "")
             + (f"; cuts every {stride} items" if stride else "") + backbone)

@@ -72,6 +72,11 @@ VARIANTS: dict[str, list[str]] = {
     "smollm2-4": LONG + ["hybrid.llm.path=smollm2", "hybrid.llm.keep_layers=4", "hybrid.llm.lr=0.0001"],
     "smollm2-4-random": LONG + ["hybrid.llm.path=smollm2", "hybrid.llm.keep_layers=4", "hybrid.llm.lr=0.0001",
                                 "hybrid.llm.init=random"],
+    # The same pretrained layers kept as they are, only rank-8 LoRA adapters on attention training (peft): fully
+    # fine-tuned, both 576-wide backbones overfit ML-100K from epoch ~11 (docs/results-notes.md); a frozen trunk can
+    # keep what pretraining knows at a fraction of the trainable weights.
+    "smollm2-4-lora": LONG + ["hybrid.llm.path=smollm2", "hybrid.llm.keep_layers=4", "hybrid.llm.lr=0.0001",
+                              "hybrid.llm.finetune=lora"],
 }
 # The chosen dropout candidate trained on SASRec's winning instances (training/batches.strided_cuts): a cut every s
 # items, the dense loss on each cut's last s positions, so every item is a label once an epoch with ≥ 50 - s + 1
@@ -85,7 +90,7 @@ for _s in (1, 5, 10):
 SUITES = {
     "mechanisms": {"window": ["k1", "k3", "k3-recent-only", "k3-exact"],
                    "leave_one_out": ["preset", "k1", "k3", "k3-recent-only"]},
-    "llm": {"leave_one_out": ["preset", "smollm2-4", "smollm2-4-random"]},
+    "llm": {"leave_one_out": ["preset", "smollm2-4", "smollm2-4-random", "smollm2-4-lora"]},
     # how the window targets train the K queries: the paper's balanced DMIL against the alternatives
     "interests": {"window": ["k1", "k3", "k3-nearest", "k3-holistic", "k3-maxloss", "k5-maxloss"],
                   "leave_one_out": ["k1", "k3", "k3-maxloss", "k5-maxloss"]},
@@ -111,7 +116,7 @@ SUITES["dropout"] = {"leave_one_out": ["preset", "preset-dropout0.3", "preset-dr
 HYMIREC_CANDIDATES = ("preset-dropout0.3", "preset-dropout0.5", "preset-dropout0.3-stride1",
                       "preset-dropout0.3-stride5", "preset-dropout0.3-stride10",
                       # the pretrained backbone and its control (`run --suite llm --variant V --sasrec-from`)
-                      "smollm2-4", "smollm2-4-random")
+                      "smollm2-4", "smollm2-4-random", "smollm2-4-lora")
 # the strided candidates, each stage 2 alone beside a finished run (`run --suite stride --variant V --sasrec-from`)
 SUITES["stride"] = {"leave_one_out": ["preset", "preset-dropout0.3-stride1", "preset-dropout0.3-stride5",
                                       "preset-dropout0.3-stride10"]}

@@ -38,6 +38,8 @@ def test_variants_differ_in_the_one_setting_they_name(tmp_path):
     assert _diff(cfg("k3"), cfg("k3-seeded")) == {"hybrid.llm.query_seeds"}
     assert _diff(cfg("preset", "leave_one_out"), cfg("preset-recent-only", "leave_one_out")) == {
         "hybrid.use_lightweight"}
+    loo = [cfg(v, "leave_one_out") for v in ("smollm2-4", "smollm2-4-random", "smollm2-4-lora")]
+    assert _diff(loo[0], loo[1]) == {"hybrid.llm.init"} and _diff(loo[0], loo[2]) == {"hybrid.llm.finetune"}
     base = cfg("k3")
     assert base["hybrid"]["long_len"] == 1024 and base["hybrid"]["long_window"] == "older"
     assert base["train"]["patience"] == base["train"]["sasrec_patience"] == 10  # one rule for every model

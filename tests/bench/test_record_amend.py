@@ -204,7 +204,8 @@ _SMOLLM = {"path": "smollm2", "keep_layers": 4, "init": "pretrained"}
     ("preset-dropout0.3", 0.3, 0, None, "; dropout 0.3"),
     ("preset-dropout0.3-stride10", 0.3, 10, None, "; dropout 0.3; cuts every 10 items"),
     ("smollm2-4", 0.0, 0, _SMOLLM, "; LLM smollm2 (first 4 layers, pretrained)"),
-    ("smollm2-4-random", 0.0, 0, {**_SMOLLM, "init": "random"}, "; LLM smollm2 (first 4 layers, random)")])
+    ("smollm2-4-random", 0.0, 0, {**_SMOLLM, "init": "random"}, "; LLM smollm2 (first 4 layers, random)"),
+    ("smollm2-4-lora", 0.0, 0, {**_SMOLLM, "finetune": "lora"}, "; LLM smollm2 (first 4 layers, pretrained, lora)")])
 def test_a_later_candidate_joins_as_the_full_report_would_choose_it(tmp_path, candidate_valid, variant, dropout,
                                                                     stride, llm, suffix):
     _preset(tmp_path / "tuned", 0.12, 0.110, 0.110, 0.100, input_norm=True)
