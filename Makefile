@@ -168,9 +168,9 @@ bench-mechanisms: setup
 	$(MECH) run --suite stride --dataset ../shared/data/ml-100k --out runs/conv100k --long-len 512 \
 	    --sasrec-from runs/sweep100k-p50 --patience 50 --variant preset-dropout0.3-stride5 \
 	    --variant preset-dropout0.3-stride1
-	# the preset with a pretrained LLM backbone (SmolLM2-135M's first 4 layers, width 576) and the same shape freshly
-	# initialised, and the pretrained one with only LoRA adapters training; HyMiRec candidates chosen on validation by the report (~240 CPU-seconds an epoch beside each other:
-	# pause and resume across sessions with --pause-after S)
+	# the preset with a pretrained LLM backbone (SmolLM2-135M's first 4 layers, width 576), the same shape freshly
+	# initialised, and the pretrained one with only LoRA adapters training: HyMiRec candidates chosen on validation
+	# by the report (~240 CPU-seconds an epoch beside each other: pause and resume across sessions with --pause-after S)
 	$(MECH) run --suite llm --dataset ../shared/data/ml-100k --out runs/conv100k --long-len 512 \
 	    --sasrec-from runs/sweep100k-p50 --patience 50 --variant smollm2-4 --variant smollm2-4-random \
 	    --variant smollm2-4-lora
