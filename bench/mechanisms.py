@@ -129,11 +129,15 @@ def subsample_users(dataset: str, out: Path, n_users: int, seed: int = 0) -> str
 
 def user_cut(step: str, dataset: str, out: Path, n_users: int, base_from: Path | None = None) -> str:
     """The --max-users dataset a step works on: `prepare` writes it into OUT/data/, later steps read it there.
-    `run --base-from B` reads B's cut: its stage 1 was made on it, and a run refuses a stage 1 of another dataset."""
+    `run --base-from B` reads B's cut: its stage 1 was made on it, and a run refuses a stage 1 of another dataset.
+    `peer` on an OUT without a cut writes it, as `prepare` would (the same seed keeps the same users), so a peer
+    library can run on a record's split where the record's own runs are not on this machine."""
     if step == "prepare":
         return subsample_users(dataset, out, n_users)
     home = base_from if step == "run" and base_from is not None else out
     cut = home / "data" / f"{Path(dataset).name}-u{n_users}"
+    if step == "peer" and not cut.is_dir():
+        return subsample_users(dataset, out, n_users)
     if not cut.is_dir():
         raise SystemExit(f"no {n_users}-user cut of {dataset} at {cut}: run `prepare --max-users {n_users}` first")
     return str(cut)

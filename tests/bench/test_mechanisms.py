@@ -295,6 +295,9 @@ def test_user_cut_is_written_by_prepare_and_read_from_the_base_run(tmp_path):
     assert user_cut("run", str(src), later, 4, base_from=base) == str(cut)  # the stage 1 it reuses was made on it
     with pytest.raises(SystemExit, match="prepare --max-users 4"):
         user_cut("run", str(src), later, 4)  # no cut in a fresh OUT: a clear error, not a run on a missing path
+    peers = Path(user_cut("peer", str(src), tmp_path / "peers", 4))  # a peer's fresh OUT: the same users as prepare's
+    assert (peers / "toy.inter").read_text() == (cut / "toy.inter").read_text()
+    assert user_cut("peer", str(src), base, 4) == str(cut)  # an OUT with its cut: that one
 
 
 def test_user_cut_of_a_unisrec_folder_keeps_the_same_users_in_every_split_file(tmp_path):
