@@ -179,6 +179,8 @@ bench-mechanisms: setup
 	$(MECH) run --suite llm --dataset ../shared/data/ml-100k --out runs/conv100k --long-len 512 \
 	    --sasrec-from runs/sweep100k-p50 --patience 50 --variant smollm2-4 --variant smollm2-4-random \
 	    --variant smollm2-4-lora
+	$(MECH) report --suite llm --dataset ../shared/data/ml-100k --out runs/conv100k \
+	    --record bench/records/mechanisms-ml-100k-llm.json --command "make bench-mechanisms"
 	$(MECH) prepare --suite warm-start --dataset ../shared/data/ml-100k --out runs/conv100k-plainsasrec
 	$(MECH) run --suite warm-start --dataset ../shared/data/ml-100k --out runs/conv100k-plainsasrec --long-len 512 \
 	    --sasrec-from runs/sweep100k-p50 --sasrec-layout input_norm=false --patience 50

@@ -155,6 +155,9 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
     def wdir(v):
         return out / "window" / str(v)
 
+    def ldir(v):
+        return out / "leave_one_out" / str(v)
+
     preset_dir = out / "leave_one_out" / BASE["leave_one_out"]
     sasrec_dir = sasrec[1] if sasrec else preset_dir  # our SASRec's lists, for the paired intervals
     # HyMiRec's preset: OUT's, or the warm start validation chose among --warm-start-from runs
@@ -206,9 +209,11 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
         (f"HyMiRec (preset + long history{warm_note}) vs the strongest SASRec ({strongest}), leave-one-out NDCG@10",
          _rel(hymirec_loo, sasrecs.get(strongest)) if len(sasrecs) > 1 else "–", "≥ +10 %"),
         ("SmolLM2 (4 layers) pretrained vs the same shape random, leave-one-out NDCG@10",
-         _rel(lv("smollm2-4"), lv("smollm2-4-random")), "measured"),
+         _rel_ci(lv("smollm2-4"), lv("smollm2-4-random"), ldir("smollm2-4"), ldir("smollm2-4-random")), "measured"),
         ("SmolLM2 (4 layers) pretrained vs the default 2 × 128 Qwen2, leave-one-out NDCG@10",
-         _rel(lv("smollm2-4"), lv("preset")), "measured"),
+         _rel_ci(lv("smollm2-4"), lv("preset"), ldir("smollm2-4"), preset_dir), "measured"),
+        ("SmolLM2 (4 layers) pretrained, only LoRA adapters training vs fully fine-tuned, leave-one-out NDCG@10",
+         _rel_ci(lv("smollm2-4-lora"), lv("smollm2-4"), ldir("smollm2-4-lora"), ldir("smollm2-4")), "measured"),
     ]
     headroom_path = out / "window" / BASE["window"] / "interest_headroom.json"
     if headroom_path.is_file():  # `headroom`: what K vectors could add (oracle), and what clustering alone adds
