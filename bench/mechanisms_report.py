@@ -158,7 +158,7 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
     def ldir(v):
         return out / "leave_one_out" / str(v)
 
-    preset_dir = out / "leave_one_out" / BASE["leave_one_out"]
+    preset_dir = ldir(BASE["leave_one_out"])
     sasrec_dir = sasrec[1] if sasrec else preset_dir  # our SASRec's lists, for the paired intervals
     # HyMiRec's preset: OUT's, or the warm start validation chose among --warm-start-from runs
     hymirec_dir = warm["chosen"]["dir"] if warm else preset_dir
@@ -184,8 +184,7 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
          _rel(wv("k3", "test", "Recall@50"), wv("k3-recent-only", "test", "Recall@50")), "> 0"),
         ("long coded history vs recent only, leave-one-out NDCG@10 (K=3)", _rel(lv("k3"), lv("k3-recent-only")), "> 0"),
         (f"long coded history ({long_len} older items) vs recent only, leave-one-out NDCG@10 (preset, K=1)",
-         _rel_ci(lv("preset"), lv("preset-recent-only"), out / "leave_one_out" / "preset",
-                 out / "leave_one_out" / "preset-recent-only"), "> 0"),
+         _rel_ci(lv("preset"), lv("preset-recent-only"), ldir("preset"), ldir("preset-recent-only")), "> 0"),
         ("codes (12 B/item) vs exact embeddings (1,536 B/item), window Recall@50 (K=3)",
          _rel(wv("k3", "test", "Recall@50"), wv("k3-exact", "test", "Recall@50")), "within ±1 %"),
         (f"long coded history ({long_len} older items) vs recent only, window Recall@50 (K=1)",
@@ -199,12 +198,12 @@ def report(out: Path, dataset_name: str, command: str, machine: str, suite: str 
         ("HyMiRec without the SASRec warm start (ids from scratch"
          + (f", {scratch} chosen on validation" if scratch and scratch != SCRATCH_CANDIDATES[0] else "")
          + ") vs our SASRec, leave-one-out NDCG@10",
-         _rel_ci(lv(scratch), sasrec_loo, out / "leave_one_out" / str(scratch), sasrec_dir, "hymirec", "sasrec"),
+         _rel_ci(lv(scratch), sasrec_loo, ldir(scratch), sasrec_dir, "hymirec", "sasrec"),
          "≥ +10 %"),
         *([("HyMiRec with items from their text only (no id tables, no warm start; " + text
             + (" chosen on validation" if sum(v in loo for v in TEXT_CANDIDATES) > 1 else "")
             + ") vs our SASRec, leave-one-out NDCG@10",
-            _rel_ci(lv(text), sasrec_loo, out / "leave_one_out" / text, sasrec_dir, "hymirec", "sasrec"), "≥ +10 %")]
+            _rel_ci(lv(text), sasrec_loo, ldir(text), sasrec_dir, "hymirec", "sasrec"), "≥ +10 %")]
           if text else []),
         (f"HyMiRec (preset + long history{warm_note}) vs the strongest SASRec ({strongest}), leave-one-out NDCG@10",
          _rel(hymirec_loo, sasrecs.get(strongest)) if len(sasrecs) > 1 else "–", "≥ +10 %"),
