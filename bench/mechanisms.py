@@ -277,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="mechanisms: K, long history, codes; llm: the LLM backbone (SmolLM2 vs default)")
     parser.add_argument("--smoke", action="store_true", help="1 epoch, 50 validation users: checks the wiring only")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="run: cap stage 2 at E epochs and SASRec at max(E, 30), the same for every variant")
+                        help="run: cap stage 2 at E epochs and SASRec at max(E, 30), the same for every variant; "
+                             "peer: the epoch cap (default PEER_EPOCH_CAP, 300), raised where a peer reached it")
     parser.add_argument("--long-len", type=int, default=None,
                         help="run: older coded items the lightweight recommender reads (default 1024)")
     parser.add_argument("--max-users", type=int, default=None,
@@ -320,8 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.step == "prepare":
         prepare(args.dataset, out, args.smoke, args.suite, args.only, args.seed)
     elif args.step == "peer":  # a peer library to its own early stop on the leave-one-out split
-        finished = [run_peer_converged(args.dataset, out, name, pause_after=args.pause_after,
-                                       patience=args.patience) is not None for name in args.peers or ["recbole-sasrec"]]
+        cap = {"epoch_cap": args.epochs} if args.epochs else {}
+        finished = [run_peer_converged(args.dataset, out, name, pause_after=args.pause_after, patience=args.patience,
+                                       **cap) is not None for name in args.peers or ["recbole-sasrec"]]
         return 0 if all(finished) else PAUSED_EXIT  # paused with a checkpoint (--pause-after); run it again
     elif args.step in ("add-peer", "add-warm-start", "adopt-sasrec"):  # a run finished after its record joins it
         from bench.record_amend import CONVERGED_AMENDMENTS, amend_file

@@ -11,10 +11,12 @@ PEER_PATIENCE = 10  # the same patience rule as every model we train (validation
 
 
 def run_peer_converged(dataset: str, out: Path, peer_name: str, seed: int = 0, peer=None,
-                       pause_after: float | None = None, patience: int = PEER_PATIENCE, **runner) -> dict | None:
+                       pause_after: float | None = None, patience: int = PEER_PATIENCE,
+                       epoch_cap: int = PEER_EPOCH_CAP, **runner) -> dict | None:
     """A peer library's model on this bench's leave-one-out split, to its own early stop: no time budget, an epoch
-    cap that does not bind (PEER_EPOCH_CAP), early stopping after ``patience`` epochs (at least 10) without a gain in
-    validation NDCG@10, the library's default settings at dim 64 and length 50. Its lists are scored by our
+    cap meant not to bind (``epoch_cap``, PEER_EPOCH_CAP unless a slow learner reached it: its record then says
+    ``early_stopped: false`` and the run is repeated with a higher cap), early stopping after ``patience`` epochs (at
+    least 10) without a gain in validation NDCG@10, the library's default settings at dim 64 and length 50. Its lists are scored by our
     evaluator (bench/methods.score_lists), as every peer; writes OUT/leave_one_out/peers/<peer>/metrics.json, which
     ``report`` adds as a row.
 
@@ -35,7 +37,7 @@ def run_peer_converged(dataset: str, out: Path, peer_name: str, seed: int = 0, p
     split_dir = export_split(data, leave_one_out(data), root / "split")
     split = read_split(split_dir)
     try:
-        run = run_peer(peer, split_dir, root / peer_name, epochs=PEER_EPOCH_CAP, time_budget=None, seed=seed,
+        run = run_peer(peer, split_dir, root / peer_name, epochs=epoch_cap, time_budget=None, seed=seed,
                        split=split, threads=int(os.environ.get("OMP_NUM_THREADS", "1")), pause_after=pause_after,
                        patience=patience, **runner)
     except PeerPaused as paused:
@@ -45,7 +47,7 @@ def run_peer_converged(dataset: str, out: Path, peer_name: str, seed: int = 0, p
     result = {"label": peer.label, "test": scored["metrics"], "epochs": run.result.get("epochs_run"),
               # where a runner reports its best epoch: in params (RecBole, RecTools) or beside them (torch-rechub)
               "best_epoch": run.result.get("params", {}).get("best_epoch", run.result.get("best_epoch")),
-              "early_stopped": run.result.get("epochs_run", 0) < PEER_EPOCH_CAP,
+              "early_stopped": run.result.get("epochs_run", 0) < epoch_cap, "epoch_cap": epoch_cap,
               "train_seconds": run.result.get("train_seconds"), "params": run.result.get("params", {}),
               "patience": patience,
               "protocol_violations": scored["protocol_violations"]}

@@ -265,6 +265,11 @@ def test_peer_step_scores_a_runner_on_the_same_split_with_our_evaluator(tmp_path
     stored = json.loads((tmp_path / "out" / "leave_one_out" / "peers" / peer.name / "metrics.json").read_text())
     assert stored["label"] == peer.label and stored["test"] == ours
     assert stored["patience"] == 10  # every converged run records the patience it stopped on
+    assert stored["epoch_cap"] == 300 and stored["early_stopped"]  # 1 epoch: far below the cap
+    # a cap the run reached: its record says so (the converged view marks the cell "capped")
+    capped = run_peer_converged(str(path), tmp_path / "out", peer.name, peer=peer, python=sys.executable,
+                                runner=REFERENCE_RUNNER, log=None, epoch_cap=1)
+    assert capped["epoch_cap"] == 1 and not capped["early_stopped"]
 
 
 def test_peer_step_refuses_a_patience_below_the_rule(capsys):
