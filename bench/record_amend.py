@@ -47,15 +47,18 @@ def add_peers(record: dict, out: Path, today: str | None = None) -> list[str]:
     if split is None or view["dataset"].split(",")[0] != split:  # "ml-1m, 1,000 random users" ranked "ml-1m"
         raise ValueError(f"{manifest}: split of {split!r}, but the record is about {view['dataset']!r}")
     models = view["models"]
-    added = [peer for peer in finished_peers(out).values() if peer["label"] not in models]
+    # new peers, and peers whose recorded run hit its epoch cap and that OUT has trained further (a higher --epochs)
+    added = [peer for peer in finished_peers(out).values() if peer["label"] not in models
+             or (models[peer["label"]].get("capped") and peer["epochs"] > models[peer["label"]]["epochs"])]
     if not added:
         raise ValueError(f"no finished peer in {out / 'leave_one_out' / 'peers'} that the record lacks "
                          f"(it has {', '.join(models)})")
     published = published_ndcg10(out)
     for peer in added:
         models[peer["label"]] = peer_model_entry(peer, published)
-        record["rows"].append(_row(peer["label"], _loo_cells(
-            peer["test"], None, f"{peer['epochs']} (best {peer['best_epoch']})"), record["columns"]))
+        row = _row(peer["label"], _loo_cells(peer["test"], None, f"{peer['epochs']} (best {peer['best_epoch']})"),
+                   record["columns"])
+        record["rows"] = [r for r in record["rows"] if r[0] != peer["label"]] + [row]  # a longer run replaces its row
     labels = [peer["label"] for peer in added]
     _restrongest(view, set(labels))
     _update_strongest_sasrec_check(record, models)

@@ -55,6 +55,30 @@ def test_a_weaker_added_peer_leaves_the_strongest_and_its_interval(out):
     assert record["converged"]["vs_strongest"] == "+14.3 % (95 % CI +1.0 to +20.0 %)"
 
 
+def test_a_capped_peer_is_replaced_by_its_longer_run_and_only_then(out):
+    """A peer that ran into its epoch cap, run again with a higher cap: the longer run replaces its row and entry
+    (one row per model); the same capped run again is nothing to add."""
+    import shutil
+
+    peers = out / "leave_one_out" / "peers"
+    shutil.rmtree(peers / "rectools-bert4rec")
+    _peer(out, "rectools-bert4rec", "BERT4Rec (RecTools)", 0.09, early_stopped=False)
+    record = report(out, "toy", "cmd", "machine", suite="converged")
+    assert record["converged"]["models"]["BERT4Rec (RecTools)"]["capped"]
+    with pytest.raises(ValueError, match="no finished peer"):
+        add_peers(record, out)
+    shutil.rmtree(peers / "rectools-bert4rec")
+    (peers / "rectools-bert4rec").mkdir()
+    (peers / "rectools-bert4rec" / "metrics.json").write_text(json.dumps({
+        "label": "BERT4Rec (RecTools)", "epochs": 400, "best_epoch": 350, "patience": 50, "early_stopped": True,
+        "test": {"NDCG@10": 0.11, "Recall@10": 0.2}}))
+    full = report(out, "toy", "cmd", "machine", suite="converged")
+    assert add_peers(record, out) == ["BERT4Rec (RecTools)"]
+    assert record["converged"]["models"] == full["converged"]["models"]
+    assert sorted(record["rows"]) == sorted(full["rows"])
+    assert [row[0] for row in record["rows"]].count("BERT4Rec (RecTools)") == 1
+
+
 def test_nothing_to_add_another_split_or_no_view_is_refused_by_name(out):
     record = report(out, "toy", "cmd", "machine", suite="converged")
     with pytest.raises(ValueError, match="no finished peer .* that the record lacks"):
