@@ -80,6 +80,35 @@ def test_recbole_run_paused_and_resumed_equals_an_uninterrupted_one(exported, tm
         run_peer("recbole-sasrec", split_dir, tmp_path / "other", **kw)
 
 
+@pytest.mark.skipif(not peer_python("rectools").exists(), reason="no .venv-peers/rectools (bench/peers/setup.sh rectools)")
+@pytest.mark.parametrize("model", ["rectools-sasrec", "rectools-bert4rec"])
+def test_rectools_run_paused_and_resumed_equals_an_uninterrupted_one(exported, tmp_path, model):
+    # --pause-after 0 stops after every epoch with Lightning's checkpoint (plus the validation history, the best
+    # weights and the random generators): three calls make the three epochs of one run, to the same lists
+    _, split, split_dir = exported
+    kw = dict(epochs=3, time_budget=None, seed=0, dim=16, max_len=20, topk=20, patience=10, log=None)
+    whole = run_peer(model, split_dir, tmp_path / "whole", **kw)
+    for epoch in (1, 2):
+        with pytest.raises(PeerPaused, match="the same command resumes"):
+            run_peer(model, split_dir, tmp_path / "sliced", pause_after=0, **kw)
+        assert (tmp_path / "sliced" / "checkpoint.ckpt").is_file()
+    sliced = run_peer(model, split_dir, tmp_path / "sliced", pause_after=0, **kw)
+    assert not (tmp_path / "sliced" / "checkpoint.ckpt").exists()  # finished: nothing left to resume
+    assert sliced.result["params"]["resumed"] == 2 and whole.result["params"]["resumed"] == 0
+    assert sliced.result["epochs_run"] == whole.result["epochs_run"] == 3
+    assert sliced.result["epochs"] == whole.result["epochs"]  # the same validation NDCG@10, epoch by epoch
+    assert np.array_equal(sliced.topk, whole.topk)
+    assert (tmp_path / "sliced" / "run.log").read_text().count("resumed after epoch") == 2
+
+    # a checkpoint made on another split is refused, by name, not silently continued
+    with pytest.raises(PeerPaused):
+        run_peer(model, split_dir, tmp_path / "other", pause_after=0, **kw)
+    train = Path(split_dir) / "train.tsv"
+    train.write_text(train.read_text() + "0\t1\t999\n")
+    with pytest.raises(PeerError, match="another split"):
+        run_peer(model, split_dir, tmp_path / "other", **kw)
+
+
 def test_paused_runner_keeps_its_log_and_says_how_to_resume(exported, tmp_path):
     _, _, split_dir = exported
     script = tmp_path / "pausing.py"

@@ -11,6 +11,11 @@ Standalone: runs in .venv-peers/rectools and never imports the HyMiRec packages.
 callback computing NDCG@10 on it after every epoch, early stopping after P epochs without a gain, and the weights
 of the best epoch for the test lists. Without it, every epoch up to the cap or budget trains (the equal-budget
 bench's way).
+
+Resuming (docs/peers.md, "Long runs"): ``--pause-after S`` stops at the first epoch end past S seconds of this call,
+writes OUT/checkpoint.ckpt (Lightning's checkpoint: weights, optimizer, loop state, plus our callbacks' state:
+validation history, best weights, every random generator) and exits 75; the same command goes on from it. A
+checkpoint made on another split or with other settings is refused by name.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pathlib import Path
 
 HEADER = ["user_id", "item_id", "timestamp"]
 MODELS = ("sasrec", "bert4rec")
+EXIT_PAUSED = 75  # EX_TEMPFAIL: --pause-after stopped it with a checkpoint; the same command resumes
 
 
 def die(msg: str) -> None:
@@ -46,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--topk", type=int, default=100)
+    p.add_argument("--pause-after", type=float, default=None,
+                   help="stop at the first epoch end past this many seconds, keep OUT/checkpoint.ckpt, exit 75")
     a = p.parse_args(argv)
     if a.model not in MODELS:
         die(f"unknown model {a.model!r} (expected one of {', '.join(MODELS)})")
@@ -139,16 +147,44 @@ def main(argv: list[str] | None = None) -> None:
         """Stops training at the first epoch end past the budget (measured from the start of fit(),
         so RecTools' data preparation counts) and records per-epoch wall times."""
 
-        def __init__(self, budget: float):
+        def __init__(self, budget: float, pause_after: float | None = None):
             self.budget, self.t_fit, self.t_epoch, self.epoch_seconds = budget, 0.0, 0.0, []
+            self.pause_after, self.paused, self.resumed = pause_after, False, 0
 
         def on_train_epoch_start(self, trainer, pl_module):
             self.t_epoch = time.perf_counter()
 
         def on_train_epoch_end(self, trainer, pl_module):
+            # validation has run (Lightning validates before this hook): a checkpoint here holds the whole epoch
             self.epoch_seconds.append(time.perf_counter() - self.t_epoch)
             if self.budget is not None and time.perf_counter() - self.t_fit >= self.budget:
                 trainer.should_stop = True
+            last = trainer.should_stop or trainer.current_epoch + 1 >= trainer.max_epochs
+            if self.pause_after is not None and not last and time.perf_counter() - self.t_fit >= self.pause_after:
+                self.paused, trainer.should_stop = True, True
+                checkpoint.save(trainer)
+
+        def state_dict(self):  # saved in the checkpoint, with every generator the next epoch draws from
+            import random
+
+            import numpy as np
+            import torch
+            return {"epoch_seconds": self.epoch_seconds, "resumed": self.resumed, "torch_rng": torch.get_rng_state(),
+                    "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}
+
+        def load_state_dict(self, state):
+            self.epoch_seconds, self.resumed, self.generators = state["epoch_seconds"], state["resumed"] + 1, state
+
+        def on_train_start(self, trainer, pl_module):
+            # the generators go back at the start of training, not at load: Lightning draws from torch's between
+            # restoring a checkpoint and starting, which an uninterrupted run does not
+            if getattr(self, "generators", None):
+                import random
+
+                import numpy as np
+                import torch
+                torch.set_rng_state(self.generators["torch_rng"]), np.random.set_state(self.generators["numpy_rng"])
+                random.setstate(self.generators["python_rng"])
 
     class ValidationNDCG(pl.Callback):
         """NDCG@10 of the validation fold after every epoch (the valid.tsv item against every item, the items of
@@ -185,12 +221,35 @@ def main(argv: list[str] | None = None) -> None:
             elif epoch - self.best_epoch >= self.patience:
                 trainer.should_stop = True
 
-    budget = TimeBudget(args.time_budget)
+        def state_dict(self):
+            return {"best": self.best, "best_epoch": self.best_epoch, "best_state": self.best_state,
+                    "history": self.history}
+
+        def load_state_dict(self, state):
+            self.best, self.best_epoch, self.best_state, self.history = (
+                state["best"], state["best_epoch"], state["best_state"], state["history"])
+            print(f"[rectools] resumed after epoch {len(self.history)} (best {self.best:.5f} at {self.best_epoch})",
+                  file=sys.stderr, flush=True)
+
+    class ResumingTrainer(pl.Trainer):
+        """RecTools calls ``fit`` on (a copy of) the trainer it is given: this one goes on from OUT's checkpoint."""
+
+        def fit(self, lightning_model, *fit_args, **fit_kwargs):
+            fit_kwargs.setdefault("ckpt_path", checkpoint.resume_path())
+            if fit_kwargs["ckpt_path"]:
+                # RecTools' on_train_start draws fresh Xavier weights unless the module "is fitted": it would
+                # overwrite the restored ones (and the restored random generators' next draws)
+                lightning_model.is_fitted = True
+            return super().fit(lightning_model, *fit_args, **fit_kwargs)
+
+    checkpoint = Checkpoint(args.out / "checkpoint.ckpt", run_fingerprint(args))
+
+    budget = TimeBudget(args.time_budget, args.pause_after)
     validation = ValidationNDCG(args.patience) if args.patience else None
 
     def get_trainer() -> pl.Trainer:
         # Like RecTools' default trainer, minus min_epochs (it would veto should_stop) plus our callback.
-        return pl.Trainer(max_epochs=args.epochs, deterministic=True, accelerator="auto", devices=1,
+        return ResumingTrainer(max_epochs=args.epochs, deterministic=True, accelerator="auto", devices=1,
                           enable_progress_bar=False, enable_model_summary=False, logger=False,
                           enable_checkpointing=False, num_sanity_val_steps=0,
                           callbacks=[budget] + ([validation] if validation else []))
@@ -226,6 +285,10 @@ def main(argv: list[str] | None = None) -> None:
     train_seconds = time.perf_counter() - t0
     # RecTools fits a deepcopy of the trainer built by get_trainer (callbacks included): read that copy.
     budget = next(cb for cb in model.fit_trainer.callbacks if isinstance(cb, TimeBudget))
+    if budget.paused:
+        print(f"rectools peer: paused after {train_seconds:.0f} s; checkpoint {checkpoint.path}: "
+              "run the same command again to resume", file=sys.stderr)
+        sys.exit(EXIT_PAUSED)
     if validation:
         validation = next(cb for cb in model.fit_trainer.callbacks if isinstance(cb, ValidationNDCG))
         model.lightning_model.load_state_dict(validation.best_state)  # the best epoch's weights
@@ -265,6 +328,7 @@ def main(argv: list[str] | None = None) -> None:
         "n_test_users": int(len(test_users)),
         "params": {**params, "epochs": args.epochs, "time_budget": args.time_budget, "seed": args.seed,
                    "topk": args.topk, "model_class": cls.__name__, "patience": args.patience,
+                   "resumed": budget.resumed,
                    **({"early_stopping": "valid NDCG@10", "best_epoch": validation.best_epoch,
                        "best_valid_ndcg10": round(validation.best, 5)} if validation else {})},
         "epochs": validation.history if validation else [],
@@ -275,7 +339,50 @@ def main(argv: list[str] | None = None) -> None:
                   f"{n_short} rows shorter than topk (0-padded); filter_viewed=True on train+valid history"),
     }
     (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    checkpoint.remove()  # finished: a later run with the same out starts afresh
     print(json.dumps({k: result[k] for k in ("model", "epochs_run", "train_seconds", "infer_seconds")}))
+
+
+def run_fingerprint(args) -> dict:
+    """What decides how training goes (the split's files by sha256 included). The epoch cap, time budget and pause
+    only decide when it ends: a resumed run may change them."""
+    import hashlib
+
+    files = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(args.split.glob("*")) if f.is_file()}
+    return {"model": args.model, "seed": args.seed, "dim": args.dim, "max_len": args.max_len,
+            "patience": args.patience, "split": files}
+
+
+class Checkpoint:
+    """OUT/checkpoint.ckpt (Lightning's) beside OUT/checkpoint.json (the fingerprint of the run that wrote it)."""
+
+    def __init__(self, path: Path, fingerprint: dict):
+        self.path, self.fingerprint = path, fingerprint
+        self.meta = path.with_suffix(".json")
+
+    def resume_path(self) -> str | None:
+        """The checkpoint to go on from, None to start afresh; one of another run is refused by name."""
+        if not self.path.is_file():
+            return None
+        try:
+            theirs = json.loads(self.meta.read_text())
+        except (OSError, ValueError) as e:
+            die(f"checkpoint {self.path} without a readable {self.meta.name} ({e}); delete it to start afresh")
+        differ = [k for k in self.fingerprint if theirs.get(k) != self.fingerprint[k]]
+        if differ:
+            what = ", ".join("split (another split)" if k == "split" else f"{k} ({theirs.get(k)} vs "
+                             f"{self.fingerprint[k]})" for k in differ)
+            die(f"checkpoint {self.path} was made with other settings: {what}; delete it to start afresh")
+        return str(self.path)
+
+    def save(self, trainer) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        trainer.save_checkpoint(tmp)
+        self.meta.write_text(json.dumps(self.fingerprint))
+        os.replace(tmp, self.path)  # a kill mid-write leaves the previous checkpoint whole
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True), self.meta.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
