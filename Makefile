@@ -137,7 +137,9 @@ bench-mechanisms: setup
 	# are elsewhere takes them with `add-peer $(MECH_DATA) --out runs/conv1m-tuned --record ...`
 	bench/peers/setup.sh rechub && bench/peers/setup.sh rectools
 	$(MECH) peer $(MECH_DATA) --out runs/conv1m-tuned --peer rechub-comirec-sa --peer rechub-mind
-	$(MECH) peer $(MECH_DATA) --out runs/conv1m-tuned --peer rectools-sasrec --peer rectools-bert4rec --patience 50
+	$(MECH) peer $(MECH_DATA) --out runs/conv1m-tuned --peer rectools-sasrec --patience 50
+	# BERT4Rec still improved at the 300-epoch cap (best epoch 299): a cap of 1,000, resumable across sessions
+	$(MECH) peer $(MECH_DATA) --out runs/conv1m-tuned --peer rectools-bert4rec --patience 50 --epochs 1000
 	$(MECH) report $(MECH_DATA) --suite converged --out runs/conv1m-tuned \
 	    --warm-start-from runs/conv1m-tuned-plainsasrec \
 	    --record bench/records/mechanisms-ml-1m-converged.json --command "make bench-mechanisms"
