@@ -334,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{args.step}: --variant names add-warm-start's candidates only")
         amend = CONVERGED_AMENDMENTS[args.step]
         try:
-            done = amend_file(Path(args.record), lambda record: amend(record, out, args.sasrec_from, args.variants))
+            done = amend_file(Path(args.record),
+                              lambda record: amend(record, out, args.sasrec_from, args.variants, args.dataset))
             print(f"{args.step}: {done}", file=sys.stderr)
         except ValueError as error:
             parser.error(f"{args.step}: {error}")

@@ -36,16 +36,21 @@ def _row(label: str, cells: dict[str, str], columns: list[str]) -> list[str]:
     return [label] + [cells.get(column, "–") for column in columns[1:]]
 
 
-def add_peers(record: dict, out: Path, today: str | None = None) -> list[str]:
+def add_peers(record: dict, out: Path, today: str | None = None, dataset: str | None = None) -> list[str]:
     """Add OUT's finished peers that ``record`` (a converged record, changed in place) lacks; returns their labels.
-    Raises ValueError naming what is wrong: no converged view, another dataset's split, nothing to add."""
+    Raises ValueError naming what is wrong: no converged view, another dataset's split, nothing to add.
+
+    The record names a dataset by its folder ("amazon-games-2018, 10,000 random users"), the split by the data's own
+    name ("Games-6k"): where they differ, ``dataset`` (the folder) must be the record's and load as the split's."""
     view = record.get("converged")
     if not view:
         raise ValueError(f"the record of {record.get('area', '?')!r} has no converged view to add a peer to")
     manifest = out / "leave_one_out" / "peers" / "split" / "manifest.json"
     split = json.loads(manifest.read_text()).get("dataset") if manifest.is_file() else None
-    if split is None or view["dataset"].split(",")[0] != split:  # "ml-1m, 1,000 random users" ranked "ml-1m"
-        raise ValueError(f"{manifest}: split of {split!r}, but the record is about {view['dataset']!r}")
+    named = view["dataset"].split(",")[0]  # "ml-1m, 1,000 random users" ranked "ml-1m"
+    if split is None or (named != split and not _folder_of(dataset, named, split)):
+        raise ValueError(f"{manifest}: split of {split!r}, but the record is about {view['dataset']!r}"
+                         + ("" if dataset else " (give the dataset folder, --dataset, where the names differ)"))
     models = view["models"]
     # new peers, and peers whose recorded run hit its epoch cap and that OUT has trained further (a higher --epochs)
     added = [peer for peer in finished_peers(out).values() if peer["label"] not in models
@@ -66,6 +71,13 @@ def add_peers(record: dict, out: Path, today: str | None = None) -> list[str]:
                         f"the same split (bench.mechanisms add-peer): {', '.join(labels)}; HyMiRec's gain over an "
                         "added row has no interval (its ranked lists are not in the record).")
     return labels
+
+
+def _folder_of(dataset: str | None, record_name: str, split_name: str) -> bool:
+    """Whether the folder ``dataset`` is the record's dataset and its data is the split's (by name)."""
+    from training.data import load_dataset
+
+    return bool(dataset) and Path(dataset).name == record_name and load_dataset(dataset).name == split_name
 
 
 def _restrongest(view: dict, changed: set[str], interval: tuple | None = None) -> None:
@@ -316,11 +328,12 @@ def amend_file(record_path: Path, amend) -> object:
 
 
 # bench.mechanisms' steps that amend a converged record with a run finished after it:
-# (record, OUT, sweep OUT, variants) → what was done (variants: add-warm-start's candidates, the preset by default)
+# (record, OUT, sweep OUT, variants, dataset folder) → what was done (variants: add-warm-start's candidates, the
+# preset by default)
 CONVERGED_AMENDMENTS = {
-    "add-peer": lambda record, out, sweep, variants: ", ".join(add_peers(record, out)),
-    "add-warm-start": lambda record, out, sweep, variants: ", ".join(
+    "add-peer": lambda record, out, sweep, variants, dataset: ", ".join(add_peers(record, out, dataset=dataset)),
+    "add-warm-start": lambda record, out, sweep, variants, dataset: ", ".join(
         add_warm_start(record, out, variant) for variant in variants or ["preset"]),
-    "adopt-sasrec": lambda record, out, sweep, variants: "adopted" if adopt_sasrec(record, finished_sweep(sweep))
-    else "kept",
+    "adopt-sasrec": lambda record, out, sweep, variants, dataset: "adopted"
+    if adopt_sasrec(record, finished_sweep(sweep)) else "kept",
 }

@@ -55,6 +55,23 @@ def test_a_weaker_added_peer_leaves_the_strongest_and_its_interval(out):
     assert record["converged"]["vs_strongest"] == "+14.3 % (95 % CI +1.0 to +20.0 %)"
 
 
+def test_a_record_named_by_folder_takes_a_split_named_by_its_data_given_the_folder(out, tmp_path_factory):
+    """Games: the record says "amazon-games-2018", the split "Games-6k" (its files' name). add-peer takes it when the
+    dataset folder is given and is the record's and loads as the split's data; otherwise it is refused by name."""
+    record = report(out, "toy", "cmd", "machine", suite="converged")
+    record["converged"]["dataset"] = "toy-folder, 10 random users"
+    _peer(out, "recbole-sasrec", "SASRec (RecBole 1.2.1)", 0.115)
+    folder = tmp_path_factory.mktemp("data") / "toy-folder"
+    folder.mkdir()
+    (folder / "toy.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n"
+                                      + "".join(f"u{u}\ti{i}\t{i}\n" for u in range(4) for i in range(4)))
+    with pytest.raises(ValueError, match="give the dataset folder"):
+        add_peers(json.loads(json.dumps(record)), out)
+    with pytest.raises(ValueError, match="split of 'toy'"):
+        add_peers(json.loads(json.dumps(record)), out, dataset=str(folder.parent / "elsewhere"))
+    assert add_peers(record, out, dataset=str(folder)) == ["SASRec (RecBole 1.2.1)"]
+
+
 def test_a_capped_peer_is_replaced_by_its_longer_run_and_only_then(out):
     """A peer that ran into its epoch cap, run again with a higher cap: the longer run replaces its row and entry
     (one row per model); the same capped run again is nothing to add."""
@@ -240,7 +257,7 @@ def test_a_later_candidate_joins_as_the_full_report_would_choose_it(tmp_path, ca
                        post_ln=True)
     full = report(tmp_path / "tuned", "toy", "cmd", "machine", suite="converged",
                   warm_starts=[tmp_path / "plain", tmp_path / "fullrb"])
-    labels = CONVERGED_AMENDMENTS["add-warm-start"](record, tmp_path / "fullrb", None, ["preset", variant])
+    labels = CONVERGED_AMENDMENTS["add-warm-start"](record, tmp_path / "fullrb", None, ["preset", variant], None)
     assert labels.endswith("HyMiRec preset, warm start: SASRec dropout 0.2, lr 0.001, batch 128, post_ln, input_norm"
                            + suffix)
     _assert_as_the_full_report(record, full)
