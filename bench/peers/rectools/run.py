@@ -250,9 +250,9 @@ def main(argv: list[str] | None = None) -> None:
     def get_trainer() -> pl.Trainer:
         # Like RecTools' default trainer, minus min_epochs (it would veto should_stop) plus our callback.
         return ResumingTrainer(max_epochs=args.epochs, deterministic=True, accelerator="auto", devices=1,
-                          enable_progress_bar=False, enable_model_summary=False, logger=False,
-                          enable_checkpointing=False, num_sanity_val_steps=0,
-                          callbacks=[budget] + ([validation] if validation else []))
+                               enable_progress_bar=False, enable_model_summary=False, logger=False,
+                               enable_checkpointing=False, num_sanity_val_steps=0,
+                               callbacks=[budget] + ([validation] if validation else []))
 
     # RecTools defaults otherwise (2 blocks, 4 heads, dropout 0.2, lr 1e-3, batch 128, softmax loss);
     # written out so result.json records them.
