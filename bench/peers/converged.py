@@ -16,9 +16,9 @@ def run_peer_converged(dataset: str, out: Path, peer_name: str, seed: int = 0, p
     """A peer library's model on this bench's leave-one-out split, to its own early stop: no time budget, an epoch
     cap meant not to bind (``epoch_cap``, PEER_EPOCH_CAP unless a slow learner reached it: its record then says
     ``early_stopped: false`` and the run is repeated with a higher cap), early stopping after ``patience`` epochs (at
-    least 10) without a gain in validation NDCG@10, the library's default settings at dim 64 and length 50. Its lists are scored by our
-    evaluator (bench/methods.score_lists), as every peer; writes OUT/leave_one_out/peers/<peer>/metrics.json, which
-    ``report`` adds as a row.
+    least 10) without a gain in validation NDCG@10, the library's default settings at dim 64 and length 50. Its
+    lists are scored by our evaluator (bench/methods.score_lists), as every peer; writes
+    OUT/leave_one_out/peers/<peer>/metrics.json, which ``report`` adds as a row.
 
     ``pause_after`` seconds: a runner that checkpoints (RecBole's) stops at the next epoch end and this returns None;
     the same call later resumes it. A converged CPU run can so span several sessions."""

@@ -80,7 +80,8 @@ def test_recbole_run_paused_and_resumed_equals_an_uninterrupted_one(exported, tm
         run_peer("recbole-sasrec", split_dir, tmp_path / "other", **kw)
 
 
-@pytest.mark.skipif(not peer_python("rectools").exists(), reason="no .venv-peers/rectools (bench/peers/setup.sh rectools)")
+@pytest.mark.skipif(not peer_python("rectools").exists(),
+                    reason="no .venv-peers/rectools (bench/peers/setup.sh rectools)")
 @pytest.mark.parametrize("model", ["rectools-sasrec", "rectools-bert4rec"])
 def test_rectools_run_paused_and_resumed_equals_an_uninterrupted_one(exported, tmp_path, model):
     # --pause-after 0 stops after every epoch with Lightning's checkpoint (plus the validation history, the best
