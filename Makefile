@@ -216,6 +216,11 @@ bench-mechanisms: setup
 	    --variant preset-dropout0.3 --variant preset-dropout0.5
 	$(MECH) report --suite converged --dataset $(BEAUTY) --out runs/convbeauty \
 	    --record bench/records/mechanisms-beauty-converged.json --command "make bench-mechanisms"
+	# the other peer libraries on Beauty, each to its own early stop (RecTools' resumable, --pause-after S), then
+	# `add-peer --dataset $(BEAUTY) --out OUT --record bench/records/mechanisms-beauty-converged.json` for each OUT
+	bench/peers/setup.sh rechub && bench/peers/setup.sh rectools
+	$(MECH) peer --dataset $(BEAUTY) --out runs/convbeauty --peer rechub-comirec-sa --peer rechub-mind
+	$(MECH) peer --dataset $(BEAUTY) --out runs/convbeauty-rectools --peer rectools-sasrec --patience 50
 	# Games (amazon-games-2018, UniSRec's files; titles give HyMiRec a text stage 1) on 10,000 random users: the whole
 	# set is days of CPU. Our SASRec's grid narrowed to the layout every other dataset's validation chose, and the
 	# dropout Beauty's and ML-100K's chose (ML-1M's dense cut chose 0.2)
@@ -250,6 +255,8 @@ bench-mechanisms: setup
 	$(MECH) prepare --suite warm-start $(GAMES_DATA) --out runs/convgames-fullrb
 	$(MECH) run --suite warm-start $(GAMES_DATA) --out runs/convgames-fullrb --long-len 512 --sasrec-from runs/sweepgames
 	bench/peers/setup.sh recbole && $(MECH) peer $(GAMES_DATA) --out runs/convgames --peer recbole-sasrec
+	# RecBole's SINE: patience 10 stopped it after 15 epochs in a slow start (validation 0.0088); patience 50 next
+	$(MECH) peer $(GAMES_DATA) --out runs/convgames --peer recbole-sine --patience 50
 	$(MECH) report --suite converged $(GAMES_DATA) --out runs/convgames --warm-start-from runs/convgames-fullrb \
 	    --record bench/records/mechanisms-games-converged.json --command "make bench-mechanisms"
 	# a second and a third seed, each with both SASRec points seed 0's sweep ranked first (input_norm, then RecBole's
