@@ -29,7 +29,7 @@ from pathlib import Path
 
 from bench.mechanism_variants import BASE, LONG, MULTI_CANDIDATES, ONE_RULE, SUITES, VARIANTS
 from bench.methods import BENCH_PRESET
-from bench.peers.converged import PEER_PATIENCE, run_peer_converged  # noqa: F401 (report and CLI)
+from bench.peers.converged import PEER_EPOCH_CAP, PEER_PATIENCE, run_peer_converged  # noqa: F401 (report, CLI)
 from training.resume import PAUSED_EXIT, RESUME_DIR
 
 
@@ -321,9 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.step == "prepare":
         prepare(args.dataset, out, args.smoke, args.suite, args.only, args.seed)
     elif args.step == "peer":  # a peer library to its own early stop on the leave-one-out split
-        cap = {"epoch_cap": args.epochs} if args.epochs else {}
         finished = [run_peer_converged(args.dataset, out, name, pause_after=args.pause_after, patience=args.patience,
-                                       **cap) is not None for name in args.peers or ["recbole-sasrec"]]
+                                       epoch_cap=args.epochs or PEER_EPOCH_CAP) is not None
+                    for name in args.peers or ["recbole-sasrec"]]
         return 0 if all(finished) else PAUSED_EXIT  # paused with a checkpoint (--pause-after); run it again
     elif args.step in ("add-peer", "add-warm-start", "adopt-sasrec"):  # a run finished after its record joins it
         from bench.record_amend import CONVERGED_AMENDMENTS, amend_file
