@@ -59,6 +59,7 @@ def add_peers(record: dict, out: Path, today: str | None = None, dataset: str | 
         raise ValueError(f"no finished peer in {out / 'leave_one_out' / 'peers'} that the record lacks "
                          f"(it has {', '.join(models)})")
     published = published_ndcg10(out)
+    longer = {peer["label"]: models[peer["label"]]["epochs"] for peer in added if peer["label"] in models}
     for peer in added:
         models[peer["label"]] = peer_model_entry(peer, published)
         row = _row(peer["label"], _loo_cells(peer["test"], None, f"{peer['epochs']} (best {peer['best_epoch']})"),
@@ -67,9 +68,16 @@ def add_peers(record: dict, out: Path, today: str | None = None, dataset: str | 
     labels = [peer["label"] for peer in added]
     _restrongest(view, set(labels))
     _update_strongest_sasrec_check(record, models)
-    record["setup"] += (f" Added on {today or time.strftime('%Y-%m-%d', time.gmtime())} from {out}'s peer runs on "
-                        f"the same split (bench.mechanisms add-peer): {', '.join(labels)}; HyMiRec's gain over an "
-                        "added row has no interval (its ranked lists are not in the record).")
+    day = today or time.strftime('%Y-%m-%d', time.gmtime())
+    new = [label for label in labels if label not in longer]
+    if new:
+        record["setup"] += (f" Added on {day} from {out}'s peer runs on the same split (bench.mechanisms add-peer): "
+                            f"{', '.join(new)}; HyMiRec's gain over an added row has no interval (its ranked lists "
+                            "are not in the record).")
+    if longer:  # the row stays; what changed is how long it trained
+        record["setup"] += (f" Replaced on {day} by a longer run of the same settings ({out}, a higher epoch cap), "
+                            "the first having reached its cap: " + ", ".join(
+                                f"{label} ({epochs} epochs before)" for label, epochs in longer.items()) + ".")
     return labels
 
 

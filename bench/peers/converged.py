@@ -20,8 +20,8 @@ def run_peer_converged(dataset: str, out: Path, peer_name: str, seed: int = 0, p
     lists are scored by our evaluator (bench/methods.score_lists), as every peer; writes
     OUT/leave_one_out/peers/<peer>/metrics.json, which ``report`` adds as a row.
 
-    ``pause_after`` seconds: a runner that checkpoints (RecBole's) stops at the next epoch end and this returns None;
-    the same call later resumes it. A converged CPU run can so span several sessions."""
+    ``pause_after`` seconds: the runner (every library's checkpoints) stops at the next epoch end and this returns
+    None; the same call later resumes it. A converged CPU run can so span several sessions."""
     from bench.methods import score_lists
     from bench.peers.outputs import read_split
     from bench.peers.runner import PEERS, PeerPaused, run_peer

@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from bench.peers.outputs import SplitView, clean_lists, load_peer_output, read_split
+from bench.peers.run_state import EXIT_PAUSED  # a runner's "paused, checkpoint kept" (docs/peers.md)
 
 ROOT = Path(__file__).resolve().parents[2]
 PEERS_VENV_DIR = ROOT / ".venv-peers"
@@ -37,9 +38,6 @@ class PeerError(RuntimeError):
 
 class PeerPaused(PeerError):
     """The runner stopped at ``--pause-after`` with a checkpoint in its output folder: the same call resumes."""
-
-
-EXIT_PAUSED = 75  # a runner's exit status for "paused, checkpoint kept" (docs/peers.md, "Long runs")
 
 
 @dataclass(frozen=True)

@@ -53,57 +53,44 @@ def test_recbole_sine_trains_on_histories_shorter_than_max_len(exported, tmp_pat
     assert run.result["model"] == "SINE" and run.result["epochs_run"] == 1
 
 
-@pytest.mark.skipif(not peer_python("recbole").exists(), reason="no .venv-peers/recbole (bench/peers/setup.sh recbole)")
-def test_recbole_run_paused_and_resumed_equals_an_uninterrupted_one(exported, tmp_path):
-    # --pause-after 0 stops after every epoch with a checkpoint: three calls make the three epochs of one run
+def _with_venv(library: str, *models: str) -> list:
+    skip = pytest.mark.skipif(not peer_python(library).exists(),
+                              reason=f"no .venv-peers/{library} (bench/peers/setup.sh {library})")
+    return [pytest.param(model, marks=skip) for model in models]
+
+
+@pytest.mark.parametrize("model", _with_venv("recbole", "recbole-sasrec") + _with_venv(
+    "rectools", "rectools-sasrec", "rectools-bert4rec") + _with_venv("rechub", "rechub-comirec-sa", "rechub-mind"))
+def test_runner_paused_and_resumed_equals_an_uninterrupted_one(exported, tmp_path, model):
+    # --pause-after 0 stops after every epoch with the runner's checkpoint (weights, optimizer, validation history,
+    # best weights, every random generator): three calls make the three epochs of one run, to the same lists
     _, split, split_dir = exported
-    kw = dict(epochs=3, time_budget=None, seed=0, dim=16, max_len=20, topk=20, log=None)
-    whole = run_peer("recbole-sasrec", split_dir, tmp_path / "whole", **kw)
-    for epoch in (1, 2):
-        with pytest.raises(PeerPaused, match="the same command resumes"):
-            run_peer("recbole-sasrec", split_dir, tmp_path / "sliced", pause_after=0, **kw)
-        assert (tmp_path / "sliced" / "checkpoint.pt").is_file()
-    sliced = run_peer("recbole-sasrec", split_dir, tmp_path / "sliced", pause_after=0, **kw)
-    assert not (tmp_path / "sliced" / "checkpoint.pt").exists()  # finished: nothing left to resume
-    assert sliced.result["params"]["resumed"] == 2 and whole.result["params"]["resumed"] == 0
-    assert [(e["loss"], e["valid_ndcg10"]) for e in sliced.result["epochs"]] == \
-        [(e["loss"], e["valid_ndcg10"]) for e in whole.result["epochs"]]
-    assert np.array_equal(sliced.topk, whole.topk)
-    assert (tmp_path / "sliced" / "run.log").read_text().count("resumed after epoch") == 2  # one log, appended
-
-    # a checkpoint made on another split is refused, by name, not silently continued
-    with pytest.raises(PeerPaused):
-        run_peer("recbole-sasrec", split_dir, tmp_path / "other", pause_after=0, **kw)
-    train = Path(split_dir) / "train.tsv"
-    train.write_text(train.read_text() + "0\t1\t999\n")
-    with pytest.raises(PeerError, match="another split"):
-        run_peer("recbole-sasrec", split_dir, tmp_path / "other", **kw)
-
-
-@pytest.mark.skipif(not peer_python("rectools").exists(),
-                    reason="no .venv-peers/rectools (bench/peers/setup.sh rectools)")
-@pytest.mark.parametrize("model", ["rectools-sasrec", "rectools-bert4rec"])
-def test_rectools_run_paused_and_resumed_equals_an_uninterrupted_one(exported, tmp_path, model):
-    # --pause-after 0 stops after every epoch with Lightning's checkpoint (plus the validation history, the best
-    # weights and the random generators): three calls make the three epochs of one run, to the same lists
-    _, split, split_dir = exported
+    saved = tmp_path / "sliced" / ("checkpoint.ckpt" if model.startswith("rectools") else "checkpoint.pt")
     kw = dict(epochs=3, time_budget=None, seed=0, dim=16, max_len=20, topk=20, patience=10, log=None)
     whole = run_peer(model, split_dir, tmp_path / "whole", **kw)
     for epoch in (1, 2):
         with pytest.raises(PeerPaused, match="the same command resumes"):
             run_peer(model, split_dir, tmp_path / "sliced", pause_after=0, **kw)
-        assert (tmp_path / "sliced" / "checkpoint.ckpt").is_file()
+        assert saved.is_file()
     sliced = run_peer(model, split_dir, tmp_path / "sliced", pause_after=0, **kw)
-    assert not (tmp_path / "sliced" / "checkpoint.ckpt").exists()  # finished: nothing left to resume
+    assert not saved.exists()  # finished: nothing left to resume
     assert sliced.result["params"]["resumed"] == 2 and whole.result["params"]["resumed"] == 0
     assert sliced.result["epochs_run"] == whole.result["epochs_run"] == 3
-    assert sliced.result["epochs"] == whole.result["epochs"]  # the same validation NDCG@10, epoch by epoch
-    assert np.array_equal(sliced.topk, whole.topk)
-    assert (tmp_path / "sliced" / "run.log").read_text().count("resumed after epoch") == 2
 
-    # a checkpoint made on another split is refused, by name, not silently continued
+    def history(run):  # epoch by epoch: the loss where the runner reports it, validation NDCG@10
+        return [{k: e[k] for k in ("epoch", "loss", "valid_ndcg10") if k in e} for e in run.result["epochs"]]
+
+    assert history(sliced) == history(whole) and len(history(whole)) == 3
+    assert np.array_equal(sliced.topk, whole.topk)
+    assert (tmp_path / "sliced" / "run.log").read_text().count("resumed after epoch") == 2  # one log, appended
+    if model.startswith("rechub"):  # the three calls' seconds, not the last one's
+        assert sliced.result["train_seconds"] >= sum(e["seconds"] for e in sliced.result["epochs"])
+
+    # a checkpoint made with another setting, or on another split, is refused by name, not silently continued
     with pytest.raises(PeerPaused):
         run_peer(model, split_dir, tmp_path / "other", pause_after=0, **kw)
+    with pytest.raises(PeerError, match=r"dim \(16 vs 8\)"):
+        run_peer(model, split_dir, tmp_path / "other", **{**kw, "dim": 8})
     train = Path(split_dir) / "train.tsv"
     train.write_text(train.read_text() + "0\t1\t999\n")
     with pytest.raises(PeerError, match="another split"):

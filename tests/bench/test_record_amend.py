@@ -94,6 +94,8 @@ def test_a_capped_peer_is_replaced_by_its_longer_run_and_only_then(out):
     assert record["converged"]["models"] == full["converged"]["models"]
     assert sorted(record["rows"]) == sorted(full["rows"])
     assert [row[0] for row in record["rows"]].count("BERT4Rec (RecTools)") == 1
+    assert "Replaced on" in record["setup"] and "BERT4Rec (RecTools) (60 epochs before)" in record["setup"]
+    assert "add-peer): BERT4Rec" not in record["setup"]  # not said "added": the row was there
 
 
 def test_nothing_to_add_another_split_or_no_view_is_refused_by_name(out):

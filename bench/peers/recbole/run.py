@@ -48,7 +48,8 @@ SPLIT_FORMAT = "hymirec-peer-split/1"
 # torch.cuda.amp): harmless here, and they would bury our per-epoch lines in the bench's run.log.
 warnings.filterwarnings("ignore", category=FutureWarning)
 PATIENCE = 10  # epochs without a valid NDCG@10 gain before stopping (RecBole's default stopping_step)
-EXIT_PAUSED = 75  # EX_TEMPFAIL: --pause-after stopped it with a checkpoint; the same command resumes
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # bench/peers/run_state.py: standard library only
+from run_state import EXIT_PAUSED, refusal, replace_atomically, run_fingerprint  # noqa: E402
 
 
 def die(msg: str) -> None:
@@ -249,7 +250,7 @@ def run(args, tmp: Path, n_items, seqs, valid_of, test, out: Path) -> dict:
         return float((hit / np.log2(np.arange(2, 12))).sum() / max(1, len(ids)))
 
     # Training: RecBole's own epoch step, our loop (epoch cap, time budget, early stopping on valid NDCG@10).
-    checkpoint = Checkpoint(out / "checkpoint.pt", run_fingerprint(args, split_files(args.split)))
+    checkpoint = Checkpoint(out / "checkpoint.pt", run_fingerprint(args, "model", "seed", "dim", "max_len"))
     state = checkpoint.load(model, trainer.optimizer, train_data.generator)
     best, best_state, best_epoch, history = state["best"], state["best_state"], state["best_epoch"], state["history"]
     epochs_run, prior_seconds = len(history), state["train_seconds"]
@@ -312,19 +313,6 @@ def run(args, tmp: Path, n_items, seqs, valid_of, test, out: Path) -> dict:
     }
 
 
-def split_files(split: Path) -> dict:
-    """Name → sha256 of the split's files: a checkpoint resumes only on the split it was made on."""
-    import hashlib
-
-    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(split.glob("*")) if f.is_file()}
-
-
-def run_fingerprint(args, files: dict) -> dict:
-    """What decides how training goes. The epoch cap and time budget only decide when it ends: a resumed run
-    may raise them."""
-    return {"model": args.model, "seed": args.seed, "dim": args.dim, "max_len": args.max_len, "split": files}
-
-
 class Checkpoint:
     """OUT/checkpoint.pt: everything the training loop needs to go on as if it had never stopped."""
 
@@ -344,12 +332,9 @@ class Checkpoint:
             saved = torch.load(self.path, map_location="cpu", weights_only=False)
         except Exception as e:  # a torn or foreign file: say so rather than train from a guess
             die(f"unreadable checkpoint {self.path} ({e}); delete it to start afresh")
-        theirs = saved.get("fingerprint") or {}
-        differ = sorted(k for k in self.fingerprint if theirs.get(k) != self.fingerprint[k])
-        if differ:
-            what = ", ".join(f"{k} ({'another split' if k == 'split' else f'{theirs.get(k)} vs {self.fingerprint[k]}'})"
-                             for k in differ)
-            die(f"checkpoint {self.path} was made with other settings: {what}; delete it to start afresh")
+        refused = refusal(self.path, saved.get("fingerprint") or {}, self.fingerprint)
+        if refused:
+            die(refused)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         generator.set_state(saved["rng"]["loader"])
@@ -368,9 +353,7 @@ class Checkpoint:
         blob = {"fingerprint": self.fingerprint, "resumed": self.resumed, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "rng": {"loader": generator.get_state(), "torch": torch.get_rng_state(),
                         "numpy": np.random.get_state(), "python": random.getstate()}, **loop}
-        tmp = self.path.with_suffix(".tmp")
-        torch.save(blob, tmp)
-        os.replace(tmp, self.path)  # a kill mid-write leaves the previous epoch's checkpoint whole
+        replace_atomically(self.path, lambda tmp: torch.save(blob, tmp))
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -14,6 +14,11 @@ recorded in result.json:
     softmax would run on cosines in [-1, 1] and learn slowly;
   * MIND's embeddings start at N(0, 0.1) instead of N(0, 1e-4) (see INIT_STD).
 valid.tsv picks the epoch (best NDCG@10, patience); test lists use the history train + valid.
+
+Resuming (docs/peers.md, "Long runs"): after every epoch the runner writes OUT/checkpoint.pt (weights, optimizer,
+validation history, best weights, every random generator), atomically. ``--pause-after S`` stops at the first epoch
+end past S seconds of this call and exits 75, keeping it; the same command goes on from there, and the result
+equals an uninterrupted run's. A checkpoint made on another split or with other settings is refused by name.
 """
 import os
 
@@ -26,6 +31,7 @@ import random
 import sys
 import time
 from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,6 +41,9 @@ from torch_rechub.basic.initializers import RandomNormal
 from torch_rechub.models.matching import MIND, ComirecSA
 from torch_rechub.trainers import MatchTrainer
 from torch_rechub.utils.data import TorchDataset
+
+sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # run_state.py: stdlib only
+from run_state import EXIT_PAUSED, refusal, replace_atomically, run_fingerprint  # noqa: E402
 
 HEADER = ["user_id", "item_id", "timestamp"]
 MODELS = {"comirec_sa": ComirecSA, "mind": MIND}
@@ -150,6 +159,45 @@ def rank_top(model, users, hists, exclude, n_items, topk, batch=512):
     return out
 
 
+class Checkpoint:
+    """OUT/checkpoint.pt: what the training loop needs to go on as if it had never stopped."""
+
+    def __init__(self, path, fingerprint):
+        self.path, self.fingerprint, self.resumed = path, fingerprint, 0  # resumed: restarts so far
+
+    def load(self, model, optimizer, loader_gen, negatives_rng):
+        """The loop's state (``best``, ``log``, ``epoch_times``, ``train_seconds``), the rest restored in place;
+        None where there is no checkpoint."""
+        if not self.path.is_file():
+            return None
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception as e:  # a torn or foreign file: say so rather than train from a guess
+            raise PeerError(f"unreadable checkpoint {self.path} ({e}); delete it to start afresh")
+        refused = refusal(self.path, saved.get("fingerprint") or {}, self.fingerprint)
+        if refused:
+            raise PeerError(refused)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        rng = saved["rng"]
+        loader_gen.set_state(rng["loader"]), torch.set_rng_state(rng["torch"])
+        negatives_rng.bit_generator.state = rng["negatives"]
+        np.random.set_state(rng["numpy"]), random.setstate(rng["python"])
+        self.resumed = saved["resumed"] + 1
+        return saved["loop"]
+
+    def save(self, model, optimizer, loader_gen, negatives_rng, loop):
+        blob = {"fingerprint": self.fingerprint, "resumed": self.resumed, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "loop": loop,
+                "rng": {"loader": loader_gen.get_state(), "torch": torch.get_rng_state(),
+                        "negatives": negatives_rng.bit_generator.state, "numpy": np.random.get_state(),
+                        "python": random.getstate()}}
+        replace_atomically(self.path, lambda tmp: torch.save(blob, tmp))
+
+    def remove(self):
+        self.path.unlink(missing_ok=True)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--split", required=True)
@@ -170,6 +218,8 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=256)  # example value
     p.add_argument("--init-std", type=float, default=None, help="embedding init std (default: per model, see INIT_STD)")
     p.add_argument("--patience", type=int, default=5, help="epochs without valid NDCG@10 gain before stopping")
+    p.add_argument("--pause-after", type=float, default=None,
+                   help="stop at the first epoch end past this many seconds, keep OUT/checkpoint.pt, exit 75")
     a = p.parse_args(argv)
     if a.model not in MODELS:
         raise PeerError(f"unknown model {a.model!r}: expected one of {sorted(MODELS)}")
@@ -179,6 +229,8 @@ def main(argv=None):
     bad_budget = a.time_budget is not None and a.time_budget <= 0
     if bad_budget or a.temperature <= 0 or (a.init_std is not None and a.init_std <= 0):
         raise PeerError("--time-budget, --temperature and --init-std must be > 0")
+    if a.pause_after is not None and a.pause_after < 0:
+        raise PeerError("--pause-after must be >= 0")
 
     random.seed(a.seed)
     np.random.seed(a.seed)
@@ -208,11 +260,30 @@ def main(argv=None):
     v_hists = np.stack([pad_history(seqs[u], L) for u in v_users]) if len(v_users) else None
     v_targets = np.array([valid[u] for u in v_users], dtype=np.int64)
     gen = torch.Generator().manual_seed(a.seed)
-    best = (-1.0, 0, None)  # (valid NDCG@10, epoch, state_dict)
-    epoch_times, log = [], []
-    t0 = time.perf_counter()
-    epochs_run = 0
-    while epochs_run < a.epochs:
+    os.makedirs(a.out, exist_ok=True)
+    checkpoint = Checkpoint(Path(a.out) / "checkpoint.pt", run_fingerprint(
+        a, "model", "seed", "dim", "max_len", "interest_num", "negatives", "temperature", "lr", "weight_decay",
+        "batch_size", "init_std", "patience"))
+    loop = checkpoint.load(model, trainer.optimizer, gen, rng) or {
+        "best": (-1.0, 0, None), "log": [], "epoch_times": [], "train_seconds": 0.0}  # best: (NDCG@10, epoch, weights)
+    best, log, epoch_times = loop["best"], loop["log"], loop["epoch_times"]
+    epochs_run = epochs_at_start = len(log)
+    if epochs_run:
+        print(f"[rechub {a.model}] resumed after epoch {epochs_run} (best {best[0]:.5f} at {best[1]})",
+              file=sys.stderr, flush=True)
+    t0, started = time.perf_counter() - loop["train_seconds"], time.perf_counter()  # the run's, this call's
+
+    def finished():
+        over_budget = a.time_budget is not None and time.perf_counter() - t0 >= a.time_budget
+        stalled = v_hists is not None and epochs_run and epochs_run - best[1] >= a.patience
+        return epochs_run >= a.epochs or over_budget or stalled
+
+    while not finished():
+        if a.pause_after is not None and epochs_run > epochs_at_start \
+                and time.perf_counter() - started >= a.pause_after:
+            print(f"rechub peer: paused after {a.pause_after:.0f} s; checkpoint {checkpoint.path}: "
+                  "run the same command again to resume", file=sys.stderr)
+            return EXIT_PAUSED  # the checkpoint of the last epoch stays
         te = time.perf_counter()
         x = {"user_id": torch.from_numpy(tr_users), "hist_item_id": torch.from_numpy(tr_hists),
              "item_id": torch.from_numpy(tr_targets),
@@ -236,10 +307,8 @@ def main(argv=None):
                 best = (ndcg, epochs_run, copy.deepcopy(model.state_dict()))
         log.append(entry)
         print(json.dumps(entry), file=sys.stderr, flush=True)
-        if a.time_budget is not None and time.perf_counter() - t0 >= a.time_budget:
-            break
-        if v_hists is not None and epochs_run - best[1] >= a.patience:
-            break
+        checkpoint.save(model, trainer.optimizer, gen, rng, {"best": best, "log": log, "epoch_times": epoch_times,
+                                                              "train_seconds": time.perf_counter() - t0})
     if best[2] is not None:
         model.load_state_dict(best[2])
     train_seconds = time.perf_counter() - t0
@@ -251,7 +320,6 @@ def main(argv=None):
     top = rank_top(model, test_users, np.stack([pad_history(h, L) for h in hists]), hists, n_items, a.topk)
     infer_seconds = time.perf_counter() - t1
 
-    os.makedirs(a.out, exist_ok=True)
     np.save(os.path.join(a.out, "topk_test.npy"), top)
     result = {
         "library": "torch-rechub", "version": version("torch-rechub"), "model": a.model,
@@ -263,6 +331,7 @@ def main(argv=None):
                    "loss": "softmax CE over [pos, negatives] (MatchTrainer mode=2)", "optimizer": "Adam",
                    "lr": a.lr, "weight_decay": a.weight_decay, "batch_size": a.batch_size,
                    "epochs_cap": a.epochs, "time_budget": a.time_budget, "patience": a.patience, "seed": a.seed,
+                   "resumed": checkpoint.resumed,
                    "user_features": ["user_id"], "train_samples": int(len(tr_targets)), "torch": torch.__version__},
         "best_epoch": best[1], "best_valid_ndcg10": round(best[0], 5) if best[2] is not None else None,
         "epoch_seconds_mean": round(float(np.mean(epoch_times)), 3), "epochs": log,
@@ -274,12 +343,14 @@ def main(argv=None):
     }
     with open(os.path.join(a.out, "result.json"), "w") as f:
         json.dump(result, f, indent=1)
+    checkpoint.remove()  # finished: a later run with the same out starts afresh
     print(json.dumps({k: result[k] for k in ("model", "epochs_run", "train_seconds", "infer_seconds")}))
+    return 0
 
 
 if __name__ == "__main__":
     try:
-        main()
+        sys.exit(main())
     except PeerError as e:
         print(f"rechub run.py: error: {e}", file=sys.stderr)
         sys.exit(2)

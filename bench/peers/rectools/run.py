@@ -30,7 +30,8 @@ from pathlib import Path
 
 HEADER = ["user_id", "item_id", "timestamp"]
 MODELS = ("sasrec", "bert4rec")
-EXIT_PAUSED = 75  # EX_TEMPFAIL: --pause-after stopped it with a checkpoint; the same command resumes
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # bench/peers/run_state.py: standard library only
+from run_state import EXIT_PAUSED, refusal, replace_atomically, run_fingerprint, write_json_atomically  # noqa: E402
 
 
 def die(msg: str) -> None:
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         def __init__(self, budget: float, pause_after: float | None = None):
             self.budget, self.t_fit, self.t_epoch, self.epoch_seconds = budget, 0.0, 0.0, []
             self.pause_after, self.paused, self.resumed = pause_after, False, 0
+            self.seconds_before = 0.0  # fit() seconds of the calls before this one (a resumed run's)
 
         def on_train_epoch_start(self, trainer, pl_module):
             self.t_epoch = time.perf_counter()
@@ -169,11 +171,15 @@ def main(argv: list[str] | None = None) -> None:
 
             import numpy as np
             import torch
-            return {"epoch_seconds": self.epoch_seconds, "resumed": self.resumed, "torch_rng": torch.get_rng_state(),
+            return {"epoch_seconds": self.epoch_seconds, "resumed": self.resumed,
+                    "train_seconds": self.seconds_before + time.perf_counter() - self.t_fit,
+                    "torch_rng": torch.get_rng_state(),
                     "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}
 
         def load_state_dict(self, state):
             self.epoch_seconds, self.resumed, self.generators = state["epoch_seconds"], state["resumed"] + 1, state
+            # checkpoints written before this was kept: their epochs' own seconds (data preparation left out)
+            self.seconds_before = state.get("train_seconds", sum(self.epoch_seconds))
 
         def on_train_start(self, trainer, pl_module):
             # the generators go back at the start of training, not at load: Lightning draws from torch's between
@@ -242,7 +248,8 @@ def main(argv: list[str] | None = None) -> None:
                 lightning_model.is_fitted = True
             return super().fit(lightning_model, *fit_args, **fit_kwargs)
 
-    checkpoint = Checkpoint(args.out / "checkpoint.ckpt", run_fingerprint(args))
+    checkpoint = Checkpoint(args.out / "checkpoint.ckpt",
+                            run_fingerprint(args, "model", "seed", "dim", "max_len", "patience"))
 
     budget = TimeBudget(args.time_budget, args.pause_after)
     validation = ValidationNDCG(args.patience) if args.patience else None
@@ -285,8 +292,9 @@ def main(argv: list[str] | None = None) -> None:
     train_seconds = time.perf_counter() - t0
     # RecTools fits a deepcopy of the trainer built by get_trainer (callbacks included): read that copy.
     budget = next(cb for cb in model.fit_trainer.callbacks if isinstance(cb, TimeBudget))
+    train_seconds += budget.seconds_before  # a resumed run's earlier calls too
     if budget.paused:
-        print(f"rectools peer: paused after {train_seconds:.0f} s; checkpoint {checkpoint.path}: "
+        print(f"rectools peer: paused after {train_seconds - budget.seconds_before:.0f} s; checkpoint {checkpoint.path}: "
               "run the same command again to resume", file=sys.stderr)
         sys.exit(EXIT_PAUSED)
     if validation:
@@ -343,16 +351,6 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps({k: result[k] for k in ("model", "epochs_run", "train_seconds", "infer_seconds")}))
 
 
-def run_fingerprint(args) -> dict:
-    """What decides how training goes (the split's files by sha256 included). The epoch cap, time budget and pause
-    only decide when it ends: a resumed run may change them."""
-    import hashlib
-
-    files = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(args.split.glob("*")) if f.is_file()}
-    return {"model": args.model, "seed": args.seed, "dim": args.dim, "max_len": args.max_len,
-            "patience": args.patience, "split": files}
-
-
 class Checkpoint:
     """OUT/checkpoint.ckpt (Lightning's) beside OUT/checkpoint.json (the fingerprint of the run that wrote it)."""
 
@@ -368,18 +366,14 @@ class Checkpoint:
             theirs = json.loads(self.meta.read_text())
         except (OSError, ValueError) as e:
             die(f"checkpoint {self.path} without a readable {self.meta.name} ({e}); delete it to start afresh")
-        differ = [k for k in self.fingerprint if theirs.get(k) != self.fingerprint[k]]
-        if differ:
-            what = ", ".join("split (another split)" if k == "split" else f"{k} ({theirs.get(k)} vs "
-                             f"{self.fingerprint[k]})" for k in differ)
-            die(f"checkpoint {self.path} was made with other settings: {what}; delete it to start afresh")
+        refused = refusal(self.path, theirs, self.fingerprint)
+        if refused:
+            die(refused)
         return str(self.path)
 
     def save(self, trainer) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        trainer.save_checkpoint(tmp)
-        self.meta.write_text(json.dumps(self.fingerprint))
-        os.replace(tmp, self.path)  # a kill mid-write leaves the previous checkpoint whole
+        write_json_atomically(self.meta, self.fingerprint)
+        replace_atomically(self.path, trainer.save_checkpoint)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True), self.meta.unlink(missing_ok=True)
