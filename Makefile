@@ -140,6 +140,9 @@ bench-mechanisms: setup
 	$(MECH) peer $(MECH_DATA) --out runs/conv1m-tuned --peer rectools-sasrec --patience 50
 	# BERT4Rec still improved at the 300-epoch cap (best epoch 299): a cap of 1,000, resumable across sessions
 	$(MECH) peer $(MECH_DATA) --out runs/conv1m-tuned --peer rectools-bert4rec --patience 50 --epochs 1000
+	# RecBole's SINE starts slowly (Games: patience 10 stopped it in its first plateau), so patience 50; a run is
+	# deterministic, so patience 10's stop is read off the same epoch history
+	$(MECH) peer $(MECH_DATA) --out runs/conv1m-tuned --peer recbole-sine --patience 50
 	$(MECH) report $(MECH_DATA) --suite converged --out runs/conv1m-tuned \
 	    --warm-start-from runs/conv1m-tuned-plainsasrec \
 	    --record bench/records/mechanisms-ml-1m-converged.json --command "make bench-mechanisms"
@@ -195,7 +198,7 @@ bench-mechanisms: setup
 	    --peer rechub-mind --patience 50
 	# RecBole's SASRec (~160 CPU-seconds per epoch here, patience 50 as the row's other models): resumes where it paused
 	bench/peers/setup.sh recbole && $(MECH) peer --dataset ../shared/data/ml-100k --out runs/conv100k \
-	    --peer recbole-sasrec --patience 50
+	    --peer recbole-sasrec --peer recbole-sine --patience 50
 	$(MECH) report --suite converged --dataset ../shared/data/ml-100k --out runs/conv100k \
 	    --warm-start-from runs/conv100k-plainsasrec \
 	    --record bench/records/mechanisms-ml-100k-converged.json --command "make bench-mechanisms"
@@ -216,11 +219,13 @@ bench-mechanisms: setup
 	    --variant preset-dropout0.3 --variant preset-dropout0.5
 	$(MECH) report --suite converged --dataset $(BEAUTY) --out runs/convbeauty \
 	    --record bench/records/mechanisms-beauty-converged.json --command "make bench-mechanisms"
-	# the other peer libraries on Beauty, each to its own early stop (RecTools' resumable, --pause-after S), then
+	# the other peer libraries on Beauty, each to its own early stop (each resumable: --pause-after S), then
 	# `add-peer --dataset $(BEAUTY) --out OUT --record bench/records/mechanisms-beauty-converged.json` for each OUT
 	bench/peers/setup.sh rechub && bench/peers/setup.sh rectools
 	$(MECH) peer --dataset $(BEAUTY) --out runs/convbeauty --peer rechub-comirec-sa --peer rechub-mind
 	$(MECH) peer --dataset $(BEAUTY) --out runs/convbeauty-rectools --peer rectools-sasrec --patience 50
+	$(MECH) peer --dataset $(BEAUTY) --out runs/convbeauty-rectools --peer rectools-bert4rec --patience 50
+	$(MECH) peer --dataset $(BEAUTY) --out runs/convbeauty --peer recbole-sine --patience 50
 	# Games (amazon-games-2018, UniSRec's files; titles give HyMiRec a text stage 1) on 10,000 random users: the whole
 	# set is days of CPU. Our SASRec's grid narrowed to the layout every other dataset's validation chose, and the
 	# dropout Beauty's and ML-100K's chose (ML-1M's dense cut chose 0.2)

@@ -23,9 +23,11 @@ def run_metrics(out: Path, protocol: str, variant: str) -> dict | None:
 
 
 def finished_peers(out: Path) -> dict[str, dict]:
-    """OUT/leave_one_out/peers/<name>/metrics.json of every finished peer run (a paused one has only a checkpoint)."""
+    """OUT/leave_one_out/peers/<name>/metrics.json of every finished peer run (a paused one holds a checkpoint, and
+    any scores beside it are an earlier run's)."""
     root = out / "leave_one_out" / "peers"
-    return {p.parent.name: json.loads(p.read_text()) for p in sorted(root.glob("*/metrics.json"))}
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(root.glob("*/metrics.json"))
+            if not any(p.parent.glob("checkpoint*"))}
 
 
 def published_ndcg10(out: Path) -> dict[str, float]:

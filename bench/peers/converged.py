@@ -33,6 +33,9 @@ def run_peer_converged(dataset: str, out: Path, peer_name: str, seed: int = 0, p
     if peer is None:
         raise SystemExit(f"unknown peer {peer_name!r}; known: {sorted(PEERS)}")
     root = out / "leave_one_out" / "peers"
+    # an earlier run's scores in this folder (a shorter patience or cap) are not this run's: a paused or failed run
+    # must leave none behind for `report` or `add-peer` to take as finished
+    (root / peer_name / "metrics.json").unlink(missing_ok=True)
     data = load_run_data(dataset)
     split_dir = export_split(data, leave_one_out(data), root / "split")
     split = read_split(split_dir)

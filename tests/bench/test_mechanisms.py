@@ -271,6 +271,22 @@ def test_peer_step_scores_a_runner_on_the_same_split_with_our_evaluator(tmp_path
                                 runner=REFERENCE_RUNNER, log=None, epoch_cap=1)
     assert capped["epoch_cap"] == 1 and not capped["early_stopped"]
 
+    # a later run in the same folder that fails (or pauses) leaves no earlier scores behind to be taken as its own
+    from bench.converged_view import finished_peers
+    from bench.peers.runner import PeerError
+
+    broken = tmp_path / "broken.py"
+    broken.write_text("import sys; sys.exit(3)\n")
+    with pytest.raises(PeerError, match="exit 3"):
+        run_peer_converged(str(path), tmp_path / "out", peer.name, peer=peer, python=sys.executable, runner=broken,
+                           log=None)
+    assert peer.name not in finished_peers(tmp_path / "out")
+    # and a folder holding a paused run's checkpoint is not finished, whatever else lies in it
+    (tmp_path / "out" / "leave_one_out" / "peers" / peer.name / "metrics.json").write_text(json.dumps(capped))
+    assert peer.name in finished_peers(tmp_path / "out")
+    (tmp_path / "out" / "leave_one_out" / "peers" / peer.name / "checkpoint.pt").write_bytes(b"state")
+    assert peer.name not in finished_peers(tmp_path / "out")
+
 
 def test_peer_step_refuses_a_patience_below_the_rule(capsys):
     from bench.mechanisms import main
