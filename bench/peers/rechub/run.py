@@ -159,6 +159,12 @@ def rank_top(model, users, hists, exclude, n_items, topk, batch=512):
     return out
 
 
+def numpy_state():
+    """numpy's global generator state with its key array as a list: a checkpoint loads with weights_only=True."""
+    name, keys, *rest = np.random.get_state()
+    return (name, keys.tolist(), *rest)
+
+
 class Checkpoint:
     """OUT/checkpoint.pt: what the training loop needs to go on as if it had never stopped."""
 
@@ -171,7 +177,7 @@ class Checkpoint:
         if not self.path.is_file():
             return None
         try:
-            saved = torch.load(self.path, map_location="cpu", weights_only=False)
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)  # tensors and plain values only
         except Exception as e:  # a torn or foreign file: say so rather than train from a guess
             raise PeerError(f"unreadable checkpoint {self.path} ({e}); delete it to start afresh")
         refused = refusal(self.path, saved.get("fingerprint") or {}, self.fingerprint)
@@ -182,7 +188,8 @@ class Checkpoint:
         rng = saved["rng"]
         loader_gen.set_state(rng["loader"]), torch.set_rng_state(rng["torch"])
         negatives_rng.bit_generator.state = rng["negatives"]
-        np.random.set_state(rng["numpy"]), random.setstate(rng["python"])
+        np.random.set_state((rng["numpy"][0], np.asarray(rng["numpy"][1], dtype=np.uint32), *rng["numpy"][2:]))
+        random.setstate(rng["python"])
         self.resumed = saved["resumed"] + 1
         return saved["loop"]
 
@@ -190,7 +197,7 @@ class Checkpoint:
         blob = {"fingerprint": self.fingerprint, "resumed": self.resumed, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "loop": loop,
                 "rng": {"loader": loader_gen.get_state(), "torch": torch.get_rng_state(),
-                        "negatives": negatives_rng.bit_generator.state, "numpy": np.random.get_state(),
+                        "negatives": negatives_rng.bit_generator.state, "numpy": numpy_state(),
                         "python": random.getstate()}}
         replace_atomically(self.path, lambda tmp: torch.save(blob, tmp))
 
