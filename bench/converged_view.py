@@ -14,6 +14,7 @@ from pathlib import Path
 from bench.mechanism_variants import BASE, HYMIREC_CANDIDATES, SCRATCH_CANDIDATES, TEXT_CANDIDATES
 from bench.paired import format_gain, peer_gain_interval, run_gain_interval
 from bench.peers.converged import PEER_PATIENCE
+from bench.peers.run_state import holds_checkpoint
 
 
 def run_metrics(out: Path, protocol: str, variant: str) -> dict | None:
@@ -27,7 +28,7 @@ def finished_peers(out: Path) -> dict[str, dict]:
     any scores beside it are an earlier run's)."""
     root = out / "leave_one_out" / "peers"
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(root.glob("*/metrics.json"))
-            if not any(p.parent.glob("checkpoint*"))}
+            if not holds_checkpoint(p.parent)}
 
 
 def published_ndcg10(out: Path) -> dict[str, float]:

@@ -18,6 +18,11 @@ from pathlib import Path
 EXIT_PAUSED = 75  # EX_TEMPFAIL: --pause-after stopped it with a checkpoint; the same command resumes
 
 
+def holds_checkpoint(out: Path) -> bool:
+    """Whether a runner's output folder holds a paused run's checkpoint (every runner names it checkpoint.*)."""
+    return any(Path(out).glob("checkpoint*"))
+
+
 def split_sha256(split: Path) -> dict[str, str]:
     """File name → sha256 of the split's files: a checkpoint resumes only on the split it was made on."""
     return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(Path(split).glob("*")) if f.is_file()}

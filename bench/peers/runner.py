@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from bench.peers.outputs import SplitView, clean_lists, load_peer_output, read_split
-from bench.peers.run_state import EXIT_PAUSED  # a runner's "paused, checkpoint kept" (docs/peers.md)
+from bench.peers.run_state import EXIT_PAUSED, holds_checkpoint  # the runners' pause contract (docs/peers.md)
 
 ROOT = Path(__file__).resolve().parents[2]
 PEERS_VENV_DIR = ROOT / ".venv-peers"
@@ -187,7 +187,7 @@ def run_peer(peer: Peer | str, split_dir: str | Path, out_dir: str | Path, *, ep
         cmd += ["--patience", str(int(patience))]
     if pause_after is not None:
         cmd += ["--pause-after", str(float(pause_after))]
-    resuming = any(out_dir.glob("checkpoint*"))  # a runner's own checkpoint: this call goes on from it
+    resuming = holds_checkpoint(out_dir)  # a runner's own checkpoint: this call goes on from it
     timeout = timeout if timeout is not None else peer_timeout(time_budget)
     echo = (lambda line: log(f"[{peer.name}] {line}")) if log else None
     if log:
