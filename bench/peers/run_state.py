@@ -7,12 +7,17 @@ path (standard library only), so each runner stays a script its venv can run alo
 The contract: ``--pause-after S`` stops at the first epoch end past S seconds of this call (at least one epoch a
 call), keeps OUT/checkpoint.* and exits ``EXIT_PAUSED``; the same command goes on from it, and the result equals an
 uninterrupted run's. A checkpoint written on another split or with other settings is refused by name.
+
+``LoopCheckpoint`` is the checkpoint of a runner that drives its own torch training loop (RecBole's, torch-rechub's);
+it imports torch only when used, so importing this file stays standard library only. RecTools trains through
+Lightning, whose own checkpoint its runner extends.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import random
 from pathlib import Path
 
 EXIT_PAUSED = 75  # EX_TEMPFAIL: --pause-after stopped it with a checkpoint; the same command resumes
@@ -53,3 +58,64 @@ def replace_atomically(path: Path, write) -> None:
 
 def write_json_atomically(path: Path, value) -> None:
     replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(value)))
+
+
+class CheckpointRefused(Exception):
+    """A checkpoint this run cannot go on from: unreadable, or made on another split or with other settings."""
+
+
+class LoopCheckpoint:
+    """OUT/checkpoint.pt of a runner's own torch training loop: what it needs to go on as if it had never stopped.
+
+    It holds the model's and the optimizer's state, the loop's own state (``loop``: validation history, best weights,
+    seconds so far; plain values and tensors), every random generator the next epoch draws from (the data loader's
+    ``torch.Generator``, torch's, numpy's and Python's global ones, and a runner's own ``numpy.random.Generator``
+    where it has one), and the run's fingerprint. Written atomically, loaded with ``weights_only=True`` (numpy's
+    global state is kept with its key array as a list for that).
+    """
+
+    def __init__(self, path: Path, fingerprint: dict):
+        self.path, self.fingerprint, self.resumed = Path(path), fingerprint, 0  # resumed: restarts so far
+
+    def load(self, model, optimizer, loader_generator, numpy_generator=None) -> dict | None:
+        """The saved ``loop``, with the model, optimizer and generators restored in place; None where there is no
+        checkpoint. Raises CheckpointRefused for a torn or foreign file, or one this run's fingerprint refuses."""
+        import numpy as np
+        import torch
+
+        if not self.path.is_file():
+            return None
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)  # tensors and plain values only
+        except Exception as e:  # a torn or foreign file: say so rather than train from a guess
+            raise CheckpointRefused(f"unreadable checkpoint {self.path} ({e}); delete it to start afresh") from e
+        refused = refusal(self.path, saved.get("fingerprint") or {}, self.fingerprint)
+        if refused:
+            raise CheckpointRefused(refused)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        rng = saved["rng"]
+        loader_generator.set_state(rng["loader"])
+        torch.set_rng_state(rng["torch"])
+        name, keys, *rest = rng["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+        random.setstate(rng["python"])
+        if numpy_generator is not None:
+            numpy_generator.bit_generator.state = rng["numpy_generator"]
+        self.resumed = saved["resumed"] + 1
+        return saved["loop"]
+
+    def save(self, model, optimizer, loader_generator, loop: dict, numpy_generator=None) -> None:
+        import numpy as np
+        import torch
+
+        name, keys, *rest = np.random.get_state()
+        rng = {"loader": loader_generator.get_state(), "torch": torch.get_rng_state(),
+               "numpy": (name, keys.tolist(), *rest), "python": random.getstate(),
+               **({"numpy_generator": numpy_generator.bit_generator.state} if numpy_generator is not None else {})}
+        blob = {"fingerprint": self.fingerprint, "resumed": self.resumed, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "loop": loop, "rng": rng}
+        replace_atomically(self.path, lambda tmp: torch.save(blob, tmp))
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)

@@ -49,7 +49,7 @@ SPLIT_FORMAT = "hymirec-peer-split/1"
 warnings.filterwarnings("ignore", category=FutureWarning)
 PATIENCE = 10  # epochs without a valid NDCG@10 gain before stopping (RecBole's default stopping_step)
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # bench/peers/run_state.py: standard library only
-from run_state import EXIT_PAUSED, refusal, replace_atomically, run_fingerprint  # noqa: E402
+from run_state import EXIT_PAUSED, CheckpointRefused, LoopCheckpoint, run_fingerprint  # noqa: E402
 
 
 def die(msg: str) -> None:
@@ -250,10 +250,15 @@ def run(args, tmp: Path, n_items, seqs, valid_of, test, out: Path) -> dict:
         return float((hit / np.log2(np.arange(2, 12))).sum() / max(1, len(ids)))
 
     # Training: RecBole's own epoch step, our loop (epoch cap, time budget, early stopping on valid NDCG@10).
-    checkpoint = Checkpoint(out / "checkpoint.pt", run_fingerprint(args, "model", "seed", "dim", "max_len"))
-    state = checkpoint.load(model, trainer.optimizer, train_data.generator)
-    best, best_state, best_epoch, history = state["best"], state["best_state"], state["best_epoch"], state["history"]
-    epochs_run, prior_seconds = len(history), state["train_seconds"]
+    checkpoint = LoopCheckpoint(out / "checkpoint.pt", run_fingerprint(args, "model", "seed", "dim", "max_len"))
+    try:
+        loop = checkpoint.load(model, trainer.optimizer, train_data.generator)
+    except CheckpointRefused as e:
+        die(str(e))
+    loop = loop or {"best": -1.0, "best_state": None, "best_epoch": 0, "history": [], "train_seconds": 0.0}
+    best, best_state, best_epoch, history = loop["best"], loop["best_state"], loop["best_epoch"], loop["history"]
+    epochs_run = epochs_at_start = len(history)
+    prior_seconds = loop["train_seconds"]
     if epochs_run:
         print(f"[recbole {args.model}] resumed after epoch {epochs_run} (best {best:.5f} at {best_epoch})",
               file=sys.stderr, flush=True)
@@ -264,7 +269,7 @@ def run(args, tmp: Path, n_items, seqs, valid_of, test, out: Path) -> dict:
         return epochs_run >= args.epochs or over_budget or (epochs_run and epochs_run - best_epoch >= args.patience)
 
     while not finished():
-        if args.pause_after is not None and epochs_run > state["epochs_at_start"] \
+        if args.pause_after is not None and epochs_run > epochs_at_start \
                 and time.perf_counter() - started >= args.pause_after:
             return None  # the checkpoint of the last epoch stays; the same command resumes
         te, ce = time.perf_counter(), time.process_time()
@@ -277,8 +282,9 @@ def run(args, tmp: Path, n_items, seqs, valid_of, test, out: Path) -> dict:
         print(f"[recbole {args.model}] {history[-1]}", file=sys.stderr, flush=True)
         if ndcg > best:
             best, best_epoch, best_state = ndcg, epochs_run, copy.deepcopy(model.state_dict())
-        checkpoint.save(model, trainer.optimizer, train_data.generator, best=best, best_state=best_state,
-                        best_epoch=best_epoch, history=history, train_seconds=time.perf_counter() - t0)
+        checkpoint.save(model, trainer.optimizer, train_data.generator,
+                        {"best": best, "best_state": best_state, "best_epoch": best_epoch, "history": history,
+                         "train_seconds": time.perf_counter() - t0})
     train_seconds = time.perf_counter() - t0
     model.load_state_dict(best_state)
 
@@ -301,7 +307,7 @@ def run(args, tmp: Path, n_items, seqs, valid_of, test, out: Path) -> dict:
                                                                                model_name == "SASRec")}
     params.update({"time_budget_s": args.time_budget, "topk": args.topk, "early_stopping": "valid NDCG@10",
                    "patience": args.patience, "best_epoch": best_epoch, "threads": torch.get_num_threads(),
-                   "resumed": state["resumed"]})
+                   "resumed": checkpoint.resumed})
     return {
         "library": "recbole", "version": recbole.__version__, "model": model_name,
         "epochs_run": epochs_run, "train_seconds": round(train_seconds, 3), "infer_seconds": round(infer_seconds, 3),
@@ -311,52 +317,6 @@ def run(args, tmp: Path, n_items, seqs, valid_of, test, out: Path) -> dict:
                   "runner (RecBole's sequential full-sort does not mask them); best epoch by valid NDCG@10 "
                   "restored; autograd anomaly detection switched off (RecBole's sine.py turns it on)"),
     }
-
-
-class Checkpoint:
-    """OUT/checkpoint.pt: everything the training loop needs to go on as if it had never stopped."""
-
-    def __init__(self, path: Path, fingerprint: dict):
-        self.path, self.fingerprint, self.resumed = path, fingerprint, 0  # resumed: how many restarts so far
-
-    def load(self, model, optimizer, generator) -> dict:
-        import random
-
-        import torch
-
-        fresh = {"best": -1.0, "best_state": None, "best_epoch": 0, "history": [], "train_seconds": 0.0,
-                 "epochs_at_start": 0, "resumed": 0}
-        if not self.path.is_file():
-            return fresh
-        try:
-            saved = torch.load(self.path, map_location="cpu", weights_only=False)
-        except Exception as e:  # a torn or foreign file: say so rather than train from a guess
-            die(f"unreadable checkpoint {self.path} ({e}); delete it to start afresh")
-        refused = refusal(self.path, saved.get("fingerprint") or {}, self.fingerprint)
-        if refused:
-            die(refused)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        generator.set_state(saved["rng"]["loader"])
-        torch.set_rng_state(saved["rng"]["torch"])
-        np.random.set_state(saved["rng"]["numpy"])
-        random.setstate(saved["rng"]["python"])
-        self.resumed = saved["resumed"] + 1
-        return {**{k: saved[k] for k in ("best", "best_state", "best_epoch", "history", "train_seconds")},
-                "epochs_at_start": len(saved["history"]), "resumed": self.resumed}
-
-    def save(self, model, optimizer, generator, **loop) -> None:
-        import random
-
-        import torch
-
-        blob = {"fingerprint": self.fingerprint, "resumed": self.resumed, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "rng": {"loader": generator.get_state(), "torch": torch.get_rng_state(),
-                        "numpy": np.random.get_state(), "python": random.getstate()}, **loop}
-        replace_atomically(self.path, lambda tmp: torch.save(blob, tmp))
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 def check_split(valid_inter, test_inter, dataset, uid_ours, to_ours, valid_of, test) -> None:

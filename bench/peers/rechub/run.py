@@ -43,7 +43,7 @@ from torch_rechub.trainers import MatchTrainer
 from torch_rechub.utils.data import TorchDataset
 
 sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # run_state.py: stdlib only
-from run_state import EXIT_PAUSED, refusal, replace_atomically, run_fingerprint  # noqa: E402
+from run_state import EXIT_PAUSED, CheckpointRefused, LoopCheckpoint, run_fingerprint  # noqa: E402
 
 HEADER = ["user_id", "item_id", "timestamp"]
 MODELS = {"comirec_sa": ComirecSA, "mind": MIND}
@@ -159,52 +159,6 @@ def rank_top(model, users, hists, exclude, n_items, topk, batch=512):
     return out
 
 
-def numpy_state():
-    """numpy's global generator state with its key array as a list: a checkpoint loads with weights_only=True."""
-    name, keys, *rest = np.random.get_state()
-    return (name, keys.tolist(), *rest)
-
-
-class Checkpoint:
-    """OUT/checkpoint.pt: what the training loop needs to go on as if it had never stopped."""
-
-    def __init__(self, path, fingerprint):
-        self.path, self.fingerprint, self.resumed = path, fingerprint, 0  # resumed: restarts so far
-
-    def load(self, model, optimizer, loader_gen, negatives_rng):
-        """The loop's state (``best``, ``log``, ``epoch_times``, ``train_seconds``), the rest restored in place;
-        None where there is no checkpoint."""
-        if not self.path.is_file():
-            return None
-        try:
-            saved = torch.load(self.path, map_location="cpu", weights_only=True)  # tensors and plain values only
-        except Exception as e:  # a torn or foreign file: say so rather than train from a guess
-            raise PeerError(f"unreadable checkpoint {self.path} ({e}); delete it to start afresh")
-        refused = refusal(self.path, saved.get("fingerprint") or {}, self.fingerprint)
-        if refused:
-            raise PeerError(refused)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        rng = saved["rng"]
-        loader_gen.set_state(rng["loader"]), torch.set_rng_state(rng["torch"])
-        negatives_rng.bit_generator.state = rng["negatives"]
-        np.random.set_state((rng["numpy"][0], np.asarray(rng["numpy"][1], dtype=np.uint32), *rng["numpy"][2:]))
-        random.setstate(rng["python"])
-        self.resumed = saved["resumed"] + 1
-        return saved["loop"]
-
-    def save(self, model, optimizer, loader_gen, negatives_rng, loop):
-        blob = {"fingerprint": self.fingerprint, "resumed": self.resumed, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "loop": loop,
-                "rng": {"loader": loader_gen.get_state(), "torch": torch.get_rng_state(),
-                        "negatives": negatives_rng.bit_generator.state, "numpy": numpy_state(),
-                        "python": random.getstate()}}
-        replace_atomically(self.path, lambda tmp: torch.save(blob, tmp))
-
-    def remove(self):
-        self.path.unlink(missing_ok=True)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--split", required=True)
@@ -268,10 +222,10 @@ def main(argv=None):
     v_targets = np.array([valid[u] for u in v_users], dtype=np.int64)
     gen = torch.Generator().manual_seed(a.seed)
     os.makedirs(a.out, exist_ok=True)
-    checkpoint = Checkpoint(Path(a.out) / "checkpoint.pt", run_fingerprint(
+    checkpoint = LoopCheckpoint(Path(a.out) / "checkpoint.pt", run_fingerprint(
         a, "model", "seed", "dim", "max_len", "interest_num", "negatives", "temperature", "lr", "weight_decay",
         "batch_size", "init_std", "patience"))
-    loop = checkpoint.load(model, trainer.optimizer, gen, rng) or {
+    loop = checkpoint.load(model, trainer.optimizer, gen, numpy_generator=rng) or {
         "best": (-1.0, 0, None), "log": [], "epoch_times": [], "train_seconds": 0.0}  # best: (NDCG@10, epoch, weights)
     best, log, epoch_times = loop["best"], loop["log"], loop["epoch_times"]
     epochs_run = epochs_at_start = len(log)
@@ -314,8 +268,9 @@ def main(argv=None):
                 best = (ndcg, epochs_run, copy.deepcopy(model.state_dict()))
         log.append(entry)
         print(json.dumps(entry), file=sys.stderr, flush=True)
-        checkpoint.save(model, trainer.optimizer, gen, rng, {"best": best, "log": log, "epoch_times": epoch_times,
-                                                              "train_seconds": time.perf_counter() - t0})
+        checkpoint.save(model, trainer.optimizer, gen, {"best": best, "log": log, "epoch_times": epoch_times,
+                                                         "train_seconds": time.perf_counter() - t0},
+                        numpy_generator=rng)
     if best[2] is not None:
         model.load_state_dict(best[2])
     train_seconds = time.perf_counter() - t0
@@ -358,6 +313,6 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except PeerError as e:
+    except (PeerError, CheckpointRefused) as e:
         print(f"rechub run.py: error: {e}", file=sys.stderr)
         sys.exit(2)
