@@ -160,9 +160,7 @@ def main(argv=None) -> int:
         os.chdir(tmp)  # RecBole writes ./log_tensorboard, ./saved ... relative to the cwd: keep them out of the repo
         write_atomic_files(Path(tmp) / "data" / "peer", seqs, valid_of, test, args.max_len)
         result = run(args, Path(tmp), n_items, seqs, valid_of, test, out)
-    if result is None:
-        print(f"recbole peer: paused after {args.pause_after:.0f} s; checkpoint {out / 'checkpoint.pt'}: "
-              "run the same command again to resume", file=sys.stderr)
+    if result is None:  # paused (run() said where it stopped)
         return EXIT_PAUSED
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("model", "epochs_run", "train_seconds", "infer_seconds")}))
@@ -271,6 +269,8 @@ def run(args, tmp: Path, n_items, seqs, valid_of, test, out: Path) -> dict:
     while not finished():
         if args.pause_after is not None and epochs_run > epochs_at_start \
                 and time.perf_counter() - started >= args.pause_after:
+            print(f"recbole peer: paused after epoch {epochs_run} ({time.perf_counter() - started:.0f} s in this "
+                  f"call); checkpoint {checkpoint.path}: run the same command again to resume", file=sys.stderr)
             return None  # the checkpoint of the last epoch stays; the same command resumes
         te, ce = time.perf_counter(), time.process_time()
         loss = trainer._train_epoch(train_data, epochs_run, show_progress=False)

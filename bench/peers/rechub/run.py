@@ -242,8 +242,8 @@ def main(argv=None):
     while not finished():
         if a.pause_after is not None and epochs_run > epochs_at_start \
                 and time.perf_counter() - started >= a.pause_after:
-            print(f"rechub peer: paused after {a.pause_after:.0f} s; checkpoint {checkpoint.path}: "
-                  "run the same command again to resume", file=sys.stderr)
+            print(f"rechub peer: paused after epoch {epochs_run} ({time.perf_counter() - started:.0f} s in this "
+                  f"call); checkpoint {checkpoint.path}: run the same command again to resume", file=sys.stderr)
             return EXIT_PAUSED  # the checkpoint of the last epoch stays
         te = time.perf_counter()
         x = {"user_id": torch.from_numpy(tr_users), "hist_item_id": torch.from_numpy(tr_hists),
