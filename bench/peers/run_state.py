@@ -92,18 +92,22 @@ class LoopCheckpoint:
         refused = refusal(self.path, saved.get("fingerprint") or {}, self.fingerprint)
         if refused:
             raise CheckpointRefused(refused)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        rng = saved["rng"]
-        loader_generator.set_state(rng["loader"])
-        torch.set_rng_state(rng["torch"])
-        name, keys, *rest = rng["numpy"]
-        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
-        random.setstate(rng["python"])
-        if numpy_generator is not None:
-            numpy_generator.bit_generator.state = rng["numpy_generator"]
-        self.resumed = saved["resumed"] + 1
-        return saved["loop"]
+        try:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            rng = saved["rng"]
+            loader_generator.set_state(rng["loader"])
+            torch.set_rng_state(rng["torch"])
+            name, keys, *rest = rng["numpy"]
+            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+            random.setstate(rng["python"])
+            if numpy_generator is not None:
+                numpy_generator.bit_generator.state = rng["numpy_generator"]
+            self.resumed = saved["resumed"] + 1
+            return saved["loop"]
+        except KeyError as e:  # an older runner's layout: its state cannot be restored whole
+            raise CheckpointRefused(f"checkpoint {self.path} lacks {e} (written by another runner version); "
+                                    "delete it to start afresh") from e
 
     def save(self, model, optimizer, loader_generator, loop: dict, numpy_generator=None) -> None:
         import numpy as np

@@ -45,13 +45,18 @@ def test_loop_checkpoint_restores_weights_optimizer_loop_and_every_generator(tmp
         assert np.allclose(np.asarray(a), np.asarray(b)), "a generator was not restored"
 
 
-def test_loop_checkpoint_refuses_other_settings_and_torn_files_by_name(tmp_path):
+def test_loop_checkpoint_refuses_other_settings_layouts_and_torn_files_by_name(tmp_path):
     model, optimizer = _model_and_optimizer(0)
     path = tmp_path / "checkpoint.pt"
     assert LoopCheckpoint(path, {"dim": 8}).load(model, optimizer, torch.Generator()) is None  # nothing yet
     LoopCheckpoint(path, {"dim": 8}).save(model, optimizer, torch.Generator(), {"history": []})
     with pytest.raises(CheckpointRefused, match=r"other settings: dim \(8 vs 16\)"):
         LoopCheckpoint(path, {"dim": 16}).load(model, optimizer, torch.Generator())
+    blob = torch.load(path, weights_only=True)
+    del blob["loop"]  # another runner version's layout
+    torch.save(blob, path)
+    with pytest.raises(CheckpointRefused, match="lacks 'loop'"):
+        LoopCheckpoint(path, {"dim": 8}).load(model, optimizer, torch.Generator())
     path.write_bytes(path.read_bytes()[:100])  # a write cut short
     with pytest.raises(CheckpointRefused, match="unreadable checkpoint .*checkpoint.pt"):
         LoopCheckpoint(path, {"dim": 8}).load(model, optimizer, torch.Generator())
