@@ -61,7 +61,8 @@ def write_json_atomically(path: Path, value) -> None:
 
 
 class CheckpointRefused(Exception):
-    """A checkpoint this run cannot go on from: unreadable, or made on another split or with other settings."""
+    """A checkpoint this run cannot go on from: unreadable, of another layout, or made on another split or with
+    other settings."""
 
 
 class LoopCheckpoint:
