@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import random
+import sys
 from pathlib import Path
 
 EXIT_PAUSED = 75  # EX_TEMPFAIL: --pause-after stopped it with a checkpoint; the same command resumes
@@ -58,6 +59,14 @@ def replace_atomically(path: Path, write) -> None:
 
 def write_json_atomically(path: Path, value) -> None:
     replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(value)))
+
+
+def say_paused(runner: str, checkpoint: Path, seconds: float, epoch: int | None = None) -> None:
+    """Tell stderr that ``--pause-after`` stopped this call: after which epoch (where the runner counts them), the
+    seconds this call trained, and which checkpoint the same command goes on from."""
+    after = f"epoch {epoch} ({seconds:.0f} s in this call)" if epoch is not None else f"{seconds:.0f} s in this call"
+    print(f"{runner} peer: paused after {after}; checkpoint {checkpoint}: run the same command again to resume",
+          file=sys.stderr)
 
 
 class CheckpointRefused(Exception):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.peers.run_state import CheckpointRefused, LoopCheckpoint, refusal
+from bench.peers.run_state import CheckpointRefused, LoopCheckpoint, refusal, say_paused
 
 
 def _model_and_optimizer(seed: int):
@@ -69,3 +69,12 @@ def test_refusal_names_the_split_apart_from_the_settings(tmp_path):
     assert refusal(tmp_path, saved, dict(saved)) is None
     why = refusal(tmp_path, saved, {"dim": 8, "split": {"train.tsv": "b"}})
     assert "split (another split)" in why and "dim" not in why
+
+
+def test_pause_message_names_the_epoch_the_seconds_and_the_checkpoint(tmp_path, capsys):
+    say_paused("recbole", tmp_path / "checkpoint.pt", 3612.4, epoch=42)
+    say_paused("rectools", tmp_path / "checkpoint.ckpt", 59.6)  # a runner that does not count epochs
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (f"recbole peer: paused after epoch 42 (3612 s in this call); checkpoint {tmp_path}/checkpoint.pt: "
+                      "run the same command again to resume")
+    assert err[1].startswith("rectools peer: paused after 60 s in this call; checkpoint ")

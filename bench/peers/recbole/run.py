@@ -49,7 +49,7 @@ SPLIT_FORMAT = "hymirec-peer-split/1"
 warnings.filterwarnings("ignore", category=FutureWarning)
 PATIENCE = 10  # epochs without a valid NDCG@10 gain before stopping (RecBole's default stopping_step)
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # bench/peers/run_state.py: standard library only
-from run_state import EXIT_PAUSED, CheckpointRefused, LoopCheckpoint, run_fingerprint  # noqa: E402
+from run_state import EXIT_PAUSED, CheckpointRefused, LoopCheckpoint, run_fingerprint, say_paused  # noqa: E402
 
 
 def die(msg: str) -> None:
@@ -269,8 +269,7 @@ def run(args, tmp: Path, n_items, seqs, valid_of, test, out: Path) -> dict:
     while not finished():
         if args.pause_after is not None and epochs_run > epochs_at_start \
                 and time.perf_counter() - started >= args.pause_after:
-            print(f"recbole peer: paused after epoch {epochs_run} ({time.perf_counter() - started:.0f} s in this "
-                  f"call); checkpoint {checkpoint.path}: run the same command again to resume", file=sys.stderr)
+            say_paused("recbole", checkpoint.path, time.perf_counter() - started, epochs_run)
             return None  # the checkpoint of the last epoch stays; the same command resumes
         te, ce = time.perf_counter(), time.process_time()
         loss = trainer._train_epoch(train_data, epochs_run, show_progress=False)

@@ -43,7 +43,7 @@ from torch_rechub.trainers import MatchTrainer
 from torch_rechub.utils.data import TorchDataset
 
 sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # run_state.py: stdlib only
-from run_state import EXIT_PAUSED, CheckpointRefused, LoopCheckpoint, run_fingerprint  # noqa: E402
+from run_state import EXIT_PAUSED, CheckpointRefused, LoopCheckpoint, run_fingerprint, say_paused  # noqa: E402
 
 HEADER = ["user_id", "item_id", "timestamp"]
 MODELS = {"comirec_sa": ComirecSA, "mind": MIND}
@@ -242,8 +242,7 @@ def main(argv=None):
     while not finished():
         if a.pause_after is not None and epochs_run > epochs_at_start \
                 and time.perf_counter() - started >= a.pause_after:
-            print(f"rechub peer: paused after epoch {epochs_run} ({time.perf_counter() - started:.0f} s in this "
-                  f"call); checkpoint {checkpoint.path}: run the same command again to resume", file=sys.stderr)
+            say_paused("rechub", checkpoint.path, time.perf_counter() - started, epochs_run)
             return EXIT_PAUSED  # the checkpoint of the last epoch stays
         te = time.perf_counter()
         x = {"user_id": torch.from_numpy(tr_users), "hist_item_id": torch.from_numpy(tr_hists),

@@ -31,7 +31,8 @@ from pathlib import Path
 HEADER = ["user_id", "item_id", "timestamp"]
 MODELS = ("sasrec", "bert4rec")
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # bench/peers/run_state.py: standard library only
-from run_state import EXIT_PAUSED, refusal, replace_atomically, run_fingerprint, write_json_atomically  # noqa: E402
+from run_state import (EXIT_PAUSED, refusal, replace_atomically, run_fingerprint, say_paused,  # noqa: E402
+                       write_json_atomically)
 
 
 def die(msg: str) -> None:
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
 
         def __init__(self, budget: float, pause_after: float | None = None):
             self.budget, self.t_fit, self.t_epoch, self.epoch_seconds = budget, 0.0, 0.0, []
-            self.pause_after, self.paused, self.resumed = pause_after, False, 0
+            self.pause_after, self.paused_after_epoch, self.resumed = pause_after, None, 0
             self.seconds_before = 0.0  # fit() seconds of the calls before this one (a resumed run's)
 
         def on_train_epoch_start(self, trainer, pl_module):
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
                 trainer.should_stop = True
             last = trainer.should_stop or trainer.current_epoch + 1 >= trainer.max_epochs
             if self.pause_after is not None and not last and time.perf_counter() - self.t_fit >= self.pause_after:
-                self.paused, trainer.should_stop = True, True
+                self.paused_after_epoch, trainer.should_stop = trainer.current_epoch + 1, True
                 checkpoint.save(trainer)
 
         def state_dict(self):  # saved in the checkpoint, with every generator the next epoch draws from
@@ -293,9 +294,8 @@ def main(argv: list[str] | None = None) -> None:
     # RecTools fits a deepcopy of the trainer built by get_trainer (callbacks included): read that copy.
     budget = next(cb for cb in model.fit_trainer.callbacks if isinstance(cb, TimeBudget))
     train_seconds += budget.seconds_before  # a resumed run's earlier calls too
-    if budget.paused:
-        print(f"rectools peer: paused after {train_seconds - budget.seconds_before:.0f} s; checkpoint {checkpoint.path}: "
-              "run the same command again to resume", file=sys.stderr)
+    if budget.paused_after_epoch is not None:
+        say_paused("rectools", checkpoint.path, train_seconds - budget.seconds_before, budget.paused_after_epoch)
         sys.exit(EXIT_PAUSED)
     if validation:
         validation = next(cb for cb in model.fit_trainer.callbacks if isinstance(cb, ValidationNDCG))
