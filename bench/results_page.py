@@ -205,8 +205,40 @@ def area_records(records_dir: Path = RECORDS) -> list[dict]:
     return [found[k] for k in order]
 
 
+def merge_parts(records: list[dict]) -> list[dict]:
+    """Fold each part record (area "A (P)", e.g. one dataset's SASRec sweep run later) into the record of area A, as
+    columns of A's table: one table to read across datasets. The part's own setup, date and command join A's setup;
+    a row only one of them has gets "—" in the other's columns. A part whose area has no such record stays as it is."""
+    areas = {r["area"] for r in records}
+    base_of = {id(r): r["area"].rsplit(" (", 1)[0] for r in records
+               if r["area"].endswith(")") and r["area"].rsplit(" (", 1)[0] in areas}
+    merged = []
+    for record in records:
+        if id(record) in base_of:
+            continue
+        parts = [r for r in records if base_of.get(id(r)) == record["area"]]
+        for part in parts:
+            record = _with_part(record, part)
+        merged.append(record)
+    return merged
+
+
+def _with_part(record: dict, part: dict) -> dict:
+    width, added = len(record["columns"]) - 1, part["columns"][1:]
+    rows = {row[0]: list(row) for row in record["rows"]}
+    for row in part["rows"]:
+        rows.setdefault(row[0], [row[0]] + ["—"] * width)
+    cells = {row[0]: row[1:] for row in part["rows"]}
+    named = ", ".join(added)
+    return {**record, "columns": record["columns"] + added,
+            "rows": [row + list(cells.get(name, ["—"] * len(added))) for name, row in rows.items()],
+            "setup": f"{record.get('setup', '')} The {named} column{'s' if len(added) > 1 else ''}: measured "
+                     f"{part['measured_at']} (`{part['command']}`). {part.get('setup', '')}".strip(),
+            "reading": "; ".join(r for r in (record.get("reading"), part.get("reading")) if r)}
+
+
 def render_page(ledger: Path = LEDGER, records_dir: Path = RECORDS) -> str:
-    records = area_records(records_dir)
+    records = merge_parts(area_records(records_dir))
     # a converged record is a row of the converged view; its full table stays on the mechanisms page
     parts = [INTRO, quality_section(ledger_records(ledger)), converged_section(records)] + [
         compact_section(r) if _is_mechanisms(r) else area_section(r) for r in records if "converged" not in r]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from bench.results_page import (MECHANISMS_PAGE, PAGE, area_section, converged_section, quality_section,
+from bench.results_page import (MECHANISMS_PAGE, PAGE, area_section, converged_section, merge_parts, quality_section,
                                  render_mechanisms_page, render_page)
 
 
@@ -24,9 +24,9 @@ def test_page_fits_two_screens_and_names_its_commands():
     # the converged view grows by a row per dataset and replicate seed (eight at most) and has its plot; Games' SASRec
     # sweep (bench-mechanisms) is an area of its own, ~14 lines; four more mechanisms areas (the steered interests,
     # the long history under leave-one-out and its second seed, the held-out users); the SASRec sweep's rows grow by one
-    # per layout tried (ML-100K's stride-1 point, 2026-12-06: 271 lines); LastFM's SASRec sweep, an area of its own
-    # like Games' (S3-Rec's published-number check, 2026-12-07: 290 lines)
-    assert len(text.splitlines()) <= 290
+    # per layout tried (ML-100K's stride-1 point, 2026-12-06: 271 lines); Games' and LastFM's SASRec sweeps are columns
+    # of the main sweep's table (merge_parts; 2026-12-07: 254 lines)
+    assert len(text.splitlines()) <= 272
     sections = text.split("\n## ")[1:]
     assert len(sections) >= 9
     for section in sections:  # every area names the command that measured it: a code block, or inline
@@ -82,3 +82,20 @@ def test_converged_view_has_a_row_per_dataset_and_a_column_per_model():
     assert "0.0400 (60, epoch cap; patience 50;" in converged_section(records)
     assert "an epoch cap bound only where a cell says so" in converged_section(records)
     assert converged_section([{"area": "Codebook"}]) == ""
+
+
+def test_a_part_record_becomes_columns_of_its_area_and_keeps_its_setup_date_and_command():
+    def area(name, columns, rows, date, command, reading):
+        return {"area": name, "measured_at": date, "machine": "m", "command": command, "setup": f"setup of {name}.",
+                "columns": columns, "rows": rows, "reading": reading}
+    main = area("Sweep", ["point", "A"], [["p1", "1"], ["p2", "2"]], "2026-12-05", "make a", "A: chosen p1")
+    part = area("Sweep (B)", ["point", "B"], [["p2", "20"], ["p3", "30"]], "2026-12-07", "make b", "B: chosen p3")
+    other = area("Other (C)", ["x"], [["1"]], "2026-12-01", "make c", "")  # no "Other" area: stays its own
+    merged = merge_parts([main, other, part])
+    assert [r["area"] for r in merged] == ["Sweep", "Other (C)"]
+    sweep = merged[0]
+    assert sweep["columns"] == ["point", "A", "B"]
+    assert sweep["rows"] == [["p1", "1", "—"], ["p2", "2", "20"], ["p3", "—", "30"]]
+    assert "2026-12-07" in sweep["setup"] and "`make b`" in sweep["setup"] and "setup of Sweep (B)." in sweep["setup"]
+    assert sweep["reading"] == "A: chosen p1; B: chosen p3"
+    assert main["columns"] == ["point", "A"]  # the records themselves are left as they are
