@@ -244,6 +244,7 @@ bench-mechanisms: setup
 	    --variant preset-dropout0.3 --variant preset-dropout0.5
 	$(MECH) run --suite long-loo --dataset $(LASTFM) --out runs/convlastfm --long-len 512 --sasrec-from runs/sweeplastfm \
 	    --variant preset-recent-only
+	$(MECH) peer --dataset $(LASTFM) --out runs/convlastfm --peer rechub-comirec-sa --peer rechub-mind
 	$(MECH) report --suite converged --dataset $(LASTFM) --out runs/convlastfm \
 	    --record bench/records/mechanisms-lastfm-converged.json --command "make bench-mechanisms"
 	# Games (amazon-games-2018, UniSRec's files; titles give HyMiRec a text stage 1) on 10,000 random users: the whole
