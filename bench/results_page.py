@@ -208,10 +208,11 @@ def area_records(records_dir: Path = RECORDS) -> list[dict]:
 def merge_parts(records: list[dict]) -> list[dict]:
     """Fold each part record (area "A (P)", e.g. one dataset's SASRec sweep run later) into the record of area A, as
     columns of A's table: one table to read across datasets. The part's own setup, date and command join A's setup;
-    a row only one of them has gets "—" in the other's columns. A part whose area has no such record stays as it is."""
+    a row only one of them has gets "—" in the other's columns. A part whose area has no such record stays as it is,
+    and so do the mechanisms areas (their parenthesis names the dataset of a record that stands alone)."""
     areas = {r["area"] for r in records}
     base_of = {id(r): r["area"].rsplit(" (", 1)[0] for r in records
-               if r["area"].endswith(")") and r["area"].rsplit(" (", 1)[0] in areas}
+               if r["area"].endswith(")") and r["area"].rsplit(" (", 1)[0] in areas and not _is_mechanisms(r)}
     merged = []
     for record in records:
         if id(record) in base_of:

@@ -25,7 +25,7 @@ def test_page_fits_two_screens_and_names_its_commands():
     # sweep (bench-mechanisms) is an area of its own, ~14 lines; four more mechanisms areas (the steered interests,
     # the long history under leave-one-out and its second seed, the held-out users); the SASRec sweep's rows grow by one
     # per layout tried (ML-100K's stride-1 point, 2026-12-06: 271 lines); Games' and LastFM's SASRec sweeps are columns
-    # of the main sweep's table (merge_parts; 2026-12-07: 254 lines)
+    # of the main sweep's table (merge_parts), and LastFM's converged row (2026-12-07: 255 lines)
     assert len(text.splitlines()) <= 272
     sections = text.split("\n## ")[1:]
     assert len(sections) >= 9
@@ -91,8 +91,9 @@ def test_a_part_record_becomes_columns_of_its_area_and_keeps_its_setup_date_and_
     main = area("Sweep", ["point", "A"], [["p1", "1"], ["p2", "2"]], "2026-12-05", "make a", "A: chosen p1")
     part = area("Sweep (B)", ["point", "B"], [["p2", "20"], ["p3", "30"]], "2026-12-07", "make b", "B: chosen p3")
     other = area("Other (C)", ["x"], [["1"]], "2026-12-01", "make c", "")  # no "Other" area: stays its own
-    merged = merge_parts([main, other, part])
-    assert [r["area"] for r in merged] == ["Sweep", "Other (C)"]
+    mechanisms = [area(f"Mechanisms: X{d}", ["x"], [["1"]], "2026-12-01", "make d", "") for d in ("", " (ml-1m)")]
+    merged = merge_parts([main, other, part] + mechanisms)
+    assert [r["area"] for r in merged] == ["Sweep", "Other (C)", "Mechanisms: X", "Mechanisms: X (ml-1m)"]
     sweep = merged[0]
     assert sweep["columns"] == ["point", "A", "B"]
     assert sweep["rows"] == [["p1", "1", "—"], ["p2", "2", "20"], ["p3", "—", "30"]]
