@@ -61,12 +61,11 @@ def write_json_atomically(path: Path, value) -> None:
     replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(value)))
 
 
-def say_paused(runner: str, checkpoint: Path, seconds: float, epoch: int | None = None) -> None:
-    """Tell stderr that ``--pause-after`` stopped this call: after which epoch (where the runner counts them), the
-    seconds this call trained, and which checkpoint the same command goes on from."""
-    after = f"epoch {epoch} ({seconds:.0f} s in this call)" if epoch is not None else f"{seconds:.0f} s in this call"
-    print(f"{runner} peer: paused after {after}; checkpoint {checkpoint}: run the same command again to resume",
-          file=sys.stderr)
+def say_paused(runner: str, checkpoint: Path, seconds: float, epoch: int) -> None:
+    """Tell stderr that ``--pause-after`` stopped this call: after which epoch, the seconds this call trained, and
+    which checkpoint the same command goes on from."""
+    print(f"{runner} peer: paused after epoch {epoch} ({seconds:.0f} s in this call); checkpoint {checkpoint}: "
+          "run the same command again to resume", file=sys.stderr)
 
 
 class CheckpointRefused(Exception):

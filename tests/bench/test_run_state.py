@@ -73,8 +73,8 @@ def test_refusal_names_the_split_apart_from_the_settings(tmp_path):
 
 def test_pause_message_names_the_epoch_the_seconds_and_the_checkpoint(tmp_path, capsys):
     say_paused("recbole", tmp_path / "checkpoint.pt", 3612.4, epoch=42)
-    say_paused("rectools", tmp_path / "checkpoint.ckpt", 59.6)  # a runner that does not count epochs
+    say_paused("rectools", tmp_path / "checkpoint.ckpt", 59.6, epoch=3)
     err = capsys.readouterr().err.splitlines()
     assert err[0] == (f"recbole peer: paused after epoch 42 (3612 s in this call); checkpoint {tmp_path}/checkpoint.pt: "
                       "run the same command again to resume")
-    assert err[1].startswith("rectools peer: paused after 60 s in this call; checkpoint ")
+    assert err[1].startswith("rectools peer: paused after epoch 3 (60 s in this call); checkpoint ")
